@@ -1,0 +1,32 @@
+//! `clawkeep audit verify`.
+
+use crate::Failure;
+use std::path::PathBuf;
+
+pub fn audit_path(state_dir: Option<PathBuf>) -> Result<PathBuf, Failure> {
+    let dir = match state_dir {
+        Some(d) => d,
+        None => clawkeep_core::paths::default_state_dir(|k| std::env::var(k).ok()).map_err(|e| Failure::usage(e.to_string()))?,
+    };
+    Ok(dir.join("audit.jsonl"))
+}
+
+pub fn verify(state_dir: Option<PathBuf>, file: Option<PathBuf>, json: bool) -> Result<u8, Failure> {
+    let path = match file {
+        Some(f) => f,
+        None => audit_path(state_dir)?,
+    };
+    if !path.exists() {
+        return Err(Failure::usage(format!("no audit log at {}; pass --file PATH or --state-dir DIR", path.display())));
+    }
+    let report = clawkeep_audit::verify(&path).map_err(|e| Failure::runtime(e.to_string()))?;
+    if json {
+        let v = serde_json::json!({"file": path, "lines": report.lines, "ok": report.is_ok(), "first_broken": report.first_broken});
+        println!("{v}");
+    } else if let Some(b) = &report.first_broken {
+        println!("BROKEN {}: line {}: {} ({} lines in the file)", path.display(), b.line, b.reason, report.lines);
+    } else {
+        println!("ok {}: {} lines, hash chain intact", path.display(), report.lines);
+    }
+    Ok(if report.is_ok() { 0 } else { 1 })
+}

@@ -1,0 +1,69 @@
+//! clawkeep: parses arguments, loads state paths, calls the libraries.
+//!
+//! Exit codes: 0 ok, 1 runtime failure, 2 usage or bad input, the agent's
+//! own code for `run` (128+signal when killed), 124 timeout, 126/127 when
+//! the command cannot be executed.
+
+mod audit_cmd;
+mod cli;
+mod doctor;
+mod run;
+
+use clap::Parser;
+use std::process::ExitCode;
+
+/// An error with the exit code it maps to.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: u8,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn usage(message: impl Into<String>) -> Self {
+        Self { code: 2, message: message.into() }
+    }
+    pub fn runtime(message: impl Into<String>) -> Self {
+        Self { code: 1, message: message.into() }
+    }
+}
+
+fn main() -> ExitCode {
+    // The sandbox's own processes are this binary re-executed; they take
+    // no CLI parsing and must stay single-threaded.
+    match std::env::args_os().nth(1).as_deref().and_then(|a| a.to_str()) {
+        Some(clawkeep_sandbox::HELPER_ARG) => return ExitCode::from(clawkeep_sandbox::helper::main() as u8),
+        Some(clawkeep_sandbox::probe::PROBE_ARG) => return ExitCode::from(clawkeep_sandbox::probe::probe_main() as u8),
+        _ => {}
+    }
+    let cli = match cli::Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => return clap_error(e),
+    };
+    let result = match cli.command {
+        cli::Command::Run(args) => run::run(cli.state_dir, args),
+        cli::Command::Doctor { json } => doctor::doctor(json),
+        cli::Command::Audit(cli::AuditCommand::Verify { file, json }) => audit_cmd::verify(cli.state_dir, file, json),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(f) => {
+            eprintln!("clawkeep: {}", f.message);
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+/// Help and version print as usual; every usage error is one line and exits 2.
+fn clap_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand) {
+        let _ = e.print();
+        return ExitCode::from(if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand { 2 } else { 0 });
+    }
+    let rendered = e.render().to_string();
+    let first = rendered.lines().find(|l| !l.trim().is_empty()).unwrap_or("invalid arguments");
+    let first = first.trim_start_matches("error: ");
+    eprintln!("clawkeep: {first}; see 'clawkeep --help'");
+    ExitCode::from(2)
+}

@@ -1,0 +1,133 @@
+//! `clawkeep run`: one command in one jail, behaving like the command.
+
+use crate::audit_cmd::audit_path;
+use crate::cli::RunArgs;
+use crate::Failure;
+use clawkeep_audit::AuditLog;
+use clawkeep_core::{AgentEnv, Limits, RunSpec};
+use clawkeep_sandbox::{Outcome, SandboxError};
+use serde_json::json;
+use std::path::PathBuf;
+use std::time::Instant;
+
+fn run_id() -> String {
+    let mut b = [0u8; 8];
+    // SAFETY: b is valid for 8 bytes; getrandom fills it.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    if n != 8 {
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        b = (t.as_nanos() as u64 ^ u64::from(std::process::id())).to_le_bytes();
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+pub fn run(state_dir: Option<PathBuf>, args: RunArgs) -> Result<u8, Failure> {
+    if args.command.is_empty() {
+        return Err(Failure::usage("no command given; usage: clawkeep run [OPTIONS] -- CMD [ARGS...]"));
+    }
+    if args.command[0].is_empty() {
+        return Err(Failure::usage("the command is an empty string; usage: clawkeep run [OPTIONS] -- CMD [ARGS...]"));
+    }
+    let env = AgentEnv::build(|k| std::env::var(k).ok(), &args.env, &args.allow_secret_env).map_err(|e| Failure::usage(e.to_string()))?;
+    let audit_file = audit_path(state_dir)?;
+    let dir = audit_file.parent().map(PathBuf::from).unwrap_or_default();
+    clawkeep_core::state_dir(&dir).map_err(|e| Failure::usage(e.to_string()))?;
+    let log = AuditLog::open(&audit_file).map_err(|e| Failure::usage(e.to_string()))?;
+
+    let workspace = match args.workspace {
+        Some(w) => w,
+        None => {
+            std::env::current_dir().map_err(|e| Failure::usage(format!("cannot read the current directory ({e}); pass --workspace DIR")))?
+        }
+    };
+    let env_names = env.names();
+    let spec = RunSpec {
+        run_id: run_id(),
+        argv: args.command,
+        env: env.into_pairs(),
+        workspace,
+        rootfs: args.rootfs,
+        limits: Limits { memory_bytes: args.memory, pids: Some(args.pids), cpus: args.cpus },
+        timeout: args.timeout,
+    };
+    let plan = clawkeep_sandbox::plan(spec, Some(audit_file.clone())).map_err(|e| match e {
+        SandboxError::Workspace { .. } | SandboxError::Rootfs { .. } => Failure::usage(e.to_string()),
+        other => Failure::runtime(other.to_string()),
+    })?;
+    for d in &plan.degraded {
+        eprintln!("clawkeep: warning: {} does not hold: {}", d.guarantee, d.reason);
+    }
+    let spec = &plan.cfg.spec;
+    // On disk before the jail starts: an operator can always see what ran.
+    let start = log.append(
+        "run.start",
+        json!({
+            "run_id": spec.run_id,
+            "argv": spec.argv,
+            "env_names": env_names,
+            "workspace": spec.workspace,
+            "rootfs": spec.rootfs,
+            "limits": spec.limits,
+            "timeout_ms": spec.timeout.map(|t| t.as_millis() as u64),
+            "uid": unsafe_uid(),
+            "isolation": plan.isolation(),
+        }),
+    );
+    if let Err(e) = start {
+        plan.cleanup();
+        return Err(Failure::runtime(format!("{e}; the command was not started")));
+    }
+
+    let t0 = Instant::now();
+    let exe = std::env::current_exe().map_err(|e| Failure::runtime(format!("cannot find the clawkeep binary: {e}")))?;
+    let result = plan.launch(&exe).and_then(|l| l.wait());
+    plan.restore_terminal();
+    plan.cleanup();
+    let duration_ms = t0.elapsed().as_millis() as u64;
+
+    let (code, exit_fields) = match &result {
+        Ok(report) => {
+            let code = report.outcome.exit_code();
+            let fields = json!({
+                "run_id": spec.run_id,
+                "outcome": report.outcome,
+                "exit_code": code,
+                "duration_ms": duration_ms,
+                "peak_memory_bytes": report.peak_memory_bytes,
+                "peak_pids": report.peak_pids,
+                "oom_killed": report.oom_killed,
+                "landlock": report.landlock,
+            });
+            (code, fields)
+        }
+        Err(e) => (1, json!({"run_id": spec.run_id, "error": e.to_string(), "exit_code": 1, "duration_ms": duration_ms})),
+    };
+    if let Err(e) = log.append("run.exit", exit_fields) {
+        eprintln!("clawkeep: warning: the exit event could not be recorded: {e}");
+    }
+    match result {
+        Err(e) => Err(Failure::runtime(e.to_string())),
+        Ok(report) => {
+            match &report.outcome {
+                Outcome::SetupFailed { failure } => {
+                    return Err(Failure::runtime(format!("{failure}; run 'clawkeep doctor' to see what this host supports")))
+                }
+                Outcome::ExecFailed { path, errno, message } => {
+                    let what = if *errno == libc::ENOENT { "command not found in the jail".to_string() } else { message.clone() };
+                    eprintln!("clawkeep: {path}: {what}");
+                }
+                Outcome::TimedOut => eprintln!("clawkeep: timed out after {:?}; the command was killed", spec.timeout.unwrap_or_default()),
+                Outcome::Signaled { signal: 9 } if report.oom_killed => {
+                    eprintln!("clawkeep: the command was killed at its memory limit")
+                }
+                _ => {}
+            }
+            Ok(code.clamp(0, 255) as u8)
+        }
+    }
+}
+
+fn unsafe_uid() -> u32 {
+    // SAFETY: getuid has no preconditions.
+    unsafe { libc::getuid() }
+}

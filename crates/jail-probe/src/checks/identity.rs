@@ -1,0 +1,122 @@
+//! Who the agent is: no capabilities, no_new_privs, seccomp on, not root,
+//! host root unmapped and no secrets in the environment.
+
+use std::fs;
+
+use crate::errno;
+use crate::report::{Findings, Outcome};
+
+/// `/proc/self/status` fields and the value each must have.
+const STATUS_EXPECTED: [(&str, Expect); 6] = [
+    ("CapEff", Expect::NoCaps),
+    ("CapPrm", Expect::NoCaps),
+    ("CapBnd", Expect::NoCaps),
+    ("CapAmb", Expect::NoCaps),
+    ("NoNewPrivs", Expect::Exactly("1")),
+    // 2 = SECCOMP_MODE_FILTER (proc(5)).
+    ("Seccomp", Expect::Exactly("2")),
+];
+
+#[derive(Debug, Clone, Copy)]
+enum Expect {
+    /// A capability mask that parses as hex zero.
+    NoCaps,
+    Exactly(&'static str),
+}
+
+impl Expect {
+    fn accepts(self, value: &str) -> bool {
+        match self {
+            Expect::NoCaps => u64::from_str_radix(value, 16) == Ok(0),
+            Expect::Exactly(want) => value == want,
+        }
+    }
+}
+
+/// No capability sets, no_new_privs set and a seccomp filter installed.
+pub fn status() -> Outcome {
+    let mut f = Findings::new();
+    let text = match fs::read_to_string("/proc/self/status") {
+        Ok(text) => text,
+        Err(e) => {
+            f.escaped(format!("read(/proc/self/status) -> {}", errno::io_name(&e)));
+            return f.finish("status");
+        }
+    };
+    for (key, expect) in STATUS_EXPECTED {
+        let value = text.lines().filter_map(|line| line.split_once(':')).find(|(k, _)| *k == key).map(|(_, v)| v.trim());
+        match value {
+            Some(v) => f.record(expect.accepts(v), format!("{key}={v}")),
+            None => f.escaped(format!("{key} missing")),
+        }
+    }
+    f.finish("status")
+}
+
+/// Not uid 0 inside, and host uid 0 mapped to nothing.
+pub fn uid() -> Outcome {
+    let mut f = Findings::new();
+    // SAFETY: getuid/geteuid cannot fail and take no arguments.
+    let (uid, euid) = unsafe { (libc::getuid(), libc::geteuid()) };
+    f.record(uid != 0, format!("uid={uid}"));
+    f.record(euid != 0, format!("euid={euid}"));
+    match fs::read_to_string("/proc/self/uid_map") {
+        Ok(map) => {
+            let lines: Vec<Vec<&str>> =
+                map.lines().map(|l| l.split_whitespace().collect()).filter(|fields: &Vec<&str>| !fields.is_empty()).collect();
+            let shown: Vec<String> = lines.iter().map(|l| l.join(" ")).collect();
+            let host_root = lines.iter().any(|l| l.get(1) == Some(&"0"));
+            let text = format!("uid_map=[{}]", shown.join(", "));
+            if host_root {
+                f.escaped(format!("{text} maps host uid 0"));
+            } else {
+                f.held(text);
+            }
+        }
+        Err(e) => f.escaped(format!("read(/proc/self/uid_map) -> {}", errno::io_name(&e))),
+    }
+    f.finish("uid")
+}
+
+const SECRET_NAMES: [&str; 2] = ["ANTHROPIC_API_KEY", "OPENAI_API_KEY"];
+const SECRET_SUFFIXES: [&str; 3] = ["_API_KEY", "_TOKEN", "_SECRET"];
+
+/// No credential-looking variable reached the agent. Only names are printed,
+/// never values.
+pub fn env() -> Outcome {
+    let mut f = Findings::new();
+    let mut names: Vec<String> = std::env::vars_os().map(|(name, _)| name.to_string_lossy().into_owned()).collect();
+    names.sort();
+    let leaked: Vec<&str> = names.iter().map(String::as_str).filter(|name| looks_secret(name)).collect();
+    f.held(format!("names=[{}]", names.join(" ")));
+    if !leaked.is_empty() {
+        f.escaped(format!("secret-looking: {}", leaked.join(" ")));
+    }
+    f.finish("env")
+}
+
+fn looks_secret(name: &str) -> bool {
+    let upper = name.to_ascii_uppercase();
+    SECRET_NAMES.contains(&upper.as_str()) || SECRET_SUFFIXES.iter().any(|s| upper.ends_with(s))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_names_are_caught() {
+        assert!(looks_secret("ANTHROPIC_API_KEY"));
+        assert!(looks_secret("GITHUB_TOKEN"));
+        assert!(looks_secret("aws_secret"));
+        assert!(!looks_secret("PATH"));
+        assert!(!looks_secret("TOKENIZER"));
+    }
+
+    #[test]
+    fn cap_masks_parse_as_hex() {
+        assert!(Expect::NoCaps.accepts("0000000000000000"));
+        assert!(!Expect::NoCaps.accepts("000001ffffffffff"));
+        assert!(!Expect::NoCaps.accepts("garbage"));
+    }
+}

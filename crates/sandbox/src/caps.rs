@@ -1,0 +1,83 @@
+//! Privilege drop.
+//!
+//! Guarantee: after `drop_to_agent()` returns Ok, the process runs as the
+//! agent uid/gid with no supplementary groups, an empty capability bounding
+//! set, empty permitted/effective/inheritable/ambient sets, and
+//! no_new_privs set (so no setuid binary or file capability can give
+//! anything back; see prctl(2) PR_SET_NO_NEW_PRIVS).
+
+use crate::error::{SetupFailure, Step};
+use crate::idmap::AGENT_ID;
+use crate::sys;
+use std::io;
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: i32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
+fn last_cap() -> u32 {
+    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(63)
+}
+
+/// Drops the capability bounding set. Needs CAP_SETPCAP, so it runs before
+/// the uid change.
+pub fn drop_bounding_set(last: u32) -> Result<(), SetupFailure> {
+    for cap in 0..=last {
+        if let Err(e) = sys::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong) {
+            // EINVAL: this kernel does not know the capability.
+            if sys::errno_of(&e) != libc::EINVAL {
+                return Err(SetupFailure::new(Step::DropCapabilities, format!("bounding set cap {cap}"), &e));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn clear_all_sets() -> io::Result<()> {
+    let mut header = CapHeader { version: LINUX_CAPABILITY_VERSION_3, pid: 0 };
+    let data = [CapData { effective: 0, permitted: 0, inheritable: 0 }; 2];
+    // SAFETY: header and data are valid v3 capability structs (two data words).
+    let r = unsafe { libc::syscall(libc::SYS_capset, &mut header as *mut CapHeader, data.as_ptr()) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    sys::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong)
+}
+
+/// Becomes the agent. `can_setgroups` is false when the user namespace was
+/// set up by an unprivileged caller (setgroups is denied there).
+pub fn drop_to_agent(can_setgroups: bool) -> Result<(), SetupFailure> {
+    let f = |what: &'static str| move |e: io::Error| SetupFailure::new(Step::DropCapabilities, what, &e);
+    drop_bounding_set(last_cap())?;
+    if can_setgroups {
+        // SAFETY: an empty group list is valid.
+        if unsafe { libc::setgroups(0, std::ptr::null()) } < 0 {
+            return Err(f("setgroups")(io::Error::last_os_error()));
+        }
+    }
+    // SAFETY: plain id-changing syscalls.
+    unsafe {
+        if libc::setresgid(AGENT_ID, AGENT_ID, AGENT_ID) < 0 {
+            return Err(SetupFailure::new(Step::SetIds, "setresgid", &io::Error::last_os_error()));
+        }
+        if libc::setresuid(AGENT_ID, AGENT_ID, AGENT_ID) < 0 {
+            return Err(SetupFailure::new(Step::SetIds, "setresuid", &io::Error::last_os_error()));
+        }
+    }
+    // The uid change already cleared the sets when we were inside-root; an
+    // unprivileged caller's jail never was root, so clear them explicitly.
+    clear_all_sets().map_err(f("capset"))?;
+    sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1).map_err(|e| SetupFailure::new(Step::NoNewPrivs, "prctl", &e))
+}

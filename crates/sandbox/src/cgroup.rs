@@ -1,0 +1,389 @@
+//! Per-run cgroups: memory, pids and cpu limits, peak figures, teardown.
+//!
+//! cgroup v2 is used for a controller when the unified hierarchy offers it;
+//! otherwise the v1 hierarchy for that controller is used (this is what the
+//! development hosts have: v1 controllers and an empty v2 tree). A limit
+//! that cannot be enforced is returned as a `Degraded` entry, never
+//! silently dropped.
+//!
+//! Guarantee: after `CgroupSet::remove()` returns Ok, no directory created
+//! by `CgroupSet::create` exists. Directories are named
+//! `clawkeep-<launcher pid>-<run id>` so a later run can sweep the ones a
+//! killed launcher could not remove (`sweep_stale`).
+
+use clawkeep_core::Limits;
+use serde::{Deserialize, Serialize};
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A guarantee that does not hold on this host, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Degraded {
+    pub guarantee: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Version {
+    V1,
+    V2,
+}
+
+/// One controller hierarchy we can write to: where our own cgroup is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hierarchy {
+    pub version: Version,
+    /// Controllers this hierarchy offers to us (for v2: in cgroup.controllers).
+    pub controllers: Vec<String>,
+    pub mount: PathBuf,
+    /// Our own cgroup directory in this hierarchy.
+    pub own_dir: PathBuf,
+}
+
+/// What the host offers.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct HostCgroups {
+    pub hierarchies: Vec<Hierarchy>,
+}
+
+impl HostCgroups {
+    pub fn detect() -> Self {
+        let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let own = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+        Self::parse(&mountinfo, &own, |p| fs::read_to_string(p).ok())
+    }
+
+    /// Parses mountinfo and /proc/self/cgroup; `read` reads v2's
+    /// cgroup.controllers (a parameter so tests need no real cgroupfs).
+    pub fn parse(mountinfo: &str, own: &str, read: impl Fn(&Path) -> Option<String>) -> Self {
+        let mut hierarchies = Vec::new();
+        for line in mountinfo.lines() {
+            let Some((pre, post)) = line.split_once(" - ") else { continue };
+            let pre: Vec<&str> = pre.split(' ').collect();
+            let post: Vec<&str> = post.split(' ').collect();
+            if pre.len() < 5 || post.len() < 3 {
+                continue;
+            }
+            let (root, mount, fstype, superopts) = (pre[3], unescape(pre[4]), post[0], post[2]);
+            let version = match fstype {
+                "cgroup2" => Version::V2,
+                "cgroup" => Version::V1,
+                _ => continue,
+            };
+            let mut controllers: Vec<String> = match version {
+                Version::V1 => superopts
+                    .split(',')
+                    .filter(|o| matches!(*o, "memory" | "pids" | "cpu" | "cpuacct" | "cpuset" | "freezer" | "blkio" | "devices"))
+                    .map(str::to_owned)
+                    .collect(),
+                Version::V2 => Vec::new(),
+            };
+            let own_path = own.lines().find_map(|l| {
+                let mut it = l.splitn(3, ':');
+                let (_id, ctrls, path) = (it.next()?, it.next()?, it.next()?);
+                let matches = match version {
+                    Version::V2 => ctrls.is_empty(),
+                    Version::V1 => !ctrls.is_empty() && controllers.iter().any(|c| ctrls.split(',').any(|x| x == c)),
+                };
+                matches.then(|| path.to_string())
+            });
+            let Some(own_path) = own_path else { continue };
+            if controllers.is_empty() && version == Version::V1 {
+                continue;
+            }
+            let rel = own_path.strip_prefix(root).unwrap_or(&own_path).trim_start_matches('/');
+            let own_dir = PathBuf::from(&mount).join(rel);
+            if version == Version::V2 {
+                controllers = read(&own_dir.join("cgroup.controllers")).unwrap_or_default().split_whitespace().map(str::to_owned).collect();
+            }
+            hierarchies.push(Hierarchy { version, controllers, mount: PathBuf::from(mount), own_dir });
+        }
+        Self { hierarchies }
+    }
+
+    /// The hierarchy that serves `controller`, v2 first.
+    pub fn for_controller(&self, controller: &str) -> Option<&Hierarchy> {
+        let has = |h: &&Hierarchy| h.controllers.iter().any(|c| c == controller);
+        self.hierarchies
+            .iter()
+            .filter(|h| h.version == Version::V2)
+            .find(has)
+            .or_else(|| self.hierarchies.iter().filter(|h| h.version == Version::V1).find(has))
+    }
+}
+
+fn unescape(s: &str) -> String {
+    s.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
+}
+
+/// The cgroups created for one run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CgroupSet {
+    /// Every directory created, each joined by the jail's init.
+    pub dirs: Vec<PathBuf>,
+    pub memory: Option<(Version, PathBuf)>,
+    pub pids: Option<(Version, PathBuf)>,
+    pub cpu: Option<(Version, PathBuf)>,
+}
+
+const CPU_PERIOD_US: u64 = 100_000;
+
+impl CgroupSet {
+    /// Creates the run's cgroups and writes the limits. Memory and pids
+    /// cgroups are always made (they give peak figures and a reliable kill);
+    /// cpu only when a CPU limit is asked for.
+    pub fn create(host: &HostCgroups, name: &str, limits: &Limits) -> (CgroupSet, Vec<Degraded>) {
+        let mut set = CgroupSet::default();
+        let mut degraded = Vec::new();
+        let wanted: [(&str, bool); 3] = [("memory", true), ("pids", true), ("cpu", limits.cpus.is_some())];
+        for (ctrl, needed) in wanted {
+            if !needed {
+                continue;
+            }
+            let limit_asked = match ctrl {
+                "memory" => limits.memory_bytes.is_some(),
+                "pids" => limits.pids.is_some(),
+                _ => true,
+            };
+            let Some(h) = host.for_controller(ctrl) else {
+                if limit_asked {
+                    degraded.push(Degraded {
+                        guarantee: format!("cgroup.{ctrl}"),
+                        reason: format!("no cgroup v1 or v2 hierarchy offers the {ctrl} controller; the {ctrl} limit is not enforced"),
+                    });
+                }
+                continue;
+            };
+            let result = set.make_dir(h, name).and_then(|dir| {
+                write_limits(h.version, ctrl, &dir, limits)?;
+                Ok(dir)
+            });
+            match result {
+                Ok(dir) => {
+                    let slot = (h.version, dir);
+                    match ctrl {
+                        "memory" => set.memory = Some(slot),
+                        "pids" => set.pids = Some(slot),
+                        _ => set.cpu = Some(slot),
+                    }
+                }
+                Err(e) if limit_asked => degraded.push(Degraded {
+                    guarantee: format!("cgroup.{ctrl}"),
+                    reason: format!("cannot set up a {ctrl} cgroup under {}: {e}; the {ctrl} limit is not enforced", h.own_dir.display()),
+                }),
+                Err(_) => {}
+            }
+        }
+        (set, degraded)
+    }
+
+    fn make_dir(&mut self, h: &Hierarchy, name: &str) -> io::Result<PathBuf> {
+        let dir = h.own_dir.join(name);
+        if self.dirs.contains(&dir) {
+            return Ok(dir);
+        }
+        if h.version == Version::V2 {
+            // Delegate the controllers to children; fails when our own
+            // cgroup has processes (the no-internal-process rule).
+            let want: Vec<String> =
+                ["memory", "pids", "cpu"].iter().filter(|c| h.controllers.iter().any(|x| x == *c)).map(|c| format!("+{c}")).collect();
+            fs::write(h.own_dir.join("cgroup.subtree_control"), want.join(" "))?;
+        }
+        fs::create_dir(&dir)?;
+        self.dirs.push(dir.clone());
+        Ok(dir)
+    }
+
+    /// Moves `pid` into every cgroup of the set.
+    pub fn join(&self, pid: libc::pid_t) -> io::Result<()> {
+        for d in &self.dirs {
+            fs::write(d.join("cgroup.procs"), pid.to_string())
+                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", d.join("cgroup.procs").display())))?;
+        }
+        Ok(())
+    }
+
+    pub fn peak_memory(&self) -> Option<u64> {
+        let (v, d) = self.memory.as_ref()?;
+        let file = if *v == Version::V1 { "memory.max_usage_in_bytes" } else { "memory.peak" };
+        read_u64(&d.join(file))
+    }
+
+    pub fn peak_pids(&self) -> Option<u64> {
+        let (_, d) = self.pids.as_ref()?;
+        read_u64(&d.join("pids.peak"))
+    }
+
+    pub fn oom_killed(&self) -> bool {
+        let Some((v, d)) = self.memory.as_ref() else { return false };
+        let file = if *v == Version::V1 { "memory.oom_control" } else { "memory.events" };
+        fs::read_to_string(d.join(file))
+            .ok()
+            .and_then(|s| s.lines().find_map(|l| l.strip_prefix("oom_kill ").and_then(|n| n.trim().parse::<u64>().ok())))
+            .is_some_and(|n| n > 0)
+    }
+
+    /// SIGKILLs every process left in the set.
+    pub fn kill_all(&self) {
+        for d in &self.dirs {
+            if fs::write(d.join("cgroup.kill"), "1").is_ok() {
+                continue;
+            }
+            for _ in 0..50 {
+                let procs = fs::read_to_string(d.join("cgroup.procs")).unwrap_or_default();
+                let pids: Vec<i32> = procs.lines().filter_map(|l| l.trim().parse().ok()).collect();
+                if pids.is_empty() {
+                    break;
+                }
+                for pid in pids {
+                    // SAFETY: kill has no memory-safety preconditions.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+    }
+
+    /// Removes every directory; retries briefly while exiting tasks drain.
+    pub fn remove(&self) -> io::Result<()> {
+        let mut last = Ok(());
+        for d in &self.dirs {
+            last = remove_dir_retry(d);
+        }
+        last
+    }
+}
+
+fn remove_dir_retry(d: &Path) -> io::Result<()> {
+    let mut delay = Duration::from_micros(200);
+    for _ in 0..40 {
+        match fs::remove_dir(d) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(Duration::from_millis(50));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    fs::remove_dir(d)
+}
+
+fn write_limits(v: Version, ctrl: &str, dir: &Path, l: &Limits) -> io::Result<()> {
+    let w = |file: &str, val: String| {
+        fs::write(dir.join(file), &val).map_err(|e| io::Error::new(e.kind(), format!("writing {val} to {file}: {e}")))
+    };
+    match (ctrl, v) {
+        ("memory", Version::V1) => {
+            if let Some(m) = l.memory_bytes {
+                w("memory.limit_in_bytes", m.to_string())?;
+                // Without swap accounting the limit could be dodged by swapping.
+                if dir.join("memory.memsw.limit_in_bytes").exists() {
+                    w("memory.memsw.limit_in_bytes", m.to_string())?;
+                }
+            }
+        }
+        ("memory", Version::V2) => {
+            if let Some(m) = l.memory_bytes {
+                w("memory.max", m.to_string())?;
+                if dir.join("memory.swap.max").exists() {
+                    w("memory.swap.max", "0".into())?;
+                }
+            }
+        }
+        ("pids", _) => {
+            if let Some(p) = l.pids {
+                w("pids.max", p.to_string())?;
+            }
+        }
+        ("cpu", v) => {
+            if let Some(c) = l.cpus {
+                let quota = ((c * CPU_PERIOD_US as f64) as u64).max(1000);
+                if v == Version::V1 {
+                    w("cpu.cfs_period_us", CPU_PERIOD_US.to_string())?;
+                    w("cpu.cfs_quota_us", quota.to_string())?;
+                } else {
+                    w("cpu.max", format!("{quota} {CPU_PERIOD_US}"))?;
+                }
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn read_u64(p: &Path) -> Option<u64> {
+    fs::read_to_string(p).ok()?.trim().parse().ok()
+}
+
+/// The cgroup name for a run launched by `launcher_pid`.
+pub fn run_cgroup_name(launcher_pid: u32, run_id: &str) -> String {
+    format!("clawkeep-{launcher_pid}-{run_id}")
+}
+
+/// Removes cgroups left by launchers that died (e.g. SIGKILL of both the
+/// launcher and its helper). Only empty groups of dead launchers are touched.
+pub fn sweep_stale(host: &HostCgroups) -> Vec<PathBuf> {
+    let mut removed = Vec::new();
+    for h in &host.hierarchies {
+        let Ok(entries) = fs::read_dir(&h.own_dir) else { continue };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(pid) = name.strip_prefix("clawkeep-").and_then(|r| r.split('-').next()).and_then(|p| p.parse::<i32>().ok()) else {
+                continue;
+            };
+            // SAFETY: kill with signal 0 only checks for existence.
+            let alive = unsafe { libc::kill(pid, 0) } == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+            let empty = fs::read_to_string(e.path().join("cgroup.procs")).map(|s| s.trim().is_empty()).unwrap_or(false);
+            if !alive && empty && fs::remove_dir(e.path()).is_ok() {
+                removed.push(e.path());
+            }
+        }
+    }
+    removed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MOUNTINFO: &str = "\
+22 27 0:21 / /proc rw,relatime - proc proc rw
+30 29 0:26 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
+33 29 0:29 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+37 29 0:33 / /sys/fs/cgroup/pids rw,relatime - cgroup cgroup rw,pids
+39 29 0:35 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+";
+    const OWN: &str = "8:pids:/\n4:memory:/process_api/abc\n1:cpu:/\n0::/\n";
+
+    #[test]
+    fn v1_fallback_when_v2_is_empty() {
+        let host = HostCgroups::parse(MOUNTINFO, OWN, |_| Some(String::new()));
+        let mem = host.for_controller("memory").unwrap();
+        assert_eq!(mem.version, Version::V1);
+        assert_eq!(mem.own_dir, PathBuf::from("/sys/fs/cgroup/memory/process_api/abc"));
+        assert_eq!(host.for_controller("pids").unwrap().own_dir, PathBuf::from("/sys/fs/cgroup/pids"));
+        assert!(host.for_controller("io").is_none());
+    }
+
+    #[test]
+    fn v2_preferred_when_it_offers_the_controller() {
+        let host = HostCgroups::parse(MOUNTINFO, OWN, |_| Some("cpu memory pids\n".into()));
+        assert_eq!(host.for_controller("memory").unwrap().version, Version::V2);
+        assert_eq!(host.for_controller("memory").unwrap().own_dir, PathBuf::from("/sys/fs/cgroup/unified"));
+    }
+
+    #[test]
+    fn missing_controller_is_reported_not_dropped() {
+        let host = HostCgroups::parse("", "", |_| None);
+        let limits = Limits { memory_bytes: Some(1 << 20), pids: Some(10), cpus: Some(0.5) };
+        let (set, degraded) = CgroupSet::create(&host, "x", &limits);
+        assert!(set.dirs.is_empty());
+        let names: Vec<_> = degraded.iter().map(|d| d.guarantee.as_str()).collect();
+        assert_eq!(names, ["cgroup.memory", "cgroup.pids", "cgroup.cpu"]);
+    }
+}

@@ -1,0 +1,277 @@
+//! The sandbox helper: a small, single-threaded process that the (possibly
+//! multi-threaded) launcher re-executes, so no fork or clone ever happens
+//! inside an async runtime (the pattern of Codex's linux-sandbox).
+//!
+//! It stays in the host's namespaces as the jail's monitor: it clones the
+//! jail's init into new user, mount, pid, net, ipc and uts namespaces,
+//! writes its id maps, joins it to the run's cgroups, forwards signals,
+//! enforces the timeout and, whatever happens, tears down: when the
+//! launcher dies (its lifeline pipe closes) the jail is killed and its
+//! cgroups removed before the helper exits.
+
+use crate::error::{SetupFailure, Step};
+use crate::idmap::{self, IdMaps, WorkspaceMount};
+use crate::init::{self, InitArgs, FORWARDED};
+use crate::protocol::{read_frame, ChildMsg, HelperConfig, JailReport, Outcome, CONFIG_FD, REPORT_FD};
+use crate::sys;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
+
+const NS_FLAGS: libc::c_int =
+    libc::CLONE_NEWUSER | libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWNET | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
+
+/// Entry point of `clawkeep __sandbox-helper`. Returns the process exit code.
+pub fn main() -> i32 {
+    let cfg: HelperConfig = match read_frame(CONFIG_FD) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("clawkeep: the sandbox helper is started by `clawkeep run`, not by hand ({e})");
+            return 2;
+        }
+    };
+    let _ = sys::set_cloexec(CONFIG_FD);
+    let _ = sys::set_cloexec(REPORT_FD);
+    let (report, parent_gone) = run(&cfg);
+    if parent_gone {
+        record_abort(&cfg, &report);
+    } else if let Ok(mut line) = serde_json::to_vec(&report) {
+        line.push(b'\n');
+        let _ = sys::write_all(REPORT_FD, &line);
+    }
+    0
+}
+
+fn setup_failed(failure: SetupFailure) -> JailReport {
+    JailReport { outcome: Outcome::SetupFailed { failure }, peak_memory_bytes: None, peak_pids: None, oom_killed: false, landlock: None }
+}
+
+fn run(cfg: &HelperConfig) -> (JailReport, bool) {
+    let blocked = init::signal_set(FORWARDED.iter().copied().chain([libc::SIGCHLD]));
+    // SAFETY: blocking signals for this single-threaded process; signalfd gets a valid set.
+    let sigfd = unsafe {
+        libc::sigprocmask(libc::SIG_BLOCK, &blocked, std::ptr::null_mut());
+        libc::signalfd(-1, &blocked, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK)
+    };
+    if sigfd < 0 {
+        return (setup_failed(SetupFailure::new(Step::CloneNamespaces, "signalfd", &io::Error::last_os_error())), false);
+    }
+    // SAFETY: signalfd returned a fresh descriptor.
+    let sigfd = unsafe { OwnedFd::from_raw_fd(sigfd) };
+
+    // SAFETY: getters without preconditions.
+    let (euid, egid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    let prepared = if euid == 0 {
+        idmap::prepare_workspace_as_root(&cfg.spec.workspace)
+    } else {
+        sys::open_path(&cfg.spec.workspace, libc::O_PATH | libc::O_DIRECTORY)
+            .map(|fd| (WorkspaceMount::Bind(fd), IdMaps::unprivileged(euid, egid)))
+            .map_err(|e| SetupFailure::new(Step::OpenSource, cfg.spec.workspace.display().to_string(), &e))
+    };
+    let (workspace, maps) = match prepared {
+        Ok(p) => p,
+        Err(f) => return (setup_failed(f), false),
+    };
+    let pipes = sys::pipe().and_then(|go| sys::pipe().map(|st| (go, st)));
+    let ((go_r, go_w), (status_r, status_w)) = match pipes {
+        Ok(p) => p,
+        Err(e) => return (setup_failed(SetupFailure::new(Step::CloneNamespaces, "pipe", &e)), false),
+    };
+
+    // SAFETY: the helper is single-threaded (it never starts a thread).
+    let pid = match unsafe { sys::clone_fork(NS_FLAGS as libc::c_ulong) } {
+        Ok(p) => p,
+        Err(e) => return (setup_failed(SetupFailure::new(Step::CloneNamespaces, "clone", &e)), false),
+    };
+    if pid == 0 {
+        drop((go_w, status_r, sigfd));
+        // SAFETY: closing the launcher's descriptors in the child; they are not used there.
+        unsafe {
+            libc::close(CONFIG_FD);
+            libc::close(REPORT_FD);
+        }
+        init::run(InitArgs { cfg, has_root: maps.has_root, can_setgroups: !maps.deny_setgroups, go: go_r, status: status_w, workspace });
+    }
+    drop((go_r, status_w, workspace));
+
+    let kill = |sig| {
+        // SAFETY: pid is our child.
+        unsafe { libc::kill(pid, sig) };
+    };
+    let prepared =
+        cfg.cgroups.join(pid).map_err(|e| SetupFailure::new(Step::JoinCgroup, "cgroup.procs", &e)).and_then(|()| maps.write(pid));
+    if let Err(f) = prepared {
+        kill(libc::SIGKILL);
+        reap(pid);
+        finish(cfg);
+        return (setup_failed(f), false);
+    }
+    let _ = sys::write_all(go_w.as_raw_fd(), b"g");
+    drop(go_w);
+
+    let mon = monitor(cfg, pid, sigfd.as_raw_fd(), status_r.as_raw_fd());
+    let mut msgs = mon.msgs;
+    msgs.extend(parse_msgs(&sys::read_to_end(status_r.as_raw_fd()).unwrap_or_default()));
+    let report = JailReport {
+        outcome: outcome(&msgs, mon.timed_out, mon.wait_status),
+        peak_memory_bytes: cfg.cgroups.peak_memory(),
+        peak_pids: cfg.cgroups.peak_pids(),
+        oom_killed: cfg.cgroups.oom_killed(),
+        landlock: msgs.iter().find_map(|m| match m {
+            ChildMsg::Landlock { status } => Some(status.clone()),
+            _ => None,
+        }),
+    };
+    finish(cfg);
+    (report, mon.parent_gone)
+}
+
+struct Monitored {
+    msgs: Vec<ChildMsg>,
+    timed_out: bool,
+    parent_gone: bool,
+    wait_status: i32,
+}
+
+fn monitor(cfg: &HelperConfig, pid: libc::pid_t, sigfd: RawFd, status_fd: RawFd) -> Monitored {
+    let mut m = Monitored { msgs: Vec::new(), timed_out: false, parent_gone: false, wait_status: 0 };
+    let deadline = cfg.spec.timeout.map(|t| Instant::now() + t);
+    let mut kill_at: Option<Instant> = None;
+    let mut status_open = true;
+    let mut lifeline_open = true;
+    let mut buf = Vec::new();
+    loop {
+        let now = Instant::now();
+        let next = [deadline.filter(|_| !m.timed_out), kill_at].into_iter().flatten().min();
+        let timeout_ms = next.map_or(-1, |t| t.saturating_duration_since(now).as_millis().min(60_000) as i32);
+        let mut fds = [
+            libc::pollfd { fd: sigfd, events: libc::POLLIN, revents: 0 },
+            libc::pollfd { fd: if status_open { status_fd } else { -1 }, events: libc::POLLIN, revents: 0 },
+            libc::pollfd { fd: if lifeline_open { CONFIG_FD } else { -1 }, events: libc::POLLIN, revents: 0 },
+        ];
+        // SAFETY: fds is a valid array of pollfd.
+        unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
+        if fds[1].revents != 0 {
+            let mut chunk = [0u8; 4096];
+            match sys::read_some(status_fd, &mut chunk) {
+                Ok(0) | Err(_) => status_open = false,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        if fds[2].revents != 0 {
+            let mut chunk = [0u8; 64];
+            if matches!(sys::read_some(CONFIG_FD, &mut chunk), Ok(0) | Err(_)) {
+                // The launcher is gone: the sandbox dies with its parent.
+                lifeline_open = false;
+                m.parent_gone = true;
+                // SAFETY: pid is our child.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+        if fds[0].revents != 0 {
+            for sig in drain_signals(sigfd) {
+                if sig == libc::SIGCHLD {
+                    let mut st = 0;
+                    // SAFETY: st is a valid out-pointer; pid is our child.
+                    if unsafe { libc::waitpid(pid, &mut st, libc::WNOHANG) } == pid {
+                        m.wait_status = st;
+                        m.msgs = parse_msgs(&buf);
+                        return m;
+                    }
+                } else {
+                    // SAFETY: pid is our child.
+                    unsafe { libc::kill(pid, sig) };
+                }
+            }
+        }
+        let now = Instant::now();
+        if let Some(d) = deadline {
+            if !m.timed_out && now >= d {
+                m.timed_out = true;
+                // SAFETY: pid is our child; init forwards SIGTERM to the agent.
+                unsafe { libc::kill(pid, libc::SIGTERM) };
+                kill_at = Some(now + Duration::from_millis(cfg.kill_grace_ms));
+            }
+        }
+        if kill_at.is_some_and(|k| now >= k) {
+            // SAFETY: pid is our child; killing pid 1 kills its whole namespace.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            kill_at = None;
+        }
+    }
+}
+
+fn drain_signals(sigfd: RawFd) -> Vec<i32> {
+    let mut out = Vec::new();
+    loop {
+        // SAFETY: signalfd_siginfo is plain data.
+        let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
+        let size = std::mem::size_of::<libc::signalfd_siginfo>();
+        // SAFETY: info is valid for `size` bytes.
+        let n = unsafe { libc::read(sigfd, (&mut info as *mut libc::signalfd_siginfo).cast(), size) };
+        if n != size as isize {
+            return out;
+        }
+        out.push(info.ssi_signo as i32);
+    }
+}
+
+fn parse_msgs(buf: &[u8]) -> Vec<ChildMsg> {
+    buf.split(|b| *b == b'\n').filter(|l| !l.is_empty()).filter_map(|l| serde_json::from_slice(l).ok()).collect()
+}
+
+fn outcome(msgs: &[ChildMsg], timed_out: bool, wait_status: i32) -> Outcome {
+    for m in msgs {
+        match m {
+            ChildMsg::Setup { failure } => return Outcome::SetupFailed { failure: failure.clone() },
+            ChildMsg::ExecFailed { path, errno, message } => {
+                return Outcome::ExecFailed { path: path.clone(), errno: *errno, message: message.clone() }
+            }
+            _ => {}
+        }
+    }
+    if timed_out {
+        return Outcome::TimedOut;
+    }
+    for m in msgs {
+        if let ChildMsg::Exit { code, signal } = m {
+            return match (code, signal) {
+                (Some(c), _) => Outcome::Exited { code: *c },
+                (None, Some(s)) => Outcome::Signaled { signal: *s },
+                (None, None) => Outcome::Exited { code: 0 },
+            };
+        }
+    }
+    if libc::WIFSIGNALED(wait_status) {
+        Outcome::Signaled { signal: libc::WTERMSIG(wait_status) }
+    } else {
+        Outcome::Exited { code: libc::WEXITSTATUS(wait_status) }
+    }
+}
+
+fn reap(pid: libc::pid_t) {
+    let mut st = 0;
+    // SAFETY: pid is our child.
+    unsafe { libc::waitpid(pid, &mut st, 0) };
+}
+
+/// Nothing outlives the run: kill stragglers, remove the cgroups.
+fn finish(cfg: &HelperConfig) {
+    cfg.cgroups.kill_all();
+    let _ = cfg.cgroups.remove();
+}
+
+fn record_abort(cfg: &HelperConfig, report: &JailReport) {
+    let Some(path) = &cfg.audit_path else { return };
+    if let Ok(log) = clawkeep_audit::AuditLog::open(path) {
+        let _ = log.append(
+            "run.abort",
+            serde_json::json!({
+                "run_id": cfg.spec.run_id,
+                "reason": "the launcher died; the jail was killed and its cgroups removed",
+                "peak_memory_bytes": report.peak_memory_bytes,
+                "peak_pids": report.peak_pids,
+            }),
+        );
+    }
+}

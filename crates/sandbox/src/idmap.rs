@@ -1,0 +1,183 @@
+//! User-id mapping: who the agent is, inside and outside.
+//!
+//! Guarantees:
+//! - host root (uid 0) is never mapped into the jail's user namespace;
+//! - as root, the jail's root is host uid `JAIL_UID_BASE` and the agent
+//!   (uid/gid 1000 inside) is host uid `JAIL_UID_BASE + 1000`, ids that own
+//!   nothing on the host;
+//! - the workspace is attached through an idmapped mount, so files the agent
+//!   writes there belong on disk to the workspace's owner.
+//!
+//! Without root, the agent is the caller's own uid (the only mapping an
+//! unprivileged user may write).
+
+use crate::error::{SetupFailure, Step};
+use crate::sys;
+use std::fs;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+/// First host id of the jail's range (inside 0 maps here).
+pub const JAIL_UID_BASE: u32 = 2_000_000_000;
+/// The agent's uid and gid inside the jail.
+pub const AGENT_ID: u32 = 1000;
+
+/// The maps written for the jail's user namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdMaps {
+    pub uid_map: String,
+    pub gid_map: String,
+    /// Whether inside-root (0) is mapped, so init takes uid 0 for set-up.
+    pub has_root: bool,
+    /// Unprivileged writers must deny setgroups before writing gid_map.
+    pub deny_setgroups: bool,
+}
+
+impl IdMaps {
+    /// Maps for a root caller: inside 0 and 1000 map to the dedicated range,
+    /// or the agent maps to `agent_host` when the workspace is attached
+    /// without an idmapped mount.
+    pub fn privileged(agent_host_uid: u32, agent_host_gid: u32) -> Self {
+        Self {
+            uid_map: format!("0 {JAIL_UID_BASE} 1\n{AGENT_ID} {agent_host_uid} 1\n"),
+            gid_map: format!("0 {JAIL_UID_BASE} 1\n{AGENT_ID} {agent_host_gid} 1\n"),
+            has_root: true,
+            deny_setgroups: false,
+        }
+    }
+
+    pub fn unprivileged(uid: u32, gid: u32) -> Self {
+        Self { uid_map: format!("{AGENT_ID} {uid} 1\n"), gid_map: format!("{AGENT_ID} {gid} 1\n"), has_root: false, deny_setgroups: true }
+    }
+
+    /// Writes the maps for process `pid` (its user namespace must be new).
+    pub fn write(&self, pid: libc::pid_t) -> Result<(), SetupFailure> {
+        let proc = format!("/proc/{pid}");
+        let w = |file: &str, data: &str| {
+            fs::write(format!("{proc}/{file}"), data).map_err(|e| SetupFailure::new(Step::WriteIdMap, format!("{proc}/{file}"), &e))
+        };
+        if self.deny_setgroups {
+            w("setgroups", "deny")?;
+        }
+        w("uid_map", &self.uid_map)?;
+        w("gid_map", &self.gid_map)
+    }
+}
+
+/// The default agent host id for a root caller.
+pub fn agent_host_id() -> u32 {
+    JAIL_UID_BASE + AGENT_ID
+}
+
+/// How the workspace gets into the jail.
+#[derive(Debug)]
+pub enum WorkspaceMount {
+    /// A detached, idmapped clone of the workspace, attached by init.
+    Idmapped(OwnedFd),
+    /// A plain bind of this O_PATH fd.
+    Bind(OwnedFd),
+}
+
+/// Prepares the workspace for a root caller: an idmapped mount that shows
+/// the owner's files as the agent's. Falls back to mapping the agent onto a
+/// non-root owner when the filesystem cannot idmap.
+pub fn prepare_workspace_as_root(ws: &Path) -> Result<(WorkspaceMount, IdMaps), SetupFailure> {
+    let meta = fs::metadata(ws).map_err(|e| SetupFailure::new(Step::OpenSource, ws.display().to_string(), &e))?;
+    let fd = sys::open_path(ws, libc::O_PATH | libc::O_DIRECTORY)
+        .map_err(|e| SetupFailure::new(Step::OpenSource, ws.display().to_string(), &e))?;
+    let agent = agent_host_id();
+    match idmapped_clone(&fd, meta.uid(), meta.gid(), agent) {
+        Ok(tree) => Ok((WorkspaceMount::Idmapped(tree), IdMaps::privileged(agent, agent))),
+        Err(e) if meta.uid() != 0 && meta.gid() != 0 => {
+            let _ = e;
+            Ok((WorkspaceMount::Bind(fd), IdMaps::privileged(meta.uid(), meta.gid())))
+        }
+        Err(e) => Err(SetupFailure::msg(
+            Step::IdmapMount,
+            ws.display().to_string(),
+            format!(
+                "{}; the workspace is owned by root and its filesystem cannot do idmapped mounts, \
+                 so the agent could not write to it without being host root. chown the workspace \
+                 to an unprivileged user, or use a workspace on ext4, xfs, btrfs or tmpfs",
+                e.message
+            ),
+        )),
+    }
+}
+
+fn idmapped_clone(ws: &OwnedFd, owner_uid: u32, owner_gid: u32, agent: u32) -> Result<OwnedFd, SetupFailure> {
+    let userns = mapping_userns(owner_uid, owner_gid, agent)?;
+    let tree = sys::open_tree_clone(ws.as_raw_fd()).map_err(|e| SetupFailure::new(Step::IdmapMount, "open_tree", &e))?;
+    sys::mount_setattr(
+        tree.as_raw_fd(),
+        c"",
+        libc::AT_EMPTY_PATH as libc::c_uint | sys::AT_RECURSIVE,
+        sys::MOUNT_ATTR_IDMAP,
+        Some(userns.as_raw_fd()),
+    )
+    .map_err(|e| SetupFailure::new(Step::IdmapMount, "mount_setattr(MOUNT_ATTR_IDMAP)", &e))?;
+    Ok(tree)
+}
+
+/// A user namespace whose only mapping is `owner -> agent`, used as the
+/// idmap of the workspace mount. Made by a short-lived child that unshares
+/// and waits while we write its maps; the child is killed afterwards.
+fn mapping_userns(owner_uid: u32, owner_gid: u32, agent: u32) -> Result<OwnedFd, SetupFailure> {
+    let fail = |e: &io::Error| SetupFailure::new(Step::IdmapUserns, "mapping user namespace", e);
+    let (ready_r, ready_w) = sys::pipe().map_err(|e| fail(&e))?;
+    let (hold_r, hold_w) = sys::pipe().map_err(|e| fail(&e))?;
+    // SAFETY: the helper is single-threaded; the child only makes syscalls and _exits.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(fail(&io::Error::last_os_error()));
+    }
+    if pid == 0 {
+        drop(ready_r);
+        drop(hold_w);
+        // SAFETY: plain syscalls in a forked child, then _exit.
+        unsafe {
+            let ok = libc::unshare(libc::CLONE_NEWUSER) == 0;
+            let _ = sys::write_all(ready_w.as_raw_fd(), &[u8::from(ok)]);
+            let mut b = [0u8; 1];
+            let _ = sys::read_some(hold_r.as_raw_fd(), &mut b);
+            libc::_exit(0);
+        }
+    }
+    drop(ready_w);
+    drop(hold_r);
+    let result = (|| {
+        let mut b = [0u8; 1];
+        sys::read_exact(ready_r.as_raw_fd(), &mut b).map_err(|e| fail(&e))?;
+        if b[0] != 1 {
+            return Err(SetupFailure::msg(Step::IdmapUserns, "unshare(CLONE_NEWUSER)", "the kernel refused a new user namespace"));
+        }
+        fs::write(format!("/proc/{pid}/uid_map"), format!("{owner_uid} {agent} 1\n")).map_err(|e| fail(&e))?;
+        fs::write(format!("/proc/{pid}/gid_map"), format!("{owner_gid} {agent} 1\n")).map_err(|e| fail(&e))?;
+        sys::open_path(Path::new(&format!("/proc/{pid}/ns/user")), libc::O_RDONLY).map_err(|e| fail(&e))
+    })();
+    drop(hold_w);
+    // SAFETY: pid is our own child.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+        libc::waitpid(pid, std::ptr::null_mut(), 0);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_root_never_mapped() {
+        for maps in [IdMaps::privileged(agent_host_id(), agent_host_id()), IdMaps::privileged(1234, 1234), IdMaps::unprivileged(1000, 1000)]
+        {
+            for line in maps.uid_map.lines().chain(maps.gid_map.lines()) {
+                let outside: u32 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+                assert_ne!(outside, 0, "{line}");
+            }
+        }
+    }
+}

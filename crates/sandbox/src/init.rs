@@ -1,0 +1,140 @@
+//! The jail's pid 1.
+//!
+//! It finishes set-up from inside the new namespaces (cgroup namespace,
+//! mounts, hostname, loopback), starts the agent as pid 2, drops its own
+//! privileges to the agent's, and then only forwards signals to the agent
+//! and reaps. When the agent exits, init exits with the agent's status and
+//! the kernel kills whatever the agent left behind in the pid namespace.
+
+use crate::error::{SetupFailure, Step};
+use crate::idmap::WorkspaceMount;
+use crate::mounts::{self, RootSource};
+use crate::protocol::{ChildMsg, HelperConfig};
+use crate::{caps, exec, net, sys};
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+
+/// Signals init forwards to the agent; blocked in the helper before clone so
+/// init receives them synchronously with sigwaitinfo.
+pub const FORWARDED: &[libc::c_int] = &[libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT, libc::SIGUSR1, libc::SIGUSR2];
+
+#[derive(Debug)]
+pub struct InitArgs<'a> {
+    pub cfg: &'a HelperConfig,
+    pub has_root: bool,
+    pub can_setgroups: bool,
+    pub go: OwnedFd,
+    pub status: OwnedFd,
+    pub workspace: WorkspaceMount,
+}
+
+/// Never returns: exits with the agent's status (128+signal when killed).
+pub fn run(args: InitArgs<'_>) -> ! {
+    let status_fd = args.status.as_raw_fd();
+    let code = match setup_and_supervise(args) {
+        Ok(code) => code,
+        Err(failure) => {
+            ChildMsg::Setup { failure }.send(status_fd);
+            1
+        }
+    };
+    // SAFETY: _exit skips destructors, which is what a forked child wants.
+    unsafe { libc::_exit(code) }
+}
+
+fn setup_and_supervise(args: InitArgs<'_>) -> Result<i32, SetupFailure> {
+    sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong)
+        .map_err(|e| SetupFailure::new(Step::CloneNamespaces, "pdeathsig", &e))?;
+    // The helper writes our id maps and joins us to the cgroups, then says go.
+    // End of file instead means the helper died: stop here.
+    let mut b = [0u8; 1];
+    if sys::read_some(args.go.as_raw_fd(), &mut b).unwrap_or(0) == 0 {
+        // SAFETY: see run().
+        unsafe { libc::_exit(1) };
+    }
+    drop(args.go);
+    if args.has_root {
+        // SAFETY: id syscalls; the maps make 0 valid in this namespace.
+        if unsafe { libc::setresgid(0, 0, 0) } < 0 || unsafe { libc::setresuid(0, 0, 0) } < 0 {
+            return Err(SetupFailure::new(Step::SetIds, "inside root", &io::Error::last_os_error()));
+        }
+    }
+    // SAFETY: unshare with a namespace flag has no memory-safety preconditions.
+    if unsafe { libc::unshare(libc::CLONE_NEWCGROUP) } < 0 {
+        return Err(SetupFailure::new(Step::UnshareCgroup, "cgroup namespace", &io::Error::last_os_error()));
+    }
+    set_name(c"clawkeep-init");
+
+    let spec = &args.cfg.spec;
+    let source = spec.rootfs.clone().map_or(RootSource::Host, RootSource::Tree);
+    mounts::build_root(&source, args.workspace, spec.limits.memory_bytes)?;
+    // SAFETY: the name is a valid buffer of the given length.
+    if unsafe { libc::sethostname(c"clawkeep".as_ptr(), 8) } < 0 {
+        return Err(SetupFailure::new(Step::Hostname, "clawkeep", &io::Error::last_os_error()));
+    }
+    net::loopback_up().map_err(|e| SetupFailure::new(Step::Loopback, "lo", &e))?;
+
+    let status_fd = args.status.as_raw_fd();
+    // SAFETY: init is single-threaded; the child execs or _exits.
+    let agent = unsafe { libc::fork() };
+    if agent < 0 {
+        return Err(SetupFailure::new(Step::Exec, "fork", &io::Error::last_os_error()));
+    }
+    if agent == 0 {
+        exec::agent_main(args.cfg, status_fd, args.can_setgroups);
+    }
+    // Init keeps nothing the agent lacks: same uid, no capabilities.
+    if let Err(f) = caps::drop_to_agent(args.can_setgroups) {
+        // SAFETY: agent is our child.
+        unsafe { libc::kill(agent, libc::SIGKILL) };
+        return Err(f);
+    }
+    let _ = sys::prctl(libc::PR_SET_DUMPABLE, 0);
+    Ok(supervise(agent, status_fd))
+}
+
+fn set_name(name: &std::ffi::CStr) {
+    let _ = sys::prctl(libc::PR_SET_NAME, name.as_ptr() as libc::c_ulong);
+}
+
+fn supervise(agent: libc::pid_t, status_fd: i32) -> i32 {
+    let set = signal_set(FORWARDED.iter().copied().chain([libc::SIGCHLD]));
+    loop {
+        // SAFETY: set is initialised; a null info pointer is allowed.
+        let sig = unsafe { libc::sigwaitinfo(&set, std::ptr::null_mut()) };
+        if sig < 0 {
+            continue;
+        }
+        if sig != libc::SIGCHLD {
+            // SAFETY: agent is our child.
+            unsafe { libc::kill(agent, sig) };
+            continue;
+        }
+        loop {
+            let mut st = 0;
+            // SAFETY: st is a valid out-pointer.
+            let pid = unsafe { libc::waitpid(-1, &mut st, libc::WNOHANG) };
+            if pid <= 0 {
+                break;
+            }
+            if pid == agent {
+                let (code, signal) =
+                    if libc::WIFEXITED(st) { (Some(libc::WEXITSTATUS(st)), None) } else { (None, Some(libc::WTERMSIG(st))) };
+                ChildMsg::Exit { code, signal }.send(status_fd);
+                return code.unwrap_or_else(|| 128 + signal.unwrap_or(0));
+            }
+        }
+    }
+}
+
+pub fn signal_set(sigs: impl Iterator<Item = libc::c_int>) -> libc::sigset_t {
+    // SAFETY: sigemptyset initialises the set before use.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in sigs {
+            libc::sigaddset(&mut set, s);
+        }
+        set
+    }
+}

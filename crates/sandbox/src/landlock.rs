@@ -1,0 +1,61 @@
+//! Landlock: the filesystem write boundary.
+//!
+//! Guarantee: once applied, the process and its descendants may read and
+//! execute anywhere in the (already read-only) jail root, but may write,
+//! create, remove, rename or truncate only beneath /workspace and /tmp, and
+//! write only to the terminal and sink devices (/dev/null, zero, full, tty,
+//! pts). With ABI >= 6 it also cannot signal processes or reach abstract
+//! Unix sockets outside its domain. Applied best-effort: the returned status
+//! says how much the kernel enforced.
+
+use landlock::{
+    Access, AccessFs, CompatLevel, Compatible, PathBeneath, PathFd, Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetStatus, Scope, ABI,
+};
+
+const WRITABLE_DIRS: &[&str] = &["/workspace", "/tmp"];
+const WRITABLE_DEVICES: &[&str] = &["/dev/null", "/dev/zero", "/dev/full", "/dev/tty", "/dev/pts", "/dev/ptmx"];
+
+/// The ABI the running kernel offers (0 = none).
+pub fn kernel_abi() -> u32 {
+    // SAFETY: LANDLOCK_CREATE_RULESET_VERSION with a null attr only queries.
+    let v = unsafe { libc::syscall(libc::SYS_landlock_create_ruleset, std::ptr::null::<u8>(), 0usize, 1u32) };
+    if v < 0 {
+        0
+    } else {
+        v as u32
+    }
+}
+
+/// Applies the ruleset to the calling process. Returns the enforcement
+/// status as a stable string.
+pub fn apply() -> Result<String, String> {
+    apply_inner().map_err(|e| e.to_string())
+}
+
+fn apply_inner() -> Result<String, Box<dyn std::error::Error>> {
+    // Ask for exactly what this kernel can enforce, so "fully_enforced"
+    // means every right the kernel knows is handled.
+    let abi = ABI::from(kernel_abi() as i32);
+
+    let mut ruleset = Ruleset::default()
+        .set_compatibility(CompatLevel::BestEffort)
+        .handle_access(AccessFs::from_all(abi))?
+        .scope(Scope::from_all(abi))?
+        .create()?
+        .add_rule(PathBeneath::new(PathFd::new("/")?, AccessFs::from_read(abi)))?;
+    for dir in WRITABLE_DIRS {
+        ruleset = ruleset.add_rule(PathBeneath::new(PathFd::new(dir)?, AccessFs::from_all(abi)))?;
+    }
+    for dev in WRITABLE_DEVICES {
+        if let Ok(fd) = PathFd::new(dev) {
+            ruleset = ruleset.add_rule(PathBeneath::new(fd, AccessFs::from_file(abi)))?;
+        }
+    }
+    let status = ruleset.restrict_self()?;
+    Ok(match status.ruleset {
+        RulesetStatus::FullyEnforced => "fully_enforced",
+        RulesetStatus::PartiallyEnforced => "partially_enforced",
+        RulesetStatus::NotEnforced => "not_enforced",
+    }
+    .to_string())
+}

@@ -1,0 +1,93 @@
+//! The launcher side: starts the helper, forwards signals to it, collects
+//! its report. Safe to call from a multi-threaded program: the only code
+//! between fork and exec is two dup2 calls (std's Command does the rest).
+
+use crate::error::SandboxError;
+use crate::protocol::{write_frame, HelperConfig, JailReport, CONFIG_FD, HELPER_ARG, REPORT_FD};
+use crate::{init::FORWARDED, sys};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Command};
+use std::sync::atomic::{AtomicI32, Ordering};
+
+static HELPER_PID: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn forward(sig: libc::c_int) {
+    let pid = HELPER_PID.load(Ordering::SeqCst);
+    if pid > 0 {
+        // SAFETY: kill is async-signal-safe.
+        unsafe { libc::kill(pid, sig) };
+    }
+}
+
+/// A running jail, seen from the launcher.
+#[derive(Debug)]
+pub struct Launched {
+    child: Child,
+    /// Held open for the helper's whole life; closing it (or dying) tells
+    /// the helper to tear the jail down.
+    lifeline: OwnedFd,
+    report: OwnedFd,
+}
+
+fn high_fd(fd: OwnedFd) -> std::io::Result<OwnedFd> {
+    // SAFETY: F_DUPFD_CLOEXEC returns a new descriptor >= 10 that we own.
+    let n = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 10) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fresh descriptor from fcntl.
+    Ok(unsafe { OwnedFd::from_raw_fd(n) })
+}
+
+/// Starts `exe __sandbox-helper` with the config on fd 3 and the report
+/// pipe on fd 4, and installs signal forwarding to it.
+pub fn launch(exe: &Path, cfg: &HelperConfig) -> Result<Launched, SandboxError> {
+    let io = SandboxError::HelperIo;
+    let (cfg_r, cfg_w) = sys::pipe().map_err(io)?;
+    let (rep_r, rep_w) = sys::pipe().map_err(io)?;
+    // Above 10 so that dup2 onto 3 and 4 can never clobber each other.
+    let (cfg_r, rep_w) = (high_fd(cfg_r).map_err(io)?, high_fd(rep_w).map_err(io)?);
+    let (cr, rw): (RawFd, RawFd) = (cfg_r.as_raw_fd(), rep_w.as_raw_fd());
+    let mut cmd = Command::new(exe);
+    cmd.arg(HELPER_ARG).env_clear();
+    // SAFETY: dup2 is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(cr, CONFIG_FD) < 0 || libc::dup2(rw, REPORT_FD) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().map_err(|source| SandboxError::SpawnHelper { exe: exe.to_path_buf(), source })?;
+    drop((cfg_r, rep_w));
+    HELPER_PID.store(child.id() as i32, Ordering::SeqCst);
+    for sig in FORWARDED {
+        // SAFETY: installing an async-signal-safe handler.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = forward as *const () as usize;
+            sa.sa_flags = libc::SA_RESTART;
+            libc::sigaction(*sig, &sa, std::ptr::null_mut());
+        }
+    }
+    write_frame(cfg_w.as_raw_fd(), cfg).map_err(io)?;
+    Ok(Launched { child, lifeline: cfg_w, report: rep_r })
+}
+
+impl Launched {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for the jail to end and returns the helper's report.
+    pub fn wait(mut self) -> Result<JailReport, SandboxError> {
+        let status = self.child.wait().map_err(SandboxError::HelperIo)?;
+        HELPER_PID.store(0, Ordering::SeqCst);
+        drop(self.lifeline);
+        let bytes = sys::read_to_end(self.report.as_raw_fd()).map_err(SandboxError::HelperIo)?;
+        serde_json::from_slice(&bytes).map_err(|_| SandboxError::HelperDied { status: status.to_string() })
+    }
+}

@@ -1,0 +1,39 @@
+//! Isolation backends. Today: the jail (namespaces, seccomp, landlock,
+//! cgroups, no capabilities), which works on any Linux host without KVM.
+//!
+//! Process model (one run):
+//!
+//! ```text
+//! clawkeep run (launcher, may be multi-threaded)
+//!   └─ clawkeep __sandbox-helper   single-threaded monitor, host namespaces
+//!        └─ clawkeep-init          pid 1 of new user/mount/pid/net/ipc/uts/cgroup ns
+//!             └─ agent command     uid 1000, no caps, no_new_privs, landlock, seccomp
+//! ```
+//!
+//! Module map, in the order the kernel needs them: `cgroup` (limits),
+//! `idmap` (user namespace maps, idmapped workspace), `mounts` (root,
+//! pivot_root), `net` (loopback), `caps` (privilege drop), `landlock`,
+//! `seccomp`, `exec` (the agent's last steps); `helper`, `init` and
+//! `launcher` are the three processes; `protocol` is what they exchange;
+//! `probe` tells what the host can enforce.
+
+pub mod caps;
+pub mod cgroup;
+pub mod error;
+pub mod exec;
+pub mod helper;
+pub mod idmap;
+pub mod init;
+pub mod jail;
+pub mod landlock;
+pub mod launcher;
+pub mod mounts;
+pub mod net;
+pub mod probe;
+pub mod protocol;
+pub mod seccomp;
+pub mod sys;
+
+pub use error::{SandboxError, SetupFailure, Step};
+pub use jail::{plan, JailPlan};
+pub use protocol::{JailReport, Outcome, HELPER_ARG};

@@ -1,0 +1,308 @@
+//! The jail's filesystem: a read-only root built on a tmpfs, then pivot_root.
+//!
+//! Runs in the jail's init (pid 1 of the new pid namespace, root of the new
+//! user namespace, in a private mount namespace). After `build_root`
+//! returns Ok:
+//! - `/` is a read-only tmpfs holding only what is listed here;
+//! - system directories are read-only binds (host /usr, /bin, /lib*, /sbin
+//!   and selected /etc files by default, or the entries of `--rootfs`);
+//!   /root, /home, /var, /run and the host's /tmp are never bound;
+//! - `/workspace` is the only writable host directory, `/tmp` a private
+//!   tmpfs, `/dev` holds null, zero, full, random, urandom, tty and a private
+//!   devpts, `/proc` belongs to the jail's pid namespace with /proc/sys
+//!   read-only and kcore, sysrq-trigger and friends masked;
+//! - the old root is detached: no path leads back to the host's tree.
+
+use crate::error::{SetupFailure, Step};
+use crate::idmap::{WorkspaceMount, AGENT_ID};
+use crate::sys::{self, cpath};
+use std::ffi::CString;
+use std::fs;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::{symlink, DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+/// Where the new root is assembled, inside the private mount namespace.
+const BASE: &str = "/tmp";
+
+/// Host top-level entries bound (or re-linked) into the default root.
+const HOST_ROOT_ENTRIES: &[&str] = &["usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32"];
+
+/// Host /etc entries the default root may see. Never shadow, gshadow,
+/// sudoers, ssh keys or the host's passwd/group (generated instead).
+const HOST_ETC_ENTRIES: &[&str] = &[
+    "alternatives",
+    "bash.bashrc",
+    "ca-certificates",
+    "ca-certificates.conf",
+    "debian_version",
+    "environment",
+    "gai.conf",
+    "host.conf",
+    "inputrc",
+    "issue",
+    "ld.so.cache",
+    "ld.so.conf",
+    "ld.so.conf.d",
+    "localtime",
+    "login.defs",
+    "magic",
+    "mime.types",
+    "nsswitch.conf",
+    "os-release",
+    "profile",
+    "protocols",
+    "python3",
+    "rpc",
+    "services",
+    "skel",
+    "ssl",
+    "terminfo",
+    "timezone",
+    "vim",
+];
+
+/// Entries of a `--rootfs` tree that the jail provides itself.
+const ROOTFS_SKIP: &[&str] = &["dev", "proc", "sys", "tmp", "workspace"];
+
+const DEV_NODES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
+
+const PROC_MASK_FILES: &[&str] = &["kcore", "keys", "timer_list", "sched_debug", "sysrq-trigger", "latency_stats", "kallsyms"];
+const PROC_MASK_DIRS: &[&str] = &["acpi", "scsi", "asound"];
+const PROC_READONLY: &[&str] = &["sys", "irq", "bus", "fs"];
+
+/// What the root is built from.
+#[derive(Debug)]
+pub enum RootSource {
+    Host,
+    Tree(PathBuf),
+}
+
+/// A source opened before the base tmpfs hides anything.
+enum Entry {
+    Dir(String, OwnedFd),
+    File(String, OwnedFd),
+    Link(String, PathBuf),
+}
+
+type R<T> = Result<T, SetupFailure>;
+
+fn fail(step: Step, target: impl AsRef<Path>) -> impl FnOnce(io::Error) -> SetupFailure {
+    let t = target.as_ref().display().to_string();
+    move |e| SetupFailure::new(step, t, &e)
+}
+
+fn c(p: impl AsRef<Path>) -> R<CString> {
+    let p = p.as_ref();
+    cpath(p).map_err(fail(Step::MountBind, p))
+}
+
+fn fd_path(fd: &OwnedFd) -> String {
+    format!("/proc/self/fd/{}", fd.as_raw_fd())
+}
+
+/// Builds the jail's root and pivots into it. `tmp_size` bounds /tmp.
+pub fn build_root(source: &RootSource, workspace: WorkspaceMount, tmp_size: Option<u64>) -> R<()> {
+    let target = |p: &str| PathBuf::from(BASE).join(p);
+    sys::mount(None, c"/", None, libc::MS_REC | libc::MS_PRIVATE, None).map_err(fail(Step::MountPrivate, "/"))?;
+
+    let (entries, etc) = open_sources(source)?;
+
+    mount_tmpfs(Path::new(BASE), "mode=0755,size=8m", libc::MS_NOSUID | libc::MS_NODEV)?;
+    for e in &entries {
+        place(e, Path::new(BASE))?;
+    }
+    if let Some(etc) = etc {
+        mkdir(&target("etc"), 0o755)?;
+        for e in &etc {
+            place(e, &target("etc"))?;
+        }
+        write_identity_files(&target("etc"))?;
+    }
+    drop(entries);
+
+    // /workspace: the only writable host directory.
+    let ws = target("workspace");
+    mkdir(&ws, 0o755)?;
+    let ws_c = c(&ws)?;
+    match workspace {
+        WorkspaceMount::Idmapped(tree) => sys::move_mount_to(&tree, &ws_c).map_err(fail(Step::AttachWorkspace, &ws))?,
+        WorkspaceMount::Bind(fd) => {
+            let src = CString::new(fd_path(&fd)).map_err(|_| SetupFailure::msg(Step::AttachWorkspace, "fd", "bad path"))?;
+            sys::mount(Some(&src), &ws_c, None, libc::MS_BIND | libc::MS_REC, None).map_err(fail(Step::AttachWorkspace, &ws))?;
+        }
+    }
+    set_attrs(&ws, sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV, true)?;
+
+    let tmp = target("tmp");
+    mkdir(&tmp, 0o755)?;
+    let size = tmp_size.map_or_else(|| "mode=1777".to_string(), |s| format!("mode=1777,size={s}"));
+    mount_tmpfs(&tmp, &size, libc::MS_NOSUID | libc::MS_NODEV)?;
+
+    build_dev(&target("dev"))?;
+    build_proc(&target("proc"), &target("dev/null"))?;
+
+    // pivot_root(".", ".") stacks the old root under the new one; detaching
+    // it leaves no path back to the host's tree (see pivot_root(2), NOTES).
+    std::env::set_current_dir(BASE).map_err(fail(Step::Chdir, BASE))?;
+    sys::pivot_root(c".", c".").map_err(fail(Step::PivotRoot, BASE))?;
+    sys::umount_detach(c".").map_err(fail(Step::UmountOldRoot, "."))?;
+    std::env::set_current_dir("/").map_err(fail(Step::Chdir, "/"))?;
+    set_attrs(Path::new("/"), sys::MOUNT_ATTR_RDONLY | sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV, false)
+}
+
+fn open_sources(source: &RootSource) -> R<(Vec<Entry>, Option<Vec<Entry>>)> {
+    match source {
+        RootSource::Host => {
+            let root = open_entries(Path::new("/"), HOST_ROOT_ENTRIES.iter().map(|s| s.to_string()))?;
+            let etc = open_entries(Path::new("/etc"), HOST_ETC_ENTRIES.iter().map(|s| s.to_string()))?;
+            Ok((root, Some(etc)))
+        }
+        RootSource::Tree(dir) => {
+            let names = fs::read_dir(dir)
+                .map_err(fail(Step::OpenSource, dir))?
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| !ROOTFS_SKIP.contains(&n.as_str()))
+                .collect::<Vec<_>>();
+            Ok((open_entries(dir, names.into_iter())?, None))
+        }
+    }
+}
+
+/// Opens every existing entry as an O_PATH fd (or reads its link target).
+fn open_entries(dir: &Path, names: impl Iterator<Item = String>) -> R<Vec<Entry>> {
+    let mut out = Vec::new();
+    for name in names {
+        let p = dir.join(&name);
+        let Ok(meta) = fs::symlink_metadata(&p) else { continue };
+        let ft = meta.file_type();
+        if ft.is_symlink() {
+            out.push(Entry::Link(name, fs::read_link(&p).map_err(fail(Step::OpenSource, &p))?));
+        } else if ft.is_dir() || ft.is_file() {
+            let fd = sys::open_path(&p, libc::O_PATH | libc::O_NOFOLLOW).map_err(fail(Step::OpenSource, &p))?;
+            out.push(if ft.is_dir() { Entry::Dir(name, fd) } else { Entry::File(name, fd) });
+        }
+    }
+    Ok(out)
+}
+
+fn place(e: &Entry, parent: &Path) -> R<()> {
+    match e {
+        Entry::Link(name, to) => symlink(to, parent.join(name)).map_err(fail(Step::MountBind, parent.join(name))),
+        Entry::Dir(name, fd) | Entry::File(name, fd) => {
+            let t = parent.join(name);
+            if matches!(e, Entry::Dir(..)) {
+                mkdir(&t, 0o755)?;
+            } else {
+                touch(&t)?;
+            }
+            bind_readonly(&fd_path(fd), &t)
+        }
+    }
+}
+
+fn bind_readonly(src: &str, target: &Path) -> R<()> {
+    let src_c = CString::new(src).map_err(|_| SetupFailure::msg(Step::MountBind, src, "bad path"))?;
+    sys::mount(Some(&src_c), &c(target)?, None, libc::MS_BIND | libc::MS_REC, None).map_err(fail(Step::MountBind, target))?;
+    set_attrs(target, sys::MOUNT_ATTR_RDONLY | sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV, true)
+}
+
+/// Adds mount attributes, recursively when asked; only ever adds
+/// restrictions, so flags locked by a more privileged namespace stay.
+fn set_attrs(target: &Path, attrs: u64, recursive: bool) -> R<()> {
+    let flags = if recursive { sys::AT_RECURSIVE } else { 0 };
+    sys::mount_setattr(libc::AT_FDCWD, &c(target)?, flags, attrs, None).map_err(fail(Step::RemountReadOnly, target))
+}
+
+fn mount_tmpfs(target: &Path, opts: &str, flags: libc::c_ulong) -> R<()> {
+    let data = CString::new(opts).map_err(|_| SetupFailure::msg(Step::MountTmpfs, opts, "bad options"))?;
+    sys::mount(Some(c"tmpfs"), &c(target)?, Some(c"tmpfs"), flags, Some(&data)).map_err(fail(Step::MountTmpfs, target))
+}
+
+fn mkdir(p: &Path, mode: u32) -> R<()> {
+    fs::DirBuilder::new().mode(mode).create(p).map_err(fail(Step::MakeNode, p))
+}
+
+fn touch(p: &Path) -> R<()> {
+    fs::OpenOptions::new().create(true).write(true).mode(0o644).open(p).map(drop).map_err(fail(Step::MakeNode, p))
+}
+
+/// The jail's own identity files: no host user names leak in.
+fn write_identity_files(etc: &Path) -> R<()> {
+    let files = [
+        ("passwd", format!("root:x:0:0:root:/root:/usr/sbin/nologin\nagent:x:{AGENT_ID}:{AGENT_ID}:clawkeep agent:/workspace:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n")),
+        ("group", format!("root:x:0:\nagent:x:{AGENT_ID}:\nnogroup:x:65534:\n")),
+        ("hosts", "127.0.0.1 localhost clawkeep\n::1 localhost ip6-localhost ip6-loopback\n".to_string()),
+        ("hostname", "clawkeep\n".to_string()),
+        ("resolv.conf", "# the jail's network is loopback-only\n".to_string()),
+    ];
+    for (name, body) in files {
+        let p = etc.join(name);
+        fs::write(&p, body).map_err(fail(Step::WriteFile, &p))?;
+    }
+    Ok(())
+}
+
+fn build_dev(dev: &Path) -> R<()> {
+    mkdir(dev, 0o755)?;
+    mount_tmpfs(dev, "mode=0755,size=64k", libc::MS_NOSUID | libc::MS_NOEXEC)?;
+    for node in DEV_NODES {
+        let t = dev.join(node);
+        touch(&t)?;
+        let src = c(Path::new("/dev").join(node))?;
+        sys::mount(Some(&src), &c(&t)?, None, libc::MS_BIND, None).map_err(fail(Step::MountBind, &t))?;
+        set_attrs(&t, sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NOEXEC, false)?;
+    }
+    let pts = dev.join("pts");
+    mkdir(&pts, 0o755)?;
+    sys::mount(
+        Some(c"devpts"),
+        &c(&pts)?,
+        Some(c"devpts"),
+        libc::MS_NOSUID | libc::MS_NOEXEC,
+        Some(c"newinstance,ptmxmode=0666,mode=0620"),
+    )
+    .map_err(fail(Step::MountDevpts, &pts))?;
+    let links = [
+        ("ptmx", "pts/ptmx"),
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ];
+    for (name, to) in links {
+        symlink(to, dev.join(name)).map_err(fail(Step::MakeNode, dev.join(name)))?;
+    }
+    set_attrs(dev, sys::MOUNT_ATTR_RDONLY | sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NOEXEC, false)
+}
+
+fn build_proc(proc: &Path, null: &Path) -> R<()> {
+    mkdir(proc, 0o555)?;
+    let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+    sys::mount(Some(c"proc"), &c(proc)?, Some(c"proc"), flags, None).map_err(fail(Step::MountProc, proc))?;
+    let null_c = c(null)?;
+    for f in PROC_MASK_FILES {
+        let t = proc.join(f);
+        if t.exists() {
+            sys::mount(Some(&null_c), &c(&t)?, None, libc::MS_BIND, None).map_err(fail(Step::MaskPath, &t))?;
+        }
+    }
+    for d in PROC_MASK_DIRS {
+        let t = proc.join(d);
+        if t.is_dir() {
+            mount_tmpfs(&t, "mode=0555,size=0", libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC)
+                .map_err(|e| SetupFailure { step: Step::MaskPath, ..e })?;
+        }
+    }
+    for d in PROC_READONLY {
+        let t = proc.join(d);
+        if t.exists() {
+            let tc = c(&t)?;
+            sys::mount(Some(&tc), &tc, None, libc::MS_BIND | libc::MS_REC, None).map_err(fail(Step::MountBind, &t))?;
+            set_attrs(&t, sys::MOUNT_ATTR_RDONLY | sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV | sys::MOUNT_ATTR_NOEXEC, true)?;
+        }
+    }
+    Ok(())
+}

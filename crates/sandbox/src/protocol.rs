@@ -1,0 +1,135 @@
+//! What crosses the process boundaries of a jail run.
+//!
+//! launcher ──fd 3: HelperConfig frame, then held open as a lifeline──▶ helper
+//! launcher ◀──fd 4: one JailReport JSON line at the end────────────── helper
+//! helper   ◀──status pipe: ChildMsg JSON lines─────────────── init / agent
+
+use crate::cgroup::CgroupSet;
+use crate::error::SetupFailure;
+use crate::sys;
+use clawkeep_core::RunSpec;
+use serde::{Deserialize, Serialize};
+use std::io;
+use std::os::fd::RawFd;
+use std::path::PathBuf;
+
+/// The argv[1] that turns the clawkeep binary into the sandbox helper.
+pub const HELPER_ARG: &str = "__sandbox-helper";
+pub const CONFIG_FD: RawFd = 3;
+pub const REPORT_FD: RawFd = 4;
+const MAX_FRAME: usize = 16 << 20;
+
+/// Everything the helper needs; sent once, as a length-prefixed JSON frame.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HelperConfig {
+    pub spec: RunSpec,
+    pub cgroups: CgroupSet,
+    /// Apply landlock (false only when the kernel has none).
+    pub landlock: bool,
+    /// stdin is the controlling terminal and the launcher is in the
+    /// foreground: the agent takes the terminal's foreground.
+    pub tty_foreground: bool,
+    /// Where the helper records an abort when the launcher dies.
+    pub audit_path: Option<PathBuf>,
+    /// Grace between SIGTERM and SIGKILL on timeout.
+    pub kill_grace_ms: u64,
+}
+
+/// How the agent's run ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Outcome {
+    Exited { code: i32 },
+    Signaled { signal: i32 },
+    TimedOut,
+    SetupFailed { failure: SetupFailure },
+    ExecFailed { path: String, errno: i32, message: String },
+}
+
+impl Outcome {
+    /// The exit code `clawkeep run` reports: the command's own, 128+signal,
+    /// 124 on timeout, 126/127 when the command cannot be executed, 1 when
+    /// the jail could not be set up.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Outcome::Exited { code } => *code,
+            Outcome::Signaled { signal } => 128 + signal,
+            Outcome::TimedOut => 124,
+            Outcome::ExecFailed { errno, .. } if *errno == libc::ENOENT => 127,
+            Outcome::ExecFailed { .. } => 126,
+            Outcome::SetupFailed { .. } => 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JailReport {
+    pub outcome: Outcome,
+    pub peak_memory_bytes: Option<u64>,
+    pub peak_pids: Option<u64>,
+    pub oom_killed: bool,
+    /// Landlock status as the agent applied it ("fully_enforced", ...).
+    pub landlock: Option<String>,
+}
+
+/// Messages from the jail's init and the agent (before exec) to the helper.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "msg")]
+pub enum ChildMsg {
+    Setup { failure: SetupFailure },
+    Landlock { status: String },
+    ExecFailed { path: String, errno: i32, message: String },
+    Exit { code: Option<i32>, signal: Option<i32> },
+}
+
+impl ChildMsg {
+    /// One atomic write (< PIPE_BUF for any message we send).
+    pub fn send(&self, fd: RawFd) {
+        if let Ok(mut line) = serde_json::to_vec(self) {
+            line.push(b'\n');
+            let _ = sys::write_all(fd, &line);
+        }
+    }
+}
+
+pub fn write_frame(fd: RawFd, value: &impl Serialize) -> io::Result<()> {
+    let body = serde_json::to_vec(value).map_err(io::Error::other)?;
+    let mut buf = (body.len() as u32).to_le_bytes().to_vec();
+    buf.extend_from_slice(&body);
+    sys::write_all(fd, &buf)
+}
+
+pub fn read_frame<T: for<'de> Deserialize<'de>>(fd: RawFd) -> io::Result<T> {
+    let mut len = [0u8; 4];
+    sys::read_exact(fd, &mut len)?;
+    let len = u32::from_le_bytes(len) as usize;
+    if len > MAX_FRAME {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "config frame too large"));
+    }
+    let mut body = vec![0u8; len];
+    sys::read_exact(fd, &mut body)?;
+    serde_json::from_slice(&body).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes() {
+        assert_eq!(Outcome::Exited { code: 3 }.exit_code(), 3);
+        assert_eq!(Outcome::Signaled { signal: 9 }.exit_code(), 137);
+        assert_eq!(Outcome::TimedOut.exit_code(), 124);
+        let nf = Outcome::ExecFailed { path: "x".into(), errno: libc::ENOENT, message: String::new() };
+        assert_eq!(nf.exit_code(), 127);
+    }
+
+    #[test]
+    fn frame_roundtrip() {
+        let (r, w) = sys::pipe().unwrap();
+        use std::os::fd::AsRawFd;
+        write_frame(w.as_raw_fd(), &vec!["a".to_string(), "b".into()]).unwrap();
+        let back: Vec<String> = read_frame(r.as_raw_fd()).unwrap();
+        assert_eq!(back, ["a", "b"]);
+    }
+}

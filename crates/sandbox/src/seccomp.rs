@@ -1,0 +1,197 @@
+//! The jail's seccomp filter, written out explicitly and reviewed like code.
+//!
+//! Policy: allow by default, deny (EPERM) the families an agent never needs
+//! and an escape usually does. Guarantee, once installed (irrevocably, for
+//! the process and all its descendants):
+//! - mount/umount, pivot_root, chroot and the new mount API fail;
+//! - unshare, setns, and clone with any namespace flag fail; clone3 reports
+//!   ENOSYS so libc falls back to clone, whose flags the filter can see;
+//! - ptrace, process_vm_readv/writev, pidfd_getfd fail;
+//! - bpf, perf_event_open, keyctl/add_key/request_key, module loading,
+//!   kexec, reboot, swapon/swapoff, userfaultfd, open_by_handle_at,
+//!   io_uring, acct, syslog, iopl/ioperm fail;
+//! - mknod of character or block devices fails (FIFOs and files are fine);
+//! - AF_PACKET sockets and SOCK_RAW sockets of any family fail;
+//! - ioctl TIOCSTI/TIOCLINUX (terminal input injection, CVE-2017-5226) fail;
+//! - x32 syscalls fail, and any non-native architecture kills the process,
+//!   so a denied call cannot be reached through another syscall table.
+
+use seccompiler::{
+    sock_filter, BpfProgram, SeccompAction, SeccompCmpArgLen as Len, SeccompCmpOp as Op, SeccompCondition as Cond, SeccompFilter,
+    SeccompRule, TargetArch,
+};
+use std::collections::BTreeMap;
+
+const NS_FLAGS: &[u64] = &[
+    libc::CLONE_NEWNS as u64,
+    libc::CLONE_NEWUSER as u64,
+    libc::CLONE_NEWPID as u64,
+    libc::CLONE_NEWNET as u64,
+    libc::CLONE_NEWIPC as u64,
+    libc::CLONE_NEWUTS as u64,
+    libc::CLONE_NEWCGROUP as u64,
+    0x80, // CLONE_NEWTIME
+];
+
+/// Syscalls denied whatever their arguments.
+pub const DENIED: &[(&str, i64)] = &[
+    ("mount", libc::SYS_mount),
+    ("umount2", libc::SYS_umount2),
+    ("pivot_root", libc::SYS_pivot_root),
+    ("chroot", libc::SYS_chroot),
+    ("fsopen", libc::SYS_fsopen),
+    ("fsconfig", libc::SYS_fsconfig),
+    ("fsmount", libc::SYS_fsmount),
+    ("fspick", libc::SYS_fspick),
+    ("move_mount", libc::SYS_move_mount),
+    ("open_tree", libc::SYS_open_tree),
+    ("mount_setattr", libc::SYS_mount_setattr),
+    ("unshare", libc::SYS_unshare),
+    ("setns", libc::SYS_setns),
+    ("ptrace", libc::SYS_ptrace),
+    ("process_vm_readv", libc::SYS_process_vm_readv),
+    ("process_vm_writev", libc::SYS_process_vm_writev),
+    ("pidfd_getfd", libc::SYS_pidfd_getfd),
+    ("bpf", libc::SYS_bpf),
+    ("perf_event_open", libc::SYS_perf_event_open),
+    ("keyctl", libc::SYS_keyctl),
+    ("add_key", libc::SYS_add_key),
+    ("request_key", libc::SYS_request_key),
+    ("init_module", libc::SYS_init_module),
+    ("finit_module", libc::SYS_finit_module),
+    ("delete_module", libc::SYS_delete_module),
+    ("kexec_load", libc::SYS_kexec_load),
+    ("kexec_file_load", libc::SYS_kexec_file_load),
+    ("reboot", libc::SYS_reboot),
+    ("swapon", libc::SYS_swapon),
+    ("swapoff", libc::SYS_swapoff),
+    ("userfaultfd", libc::SYS_userfaultfd),
+    ("open_by_handle_at", libc::SYS_open_by_handle_at),
+    ("name_to_handle_at", libc::SYS_name_to_handle_at),
+    ("io_uring_setup", libc::SYS_io_uring_setup),
+    ("io_uring_enter", libc::SYS_io_uring_enter),
+    ("io_uring_register", libc::SYS_io_uring_register),
+    ("acct", libc::SYS_acct),
+    ("syslog", libc::SYS_syslog),
+    ("quotactl", libc::SYS_quotactl),
+    ("settimeofday", libc::SYS_settimeofday),
+    ("clock_settime", libc::SYS_clock_settime),
+    ("iopl", libc::SYS_iopl),
+    ("ioperm", libc::SYS_ioperm),
+    ("vhangup", libc::SYS_vhangup),
+];
+
+const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+
+fn rule(conds: Vec<Cond>) -> SeccompRule {
+    SeccompRule::new(conds).expect("conditions are non-empty")
+}
+
+fn masked(arg: u8, mask: u64, value: u64) -> Cond {
+    Cond::new(arg, Len::Qword, Op::MaskedEq(mask), value).expect("valid condition")
+}
+
+fn eq(arg: u8, len: Len, value: u64) -> Cond {
+    Cond::new(arg, len, Op::Eq, value).expect("valid condition")
+}
+
+fn arch() -> TargetArch {
+    std::env::consts::ARCH.try_into().expect("clawkeep supports x86_64, aarch64 and riscv64")
+}
+
+/// The main filter (EPERM on match).
+pub fn deny_filter() -> Result<BpfProgram, seccompiler::BackendError> {
+    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = DENIED.iter().map(|(_, nr)| (*nr, Vec::new())).collect();
+    // clone(flags, ...): deny when any namespace flag is set.
+    rules.insert(libc::SYS_clone, NS_FLAGS.iter().map(|f| rule(vec![masked(0, *f, *f)])).collect());
+    let dev_kinds = [libc::S_IFCHR as u64, libc::S_IFBLK as u64];
+    let ifmt = libc::S_IFMT as u64;
+    rules.insert(libc::SYS_mknodat, dev_kinds.iter().map(|k| rule(vec![masked(2, ifmt, *k)])).collect());
+    #[cfg(target_arch = "x86_64")]
+    rules.insert(libc::SYS_mknod, dev_kinds.iter().map(|k| rule(vec![masked(1, ifmt, *k)])).collect());
+    rules.insert(
+        libc::SYS_socket,
+        vec![rule(vec![eq(0, Len::Dword, libc::AF_PACKET as u64)]), rule(vec![masked(1, 0xf, libc::SOCK_RAW as u64)])],
+    );
+    rules.insert(libc::SYS_ioctl, vec![rule(vec![eq(1, Len::Dword, libc::TIOCSTI)]), rule(vec![eq(1, Len::Dword, libc::TIOCLINUX)])]);
+    let filter = SeccompFilter::new(rules, SeccompAction::Allow, SeccompAction::Errno(libc::EPERM as u32), arch())?;
+    let mut prog: BpfProgram = filter.try_into()?;
+    if cfg!(target_arch = "x86_64") {
+        prog.splice(0..0, x32_guard());
+    }
+    Ok(prog)
+}
+
+/// clone3 passes its flags in memory the filter cannot read: answer ENOSYS
+/// so libc uses clone, which the main filter inspects.
+pub fn clone3_filter() -> Result<BpfProgram, seccompiler::BackendError> {
+    let rules = BTreeMap::from([(libc::SYS_clone3, Vec::new())]);
+    let filter = SeccompFilter::new(rules, SeccompAction::Allow, SeccompAction::Errno(libc::ENOSYS as u32), arch())?;
+    filter.try_into()
+}
+
+/// `if (nr & X32_SYSCALL_BIT) return EPERM;` — runs before seccompiler's
+/// own arch check, which reloads what it needs.
+fn x32_guard() -> Vec<sock_filter> {
+    const BPF_LD_W_ABS: u16 = 0x20;
+    const BPF_JSET_K: u16 = 0x45;
+    const BPF_RET_K: u16 = 0x06;
+    const SECCOMP_RET_ERRNO: u32 = 0x0005_0000;
+    vec![
+        sock_filter { code: BPF_LD_W_ABS, jt: 0, jf: 0, k: 0 },
+        sock_filter { code: BPF_JSET_K, jt: 0, jf: 1, k: X32_SYSCALL_BIT },
+        sock_filter { code: BPF_RET_K, jt: 0, jf: 0, k: SECCOMP_RET_ERRNO | libc::EPERM as u32 },
+    ]
+}
+
+/// Installs both filters on the calling thread. no_new_privs must be set.
+pub fn install() -> Result<(), seccompiler::Error> {
+    let deny = deny_filter().map_err(seccompiler::Error::Backend)?;
+    let clone3 = clone3_filter().map_err(seccompiler::Error::Backend)?;
+    seccompiler::apply_filter(&clone3)?;
+    seccompiler::apply_filter(&deny)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_compile_and_stay_within_bpf_limits() {
+        let deny = deny_filter().unwrap();
+        assert!(deny.len() < 4096, "BPF_MAXINSNS");
+        assert_eq!(deny[1].k, X32_SYSCALL_BIT);
+        assert!(!clone3_filter().unwrap().is_empty());
+    }
+
+    #[test]
+    fn required_families_are_listed() {
+        let names: Vec<_> = DENIED.iter().map(|(n, _)| *n).collect();
+        for must in [
+            "mount",
+            "umount2",
+            "pivot_root",
+            "chroot",
+            "unshare",
+            "setns",
+            "ptrace",
+            "process_vm_readv",
+            "bpf",
+            "perf_event_open",
+            "keyctl",
+            "add_key",
+            "request_key",
+            "init_module",
+            "finit_module",
+            "kexec_load",
+            "reboot",
+            "swapon",
+            "swapoff",
+            "userfaultfd",
+            "open_by_handle_at",
+            "io_uring_setup",
+        ] {
+            assert!(names.contains(&must), "{must} missing");
+        }
+    }
+}
