@@ -1,1 +1,114 @@
-fn main() {}
+//! Start-up cost of `clawkeep run -- /bin/true`, beside bubblewrap with the
+//! same namespaces and bare /bin/true, all measured in this run.
+//!
+//! Prints medians over RUNS runs each and the peak RSS of the clawkeep
+//! processes. Target (issue 2): clawkeep <= 1.3x bwrap while also applying
+//! seccomp, landlock and cgroup limits; peak RSS <= 15 MB.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const RUNS: usize = 30;
+
+fn time_one(cmd: &mut Command) -> (Duration, i64) {
+    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+    let t0 = Instant::now();
+    let child = cmd.spawn().expect("spawn");
+    let pid = child.id() as i32;
+    let mut status = 0;
+    // SAFETY: rusage is plain data; wait4 fills it for our own child.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: pid is our child; status and ru are valid out-pointers.
+    unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+    let elapsed = t0.elapsed();
+    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "{cmd:?} failed with status {status}");
+    (elapsed, ru.ru_maxrss)
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn measure(name: &str, mut make: impl FnMut() -> Command) -> (Duration, i64) {
+    let _ = time_one(&mut make()); // warm the page cache
+    let mut times = Vec::with_capacity(RUNS);
+    let mut rss = 0;
+    for _ in 0..RUNS {
+        let (t, r) = time_one(&mut make());
+        times.push(t);
+        rss = rss.max(r);
+    }
+    let m = median(times);
+    println!("  {name:<34} median {:>8.2} ms", m.as_secs_f64() * 1e3);
+    (m, rss)
+}
+
+fn main() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        println!("jail_startup: skipped: needs root for the full jail (CI runs as root)");
+        return;
+    }
+    let clawkeep = env!("CARGO_BIN_EXE_clawkeep");
+    let ws = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    println!("jail_startup: median wall time of {RUNS} runs each, same machine, same run");
+    let (bare, _) = measure("bare /bin/true", || Command::new("/bin/true"));
+    let bwrap = if Path::new("/usr/bin/bwrap").exists() {
+        let (t, _) = measure("bwrap (user,pid,net,ipc,uts,cgroup ns)", || {
+            let mut c = Command::new("/usr/bin/bwrap");
+            c.args([
+                "--unshare-user",
+                "--unshare-pid",
+                "--unshare-net",
+                "--unshare-ipc",
+                "--unshare-uts",
+                "--unshare-cgroup",
+                "--die-with-parent",
+            ]);
+            c.args([
+                "--ro-bind",
+                "/usr",
+                "/usr",
+                "--symlink",
+                "usr/bin",
+                "/bin",
+                "--symlink",
+                "usr/lib",
+                "/lib",
+                "--symlink",
+                "usr/lib64",
+                "/lib64",
+            ]);
+            c.args(["--symlink", "usr/sbin", "/sbin", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]);
+            c.arg("--bind").arg(ws.path()).arg("/workspace").args([
+                "--chdir",
+                "/workspace",
+                "--clearenv",
+                "--setenv",
+                "PATH",
+                "/usr/bin:/bin",
+                "/bin/true",
+            ]);
+            c
+        });
+        Some(t)
+    } else {
+        println!("  bwrap                              not installed (apt-get install bubblewrap); no baseline");
+        None
+    };
+    let (ck, rss_kib) = measure("clawkeep run -- /bin/true", || {
+        let mut c = Command::new(clawkeep);
+        c.env("CLAWKEEP_STATE_DIR", state.path()).arg("run").arg("--workspace").arg(ws.path()).args(["--", "/bin/true"]);
+        c
+    });
+    println!();
+    println!("  clawkeep / bare   = {:.1}x", ck.as_secs_f64() / bare.as_secs_f64());
+    if let Some(b) = bwrap {
+        let ratio = ck.as_secs_f64() / b.as_secs_f64();
+        println!("  clawkeep / bwrap  = {ratio:.2}x   (target <= 1.30x; clawkeep also applies seccomp, landlock, cgroups, audit fsync)");
+    }
+    println!("  peak RSS of clawkeep run (launcher, helper, init; max) = {:.1} MB   (target <= 15 MB)", rss_kib as f64 / 1024.0);
+}

@@ -1,0 +1,133 @@
+//! Shared helpers for the end-to-end tests: they drive the real binary.
+#![allow(dead_code)]
+
+use assert_cmd::Command;
+use std::path::{Path, PathBuf};
+use tempfile::TempDir;
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_clawkeep"))
+}
+
+/// True when the jail can be exercised here (root, as in CI). Otherwise
+/// prints why the calling test is skipped.
+pub fn jail_available(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        println!("skipped: {test}: needs root (CI runs as root)");
+        return false;
+    }
+    true
+}
+
+/// A fresh state dir and workspace for one test.
+pub struct Env {
+    pub state: TempDir,
+    pub workspace: TempDir,
+}
+
+impl Env {
+    pub fn new() -> Self {
+        Env { state: tempfile::tempdir().unwrap(), workspace: tempfile::tempdir().unwrap() }
+    }
+
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(bin());
+        c.env("CLAWKEEP_STATE_DIR", self.state.path()).env_remove("ANTHROPIC_API_KEY");
+        c
+    }
+
+    /// `clawkeep run --workspace WS <extra> -- <argv>`
+    pub fn run(&self, extra: &[&str], argv: &[&str]) -> Command {
+        let mut c = self.cmd();
+        c.arg("run").arg("--workspace").arg(self.workspace.path()).args(extra).arg("--").args(argv);
+        c
+    }
+
+    pub fn std_run(&self, extra: &[&str], argv: &[&str]) -> std::process::Command {
+        let mut c = std::process::Command::new(bin());
+        c.env("CLAWKEEP_STATE_DIR", self.state.path())
+            .arg("run")
+            .arg("--workspace")
+            .arg(self.workspace.path())
+            .args(extra)
+            .arg("--")
+            .args(argv);
+        c
+    }
+
+    pub fn audit(&self) -> Vec<serde_json::Value> {
+        let text = std::fs::read_to_string(self.state.path().join("audit.jsonl")).unwrap_or_default();
+        text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    }
+
+    /// Copies the escape probe into the workspace; returns its in-jail path.
+    pub fn install_probe(&self) -> &'static str {
+        let src = probe_binary();
+        std::fs::copy(&src, self.workspace.path().join("clawkeep-jail-probe")).unwrap();
+        "/workspace/clawkeep-jail-probe"
+    }
+}
+
+/// The escape probe, built by `cargo test --workspace` beside clawkeep.
+pub fn probe_binary() -> PathBuf {
+    let dir = bin().parent().unwrap().to_path_buf();
+    let p = dir.join("clawkeep-jail-probe");
+    assert!(p.exists(), "{} is missing: build it with `cargo build -p clawkeep-jail-probe` (cargo test --workspace does)", p.display());
+    p
+}
+
+/// Every process whose command line contains `marker`.
+pub fn processes_with(marker: &str) -> Vec<i32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+        if let Ok(cmd) = std::fs::read(e.path().join("cmdline")) {
+            if String::from_utf8_lossy(&cmd).contains(marker) && pid != std::process::id() as i32 {
+                out.push(pid);
+            }
+        }
+    }
+    out
+}
+
+/// cgroup directories a launcher with this pid created and left behind.
+pub fn cgroups_of(launcher_pid: u32) -> Vec<PathBuf> {
+    let prefix = format!("clawkeep-{launcher_pid}-");
+    let mut out = Vec::new();
+    walk(Path::new("/sys/fs/cgroup"), 0, &mut |p| {
+        if p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&prefix)) {
+            out.push(p.to_path_buf());
+        }
+    });
+    out
+}
+
+fn walk(dir: &Path, depth: usize, f: &mut dyn FnMut(&Path)) {
+    if depth > 4 {
+        return;
+    }
+    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    for e in rd.flatten() {
+        if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            f(&e.path());
+            walk(&e.path(), depth + 1, f);
+        }
+    }
+}
+
+/// Host mounts that mention `needle` (the jail's mounts must never appear).
+pub fn host_mounts_with(needle: &str) -> Vec<String> {
+    std::fs::read_to_string("/proc/self/mountinfo").unwrap().lines().filter(|l| l.contains(needle)).map(str::to_owned).collect()
+}
+
+pub fn wait_for(mut cond: impl FnMut() -> bool, secs: u64) -> bool {
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while std::time::Instant::now() < end {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    cond()
+}

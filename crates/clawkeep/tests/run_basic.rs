@@ -1,0 +1,225 @@
+//! `clawkeep run` behaves like the command itself.
+
+mod common;
+use common::{jail_available, Env};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::MetadataExt;
+use std::process::Stdio;
+use std::time::Duration;
+
+#[test]
+fn stdio_and_exit_code_pass_through() {
+    if !jail_available("stdio") {
+        return;
+    }
+    let env = Env::new();
+    let out = env.run(&[], &["sh", "-c", "read line; echo \"out:$line\"; echo err >&2; exit 42"]).write_stdin("hello\n").output().unwrap();
+    assert_eq!(out.status.code(), Some(42));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "out:hello\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
+}
+
+#[test]
+fn killed_command_exits_128_plus_signal() {
+    if !jail_available("signal exit") {
+        return;
+    }
+    let env = Env::new();
+    let out = env.run(&[], &["sh", "-c", "kill -TERM $$"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(128 + 15));
+}
+
+#[test]
+fn workspace_is_home_and_cwd_and_owned_by_its_owner() {
+    if !jail_available("workspace") {
+        return;
+    }
+    let env = Env::new();
+    let out = env.run(&[], &["sh", "-c", "pwd; echo $HOME; id -u; echo data > made-inside; touch /tmp/t && echo tmp-ok"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "/workspace\n/workspace\n1000\ntmp-ok\n");
+    let made = env.workspace.path().join("made-inside");
+    assert_eq!(std::fs::read_to_string(&made).unwrap(), "data\n");
+    let ws_owner = std::fs::metadata(env.workspace.path()).unwrap().uid();
+    assert_eq!(std::fs::metadata(&made).unwrap().uid(), ws_owner, "files the agent writes belong to the workspace owner");
+}
+
+#[test]
+fn environment_is_an_allowlist() {
+    if !jail_available("env") {
+        return;
+    }
+    let env = Env::new();
+    let out = env
+        .run(&["--env", "FOO=bar", "--env", "PASSED"], &["sh", "-c", "env | cut -d= -f1 | sort | tr '\\n' ' '; echo; echo $FOO $PASSED"])
+        .env("PASSED", "yes")
+        .env("HOST_ONLY", "x")
+        .env("OPENAI_API_KEY", "sk-host")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    let names: Vec<&str> = stdout.lines().next().unwrap().split_whitespace().collect();
+    for n in &names {
+        assert!(["FOO", "HOME", "LANG", "PASSED", "PATH", "PWD", "SHLVL", "TERM", "_"].contains(n), "unexpected variable {n}");
+    }
+    assert!(!names.contains(&"HOST_ONLY") && !names.contains(&"OPENAI_API_KEY"));
+    assert!(stdout.contains("bar yes"));
+}
+
+#[test]
+fn secret_env_needs_explicit_allow() {
+    let env = Env::new();
+    let out = env.run(&["--env", "GITHUB_TOKEN=ghp_value"], &["true"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--allow-secret-env GITHUB_TOKEN") && !err.contains("ghp_value"), "{err}");
+    if !jail_available("allowed secret env") {
+        return;
+    }
+    let out = env
+        .run(&["--env", "GITHUB_TOKEN=ghp_value", "--allow-secret-env", "GITHUB_TOKEN"], &["sh", "-c", "echo $GITHUB_TOKEN"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "ghp_value\n");
+}
+
+#[test]
+fn timeout_kills_and_exits_124() {
+    if !jail_available("timeout") {
+        return;
+    }
+    let env = Env::new();
+    let out = env.run(&["--timeout", "300ms"], &["sleep", "30"]).timeout(Duration::from_secs(20)).output().unwrap();
+    assert_eq!(out.status.code(), Some(124));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("timed out"));
+}
+
+#[test]
+fn missing_command_exits_127_with_a_message() {
+    if !jail_available("missing command") {
+        return;
+    }
+    let env = Env::new();
+    let out = env.run(&[], &["no-such-command-xyz"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(127));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("command not found in the jail"));
+}
+
+fn signal_reaches_command(sig: i32, name: &str) {
+    let env = Env::new();
+    let script = format!("trap 'echo got-{name}; exit 7' {name}; echo ready; while :; do sleep 0.05; done");
+    let mut child = env.std_run(&[], &["sh", "-c", &script]).stdout(Stdio::piped()).spawn().unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line, "ready\n");
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, sig) };
+    let status = child.wait().unwrap();
+    line.clear();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line, format!("got-{name}\n"));
+    assert_eq!(status.code(), Some(7));
+}
+
+#[test]
+fn sigterm_reaches_the_command() {
+    if jail_available("sigterm") {
+        signal_reaches_command(libc::SIGTERM, "TERM");
+    }
+}
+
+#[test]
+fn sigint_reaches_the_command() {
+    if jail_available("sigint") {
+        signal_reaches_command(libc::SIGINT, "INT");
+    }
+}
+
+#[test]
+fn a_tty_passes_through() {
+    if !jail_available("tty") {
+        return;
+    }
+    if !std::path::Path::new("/usr/bin/script").exists() {
+        println!("skipped: tty: util-linux `script` not installed");
+        return;
+    }
+    let env = Env::new();
+    let inner = format!(
+        "CLAWKEEP_STATE_DIR={} {} run --workspace {} -- sh -c 'tty; test -t 0 && test -t 1 && echo both-tty'",
+        env.state.path().display(),
+        common::bin().display(),
+        env.workspace.path().display()
+    );
+    let mut child = std::process::Command::new("script")
+        .args(["-qec", &inner, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("/dev/pts/") && text.contains("both-tty"), "{text}");
+    assert_eq!(out.status.code(), Some(0), "{text}");
+}
+
+#[test]
+fn audit_records_start_and_exit_and_verifies() {
+    if !jail_available("audit") {
+        return;
+    }
+    let env = Env::new();
+    env.run(&["--memory", "128M"], &["sh", "-c", "exit 5"]).assert().code(5);
+    let events = env.audit();
+    let start = events.iter().find(|e| e["kind"] == "run.start").unwrap();
+    assert_eq!(start["isolation"]["backend"], "jail");
+    assert!(start["isolation"]["degraded"].is_array());
+    assert!(start["isolation"]["level"].is_string());
+    let exit = events.iter().find(|e| e["kind"] == "run.exit").unwrap();
+    assert_eq!(exit["exit_code"], 5);
+    assert!(exit["duration_ms"].is_u64());
+    assert!(exit["peak_memory_bytes"].as_u64().unwrap() > 0);
+    assert!(exit["peak_pids"].as_u64().unwrap() >= 1);
+    assert_eq!(start["run_id"], exit["run_id"]);
+    env.cmd().args(["audit", "verify"]).assert().success().stdout(predicates::str::contains("hash chain intact"));
+    use std::os::unix::fs::PermissionsExt;
+    let dir_mode = std::fs::metadata(env.state.path()).unwrap().permissions().mode() & 0o777;
+    let file_mode = std::fs::metadata(env.state.path().join("audit.jsonl")).unwrap().permissions().mode() & 0o777;
+    assert_eq!((dir_mode, file_mode), (0o700, 0o600));
+}
+
+/// Copies `bin` and the shared libraries `ldd` names into `root`.
+fn copy_with_libs(bin: &str, root: &std::path::Path) {
+    let mut files = vec![bin.to_string()];
+    let ldd = std::process::Command::new("ldd").arg(bin).output().unwrap();
+    for line in String::from_utf8_lossy(&ldd.stdout).lines() {
+        if let Some(path) = line.split_whitespace().find(|w| w.starts_with('/')) {
+            files.push(path.to_string());
+        }
+    }
+    for f in files {
+        let dst = root.join(f.trim_start_matches('/'));
+        std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
+        std::fs::copy(&f, &dst).unwrap();
+    }
+}
+
+#[test]
+fn rootfs_uses_a_prepared_tree() {
+    if !jail_available("rootfs") {
+        return;
+    }
+    let env = Env::new();
+    let root = tempfile::tempdir().unwrap();
+    copy_with_libs("/bin/dash", root.path());
+    copy_with_libs("/usr/bin/cat", root.path());
+    std::fs::create_dir(root.path().join("etc")).unwrap();
+    std::fs::write(root.path().join("etc/marker"), "prepared\n").unwrap();
+    let script = "cat /etc/marker; if test -e /usr/bin/ls; then echo host-visible; else echo host-hidden; fi; echo x > /etc/y || echo ro";
+    let out = env.run(&["--rootfs", root.path().to_str().unwrap()], &["/bin/dash", "-c", script]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text, "prepared\nhost-hidden\nro\n", "stderr: {}", String::from_utf8_lossy(&out.stderr));
+}

@@ -1,0 +1,65 @@
+//! Nothing is left behind: no process, mount, cgroup or temp dir, whether
+//! the command ends, is killed, or clawkeep itself is killed with -9.
+
+mod common;
+use common::{cgroups_of, host_mounts_with, jail_available, processes_with, wait_for, Env};
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+
+fn tmp_entries() -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("clawkeep"))
+        .collect();
+    v.sort();
+    v
+}
+
+fn assert_nothing_left(launcher: u32, marker: &str, ws: &std::path::Path, tmp_before: &[String]) {
+    assert!(wait_for(|| processes_with(marker).is_empty(), 10), "processes left: {:?}", processes_with(marker));
+    assert!(wait_for(|| cgroups_of(launcher).is_empty(), 10), "cgroups left: {:?}", cgroups_of(launcher));
+    assert!(host_mounts_with(ws.to_str().unwrap()).is_empty(), "host mounts left");
+    assert_eq!(tmp_entries(), tmp_before, "temp dirs left");
+}
+
+#[test]
+fn command_killed_leaves_nothing() {
+    if !jail_available("teardown: command killed") {
+        return;
+    }
+    let env = Env::new();
+    let marker = "ck-teardown-cmd-killed-7f3a";
+    let before = tmp_entries();
+    let script = format!("sleep 300 & exec -a {marker} sh -c 'echo up; kill -KILL $$'");
+    let child = env.std_run(&[], &["sh", "-c", &script]).stdout(Stdio::piped()).spawn().unwrap();
+    let pid = child.id();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(137));
+    assert_nothing_left(pid, "sleep 300", env.workspace.path(), &before);
+    let _ = marker;
+}
+
+#[test]
+fn clawkeep_killed_with_sigkill_leaves_nothing() {
+    if !jail_available("teardown: clawkeep -9") {
+        return;
+    }
+    let env = Env::new();
+    let before = tmp_entries();
+    let marker = "ck-teardown-sigkill-91b2";
+    let script = format!("(exec -a {marker} sleep 300) & echo started; wait");
+    let mut child = env.std_run(&[], &["sh", "-c", &script]).stdout(Stdio::piped()).spawn().unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    assert_eq!(line, "started\n");
+    assert!(wait_for(|| !processes_with(marker).is_empty(), 5), "the agent's process never appeared");
+    let pid = child.id();
+    assert!(!cgroups_of(pid).is_empty(), "the run has cgroups while it runs");
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert_nothing_left(pid, marker, env.workspace.path(), &before);
+    // The helper records what happened to the run it was watching.
+    assert!(wait_for(|| env.audit().iter().any(|e| e["kind"] == "run.abort"), 5), "no run.abort event");
+}
