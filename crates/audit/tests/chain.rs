@@ -1,5 +1,6 @@
 //! The hash chain end to end: append through the public API, tamper with the
 //! file as an attacker or a crash would, and check what `verify` reports.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;

@@ -4,6 +4,7 @@
 //! Prints medians over RUNS runs each and the peak RSS of the clawkeep
 //! processes. Target (issue 2): clawkeep <= 1.3x bwrap while also applying
 //! seccomp, landlock and cgroup limits; peak RSS <= 15 MB.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -14,6 +15,7 @@ const RUNS: usize = 30;
 fn time_one(cmd: &mut Command) -> (Duration, i64) {
     cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
     let t0 = Instant::now();
+    #[allow(clippy::zombie_processes)] // reaped by wait4 below
     let child = cmd.spawn().expect("spawn");
     let pid = child.id() as i32;
     let mut status = 0;

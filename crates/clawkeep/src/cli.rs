@@ -95,7 +95,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 
 fn parse_cpus(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
-        Ok(v) if v.is_finite() && v >= 0.01 && v <= 4096.0 => Ok(v),
+        Ok(v) if (0.01..=4096.0).contains(&v) => Ok(v),
         _ => Err(format!("invalid CPU count '{s}'; use a number like 0.5 or 2")),
     }
 }

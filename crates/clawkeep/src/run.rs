@@ -81,7 +81,6 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs) -> Result<u8, Failure> {
     let t0 = Instant::now();
     let exe = std::env::current_exe().map_err(|e| Failure::runtime(format!("cannot find the clawkeep binary: {e}")))?;
     let result = plan.launch(&exe).and_then(|l| l.wait());
-    plan.restore_terminal();
     plan.cleanup();
     let duration_ms = t0.elapsed().as_millis() as u64;
 

@@ -1,4 +1,5 @@
 //! Bad input: one line that names the problem and what to do, exit code 2.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 use common::Env;

@@ -1,5 +1,6 @@
 //! The escape suite: every probe runs *inside* the jail (the probe binary
 //! refuses to run anywhere else) and tries to break one restriction.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 use common::{jail_available, Env};

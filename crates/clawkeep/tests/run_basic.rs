@@ -1,4 +1,5 @@
 //! `clawkeep run` behaves like the command itself.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 use common::{jail_available, Env};

@@ -1,5 +1,6 @@
 //! Nothing is left behind: no process, mount, cgroup or temp dir, whether
 //! the command ends, is killed, or clawkeep itself is killed with -9.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 use common::{cgroups_of, host_mounts_with, jail_available, processes_with, wait_for, Env};
@@ -30,15 +31,13 @@ fn command_killed_leaves_nothing() {
         return;
     }
     let env = Env::new();
-    let marker = "ck-teardown-cmd-killed-7f3a";
     let before = tmp_entries();
-    let script = format!("sleep 300 & exec -a {marker} sh -c 'echo up; kill -KILL $$'");
-    let child = env.std_run(&[], &["sh", "-c", &script]).stdout(Stdio::piped()).spawn().unwrap();
+    // A background child the command leaves behind, then the command is killed.
+    let child = env.std_run(&[], &["sh", "-c", "sleep 3017 & kill -KILL $$"]).stdout(Stdio::piped()).spawn().unwrap();
     let pid = child.id();
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(137));
-    assert_nothing_left(pid, "sleep 300", env.workspace.path(), &before);
-    let _ = marker;
+    assert_nothing_left(pid, "sleep 3017", env.workspace.path(), &before);
 }
 
 #[test]
@@ -48,8 +47,9 @@ fn clawkeep_killed_with_sigkill_leaves_nothing() {
     }
     let env = Env::new();
     let before = tmp_entries();
-    let marker = "ck-teardown-sigkill-91b2";
-    let script = format!("(exec -a {marker} sleep 300) & echo started; wait");
+    // The marker is in the argv of both the shell and its sleeping child.
+    let marker = "sleep 3019";
+    let script = format!("{marker} & echo started; wait");
     let mut child = env.std_run(&[], &["sh", "-c", &script]).stdout(Stdio::piped()).spawn().unwrap();
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();

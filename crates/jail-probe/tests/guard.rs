@@ -1,5 +1,6 @@
 //! The probe must refuse to run its escape attempts on the host. This test
 //! only exercises the refusal path; no probe ever runs here.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::process::Command;
 

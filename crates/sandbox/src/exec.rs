@@ -9,10 +9,11 @@ use crate::protocol::{ChildMsg, HelperConfig};
 use crate::{caps, landlock, seccomp};
 use std::ffi::CString;
 use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
 
 /// Never returns: execs the agent's command or reports why it could not.
-pub fn agent_main(cfg: &HelperConfig, status_fd: i32, can_setgroups: bool) -> ! {
-    let code = match prepare(cfg, status_fd, can_setgroups) {
+pub fn agent_main(cfg: &HelperConfig, status_fd: i32, can_setgroups: bool, tty: Option<OwnedFd>) -> ! {
+    let code = match prepare(cfg, status_fd, can_setgroups, tty) {
         Ok(never) => match never {},
         Err(Failure::Setup(failure)) => {
             ChildMsg::Setup { failure }.send(status_fd);
@@ -45,7 +46,7 @@ impl From<SetupFailure> for Failure {
 
 enum Never {}
 
-fn prepare(cfg: &HelperConfig, status_fd: i32, can_setgroups: bool) -> Result<Never, Failure> {
+fn prepare(cfg: &HelperConfig, status_fd: i32, can_setgroups: bool, tty: Option<OwnedFd>) -> Result<Never, Failure> {
     let spec = &cfg.spec;
     let cstr = |s: &str| CString::new(s).map_err(|_| SetupFailure::msg(Step::Exec, s, "contains a NUL byte"));
     let argv: Vec<CString> = spec.argv.iter().map(|a| cstr(a)).collect::<Result<_, _>>()?;
@@ -55,15 +56,27 @@ fn prepare(cfg: &HelperConfig, status_fd: i32, can_setgroups: bool) -> Result<Ne
 
     // SAFETY: the remaining calls are plain syscalls on our own process.
     unsafe {
-        libc::setpgid(0, 0);
-        if cfg.tty_foreground {
-            // A background process calling tcsetpgrp gets SIGTTOU unless blocked.
-            let ttou = crate::init::signal_set([libc::SIGTTOU].into_iter());
-            libc::sigprocmask(libc::SIG_BLOCK, &ttou, std::ptr::null_mut());
-            if libc::tcsetpgrp(0, libc::getpid()) < 0 {
-                return Err(SetupFailure::new(Step::Terminal, "tcsetpgrp", &io::Error::last_os_error()).into());
+        match &tty {
+            // The jail's own pty becomes the controlling terminal of a new
+            // session and replaces every stdio descriptor that was a terminal.
+            Some(slave) => {
+                let s = slave.as_raw_fd();
+                if libc::setsid() < 0 || libc::ioctl(s, libc::TIOCSCTTY, 0) < 0 {
+                    return Err(SetupFailure::new(Step::Terminal, "TIOCSCTTY", &io::Error::last_os_error()).into());
+                }
+                for fd in 0..3 {
+                    if libc::isatty(fd) == 1 && libc::dup2(s, fd) < 0 {
+                        return Err(SetupFailure::new(Step::Terminal, "dup2", &io::Error::last_os_error()).into());
+                    }
+                }
+            }
+            // Its own process group, so a terminal's job-control signals reach
+            // it once, through the launcher's forwarding.
+            None => {
+                libc::setpgid(0, 0);
             }
         }
+        drop(tty);
         for sig in 1..libc::SIGRTMAX() {
             if sig != libc::SIGKILL && sig != libc::SIGSTOP {
                 libc::signal(sig, libc::SIG_DFL);

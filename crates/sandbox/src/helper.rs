@@ -13,7 +13,7 @@ use crate::error::{SetupFailure, Step};
 use crate::idmap::{self, IdMaps, WorkspaceMount};
 use crate::init::{self, InitArgs, FORWARDED};
 use crate::protocol::{read_frame, ChildMsg, HelperConfig, JailReport, Outcome, CONFIG_FD, REPORT_FD};
-use crate::sys;
+use crate::{pty, sys};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
@@ -47,7 +47,7 @@ fn setup_failed(failure: SetupFailure) -> JailReport {
 }
 
 fn run(cfg: &HelperConfig) -> (JailReport, bool) {
-    let blocked = init::signal_set(FORWARDED.iter().copied().chain([libc::SIGCHLD]));
+    let blocked = init::signal_set(FORWARDED.iter().copied().chain([libc::SIGCHLD, libc::SIGWINCH]));
     // SAFETY: blocking signals for this single-threaded process; signalfd gets a valid set.
     let sigfd = unsafe {
         libc::sigprocmask(libc::SIG_BLOCK, &blocked, std::ptr::null_mut());
@@ -77,6 +77,10 @@ fn run(cfg: &HelperConfig) -> (JailReport, bool) {
         Ok(p) => p,
         Err(e) => return (setup_failed(SetupFailure::new(Step::CloneNamespaces, "pipe", &e)), false),
     };
+    let (console_h, console_i) = match pty::socketpair() {
+        Ok(p) => p,
+        Err(e) => return (setup_failed(SetupFailure::new(Step::Terminal, "socketpair", &e)), false),
+    };
 
     // SAFETY: the helper is single-threaded (it never starts a thread).
     let pid = match unsafe { sys::clone_fork(NS_FLAGS as libc::c_ulong) } {
@@ -84,15 +88,23 @@ fn run(cfg: &HelperConfig) -> (JailReport, bool) {
         Err(e) => return (setup_failed(SetupFailure::new(Step::CloneNamespaces, "clone", &e)), false),
     };
     if pid == 0 {
-        drop((go_w, status_r, sigfd));
+        drop((go_w, status_r, sigfd, console_h));
         // SAFETY: closing the launcher's descriptors in the child; they are not used there.
         unsafe {
             libc::close(CONFIG_FD);
             libc::close(REPORT_FD);
         }
-        init::run(InitArgs { cfg, has_root: maps.has_root, can_setgroups: !maps.deny_setgroups, go: go_r, status: status_w, workspace });
+        init::run(InitArgs {
+            cfg,
+            has_root: maps.has_root,
+            can_setgroups: !maps.deny_setgroups,
+            go: go_r,
+            status: status_w,
+            workspace,
+            console: console_i,
+        });
     }
-    drop((go_r, status_w, workspace));
+    drop((go_r, status_w, workspace, console_i));
 
     let kill = |sig| {
         // SAFETY: pid is our child.
@@ -108,8 +120,12 @@ fn run(cfg: &HelperConfig) -> (JailReport, bool) {
     }
     let _ = sys::write_all(go_w.as_raw_fd(), b"g");
     drop(go_w);
+    // Init sends the jail's pty master once its /dev is built; None means
+    // set-up failed first, which the status pipe reports.
+    let relay = cfg.tty.and_then(|_| pty::recv_fd(console_h.as_raw_fd()).ok().flatten()).map(pty::Relay::new);
+    drop(console_h);
 
-    let mon = monitor(cfg, pid, sigfd.as_raw_fd(), status_r.as_raw_fd());
+    let mon = monitor(cfg, pid, sigfd.as_raw_fd(), status_r.as_raw_fd(), relay);
     let mut msgs = mon.msgs;
     msgs.extend(parse_msgs(&sys::read_to_end(status_r.as_raw_fd()).unwrap_or_default()));
     let report = JailReport {
@@ -133,7 +149,7 @@ struct Monitored {
     wait_status: i32,
 }
 
-fn monitor(cfg: &HelperConfig, pid: libc::pid_t, sigfd: RawFd, status_fd: RawFd) -> Monitored {
+fn monitor(cfg: &HelperConfig, pid: libc::pid_t, sigfd: RawFd, status_fd: RawFd, mut relay: Option<pty::Relay>) -> Monitored {
     let mut m = Monitored { msgs: Vec::new(), timed_out: false, parent_gone: false, wait_status: 0 };
     let deadline = cfg.spec.timeout.map(|t| Instant::now() + t);
     let mut kill_at: Option<Instant> = None;
@@ -144,13 +160,19 @@ fn monitor(cfg: &HelperConfig, pid: libc::pid_t, sigfd: RawFd, status_fd: RawFd)
         let now = Instant::now();
         let next = [deadline.filter(|_| !m.timed_out), kill_at].into_iter().flatten().min();
         let timeout_ms = next.map_or(-1, |t| t.saturating_duration_since(now).as_millis().min(60_000) as i32);
+        let [tty_in, tty_master] = relay.as_ref().map_or([libc::pollfd { fd: -1, events: 0, revents: 0 }; 2], pty::Relay::poll_fds);
         let mut fds = [
             libc::pollfd { fd: sigfd, events: libc::POLLIN, revents: 0 },
             libc::pollfd { fd: if status_open { status_fd } else { -1 }, events: libc::POLLIN, revents: 0 },
             libc::pollfd { fd: if lifeline_open { CONFIG_FD } else { -1 }, events: libc::POLLIN, revents: 0 },
+            tty_in,
+            tty_master,
         ];
         // SAFETY: fds is a valid array of pollfd.
         unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
+        if let Some(r) = relay.as_mut() {
+            r.handle(&[fds[3], fds[4]]);
+        }
         if fds[1].revents != 0 {
             let mut chunk = [0u8; 4096];
             match sys::read_some(status_fd, &mut chunk) {
@@ -170,10 +192,17 @@ fn monitor(cfg: &HelperConfig, pid: libc::pid_t, sigfd: RawFd, status_fd: RawFd)
         }
         if fds[0].revents != 0 {
             for sig in drain_signals(sigfd) {
-                if sig == libc::SIGCHLD {
+                if sig == libc::SIGWINCH {
+                    if let Some(r) = &relay {
+                        r.resize();
+                    }
+                } else if sig == libc::SIGCHLD {
                     let mut st = 0;
                     // SAFETY: st is a valid out-pointer; pid is our child.
                     if unsafe { libc::waitpid(pid, &mut st, libc::WNOHANG) } == pid {
+                        if let Some(r) = relay.as_mut() {
+                            r.drain();
+                        }
                         m.wait_status = st;
                         m.msgs = parse_msgs(&buf);
                         return m;

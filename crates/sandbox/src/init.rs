@@ -10,7 +10,7 @@ use crate::error::{SetupFailure, Step};
 use crate::idmap::WorkspaceMount;
 use crate::mounts::{self, RootSource};
 use crate::protocol::{ChildMsg, HelperConfig};
-use crate::{caps, exec, net, sys};
+use crate::{caps, exec, net, pty, sys};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 
@@ -26,6 +26,8 @@ pub struct InitArgs<'a> {
     pub go: OwnedFd,
     pub status: OwnedFd,
     pub workspace: WorkspaceMount,
+    /// Where the pty master goes to the helper (when `cfg.tty` is set).
+    pub console: OwnedFd,
 }
 
 /// Never returns: exits with the agent's status (128+signal when killed).
@@ -75,13 +77,35 @@ fn setup_and_supervise(args: InitArgs<'_>) -> Result<i32, SetupFailure> {
     net::loopback_up().map_err(|e| SetupFailure::new(Step::Loopback, "lo", &e))?;
 
     let status_fd = args.status.as_raw_fd();
+    let slave = match args.cfg.tty {
+        Some(size) => {
+            let (master, slave) = pty::open(size).map_err(|e| SetupFailure::new(Step::Terminal, "/dev/ptmx", &e))?;
+            pty::send_fd(args.console.as_raw_fd(), master.as_raw_fd())
+                .map_err(|e| SetupFailure::new(Step::Terminal, "console socket", &e))?;
+            Some(slave)
+        }
+        None => None,
+    };
+    drop(args.console);
     // SAFETY: init is single-threaded; the child execs or _exits.
     let agent = unsafe { libc::fork() };
     if agent < 0 {
         return Err(SetupFailure::new(Step::Exec, "fork", &io::Error::last_os_error()));
     }
     if agent == 0 {
-        exec::agent_main(args.cfg, status_fd, args.can_setgroups);
+        exec::agent_main(args.cfg, status_fd, args.can_setgroups, slave);
+    }
+    drop(slave);
+    // The jail's pid 1 keeps no handle on the user's terminal either.
+    if let Ok(null) = sys::open_path(std::path::Path::new("/dev/null"), libc::O_RDWR) {
+        for fd in 0..3 {
+            // SAFETY: isatty/dup2 on our own descriptors.
+            unsafe {
+                if libc::isatty(fd) == 1 {
+                    libc::dup2(null.as_raw_fd(), fd);
+                }
+            }
+        }
     }
     // Init keeps nothing the agent lacks: same uid, no capabilities.
     if let Err(f) = caps::drop_to_agent(args.can_setgroups) {

@@ -74,14 +74,15 @@ pub fn plan(mut spec: RunSpec, audit_path: Option<PathBuf>) -> Result<JailPlan, 
         });
     }
     // SAFETY: getters without preconditions.
-    let (root, tty_foreground) = unsafe { (libc::geteuid() == 0, libc::isatty(0) == 1 && libc::tcgetpgrp(0) == libc::getpgrp()) };
+    let root = unsafe { libc::geteuid() == 0 };
+    let tty = crate::pty::terminal_size(0);
     if !root {
         degraded.push(Degraded {
             guarantee: "dedicated_uid".into(),
             reason: "not running as root: the agent runs as your own uid, supplementary groups are kept".into(),
         });
     }
-    let cfg = HelperConfig { spec, cgroups, landlock: landlock_abi > 0, tty_foreground, audit_path, kill_grace_ms: 2000 };
+    let cfg = HelperConfig { spec, cgroups, landlock: landlock_abi > 0, tty, audit_path, kill_grace_ms: 2000 };
     Ok(JailPlan { cfg, degraded, landlock_abi })
 }
 
@@ -120,17 +121,5 @@ impl JailPlan {
     pub fn cleanup(&self) {
         self.cfg.cgroups.kill_all();
         let _ = self.cfg.cgroups.remove();
-    }
-
-    /// Gives the terminal back to the launcher's process group.
-    pub fn restore_terminal(&self) {
-        if self.cfg.tty_foreground {
-            // SAFETY: ignoring SIGTTOU around tcsetpgrp, then restoring the default.
-            unsafe {
-                let old = libc::signal(libc::SIGTTOU, libc::SIG_IGN);
-                libc::tcsetpgrp(0, libc::getpgrp());
-                libc::signal(libc::SIGTTOU, old);
-            }
-        }
     }
 }

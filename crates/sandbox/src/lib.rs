@@ -31,6 +31,7 @@ pub mod mounts;
 pub mod net;
 pub mod probe;
 pub mod protocol;
+pub mod pty;
 pub mod seccomp;
 pub mod sys;
 

@@ -226,7 +226,7 @@ fn mkdir(p: &Path, mode: u32) -> R<()> {
 }
 
 fn touch(p: &Path) -> R<()> {
-    fs::OpenOptions::new().create(true).write(true).mode(0o644).open(p).map(drop).map_err(fail(Step::MakeNode, p))
+    fs::OpenOptions::new().create(true).truncate(false).write(true).mode(0o644).open(p).map(drop).map_err(fail(Step::MakeNode, p))
 }
 
 /// The jail's own identity files: no host user names leak in.

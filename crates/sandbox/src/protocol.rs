@@ -26,9 +26,9 @@ pub struct HelperConfig {
     pub cgroups: CgroupSet,
     /// Apply landlock (false only when the kernel has none).
     pub landlock: bool,
-    /// stdin is the controlling terminal and the launcher is in the
-    /// foreground: the agent takes the terminal's foreground.
-    pub tty_foreground: bool,
+    /// stdin is a terminal of this size: the agent gets a pty of its own,
+    /// relayed by the helper (see `pty`).
+    pub tty: Option<crate::pty::TtySize>,
     /// Where the helper records an abort when the launcher dies.
     pub audit_path: Option<PathBuf>,
     /// Grace between SIGTERM and SIGKILL on timeout.

@@ -1,0 +1,260 @@
+//! The agent's terminal: a pty allocated *inside* the jail's own devpts,
+//! whose master the helper relays to the user's real terminal.
+//!
+//! Why not hand the real terminal in: it would put a host device in the
+//! jail (TIOCSTI-style injection, line-discipline and session games on
+//! the operator's terminal) and `ttyname` would fail there. With the relay
+//! the jail sees only its own /dev/pts/0, and the host terminal is touched
+//! by the helper alone: raw mode while relaying, restored afterwards. This
+//! is the console-socket pattern of runc/crun.
+
+use serde::{Deserialize, Serialize};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TtySize {
+    pub rows: u16,
+    pub cols: u16,
+}
+
+/// The size of the terminal on `fd`, when `fd` is one.
+pub fn terminal_size(fd: RawFd) -> Option<TtySize> {
+    // SAFETY: isatty and TIOCGWINSZ only read into a valid winsize.
+    unsafe {
+        if libc::isatty(fd) != 1 {
+            return None;
+        }
+        let mut ws: libc::winsize = std::mem::zeroed();
+        if libc::ioctl(fd, libc::TIOCGWINSZ, &mut ws) < 0 {
+            return Some(TtySize { rows: 24, cols: 80 });
+        }
+        Some(TtySize { rows: ws.ws_row, cols: ws.ws_col })
+    }
+}
+
+pub fn set_size(master: RawFd, size: TtySize) {
+    let ws = libc::winsize { ws_row: size.rows, ws_col: size.cols, ws_xpixel: 0, ws_ypixel: 0 };
+    // SAFETY: TIOCSWINSZ reads a valid winsize.
+    unsafe { libc::ioctl(master, libc::TIOCSWINSZ, &ws) };
+}
+
+/// Opens a new pty in the current mount namespace's /dev/ptmx: (master, slave).
+pub fn open(size: TtySize) -> io::Result<(OwnedFd, OwnedFd)> {
+    // SAFETY: open/ioctl on our own descriptors; results are checked.
+    unsafe {
+        let m = libc::open(c"/dev/ptmx".as_ptr(), libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
+        if m < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let master = OwnedFd::from_raw_fd(m);
+        let unlock: libc::c_int = 0;
+        if libc::ioctl(m, libc::TIOCSPTLCK, &unlock) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // TIOCGPTPEER opens the peer without a path lookup (no races).
+        let s = libc::ioctl(m, libc::TIOCGPTPEER, libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
+        if s < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        set_size(m, size);
+        Ok((master, OwnedFd::from_raw_fd(s)))
+    }
+}
+
+/// Sends `fd` over a Unix socket (SCM_RIGHTS).
+pub fn send_fd(sock: RawFd, fd: RawFd) -> io::Result<()> {
+    let mut byte = [0u8; 1];
+    let mut iov = libc::iovec { iov_base: byte.as_mut_ptr().cast(), iov_len: 1 };
+    // SAFETY: CMSG_SPACE is a pure computation.
+    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
+    let mut cbuf = vec![0u8; space];
+    // SAFETY: msghdr is plain data; every pointer set below outlives sendmsg.
+    unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = cbuf.as_mut_ptr().cast();
+        msg.msg_controllen = space;
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as usize;
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>(), fd);
+        if libc::sendmsg(sock, &msg, 0) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Receives one descriptor; `Ok(None)` when the peer closed first.
+pub fn recv_fd(sock: RawFd) -> io::Result<Option<OwnedFd>> {
+    let mut byte = [0u8; 1];
+    let mut iov = libc::iovec { iov_base: byte.as_mut_ptr().cast(), iov_len: 1 };
+    // SAFETY: CMSG_SPACE is a pure computation.
+    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
+    let mut cbuf = vec![0u8; space];
+    // SAFETY: as in send_fd; the received descriptor becomes ours.
+    unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = cbuf.as_mut_ptr().cast();
+        msg.msg_controllen = space;
+        let n = libc::recvmsg(sock, &mut msg, libc::MSG_CMSG_CLOEXEC);
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        if n == 0 || cmsg.is_null() || (*cmsg).cmsg_type != libc::SCM_RIGHTS {
+            return Ok(None);
+        }
+        let fd = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>());
+        Ok(Some(OwnedFd::from_raw_fd(fd)))
+    }
+}
+
+/// The user's terminal in raw mode for as long as this lives.
+#[derive(Debug)]
+pub struct RawMode {
+    fd: RawFd,
+    saved: libc::termios,
+}
+
+impl RawMode {
+    pub fn enter(fd: RawFd) -> Option<RawMode> {
+        // SAFETY: termios is plain data; tcgetattr/tcsetattr on a tty fd.
+        unsafe {
+            let mut saved: libc::termios = std::mem::zeroed();
+            if libc::tcgetattr(fd, &mut saved) < 0 {
+                return None;
+            }
+            let mut raw = saved;
+            libc::cfmakeraw(&mut raw);
+            libc::tcsetattr(fd, libc::TCSANOW, &raw);
+            Some(RawMode { fd, saved })
+        }
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        // SAFETY: restores the attributes saved in enter().
+        unsafe { libc::tcsetattr(self.fd, libc::TCSANOW, &self.saved) };
+    }
+}
+
+/// Makes `fd` non-blocking.
+pub fn set_nonblocking(fd: &OwnedFd) {
+    // SAFETY: fcntl flag manipulation on our own descriptor.
+    unsafe {
+        let fl = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
+        libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, fl | libc::O_NONBLOCK);
+    }
+}
+
+/// A seqpacket socket pair for passing the master: (helper end, init end).
+pub fn socketpair() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: fds is a valid 2-element array.
+    if unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr()) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fresh descriptors.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Copies the user's keystrokes to the pty master and the master's output
+/// to the user's terminal. Non-blocking towards the jail, so an agent that
+/// stops reading cannot stall the helper's signal and timeout handling.
+#[derive(Debug)]
+pub struct Relay {
+    master: OwnedFd,
+    out: RawFd,
+    stdin_open: bool,
+    master_open: bool,
+    pending: Vec<u8>,
+    _raw: Option<RawMode>,
+}
+
+impl Relay {
+    pub fn new(master: OwnedFd) -> Relay {
+        set_nonblocking(&master);
+        // SAFETY: isatty only inspects the descriptor.
+        let out = unsafe {
+            if libc::isatty(1) == 1 {
+                1
+            } else if libc::isatty(2) == 1 {
+                2
+            } else {
+                -1
+            }
+        };
+        Relay { master, out, stdin_open: true, master_open: true, pending: Vec::new(), _raw: RawMode::enter(0) }
+    }
+
+    /// Poll entries for stdin and the master, in that order.
+    pub fn poll_fds(&self) -> [libc::pollfd; 2] {
+        let stdin = if self.stdin_open && self.pending.is_empty() { 0 } else { -1 };
+        let mut ev = libc::POLLIN;
+        if !self.pending.is_empty() {
+            ev |= libc::POLLOUT;
+        }
+        let master = if self.master_open { self.master.as_raw_fd() } else { -1 };
+        [libc::pollfd { fd: stdin, events: libc::POLLIN, revents: 0 }, libc::pollfd { fd: master, events: ev, revents: 0 }]
+    }
+
+    pub fn handle(&mut self, fds: &[libc::pollfd; 2]) {
+        let mut buf = [0u8; 8192];
+        if fds[0].revents != 0 {
+            match crate::sys::read_some(0, &mut buf) {
+                Ok(0) | Err(_) => self.stdin_open = false,
+                Ok(n) => self.pending.extend_from_slice(&buf[..n]),
+            }
+        }
+        if fds[1].revents & libc::POLLOUT != 0 && !self.pending.is_empty() {
+            // SAFETY: pending is valid for its length.
+            let n = unsafe { libc::write(self.master.as_raw_fd(), self.pending.as_ptr().cast(), self.pending.len()) };
+            if n > 0 {
+                self.pending.drain(..n as usize);
+            }
+        }
+        if fds[1].revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
+            self.pump_output();
+        }
+    }
+
+    /// Copies what the master has now; marks it closed on EIO (no slave).
+    fn pump_output(&mut self) {
+        let mut buf = [0u8; 8192];
+        loop {
+            // SAFETY: buf is valid for its length.
+            let n = unsafe { libc::read(self.master.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            if n > 0 {
+                if self.out >= 0 {
+                    let _ = crate::sys::write_all(self.out, &buf[..n as usize]);
+                }
+                continue;
+            }
+            if n == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::EAGAIN) {
+                self.master_open = false;
+            }
+            return;
+        }
+    }
+
+    /// After the agent is gone: flush whatever output is still buffered.
+    pub fn drain(&mut self) {
+        if self.master_open {
+            self.pump_output();
+        }
+    }
+
+    /// Follows the user's terminal size (on SIGWINCH).
+    pub fn resize(&self) {
+        if let Some(size) = terminal_size(0) {
+            set_size(self.master.as_raw_fd(), size);
+        }
+    }
+}
