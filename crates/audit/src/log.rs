@@ -80,6 +80,24 @@ impl AuditLog {
     /// without the keys `seq`, `ts`, `prev`, `kind`) and returns once it is
     /// on disk. On error the action the event records must not proceed.
     pub fn append(&self, kind: &str, fields: Value) -> Result<AppendedEvent, AuditError> {
+        self.write_event(kind, fields, true)
+    }
+
+    /// Appends like [`append`](Self::append) but returns before the line is
+    /// durable, so the caller can overlap the fsync with preparation work.
+    /// The event is *not* acknowledged until [`sync`](Self::sync) returns Ok:
+    /// the action it records must wait for that.
+    pub fn append_deferred(&self, kind: &str, fields: Value) -> Result<AppendedEvent, AuditError> {
+        self.write_event(kind, fields, false)
+    }
+
+    /// Makes every line written so far durable.
+    pub fn sync(&self) -> Result<(), AuditError> {
+        let file = self.file.lock().unwrap_or_else(PoisonError::into_inner);
+        file.sync_data().map_err(|source| AuditError::Sync { path: self.path.clone(), source })
+    }
+
+    fn write_event(&self, kind: &str, fields: Value, sync: bool) -> Result<AppendedEvent, AuditError> {
         let fields = line::check_fields(fields)?;
         // A poisoned mutex only means another thread panicked mid-append;
         // the file itself is re-read under the flock, so it is safe to go on.
@@ -98,7 +116,9 @@ impl AuditLog {
             let _ = file.set_len(len);
             return Err(AuditError::Write { path: self.path.clone(), source });
         }
-        file.sync_data().map_err(|source| AuditError::Sync { path: self.path.clone(), source })?;
+        if sync {
+            file.sync_data().map_err(|source| AuditError::Sync { path: self.path.clone(), source })?;
+        }
         Ok(AppendedEvent { seq, hash })
     }
 

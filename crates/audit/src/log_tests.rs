@@ -91,3 +91,17 @@ fn unparseable_last_line_is_corrupt_tail() {
     assert!(matches!(err, AuditError::CorruptTail { .. }), "{err:?}");
     assert!(err.to_string().contains("clawkeep audit verify"));
 }
+
+#[test]
+fn deferred_append_chains_and_syncs() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let log = AuditLog::open(&path).unwrap();
+    let a = log.append_deferred("run.start", serde_json::json!({"n": 1})).unwrap();
+    log.sync().unwrap();
+    let b = log.append("run.exit", serde_json::json!({"n": 2})).unwrap();
+    assert_eq!((a.seq, b.seq), (0, 1));
+    let report = crate::verify(&path).unwrap();
+    assert!(report.is_ok());
+    assert_eq!(report.lines, 2);
+}

@@ -106,11 +106,29 @@ fn main() {
         c.env("CLAWKEEP_STATE_DIR", state.path()).arg("run").arg("--workspace").arg(ws.path()).args(["--", "/bin/true"]);
         c
     });
+    // The same run with the audit log on tmpfs: what the two fsyncs of the
+    // audit events (start, exit) cost on this machine's disk.
+    let shm = Path::new("/dev/shm");
+    let tmpfs_state = if shm.is_dir() { tempfile::tempdir_in(shm).ok() } else { None };
+    let ck_tmpfs = tmpfs_state.as_ref().map(|st| {
+        measure("clawkeep run (audit log on tmpfs)", || {
+            let mut c = Command::new(clawkeep);
+            c.env("CLAWKEEP_STATE_DIR", st.path()).arg("run").arg("--workspace").arg(ws.path()).args(["--", "/bin/true"]);
+            c
+        })
+        .0
+    });
     println!();
     println!("  clawkeep / bare   = {:.1}x", ck.as_secs_f64() / bare.as_secs_f64());
+    if let Some(t) = ck_tmpfs {
+        println!("  audit fsync cost  = {:.2} ms per run (disk vs tmpfs state dir)", (ck.as_secs_f64() - t.as_secs_f64()) * 1e3);
+    }
     if let Some(b) = bwrap {
         let ratio = ck.as_secs_f64() / b.as_secs_f64();
         println!("  clawkeep / bwrap  = {ratio:.2}x   (target <= 1.30x; clawkeep also applies seccomp, landlock, cgroups, audit fsync)");
+        if let Some(t) = ck_tmpfs {
+            println!("  clawkeep / bwrap  = {:.2}x   with the audit log on tmpfs", t.as_secs_f64() / b.as_secs_f64());
+        }
     }
     println!("  peak RSS of clawkeep run (launcher, helper, init; max) = {:.1} MB   (target <= 15 MB)", rss_kib as f64 / 1024.0);
 }

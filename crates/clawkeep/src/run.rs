@@ -58,8 +58,10 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs) -> Result<u8, Failure> {
         eprintln!("clawkeep: warning: {} does not hold: {}", d.guarantee, d.reason);
     }
     let spec = &plan.cfg.spec;
-    // On disk before the jail starts: an operator can always see what ran.
-    let start = log.append(
+    // The start event is written, then the jail is set up while the event
+    // is fsync'd; the command itself execs only once the event is on disk,
+    // so an operator can always see what ran.
+    let start = log.append_deferred(
         "run.start",
         json!({
             "run_id": spec.run_id,
@@ -80,7 +82,17 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs) -> Result<u8, Failure> {
 
     let t0 = Instant::now();
     let exe = std::env::current_exe().map_err(|e| Failure::runtime(format!("cannot find the clawkeep binary: {e}")))?;
-    let result = plan.launch(&exe).and_then(|l| l.wait());
+    let result = match plan.launch(&exe) {
+        Err(e) => Err(e),
+        Ok(launched) => match log.sync() {
+            Err(e) => {
+                launched.abort();
+                plan.cleanup();
+                return Err(Failure::runtime(format!("{e}; the command was not started")));
+            }
+            Ok(()) => launched.proceed().and_then(|()| launched.wait()),
+        },
+    };
     plan.cleanup();
     let duration_ms = t0.elapsed().as_millis() as u64;
 

@@ -12,8 +12,8 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 
 /// Never returns: execs the agent's command or reports why it could not.
-pub fn agent_main(cfg: &HelperConfig, status_fd: i32, can_setgroups: bool, tty: Option<OwnedFd>) -> ! {
-    let code = match prepare(cfg, status_fd, can_setgroups, tty) {
+pub fn agent_main(cfg: &HelperConfig, status_fd: i32, can_setgroups: bool, tty: Option<OwnedFd>, gate: OwnedFd) -> ! {
+    let code = match prepare(cfg, status_fd, can_setgroups, tty, gate) {
         Ok(never) => match never {},
         Err(Failure::Setup(failure)) => {
             ChildMsg::Setup { failure }.send(status_fd);
@@ -46,7 +46,7 @@ impl From<SetupFailure> for Failure {
 
 enum Never {}
 
-fn prepare(cfg: &HelperConfig, status_fd: i32, can_setgroups: bool, tty: Option<OwnedFd>) -> Result<Never, Failure> {
+fn prepare(cfg: &HelperConfig, status_fd: i32, can_setgroups: bool, tty: Option<OwnedFd>, gate: OwnedFd) -> Result<Never, Failure> {
     let spec = &cfg.spec;
     let cstr = |s: &str| CString::new(s).map_err(|_| SetupFailure::msg(Step::Exec, s, "contains a NUL byte"));
     let argv: Vec<CString> = spec.argv.iter().map(|a| cstr(a)).collect::<Result<_, _>>()?;
@@ -96,6 +96,14 @@ fn prepare(cfg: &HelperConfig, status_fd: i32, can_setgroups: bool, tty: Option<
     // SAFETY: marks descriptors close-on-exec; no memory is touched.
     unsafe { libc::close_range(3, u32::MAX, libc::CLOSE_RANGE_CLOEXEC as libc::c_int) };
 
+    // The launcher's word that the start event is durable; end of file
+    // means the run was called off.
+    let mut go = [0u8; 1];
+    if crate::sys::read_some(gate.as_raw_fd(), &mut go).unwrap_or(0) != 1 {
+        // SAFETY: _exit in a forked child.
+        unsafe { libc::_exit(1) };
+    }
+    drop(gate);
     let mut argv_p: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
     argv_p.push(std::ptr::null());
     let mut envp_p: Vec<*const libc::c_char> = envp.iter().map(|a| a.as_ptr()).collect();

@@ -12,7 +12,7 @@
 use crate::error::{SetupFailure, Step};
 use crate::idmap::{self, IdMaps, WorkspaceMount};
 use crate::init::{self, InitArgs, FORWARDED};
-use crate::protocol::{read_frame, ChildMsg, HelperConfig, JailReport, Outcome, CONFIG_FD, REPORT_FD};
+use crate::protocol::{read_frame, ChildMsg, HelperConfig, JailReport, Outcome, CONFIG_FD, PROCEED, REPORT_FD};
 use crate::{pty, sys};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -77,6 +77,12 @@ fn run(cfg: &HelperConfig) -> (JailReport, bool) {
         Ok(p) => p,
         Err(e) => return (setup_failed(SetupFailure::new(Step::CloneNamespaces, "pipe", &e)), false),
     };
+    // The agent blocks on this pipe right before exec until the launcher
+    // says its start event is on disk (set-up overlaps the fsync).
+    let (gate_r, gate_w) = match sys::pipe() {
+        Ok(p) => p,
+        Err(e) => return (setup_failed(SetupFailure::new(Step::CloneNamespaces, "pipe", &e)), false),
+    };
     let (console_h, console_i) = match pty::socketpair() {
         Ok(p) => p,
         Err(e) => return (setup_failed(SetupFailure::new(Step::Terminal, "socketpair", &e)), false),
@@ -88,7 +94,7 @@ fn run(cfg: &HelperConfig) -> (JailReport, bool) {
         Err(e) => return (setup_failed(SetupFailure::new(Step::CloneNamespaces, "clone", &e)), false),
     };
     if pid == 0 {
-        drop((go_w, status_r, sigfd, console_h));
+        drop((go_w, status_r, sigfd, console_h, gate_w));
         // SAFETY: closing the launcher's descriptors in the child; they are not used there.
         unsafe {
             libc::close(CONFIG_FD);
@@ -102,9 +108,10 @@ fn run(cfg: &HelperConfig) -> (JailReport, bool) {
             status: status_w,
             workspace,
             console: console_i,
+            exec_gate: gate_r,
         });
     }
-    drop((go_r, status_w, workspace, console_i));
+    drop((go_r, status_w, workspace, console_i, gate_r));
 
     let kill = |sig| {
         // SAFETY: pid is our child.
@@ -125,7 +132,7 @@ fn run(cfg: &HelperConfig) -> (JailReport, bool) {
     let relay = cfg.tty.and_then(|_| pty::recv_fd(console_h.as_raw_fd()).ok().flatten()).map(pty::Relay::new);
     drop(console_h);
 
-    let mon = monitor(cfg, pid, sigfd.as_raw_fd(), status_r.as_raw_fd(), relay);
+    let mon = monitor(cfg, pid, sigfd.as_raw_fd(), status_r.as_raw_fd(), relay, Some(gate_w));
     let mut msgs = mon.msgs;
     msgs.extend(parse_msgs(&sys::read_to_end(status_r.as_raw_fd()).unwrap_or_default()));
     let report = JailReport {
@@ -149,7 +156,14 @@ struct Monitored {
     wait_status: i32,
 }
 
-fn monitor(cfg: &HelperConfig, pid: libc::pid_t, sigfd: RawFd, status_fd: RawFd, mut relay: Option<pty::Relay>) -> Monitored {
+fn monitor(
+    cfg: &HelperConfig,
+    pid: libc::pid_t,
+    sigfd: RawFd,
+    status_fd: RawFd,
+    mut relay: Option<pty::Relay>,
+    mut gate: Option<OwnedFd>,
+) -> Monitored {
     let mut m = Monitored { msgs: Vec::new(), timed_out: false, parent_gone: false, wait_status: 0 };
     let deadline = cfg.spec.timeout.map(|t| Instant::now() + t);
     let mut kill_at: Option<Instant> = None;
@@ -182,7 +196,15 @@ fn monitor(cfg: &HelperConfig, pid: libc::pid_t, sigfd: RawFd, status_fd: RawFd,
         }
         if fds[2].revents != 0 {
             let mut chunk = [0u8; 64];
-            if matches!(sys::read_some(CONFIG_FD, &mut chunk), Ok(0) | Err(_)) {
+            let got = sys::read_some(CONFIG_FD, &mut chunk);
+            if let Ok(n @ 1..) = got {
+                if chunk[..n].contains(&PROCEED[0]) {
+                    if let Some(g) = gate.take() {
+                        let _ = sys::write_all(g.as_raw_fd(), PROCEED);
+                    }
+                }
+            }
+            if matches!(got, Ok(0) | Err(_)) {
                 // The launcher is gone: the sandbox dies with its parent.
                 lifeline_open = false;
                 m.parent_gone = true;

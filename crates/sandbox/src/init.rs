@@ -28,6 +28,8 @@ pub struct InitArgs<'a> {
     pub workspace: WorkspaceMount,
     /// Where the pty master goes to the helper (when `cfg.tty` is set).
     pub console: OwnedFd,
+    /// The agent reads one byte here before exec (see `Launched::proceed`).
+    pub exec_gate: OwnedFd,
 }
 
 /// Never returns: exits with the agent's status (128+signal when killed).
@@ -93,9 +95,9 @@ fn setup_and_supervise(args: InitArgs<'_>) -> Result<i32, SetupFailure> {
         return Err(SetupFailure::new(Step::Exec, "fork", &io::Error::last_os_error()));
     }
     if agent == 0 {
-        exec::agent_main(args.cfg, status_fd, args.can_setgroups, slave);
+        exec::agent_main(args.cfg, status_fd, args.can_setgroups, slave, args.exec_gate);
     }
-    drop(slave);
+    drop((slave, args.exec_gate));
     // The jail's pid 1 keeps no handle on the user's terminal either.
     if let Ok(null) = sys::open_path(std::path::Path::new("/dev/null"), libc::O_RDWR) {
         for fd in 0..3 {

@@ -3,7 +3,7 @@
 //! between fork and exec is two dup2 calls (std's Command does the rest).
 
 use crate::error::SandboxError;
-use crate::protocol::{write_frame, HelperConfig, JailReport, CONFIG_FD, HELPER_ARG, REPORT_FD};
+use crate::protocol::{write_frame, HelperConfig, JailReport, CONFIG_FD, HELPER_ARG, PROCEED, REPORT_FD};
 use crate::{init::FORWARDED, sys};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
@@ -80,6 +80,20 @@ pub fn launch(exe: &Path, cfg: &HelperConfig) -> Result<Launched, SandboxError> 
 impl Launched {
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Lets the agent's command exec. Until this is called the jail is set
+    /// up but the command does not run: call it once the run's start event
+    /// is durable.
+    pub fn proceed(&self) -> Result<(), SandboxError> {
+        sys::write_all(self.lifeline.as_raw_fd(), PROCEED).map_err(SandboxError::HelperIo)
+    }
+
+    /// Tears the jail down without running the command.
+    pub fn abort(mut self) {
+        drop(self.lifeline);
+        let _ = self.child.wait();
+        HELPER_PID.store(0, Ordering::SeqCst);
     }
 
     /// Waits for the jail to end and returns the helper's report.

@@ -110,21 +110,27 @@ pub fn build_root(source: &RootSource, workspace: WorkspaceMount, tmp_size: Opti
     let (entries, etc) = open_sources(source)?;
 
     mount_tmpfs(Path::new(BASE), "mode=0755,size=8m", libc::MS_NOSUID | libc::MS_NODEV)?;
+    // Mount points and generated files first: the base turns read-only below.
+    for (dir, mode) in [("workspace", 0o755), ("tmp", 0o755), ("dev", 0o755), ("proc", 0o555)] {
+        mkdir(&target(dir), mode)?;
+    }
     for e in &entries {
         place(e, Path::new(BASE))?;
     }
     if let Some(etc) = etc {
         mkdir(&target("etc"), 0o755)?;
+        write_identity_files(&target("etc"))?;
         for e in &etc {
             place(e, &target("etc"))?;
         }
-        write_identity_files(&target("etc"))?;
     }
     drop(entries);
+    // One recursive call makes the base and every system bind read-only,
+    // nosuid and nodev (flags are only ever added, so locked ones stay).
+    set_attrs(Path::new(BASE), sys::MOUNT_ATTR_RDONLY | sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV, true)?;
 
     // /workspace: the only writable host directory.
     let ws = target("workspace");
-    mkdir(&ws, 0o755)?;
     let ws_c = c(&ws)?;
     match workspace {
         WorkspaceMount::Idmapped(tree) => sys::move_mount_to(&tree, &ws_c).map_err(fail(Step::AttachWorkspace, &ws))?,
@@ -136,7 +142,6 @@ pub fn build_root(source: &RootSource, workspace: WorkspaceMount, tmp_size: Opti
     set_attrs(&ws, sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV, true)?;
 
     let tmp = target("tmp");
-    mkdir(&tmp, 0o755)?;
     let size = tmp_size.map_or_else(|| "mode=1777".to_string(), |s| format!("mode=1777,size={s}"));
     mount_tmpfs(&tmp, &size, libc::MS_NOSUID | libc::MS_NODEV)?;
 
@@ -148,8 +153,7 @@ pub fn build_root(source: &RootSource, workspace: WorkspaceMount, tmp_size: Opti
     std::env::set_current_dir(BASE).map_err(fail(Step::Chdir, BASE))?;
     sys::pivot_root(c".", c".").map_err(fail(Step::PivotRoot, BASE))?;
     sys::umount_detach(c".").map_err(fail(Step::UmountOldRoot, "."))?;
-    std::env::set_current_dir("/").map_err(fail(Step::Chdir, "/"))?;
-    set_attrs(Path::new("/"), sys::MOUNT_ATTR_RDONLY | sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV, false)
+    std::env::set_current_dir("/").map_err(fail(Step::Chdir, "/"))
 }
 
 fn open_sources(source: &RootSource) -> R<(Vec<Entry>, Option<Vec<Entry>>)> {
@@ -198,15 +202,15 @@ fn place(e: &Entry, parent: &Path) -> R<()> {
             } else {
                 touch(&t)?;
             }
-            bind_readonly(&fd_path(fd), &t)
+            bind(&fd_path(fd), &t)
         }
     }
 }
 
-fn bind_readonly(src: &str, target: &Path) -> R<()> {
+/// A recursive bind; made read-only with the whole base afterwards.
+fn bind(src: &str, target: &Path) -> R<()> {
     let src_c = CString::new(src).map_err(|_| SetupFailure::msg(Step::MountBind, src, "bad path"))?;
-    sys::mount(Some(&src_c), &c(target)?, None, libc::MS_BIND | libc::MS_REC, None).map_err(fail(Step::MountBind, target))?;
-    set_attrs(target, sys::MOUNT_ATTR_RDONLY | sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV, true)
+    sys::mount(Some(&src_c), &c(target)?, None, libc::MS_BIND | libc::MS_REC, None).map_err(fail(Step::MountBind, target))
 }
 
 /// Adds mount attributes, recursively when asked; only ever adds
@@ -246,7 +250,6 @@ fn write_identity_files(etc: &Path) -> R<()> {
 }
 
 fn build_dev(dev: &Path) -> R<()> {
-    mkdir(dev, 0o755)?;
     mount_tmpfs(dev, "mode=0755,size=64k", libc::MS_NOSUID | libc::MS_NOEXEC)?;
     for node in DEV_NODES {
         let t = dev.join(node);
@@ -279,7 +282,6 @@ fn build_dev(dev: &Path) -> R<()> {
 }
 
 fn build_proc(proc: &Path, null: &Path) -> R<()> {
-    mkdir(proc, 0o555)?;
     let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
     sys::mount(Some(c"proc"), &c(proc)?, Some(c"proc"), flags, None).map_err(fail(Step::MountProc, proc))?;
     let null_c = c(null)?;

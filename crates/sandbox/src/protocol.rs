@@ -1,6 +1,6 @@
 //! What crosses the process boundaries of a jail run.
 //!
-//! launcher ──fd 3: HelperConfig frame, then held open as a lifeline──▶ helper
+//! launcher ──fd 3: HelperConfig frame, PROCEED, then held open as a lifeline──▶ helper
 //! launcher ◀──fd 4: one JailReport JSON line at the end────────────── helper
 //! helper   ◀──status pipe: ChildMsg JSON lines─────────────── init / agent
 
@@ -17,6 +17,9 @@ use std::path::PathBuf;
 pub const HELPER_ARG: &str = "__sandbox-helper";
 pub const CONFIG_FD: RawFd = 3;
 pub const REPORT_FD: RawFd = 4;
+/// Sent by the launcher on the lifeline once the start event is durable:
+/// only then may the agent's command exec.
+pub const PROCEED: &[u8] = b"x";
 const MAX_FRAME: usize = 16 << 20;
 
 /// Everything the helper needs; sent once, as a length-prefixed JSON frame.
