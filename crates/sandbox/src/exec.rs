@@ -91,19 +91,18 @@ fn prepare(cfg: &HelperConfig, status_fd: i32, can_setgroups: bool, tty: Option<
         let status = landlock::apply().map_err(|e| SetupFailure::msg(Step::Landlock, "ruleset", e))?;
         ChildMsg::Landlock { status }.send(status_fd);
     }
-    seccomp::install().map_err(|e| SetupFailure::msg(Step::Seccomp, "filter", e.to_string()))?;
     // No descriptor but stdio crosses exec, whatever the helper inherited.
     // SAFETY: marks descriptors close-on-exec; no memory is touched.
     unsafe { libc::close_range(3, u32::MAX, libc::CLOSE_RANGE_CLOEXEC as libc::c_int) };
 
-    // The launcher's word that the start event is durable; end of file
-    // means the run was called off.
-    let mut go = [0u8; 1];
-    if crate::sys::read_some(gate.as_raw_fd(), &mut go).unwrap_or(0) != 1 {
+    // The gate opens when the launcher's start event is durable, and brings
+    // the compiled seccomp filters; end of file means the run was called off.
+    let Some(filters) = read_gate(gate.as_raw_fd()) else {
         // SAFETY: _exit in a forked child.
-        unsafe { libc::_exit(1) };
-    }
+        unsafe { libc::_exit(1) }
+    };
     drop(gate);
+    seccomp::install_encoded(&filters).map_err(|e| SetupFailure::msg(Step::Seccomp, "filter", e))?;
     let mut argv_p: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
     argv_p.push(std::ptr::null());
     let mut envp_p: Vec<*const libc::c_char> = envp.iter().map(|a| a.as_ptr()).collect();
@@ -125,6 +124,14 @@ fn prepare(cfg: &HelperConfig, status_fd: i32, can_setgroups: bool, tty: Option<
         }
     }
     Err(Failure::Exec { path: tried, err: last })
+}
+
+fn read_gate(fd: i32) -> Option<Vec<u8>> {
+    let mut len = [0u8; 4];
+    crate::sys::read_exact(fd, &mut len).ok()?;
+    let mut body = vec![0u8; u32::from_le_bytes(len) as usize];
+    crate::sys::read_exact(fd, &mut body).ok()?;
+    Some(body)
 }
 
 /// Where to look for `cmd`: itself when it has a slash, else each PATH entry.

@@ -13,7 +13,7 @@ use crate::error::{SetupFailure, Step};
 use crate::idmap::{self, IdMaps, WorkspaceMount};
 use crate::init::{self, InitArgs, FORWARDED};
 use crate::protocol::{read_frame, ChildMsg, HelperConfig, JailReport, Outcome, CONFIG_FD, PROCEED, REPORT_FD};
-use crate::{pty, sys};
+use crate::{pty, seccomp, sys};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
@@ -127,12 +127,24 @@ fn run(cfg: &HelperConfig) -> (JailReport, bool) {
     }
     let _ = sys::write_all(go_w.as_raw_fd(), b"g");
     drop(go_w);
+    // Compiled while init builds the root; sent with the exec gate.
+    let filters = match seccomp::compile_encoded() {
+        Ok(f) => f,
+        Err(e) => {
+            kill(libc::SIGKILL);
+            reap(pid);
+            finish(cfg);
+            return (setup_failed(SetupFailure::msg(Step::Seccomp, "compile", e.to_string())), false);
+        }
+    };
+    let mut gate_msg = (filters.len() as u32).to_le_bytes().to_vec();
+    gate_msg.extend_from_slice(&filters);
     // Init sends the jail's pty master once its /dev is built; None means
     // set-up failed first, which the status pipe reports.
     let relay = cfg.tty.and_then(|_| pty::recv_fd(console_h.as_raw_fd()).ok().flatten()).map(pty::Relay::new);
     drop(console_h);
 
-    let mon = monitor(cfg, pid, sigfd.as_raw_fd(), status_r.as_raw_fd(), relay, Some(gate_w));
+    let mon = monitor(cfg, pid, sigfd.as_raw_fd(), status_r.as_raw_fd(), relay, Some((gate_w, gate_msg)));
     let mut msgs = mon.msgs;
     msgs.extend(parse_msgs(&sys::read_to_end(status_r.as_raw_fd()).unwrap_or_default()));
     let report = JailReport {
@@ -162,7 +174,7 @@ fn monitor(
     sigfd: RawFd,
     status_fd: RawFd,
     mut relay: Option<pty::Relay>,
-    mut gate: Option<OwnedFd>,
+    mut gate: Option<(OwnedFd, Vec<u8>)>,
 ) -> Monitored {
     let mut m = Monitored { msgs: Vec::new(), timed_out: false, parent_gone: false, wait_status: 0 };
     let deadline = cfg.spec.timeout.map(|t| Instant::now() + t);
@@ -199,8 +211,8 @@ fn monitor(
             let got = sys::read_some(CONFIG_FD, &mut chunk);
             if let Ok(n @ 1..) = got {
                 if chunk[..n].contains(&PROCEED[0]) {
-                    if let Some(g) = gate.take() {
-                        let _ = sys::write_all(g.as_raw_fd(), PROCEED);
+                    if let Some((g, msg)) = gate.take() {
+                        let _ = sys::write_all(g.as_raw_fd(), &msg);
                     }
                 }
             }

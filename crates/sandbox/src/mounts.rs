@@ -66,6 +66,9 @@ const HOST_ETC_ENTRIES: &[&str] = &[
 /// Entries of a `--rootfs` tree that the jail provides itself.
 const ROOTFS_SKIP: &[&str] = &["dev", "proc", "sys", "tmp", "workspace"];
 
+/// Files up to this size are copied into the root instead of bound.
+const COPY_MAX: u64 = 1 << 20;
+
 const DEV_NODES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
 
 const PROC_MASK_FILES: &[&str] = &["kcore", "keys", "timer_list", "sched_debug", "sysrq-trigger", "latency_stats", "kallsyms"];
@@ -195,14 +198,24 @@ fn open_entries(dir: &Path, names: impl Iterator<Item = String>) -> R<Vec<Entry>
 fn place(e: &Entry, parent: &Path) -> R<()> {
     match e {
         Entry::Link(name, to) => symlink(to, parent.join(name)).map_err(fail(Step::MountBind, parent.join(name))),
-        Entry::Dir(name, fd) | Entry::File(name, fd) => {
+        Entry::Dir(name, fd) => {
             let t = parent.join(name);
-            if matches!(e, Entry::Dir(..)) {
-                mkdir(&t, 0o755)?;
-            } else {
-                touch(&t)?;
-            }
+            mkdir(&t, 0o755)?;
             bind(&fd_path(fd), &t)
+        }
+        // Small files are copied rather than bound: every mount costs at set-up
+        // and again when the namespace is torn down, and the copy is as
+        // read-only as a bind once the base turns read-only.
+        Entry::File(name, fd) => {
+            let t = parent.join(name);
+            let src = fd_path(fd);
+            match fs::metadata(&src) {
+                Ok(m) if m.len() <= COPY_MAX => fs::copy(&src, &t).map(drop).map_err(fail(Step::WriteFile, &t)),
+                _ => {
+                    touch(&t)?;
+                    bind(&src, &t)
+                }
+            }
         }
     }
 }

@@ -144,12 +144,52 @@ fn x32_guard() -> Vec<sock_filter> {
     ]
 }
 
-/// Installs both filters on the calling thread. no_new_privs must be set.
-pub fn install() -> Result<(), seccompiler::Error> {
-    let deny = deny_filter().map_err(seccompiler::Error::Backend)?;
-    let clone3 = clone3_filter().map_err(seccompiler::Error::Backend)?;
-    seccompiler::apply_filter(&clone3)?;
-    seccompiler::apply_filter(&deny)
+/// Both filters, compiled and serialised, in install order. The helper
+/// compiles them while the jail's root is being built and hands the bytes
+/// to the agent with its exec gate, keeping compilation off the critical
+/// path.
+pub fn compile_encoded() -> Result<Vec<u8>, seccompiler::BackendError> {
+    let mut out = Vec::new();
+    for prog in [clone3_filter()?, deny_filter()?] {
+        out.extend_from_slice(&(prog.len() as u32).to_le_bytes());
+        for ins in prog {
+            out.extend_from_slice(&ins.code.to_le_bytes());
+            out.extend_from_slice(&[ins.jt, ins.jf]);
+            out.extend_from_slice(&ins.k.to_le_bytes());
+        }
+    }
+    Ok(out)
+}
+
+fn decode(mut bytes: &[u8]) -> Option<Vec<BpfProgram>> {
+    let mut progs = Vec::new();
+    while !bytes.is_empty() {
+        let n = u32::from_le_bytes(bytes.get(..4)?.try_into().ok()?) as usize;
+        bytes = &bytes[4..];
+        let body = bytes.get(..n.checked_mul(8)?)?;
+        bytes = &bytes[n * 8..];
+        let prog = body
+            .chunks_exact(8)
+            .map(|c| sock_filter {
+                code: u16::from_le_bytes([c[0], c[1]]),
+                jt: c[2],
+                jf: c[3],
+                k: u32::from_le_bytes([c[4], c[5], c[6], c[7]]),
+            })
+            .collect();
+        progs.push(prog);
+    }
+    (progs.len() == 2).then_some(progs)
+}
+
+/// Installs the filters from `compile_encoded` on the calling thread.
+/// no_new_privs must be set.
+pub fn install_encoded(bytes: &[u8]) -> Result<(), String> {
+    let progs = decode(bytes).ok_or("malformed filter bytes")?;
+    for prog in &progs {
+        seccompiler::apply_filter(prog).map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -162,6 +202,15 @@ mod tests {
         assert!(deny.len() < 4096, "BPF_MAXINSNS");
         assert_eq!(deny[1].k, X32_SYSCALL_BIT);
         assert!(!clone3_filter().unwrap().is_empty());
+    }
+
+    #[test]
+    fn encoding_roundtrips() {
+        let bytes = compile_encoded().unwrap();
+        let progs = decode(&bytes).unwrap();
+        assert_eq!(progs[0], clone3_filter().unwrap());
+        assert_eq!(progs[1], deny_filter().unwrap());
+        assert!(decode(&bytes[..bytes.len() - 1]).is_none());
     }
 
     #[test]
