@@ -90,7 +90,11 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs) -> Result<u8, Failure> {
                 plan.cleanup();
                 return Err(Failure::runtime(format!("{e}; the command was not started")));
             }
-            Ok(()) => launched.proceed().and_then(|()| launched.wait()),
+            // A helper that already failed set-up reports why in wait().
+            Ok(()) => {
+                let _ = launched.proceed();
+                launched.wait()
+            }
         },
     };
     plan.cleanup();

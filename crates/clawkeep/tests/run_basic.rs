@@ -224,3 +224,95 @@ fn rootfs_uses_a_prepared_tree() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(text, "prepared\nhost-hidden\nro\n", "stderr: {}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// Without root the jail still runs: the agent is the caller's own uid,
+/// cgroup limits are reported as not enforced, and the start event says
+/// "degraded".
+#[test]
+fn unprivileged_caller_runs_degraded() {
+    if !jail_available("unprivileged") {
+        return;
+    }
+    if !std::path::Path::new("/usr/bin/setpriv").exists() || !common::reachable_by_others(&common::bin()) {
+        println!("skipped: unprivileged: needs setpriv and a binary other users can execute");
+        return;
+    }
+    let base = tempfile::tempdir().unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(base.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (ws, state) = (base.path().join("ws"), base.path().join("state"));
+    for d in [&ws, &state] {
+        std::fs::create_dir(d).unwrap();
+        std::os::unix::fs::chown(d, Some(65534), Some(65534)).unwrap();
+    }
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+        .arg(common::bin())
+        .arg("--state-dir")
+        .arg(&state)
+        .arg("run")
+        .arg("--workspace")
+        .arg(&ws)
+        .args([
+            "--",
+            "sh",
+            "-c",
+            "id -u; grep -E '^(CapEff|NoNewPrivs|Seccomp):' /proc/self/status | tr -s '\\t' ' '; echo hi > /workspace/f",
+        ])
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert_eq!(stdout, "1000\nCapEff: 0000000000000000\nNoNewPrivs: 1\nSeccomp: 2\n", "{stderr}");
+    assert!(stderr.contains("dedicated_uid does not hold"), "{stderr}");
+    assert_eq!(std::fs::metadata(ws.join("f")).unwrap().uid(), 65534);
+    let audit = std::fs::read_to_string(state.join("audit.jsonl")).unwrap();
+    let start: serde_json::Value = serde_json::from_str(audit.lines().next().unwrap()).unwrap();
+    assert_eq!(start["isolation"]["level"], "degraded");
+}
+
+/// With a terminal, Ctrl-C typed by the user reaches the command through
+/// the jail's own pty.
+#[test]
+fn ctrl_c_on_a_tty_reaches_the_command() {
+    if !jail_available("tty ctrl-c") {
+        return;
+    }
+    if !std::path::Path::new("/usr/bin/script").exists() {
+        println!("skipped: tty ctrl-c: util-linux `script` not installed");
+        return;
+    }
+    let env = Env::new();
+    let inner = format!(
+        "CLAWKEEP_STATE_DIR={} {} run --workspace {} -- sh -c 'trap \"echo got-int; exit 9\" INT; echo ready; sleep 20 & wait'",
+        env.state.path().display(),
+        common::bin().display(),
+        env.workspace.path().display()
+    );
+    let mut child = std::process::Command::new("script")
+        .args(["-qefc", &inner, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut seen = String::new();
+    let mut line = String::new();
+    while !seen.contains("ready") {
+        line.clear();
+        assert!(out.read_line(&mut line).unwrap() > 0, "no 'ready' before EOF: {seen}");
+        seen.push_str(&line);
+    }
+    stdin.write_all(b"\x03").unwrap();
+    stdin.flush().unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    drop(stdin);
+    let status = child.wait().unwrap();
+    assert!(rest.contains("got-int"), "{seen}{rest}");
+    assert_eq!(status.code(), Some(9), "{seen}{rest}");
+}

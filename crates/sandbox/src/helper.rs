@@ -64,9 +64,7 @@ fn run(cfg: &HelperConfig) -> (JailReport, bool) {
     let prepared = if euid == 0 {
         idmap::prepare_workspace_as_root(&cfg.spec.workspace)
     } else {
-        sys::open_path(&cfg.spec.workspace, libc::O_PATH | libc::O_DIRECTORY)
-            .map(|fd| (WorkspaceMount::Bind(fd), IdMaps::unprivileged(euid, egid)))
-            .map_err(|e| SetupFailure::new(Step::OpenSource, cfg.spec.workspace.display().to_string(), &e))
+        Ok((WorkspaceMount::Bind(cfg.spec.workspace.clone()), IdMaps::unprivileged(euid, egid)))
     };
     let (workspace, maps) = match prepared {
         Ok(p) => p,
@@ -100,16 +98,18 @@ fn run(cfg: &HelperConfig) -> (JailReport, bool) {
             libc::close(CONFIG_FD);
             libc::close(REPORT_FD);
         }
-        init::run(InitArgs {
-            cfg,
-            has_root: maps.has_root,
-            can_setgroups: !maps.deny_setgroups,
-            go: go_r,
-            status: status_w,
-            workspace,
-            console: console_i,
-            exec_gate: gate_r,
-        });
+        init::run(
+            InitArgs {
+                cfg,
+                has_root: maps.has_root,
+                can_setgroups: !maps.deny_setgroups,
+                go: go_r,
+                workspace,
+                console: console_i,
+                exec_gate: gate_r,
+            },
+            status_w,
+        );
     }
     drop((go_r, status_w, workspace, console_i, gate_r));
 

@@ -76,8 +76,9 @@ pub fn agent_host_id() -> u32 {
 pub enum WorkspaceMount {
     /// A detached, idmapped clone of the workspace, attached by init.
     Idmapped(OwnedFd),
-    /// A plain bind of this O_PATH fd.
-    Bind(OwnedFd),
+    /// A plain bind of this host path, opened by init in its own mount
+    /// namespace (a mount from the helper's namespace cannot be bound there).
+    Bind(std::path::PathBuf),
 }
 
 /// Prepares the workspace for a root caller: an idmapped mount that shows
@@ -90,9 +91,10 @@ pub fn prepare_workspace_as_root(ws: &Path) -> Result<(WorkspaceMount, IdMaps), 
     let agent = agent_host_id();
     match idmapped_clone(&fd, meta.uid(), meta.gid(), agent) {
         Ok(tree) => Ok((WorkspaceMount::Idmapped(tree), IdMaps::privileged(agent, agent))),
-        Err(e) if meta.uid() != 0 && meta.gid() != 0 => {
-            let _ = e;
-            Ok((WorkspaceMount::Bind(fd), IdMaps::privileged(meta.uid(), meta.gid())))
+        // No idmapped mounts here (e.g. the filesystem lacks support): map
+        // the agent onto the workspace's (unprivileged) owner instead.
+        Err(_) if meta.uid() != 0 && meta.gid() != 0 => {
+            Ok((WorkspaceMount::Bind(ws.to_path_buf()), IdMaps::privileged(meta.uid(), meta.gid())))
         }
         Err(e) => Err(SetupFailure::msg(
             Step::IdmapMount,

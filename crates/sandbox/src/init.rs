@@ -24,7 +24,6 @@ pub struct InitArgs<'a> {
     pub has_root: bool,
     pub can_setgroups: bool,
     pub go: OwnedFd,
-    pub status: OwnedFd,
     pub workspace: WorkspaceMount,
     /// Where the pty master goes to the helper (when `cfg.tty` is set).
     pub console: OwnedFd,
@@ -33,9 +32,10 @@ pub struct InitArgs<'a> {
 }
 
 /// Never returns: exits with the agent's status (128+signal when killed).
-pub fn run(args: InitArgs<'_>) -> ! {
-    let status_fd = args.status.as_raw_fd();
-    let code = match setup_and_supervise(args) {
+/// `status` carries set-up failures and the agent's exit to the helper.
+pub fn run(args: InitArgs<'_>, status: OwnedFd) -> ! {
+    let status_fd = status.as_raw_fd();
+    let code = match setup_and_supervise(args, status_fd) {
         Ok(code) => code,
         Err(failure) => {
             ChildMsg::Setup { failure }.send(status_fd);
@@ -46,7 +46,7 @@ pub fn run(args: InitArgs<'_>) -> ! {
     unsafe { libc::_exit(code) }
 }
 
-fn setup_and_supervise(args: InitArgs<'_>) -> Result<i32, SetupFailure> {
+fn setup_and_supervise(args: InitArgs<'_>, status_fd: i32) -> Result<i32, SetupFailure> {
     sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong)
         .map_err(|e| SetupFailure::new(Step::CloneNamespaces, "pdeathsig", &e))?;
     // The helper writes our id maps and joins us to the cgroups, then says go.
@@ -78,7 +78,6 @@ fn setup_and_supervise(args: InitArgs<'_>) -> Result<i32, SetupFailure> {
     }
     net::loopback_up().map_err(|e| SetupFailure::new(Step::Loopback, "lo", &e))?;
 
-    let status_fd = args.status.as_raw_fd();
     let slave = match args.cfg.tty {
         Some(size) => {
             let (master, slave) = pty::open(size).map_err(|e| SetupFailure::new(Step::Terminal, "/dev/ptmx", &e))?;

@@ -111,6 +111,11 @@ pub fn build_root(source: &RootSource, workspace: WorkspaceMount, tmp_size: Opti
     sys::mount(None, c"/", None, libc::MS_REC | libc::MS_PRIVATE, None).map_err(fail(Step::MountPrivate, "/"))?;
 
     let (entries, etc) = open_sources(source)?;
+    // Opened before the base tmpfs covers /tmp, where a workspace may live.
+    let ws_src = match &workspace {
+        WorkspaceMount::Bind(p) => Some(sys::open_path(p, libc::O_PATH | libc::O_DIRECTORY).map_err(fail(Step::OpenSource, p))?),
+        WorkspaceMount::Idmapped(_) => None,
+    };
 
     mount_tmpfs(Path::new(BASE), "mode=0755,size=8m", libc::MS_NOSUID | libc::MS_NODEV)?;
     // Mount points and generated files first: the base turns read-only below.
@@ -137,7 +142,8 @@ pub fn build_root(source: &RootSource, workspace: WorkspaceMount, tmp_size: Opti
     let ws_c = c(&ws)?;
     match workspace {
         WorkspaceMount::Idmapped(tree) => sys::move_mount_to(&tree, &ws_c).map_err(fail(Step::AttachWorkspace, &ws))?,
-        WorkspaceMount::Bind(fd) => {
+        WorkspaceMount::Bind(_) => {
+            let fd = ws_src.ok_or_else(|| SetupFailure::msg(Step::AttachWorkspace, "workspace", "not opened"))?;
             let src = CString::new(fd_path(&fd)).map_err(|_| SetupFailure::msg(Step::AttachWorkspace, "fd", "bad path"))?;
             sys::mount(Some(&src), &ws_c, None, libc::MS_BIND | libc::MS_REC, None).map_err(fail(Step::AttachWorkspace, &ws))?;
         }

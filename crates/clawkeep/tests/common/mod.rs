@@ -131,3 +131,10 @@ pub fn wait_for(mut cond: impl FnMut() -> bool, secs: u64) -> bool {
     }
     cond()
 }
+
+/// Whether an unprivileged user can reach and execute `p`.
+pub fn reachable_by_others(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    p.ancestors().skip(1).all(|d| std::fs::metadata(d).map(|m| m.permissions().mode() & 0o001 != 0).unwrap_or(false))
+        && std::fs::metadata(p).map(|m| m.permissions().mode() & 0o001 != 0).unwrap_or(false)
+}
