@@ -97,7 +97,11 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs) -> Result<u8, Failure> {
             }
         },
     };
-    plan.cleanup();
+    // The helper removes the cgroups before it reports; without a report
+    // (it died), the launcher does.
+    if result.is_err() {
+        plan.cleanup();
+    }
     let duration_ms = t0.elapsed().as_millis() as u64;
 
     let (code, exit_fields) = match &result {

@@ -229,25 +229,12 @@ impl CgroupSet {
     /// SIGKILLs every process left in the set.
     pub fn kill_all(&self) {
         for d in &self.dirs {
-            if fs::write(d.join("cgroup.kill"), "1").is_ok() {
-                continue;
-            }
-            for _ in 0..50 {
-                let procs = fs::read_to_string(d.join("cgroup.procs")).unwrap_or_default();
-                let pids: Vec<i32> = procs.lines().filter_map(|l| l.trim().parse().ok()).collect();
-                if pids.is_empty() {
-                    break;
-                }
-                for pid in pids {
-                    // SAFETY: kill has no memory-safety preconditions.
-                    unsafe { libc::kill(pid, libc::SIGKILL) };
-                }
-                std::thread::sleep(Duration::from_millis(2));
-            }
+            kill_procs(d);
         }
     }
 
-    /// Removes every directory; retries briefly while exiting tasks drain.
+    /// Removes every directory. A group that still has tasks (a jail whose
+    /// pid 1 did not die cleanly) is killed and retried briefly.
     pub fn remove(&self) -> io::Result<()> {
         let mut last = Ok(());
         for d in &self.dirs {
@@ -264,6 +251,7 @@ fn remove_dir_retry(d: &Path) -> io::Result<()> {
             Ok(()) => return Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
             Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                kill_procs(d);
                 std::thread::sleep(delay);
                 delay = (delay * 2).min(Duration::from_millis(50));
             }
@@ -271,6 +259,24 @@ fn remove_dir_retry(d: &Path) -> io::Result<()> {
         }
     }
     fs::remove_dir(d)
+}
+
+fn kill_procs(d: &Path) {
+    if fs::write(d.join("cgroup.kill"), "1").is_ok() {
+        return;
+    }
+    for _ in 0..50 {
+        let procs = fs::read_to_string(d.join("cgroup.procs")).unwrap_or_default();
+        let pids: Vec<i32> = procs.lines().filter_map(|l| l.trim().parse().ok()).collect();
+        if pids.is_empty() {
+            return;
+        }
+        for pid in pids {
+            // SAFETY: kill has no memory-safety preconditions.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
 }
 
 fn write_limits(v: Version, ctrl: &str, dir: &Path, l: &Limits) -> io::Result<()> {

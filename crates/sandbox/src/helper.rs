@@ -320,7 +320,6 @@ fn reap(pid: libc::pid_t) {
 
 /// Nothing outlives the run: kill stragglers, remove the cgroups.
 fn finish(cfg: &HelperConfig) {
-    cfg.cgroups.kill_all();
     let _ = cfg.cgroups.remove();
 }
 
