@@ -50,10 +50,19 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs) -> Result<u8, Failure> {
         limits: Limits { memory_bytes: args.memory, pids: Some(args.pids), cpus: args.cpus },
         timeout: args.timeout,
     };
-    let plan = clawkeep_sandbox::plan(spec, Some(audit_file.clone())).map_err(|e| match e {
-        SandboxError::Workspace { .. } | SandboxError::Rootfs { .. } => Failure::usage(e.to_string()),
-        other => Failure::runtime(other.to_string()),
-    })?;
+    // The helper's exec overlaps planning and the start event.
+    let exe = std::env::current_exe().map_err(|e| Failure::runtime(format!("cannot find the clawkeep binary: {e}")))?;
+    let helper = clawkeep_sandbox::launcher::spawn(&exe).map_err(|e| Failure::runtime(e.to_string()))?;
+    let plan = match clawkeep_sandbox::plan(spec, Some(audit_file.clone())) {
+        Ok(p) => p,
+        Err(e) => {
+            helper.abort();
+            return Err(match e {
+                SandboxError::Workspace { .. } | SandboxError::Rootfs { .. } => Failure::usage(e.to_string()),
+                other => Failure::runtime(other.to_string()),
+            });
+        }
+    };
     for d in &plan.degraded {
         eprintln!("clawkeep: warning: {} does not hold: {}", d.guarantee, d.reason);
     }
@@ -76,13 +85,13 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs) -> Result<u8, Failure> {
         }),
     );
     if let Err(e) = start {
+        helper.abort();
         plan.cleanup();
         return Err(Failure::runtime(format!("{e}; the command was not started")));
     }
 
     let t0 = Instant::now();
-    let exe = std::env::current_exe().map_err(|e| Failure::runtime(format!("cannot find the clawkeep binary: {e}")))?;
-    let result = match plan.launch(&exe) {
+    let result = match plan.launch_spawned(helper) {
         Err(e) => Err(e),
         Ok(launched) => match log.sync() {
             Err(e) => {

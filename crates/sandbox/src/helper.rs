@@ -25,6 +25,8 @@ const NS_FLAGS: libc::c_int =
 pub fn main() -> i32 {
     let cfg: HelperConfig = match read_frame(CONFIG_FD) {
         Ok(c) => c,
+        // The launcher called the run off before configuring us.
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return 0,
         Err(e) => {
             eprintln!("clawkeep: the sandbox helper is started by `clawkeep run`, not by hand ({e})");
             return 2;
@@ -61,7 +63,15 @@ fn run(cfg: &HelperConfig) -> (JailReport, bool) {
 
     // SAFETY: getters without preconditions.
     let (euid, egid) = unsafe { (libc::geteuid(), libc::getegid()) };
-    let prepared = if euid == 0 {
+    let (console_h, console_i) = match pty::socketpair() {
+        Ok(p) => p,
+        Err(e) => return (setup_failed(SetupFailure::new(Step::Terminal, "socketpair", &e)), false),
+    };
+    let deferred_idmap = euid == 0 && idmap::idmap_expected(&cfg.spec.workspace);
+    let prepared = if deferred_idmap {
+        let agent = idmap::agent_host_id();
+        Ok((WorkspaceMount::Deferred(console_i.as_raw_fd()), IdMaps::privileged(agent, agent)))
+    } else if euid == 0 {
         idmap::prepare_workspace_as_root(&cfg.spec.workspace)
     } else {
         Ok((WorkspaceMount::Bind(cfg.spec.workspace.clone()), IdMaps::unprivileged(euid, egid)))
@@ -80,10 +90,6 @@ fn run(cfg: &HelperConfig) -> (JailReport, bool) {
     let (gate_r, gate_w) = match sys::pipe() {
         Ok(p) => p,
         Err(e) => return (setup_failed(SetupFailure::new(Step::CloneNamespaces, "pipe", &e)), false),
-    };
-    let (console_h, console_i) = match pty::socketpair() {
-        Ok(p) => p,
-        Err(e) => return (setup_failed(SetupFailure::new(Step::Terminal, "socketpair", &e)), false),
     };
 
     // SAFETY: the helper is single-threaded (it never starts a thread).
@@ -127,6 +133,19 @@ fn run(cfg: &HelperConfig) -> (JailReport, bool) {
     }
     let _ = sys::write_all(go_w.as_raw_fd(), b"g");
     drop(go_w);
+    // Built while init sets up; init waits for it only when it attaches
+    // /workspace.
+    if deferred_idmap {
+        let sent = idmap::idmapped_tree(&cfg.spec.workspace).and_then(|tree| {
+            pty::send_fd(console_h.as_raw_fd(), tree.as_raw_fd()).map_err(|e| SetupFailure::new(Step::IdmapMount, "workspace socket", &e))
+        });
+        if let Err(f) = sent {
+            kill(libc::SIGKILL);
+            reap(pid);
+            finish(cfg);
+            return (setup_failed(f), false);
+        }
+    }
     // Compiled while init builds the root; sent with the exec gate.
     let filters = match seccomp::compile_encoded() {
         Ok(f) => f,

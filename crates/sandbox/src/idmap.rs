@@ -76,6 +76,9 @@ pub fn agent_host_id() -> u32 {
 pub enum WorkspaceMount {
     /// A detached, idmapped clone of the workspace, attached by init.
     Idmapped(OwnedFd),
+    /// An idmapped clone the helper makes after the jail is cloned, in
+    /// parallel with init's set-up; init receives it on this socket.
+    Deferred(std::os::fd::RawFd),
     /// A plain bind of this host path, opened by init in its own mount
     /// namespace (a mount from the helper's namespace cannot be bound there).
     Bind(std::path::PathBuf),
@@ -107,6 +110,26 @@ pub fn prepare_workspace_as_root(ws: &Path) -> Result<(WorkspaceMount, IdMaps), 
             ),
         )),
     }
+}
+
+/// Whether the workspace's filesystem is one that supports idmapped
+/// mounts, so the helper may build the mount in parallel with init.
+pub fn idmap_expected(ws: &Path) -> bool {
+    const KNOWN: &[i64] = &[0xEF53, 0x5846_5342, 0x9123_683E, 0x0102_1994, 0x794C_7630, 0xF2F5_2010];
+    let Ok(c) = sys::cpath(ws) else { return false };
+    // SAFETY: statfs is plain data; c is a valid path.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    unsafe { libc::statfs(c.as_ptr(), &mut st) == 0 && KNOWN.contains(&(st.f_type as i64)) }
+}
+
+/// The idmapped workspace tree for a root caller whose filesystem was
+/// expected to support it (see `idmap_expected`).
+pub fn idmapped_tree(ws: &Path) -> Result<OwnedFd, SetupFailure> {
+    let meta = fs::metadata(ws).map_err(|e| SetupFailure::new(Step::OpenSource, ws.display().to_string(), &e))?;
+    let fd = sys::open_path(ws, libc::O_PATH | libc::O_DIRECTORY)
+        .map_err(|e| SetupFailure::new(Step::OpenSource, ws.display().to_string(), &e))?;
+    idmapped_clone(&fd, meta.uid(), meta.gid(), agent_host_id())
 }
 
 fn idmapped_clone(ws: &OwnedFd, owner_uid: u32, owner_gid: u32, agent: u32) -> Result<OwnedFd, SetupFailure> {

@@ -3,7 +3,7 @@
 
 use crate::cgroup::{self, CgroupSet, Degraded, HostCgroups};
 use crate::error::SandboxError;
-use crate::launcher::{self, Launched};
+use crate::launcher::{self, Launched, Spawned};
 use crate::protocol::HelperConfig;
 use crate::{landlock, sys};
 use clawkeep_core::RunSpec;
@@ -114,6 +114,11 @@ impl JailPlan {
 
     pub fn launch(&self, helper_exe: &Path) -> Result<Launched, SandboxError> {
         launcher::launch(helper_exe, &self.cfg)
+    }
+
+    /// Configures a helper started early with `launcher::spawn`.
+    pub fn launch_spawned(&self, helper: Spawned) -> Result<Launched, SandboxError> {
+        helper.configure(&self.cfg)
     }
 
     /// Removes the run's cgroups (the helper normally has already). Call

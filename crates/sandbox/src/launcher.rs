@@ -41,9 +41,38 @@ fn high_fd(fd: OwnedFd) -> std::io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(n) })
 }
 
-/// Starts `exe __sandbox-helper` with the config on fd 3 and the report
-/// pipe on fd 4, and installs signal forwarding to it.
+/// A helper that is starting up and waits for its config. Spawning it
+/// before the run is planned overlaps its exec with the launcher's work.
+#[derive(Debug)]
+pub struct Spawned {
+    child: Child,
+    lifeline: OwnedFd,
+    report: OwnedFd,
+}
+
+impl Spawned {
+    /// Sends the config: from here on the jail is being built.
+    pub fn configure(self, cfg: &HelperConfig) -> Result<Launched, SandboxError> {
+        write_frame(self.lifeline.as_raw_fd(), cfg).map_err(SandboxError::HelperIo)?;
+        Ok(Launched { child: self.child, lifeline: self.lifeline, report: self.report })
+    }
+
+    /// Sends the helper away before it did anything.
+    pub fn abort(mut self) {
+        drop(self.lifeline);
+        let _ = self.child.wait();
+        HELPER_PID.store(0, Ordering::SeqCst);
+    }
+}
+
+/// Starts `exe __sandbox-helper` and sends it `cfg`.
 pub fn launch(exe: &Path, cfg: &HelperConfig) -> Result<Launched, SandboxError> {
+    spawn(exe)?.configure(cfg)
+}
+
+/// Starts `exe __sandbox-helper` with fd 3 for its config and lifeline and
+/// fd 4 for its report, and installs signal forwarding to it.
+pub fn spawn(exe: &Path) -> Result<Spawned, SandboxError> {
     let io = SandboxError::HelperIo;
     let (cfg_r, cfg_w) = sys::pipe().map_err(io)?;
     let (rep_r, rep_w) = sys::pipe().map_err(io)?;
@@ -73,8 +102,7 @@ pub fn launch(exe: &Path, cfg: &HelperConfig) -> Result<Launched, SandboxError> 
             libc::sigaction(*sig, &sa, std::ptr::null_mut());
         }
     }
-    write_frame(cfg_w.as_raw_fd(), cfg).map_err(io)?;
-    Ok(Launched { child, lifeline: cfg_w, report: rep_r })
+    Ok(Spawned { child, lifeline: cfg_w, report: rep_r })
 }
 
 impl Launched {

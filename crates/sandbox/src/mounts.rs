@@ -116,7 +116,7 @@ pub fn build_root(source: &RootSource, workspace: WorkspaceMount, tmp_size: Opti
     // Opened before the base tmpfs covers /tmp, where a workspace may live.
     let ws_src = match &workspace {
         WorkspaceMount::Bind(p) => Some(sys::open_path(p, libc::O_PATH | libc::O_DIRECTORY).map_err(fail(Step::OpenSource, p))?),
-        WorkspaceMount::Idmapped(_) => None,
+        WorkspaceMount::Idmapped(_) | WorkspaceMount::Deferred(_) => None,
     };
 
     mount_tmpfs(Path::new(BASE), "mode=0755,size=8m", libc::MS_NOSUID | libc::MS_NODEV)?;
@@ -142,7 +142,16 @@ pub fn build_root(source: &RootSource, workspace: WorkspaceMount, tmp_size: Opti
     // /workspace: the only writable host directory.
     let ws = target("workspace");
     let ws_c = c(&ws)?;
+    let workspace = match workspace {
+        // Waits here, as late as possible, for the helper's idmapped tree.
+        WorkspaceMount::Deferred(sock) => match crate::pty::recv_fd(sock) {
+            Ok(Some(tree)) => WorkspaceMount::Idmapped(tree),
+            _ => return Err(SetupFailure::msg(Step::AttachWorkspace, "workspace", "the helper sent no workspace mount")),
+        },
+        other => other,
+    };
     match workspace {
+        WorkspaceMount::Deferred(_) => unreachable!("resolved above"),
         WorkspaceMount::Idmapped(tree) => sys::move_mount_to(&tree, &ws_c).map_err(fail(Step::AttachWorkspace, &ws))?,
         WorkspaceMount::Bind(_) => {
             let fd = ws_src.ok_or_else(|| SetupFailure::msg(Step::AttachWorkspace, "workspace", "not opened"))?;

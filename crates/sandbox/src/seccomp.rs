@@ -116,41 +116,59 @@ pub fn deny_filter() -> Result<BpfProgram, seccompiler::BackendError> {
     rules.insert(libc::SYS_ioctl, vec![rule(vec![eq(1, Len::Dword, libc::TIOCSTI)]), rule(vec![eq(1, Len::Dword, libc::TIOCLINUX)])]);
     let filter = SeccompFilter::new(rules, SeccompAction::Allow, SeccompAction::Errno(libc::EPERM as u32), arch())?;
     let mut prog: BpfProgram = filter.try_into()?;
-    if cfg!(target_arch = "x86_64") {
-        prog.splice(0..0, x32_guard());
-    }
+    prog.splice(0..0, prefix());
     Ok(prog)
 }
 
-/// clone3 passes its flags in memory the filter cannot read: answer ENOSYS
-/// so libc uses clone, which the main filter inspects.
-pub fn clone3_filter() -> Result<BpfProgram, seccompiler::BackendError> {
-    let rules = BTreeMap::from([(libc::SYS_clone3, Vec::new())]);
-    let filter = SeccompFilter::new(rules, SeccompAction::Allow, SeccompAction::Errno(libc::ENOSYS as u32), arch())?;
-    filter.try_into()
+const BPF_LD_W_ABS: u16 = 0x20;
+const BPF_JEQ_K: u16 = 0x15;
+const BPF_JSET_K: u16 = 0x45;
+const BPF_RET_K: u16 = 0x06;
+const SECCOMP_RET_KILL_PROCESS: u32 = 0x8000_0000;
+const SECCOMP_RET_ERRNO: u32 = 0x0005_0000;
+#[cfg(target_arch = "x86_64")]
+const AUDIT_ARCH: u32 = 0xC000_003E;
+#[cfg(target_arch = "aarch64")]
+const AUDIT_ARCH: u32 = 0xC000_00B7;
+#[cfg(target_arch = "riscv64")]
+const AUDIT_ARCH: u32 = 0xC000_00F3;
+
+const fn stmt(code: u16, k: u32) -> sock_filter {
+    sock_filter { code, jt: 0, jf: 0, k }
 }
 
-/// `if (nr & X32_SYSCALL_BIT) return EPERM;` — runs before seccompiler's
-/// own arch check, which reloads what it needs.
-fn x32_guard() -> Vec<sock_filter> {
-    const BPF_LD_W_ABS: u16 = 0x20;
-    const BPF_JSET_K: u16 = 0x45;
-    const BPF_RET_K: u16 = 0x06;
-    const SECCOMP_RET_ERRNO: u32 = 0x0005_0000;
-    vec![
-        sock_filter { code: BPF_LD_W_ABS, jt: 0, jf: 0, k: 0 },
-        sock_filter { code: BPF_JSET_K, jt: 0, jf: 1, k: X32_SYSCALL_BIT },
-        sock_filter { code: BPF_RET_K, jt: 0, jf: 0, k: SECCOMP_RET_ERRNO | libc::EPERM as u32 },
-    ]
+/// Runs before seccompiler's program (which reloads what it needs):
+/// - a foreign architecture kills the process (no second syscall table);
+/// - x32 syscall numbers fail with EPERM (x86_64 only);
+/// - clone3 fails with ENOSYS: its flags sit in memory a filter cannot
+///   read, and ENOSYS makes libc fall back to clone, whose flags the main
+///   filter inspects.
+///
+/// One program instead of two: the kernel emulates each filter for every
+/// syscall number when it is installed, so each extra filter costs.
+fn prefix() -> Vec<sock_filter> {
+    let mut p = vec![
+        stmt(BPF_LD_W_ABS, 4), // seccomp_data.arch
+        sock_filter { code: BPF_JEQ_K, jt: 1, jf: 0, k: AUDIT_ARCH },
+        stmt(BPF_RET_K, SECCOMP_RET_KILL_PROCESS),
+        stmt(BPF_LD_W_ABS, 0), // seccomp_data.nr
+    ];
+    if cfg!(target_arch = "x86_64") {
+        p.push(sock_filter { code: BPF_JSET_K, jt: 0, jf: 1, k: X32_SYSCALL_BIT });
+        p.push(stmt(BPF_RET_K, SECCOMP_RET_ERRNO | libc::EPERM as u32));
+    }
+    p.push(sock_filter { code: BPF_JEQ_K, jt: 0, jf: 1, k: libc::SYS_clone3 as u32 });
+    p.push(stmt(BPF_RET_K, SECCOMP_RET_ERRNO | libc::ENOSYS as u32));
+    p
 }
 
-/// Both filters, compiled and serialised, in install order. The helper
+/// The filter, compiled and serialised. The helper
 /// compiles them while the jail's root is being built and hands the bytes
 /// to the agent with its exec gate, keeping compilation off the critical
 /// path.
 pub fn compile_encoded() -> Result<Vec<u8>, seccompiler::BackendError> {
     let mut out = Vec::new();
-    for prog in [clone3_filter()?, deny_filter()?] {
+    for prog in [deny_filter()?] {
         out.extend_from_slice(&(prog.len() as u32).to_le_bytes());
         for ins in prog {
             out.extend_from_slice(&ins.code.to_le_bytes());
@@ -179,7 +197,7 @@ fn decode(mut bytes: &[u8]) -> Option<Vec<BpfProgram>> {
             .collect();
         progs.push(prog);
     }
-    (progs.len() == 2).then_some(progs)
+    (progs.len() == 1).then_some(progs)
 }
 
 /// Installs the filters from `compile_encoded` on the calling thread.
@@ -200,16 +218,15 @@ mod tests {
     fn filters_compile_and_stay_within_bpf_limits() {
         let deny = deny_filter().unwrap();
         assert!(deny.len() < 4096, "BPF_MAXINSNS");
-        assert_eq!(deny[1].k, X32_SYSCALL_BIT);
-        assert!(!clone3_filter().unwrap().is_empty());
+        assert_eq!(deny[1].k, AUDIT_ARCH);
+        assert!(deny.iter().any(|i| i.code == BPF_JEQ_K && i.k == libc::SYS_clone3 as u32));
     }
 
     #[test]
     fn encoding_roundtrips() {
         let bytes = compile_encoded().unwrap();
         let progs = decode(&bytes).unwrap();
-        assert_eq!(progs[0], clone3_filter().unwrap());
-        assert_eq!(progs[1], deny_filter().unwrap());
+        assert_eq!(progs[0], deny_filter().unwrap());
         assert!(decode(&bytes[..bytes.len() - 1]).is_none());
     }
 
