@@ -52,7 +52,7 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs) -> Result<u8, Failure> {
     };
     // The helper's exec overlaps planning and the start event.
     let exe = std::env::current_exe().map_err(|e| Failure::runtime(format!("cannot find the clawkeep binary: {e}")))?;
-    let helper = clawkeep_sandbox::launcher::spawn(&exe).map_err(|e| Failure::runtime(e.to_string()))?;
+    let helper = clawkeep_sandbox::launcher::spawn(&exe, None).map_err(|e| Failure::runtime(e.to_string()))?;
     let plan = match clawkeep_sandbox::plan(spec, Some(audit_file.clone())) {
         Ok(p) => p,
         Err(e) => {

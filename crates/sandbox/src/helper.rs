@@ -12,7 +12,7 @@
 use crate::error::{SetupFailure, Step};
 use crate::idmap::{self, IdMaps, WorkspaceMount};
 use crate::init::{self, InitArgs, FORWARDED};
-use crate::protocol::{read_frame, ChildMsg, HelperConfig, JailReport, Outcome, CONFIG_FD, PROCEED, REPORT_FD};
+use crate::protocol::{read_frame, ChildMsg, HelperConfig, JailReport, Outcome, CONFIG_FD, EXEC_FD, PROCEED, REPORT_FD};
 use crate::{pty, seccomp, sys};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -34,7 +34,9 @@ pub fn main() -> i32 {
     };
     let _ = sys::set_cloexec(CONFIG_FD);
     let _ = sys::set_cloexec(REPORT_FD);
-    let (report, parent_gone) = run(&cfg);
+    // SAFETY: adopting fd 5 when the launcher passed one (gated runs only).
+    let exec_chan = cfg.gate.as_ref().filter(|_| sys::set_cloexec(EXEC_FD).is_ok()).map(|_| unsafe { OwnedFd::from_raw_fd(EXEC_FD) });
+    let (report, parent_gone) = run(&cfg, exec_chan);
     if parent_gone {
         record_abort(&cfg, &report);
     } else if let Ok(mut line) = serde_json::to_vec(&report) {
@@ -48,7 +50,7 @@ fn setup_failed(failure: SetupFailure) -> JailReport {
     JailReport { outcome: Outcome::SetupFailed { failure }, peak_memory_bytes: None, peak_pids: None, oom_killed: false, landlock: None }
 }
 
-fn run(cfg: &HelperConfig) -> (JailReport, bool) {
+fn run(cfg: &HelperConfig, exec_chan: Option<OwnedFd>) -> (JailReport, bool) {
     let blocked = init::signal_set(FORWARDED.iter().copied().chain([libc::SIGCHLD, libc::SIGWINCH]));
     // SAFETY: blocking signals for this single-threaded process; signalfd gets a valid set.
     let sigfd = unsafe {
@@ -113,11 +115,12 @@ fn run(cfg: &HelperConfig) -> (JailReport, bool) {
                 workspace,
                 console: console_i,
                 exec_gate: gate_r,
+                exec_chan,
             },
             status_w,
         );
     }
-    drop((go_r, status_w, workspace, console_i, gate_r));
+    drop((go_r, status_w, workspace, console_i, gate_r, exec_chan));
 
     let kill = |sig| {
         // SAFETY: pid is our child.

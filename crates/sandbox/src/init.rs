@@ -10,7 +10,7 @@ use crate::error::{SetupFailure, Step};
 use crate::idmap::WorkspaceMount;
 use crate::mounts::{self, RootSource};
 use crate::protocol::{ChildMsg, HelperConfig};
-use crate::{caps, exec, net, pty, sys};
+use crate::{caps, exec, exec_server, net, pty, sys};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 
@@ -29,6 +29,8 @@ pub struct InitArgs<'a> {
     pub console: OwnedFd,
     /// The agent reads one byte here before exec (see `Launched::proceed`).
     pub exec_gate: OwnedFd,
+    /// The executor's channel to the launcher (gated runs only).
+    pub exec_chan: Option<OwnedFd>,
 }
 
 /// Never returns: exits with the agent's status (128+signal when killed).
@@ -71,13 +73,25 @@ fn setup_and_supervise(args: InitArgs<'_>, status_fd: i32) -> Result<i32, SetupF
 
     let spec = &args.cfg.spec;
     let source = spec.rootfs.clone().map_or(RootSource::Host, RootSource::Tree);
-    mounts::build_root(&source, args.workspace, spec.limits.memory_bytes)?;
+    let masks = mounts::build_root(&source, args.workspace, spec.limits.memory_bytes, args.cfg.gate.as_ref())?;
     // SAFETY: the name is a valid buffer of the given length.
     if unsafe { libc::sethostname(c"clawkeep".as_ptr(), 8) } < 0 {
         return Err(SetupFailure::new(Step::Hostname, "clawkeep", &io::Error::last_os_error()));
     }
     net::loopback_up().map_err(|e| SetupFailure::new(Step::Loopback, "lo", &e))?;
 
+    if let Some(chan) = args.exec_chan {
+        // SAFETY: init is single-threaded; the executor never returns.
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            return Err(SetupFailure::new(Step::Exec, "fork executor", &io::Error::last_os_error()));
+        }
+        if pid == 0 {
+            let path = spec.env.iter().find(|(k, _)| k == "PATH").map_or(String::new(), |(_, v)| v.clone());
+            let path = path.split(':').filter(|d| *d != clawkeep_shim::JAIL_SHIM_DIR).collect::<Vec<_>>().join(":");
+            exec_server::run(chan, &masks, path, args.can_setgroups, args.cfg.landlock);
+        }
+    }
     let slave = match args.cfg.tty {
         Some(size) => {
             let (master, slave) = pty::open(size).map_err(|e| SetupFailure::new(Step::Terminal, "/dev/ptmx", &e))?;

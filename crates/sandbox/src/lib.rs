@@ -21,6 +21,8 @@ pub mod caps;
 pub mod cgroup;
 pub mod error;
 pub mod exec;
+pub mod exec_client;
+pub mod exec_server;
 pub mod helper;
 pub mod idmap;
 pub mod init;
@@ -33,6 +35,7 @@ pub mod probe;
 pub mod protocol;
 pub mod pty;
 pub mod seccomp;
+pub mod shims;
 pub mod sys;
 
 pub use error::{SandboxError, SetupFailure, Step};

@@ -15,6 +15,7 @@
 
 use crate::error::{SetupFailure, Step};
 use crate::idmap::{WorkspaceMount, AGENT_ID};
+use crate::shims::{self, GateMounts};
 use crate::sys::{self, cpath};
 use std::ffi::CString;
 use std::fs;
@@ -108,11 +109,13 @@ fn fd_path(fd: &OwnedFd) -> String {
 }
 
 /// Builds the jail's root and pivots into it. `tmp_size` bounds /tmp.
-pub fn build_root(source: &RootSource, workspace: WorkspaceMount, tmp_size: Option<u64>) -> R<()> {
+/// Returns the paths where the shim covers a gated command's real binary.
+pub fn build_root(source: &RootSource, workspace: WorkspaceMount, tmp_size: Option<u64>, gate: Option<&GateMounts>) -> R<Vec<PathBuf>> {
     let target = |p: &str| PathBuf::from(BASE).join(p);
     sys::mount(None, c"/", None, libc::MS_REC | libc::MS_PRIVATE, None).map_err(fail(Step::MountPrivate, "/"))?;
 
     let (entries, etc) = open_sources(source)?;
+    let gate_src = gate.map(shims::open_sources).transpose()?;
     // Opened before the base tmpfs covers /tmp, where a workspace may live.
     let ws_src = match &workspace {
         WorkspaceMount::Bind(p) => Some(sys::open_path(p, libc::O_PATH | libc::O_DIRECTORY).map_err(fail(Step::OpenSource, p))?),
@@ -135,6 +138,11 @@ pub fn build_root(source: &RootSource, workspace: WorkspaceMount, tmp_size: Opti
         }
     }
     drop(entries);
+    let masks = match (gate, &gate_src) {
+        (Some(g), Some(src)) => shims::install(Path::new(BASE), g, src)?,
+        _ => Vec::new(),
+    };
+    drop(gate_src);
     // One recursive call makes the base and every system bind read-only,
     // nosuid and nodev (flags are only ever added, so locked ones stay).
     set_attrs(Path::new(BASE), sys::MOUNT_ATTR_RDONLY | sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV, true)?;
@@ -173,7 +181,8 @@ pub fn build_root(source: &RootSource, workspace: WorkspaceMount, tmp_size: Opti
     std::env::set_current_dir(BASE).map_err(fail(Step::Chdir, BASE))?;
     sys::pivot_root(c".", c".").map_err(fail(Step::PivotRoot, BASE))?;
     sys::umount_detach(c".").map_err(fail(Step::UmountOldRoot, "."))?;
-    std::env::set_current_dir("/").map_err(fail(Step::Chdir, "/"))
+    std::env::set_current_dir("/").map_err(fail(Step::Chdir, "/"))?;
+    Ok(masks)
 }
 
 fn open_sources(source: &RootSource) -> R<(Vec<Entry>, Option<Vec<Entry>>)> {

@@ -17,6 +17,8 @@ use std::path::PathBuf;
 pub const HELPER_ARG: &str = "__sandbox-helper";
 pub const CONFIG_FD: RawFd = 3;
 pub const REPORT_FD: RawFd = 4;
+/// The executor channel (only when the run is gated).
+pub const EXEC_FD: RawFd = 5;
 /// Sent by the launcher on the lifeline once the start event is durable:
 /// only then may the agent's command exec.
 pub const PROCEED: &[u8] = b"x";
@@ -36,6 +38,8 @@ pub struct HelperConfig {
     pub audit_path: Option<PathBuf>,
     /// Grace between SIGTERM and SIGKILL on timeout.
     pub kill_grace_ms: u64,
+    /// Gated commands: shims, the gate socket and the executor (fd 5).
+    pub gate: Option<crate::shims::GateMounts>,
 }
 
 /// How the agent's run ended.

@@ -1,0 +1,180 @@
+//! Gated commands inside the jail: the shim in place of every real binary.
+//!
+//! Guarantee, for every gated command name: in the agent's mount
+//! namespace, every file that name resolves to through the standard PATH
+//! directories (following symlinks), and every hard link to such a file in
+//! those directories, is covered by a read-only bind of the shim. Running
+//! it by name, by full path, through a symlink or from `sh -c` therefore
+//! reaches the gate; the real binary is visible only in the executor's
+//! namespace. `/run/clawkeep/manifest` maps each covered path to its
+//! command so the shim knows what it was called as.
+
+use crate::error::{SetupFailure, Step};
+use crate::sys;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::CString;
+use std::fs;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::{symlink, MetadataExt};
+use std::path::{Path, PathBuf};
+
+/// Where the gate meets the jail.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GateMounts {
+    /// The clawkeep-shim binary on the host.
+    pub shim_binary: PathBuf,
+    /// The agent's gate socket on the host (bound at /run/clawkeep/gate.sock).
+    pub socket: PathBuf,
+    /// Command names to gate.
+    pub commands: Vec<String>,
+}
+
+/// Directories (relative to the new root) searched for real binaries.
+const PATH_DIRS: &[&str] = &["usr/local/bin", "usr/local/sbin", "usr/bin", "usr/sbin", "bin", "sbin"];
+
+/// Sources opened before the base tmpfs hides the host's /tmp.
+#[derive(Debug)]
+pub struct GateSources {
+    shim: OwnedFd,
+    socket: OwnedFd,
+}
+
+pub fn open_sources(g: &GateMounts) -> Result<GateSources, SetupFailure> {
+    let open = |p: &Path| sys::open_path(p, libc::O_PATH).map_err(|e| SetupFailure::new(Step::OpenSource, p.display().to_string(), &e));
+    Ok(GateSources { shim: open(&g.shim_binary)?, socket: open(&g.socket)? })
+}
+
+fn fd_src(fd: &OwnedFd) -> CString {
+    CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd())).unwrap_or_default()
+}
+
+fn bind_file(src: &CString, target: &Path) -> Result<(), SetupFailure> {
+    if !target.exists() {
+        fs::write(target, b"").map_err(|e| SetupFailure::new(Step::MakeNode, target.display().to_string(), &e))?;
+    }
+    let t = sys::cpath(target).map_err(|e| SetupFailure::new(Step::MountBind, target.display().to_string(), &e))?;
+    sys::mount(Some(src), &t, None, libc::MS_BIND, None).map_err(|e| SetupFailure::new(Step::MountBind, target.display().to_string(), &e))
+}
+
+/// Installs /run/clawkeep (shim, socket, shims dir, manifest) under `base`
+/// and covers the real binaries. Returns the covered paths as the jail
+/// will see them (for the executor to uncover in its own namespace).
+pub fn install(base: &Path, g: &GateMounts, src: &GateSources) -> Result<Vec<PathBuf>, SetupFailure> {
+    let mk = |p: &Path| fs::create_dir_all(p).map_err(|e| SetupFailure::new(Step::MakeNode, p.display().to_string(), &e));
+    let run = base.join("run/clawkeep");
+    mk(&run.join("shims"))?;
+    let shim_src = fd_src(&src.shim);
+    bind_file(&shim_src, &run.join("shim"))?;
+    bind_file(&fd_src(&src.socket), &run.join("gate.sock"))?;
+
+    // Every real file a command name reaches, and the names that reach it.
+    let mut targets: BTreeMap<PathBuf, String> = BTreeMap::new();
+    let mut inodes: HashMap<(u64, u64), PathBuf> = HashMap::new();
+    let mut manifest: BTreeMap<PathBuf, String> = BTreeMap::new();
+    for cmd in &g.commands {
+        if cmd.is_empty() || cmd.contains('/') {
+            continue;
+        }
+        symlink("../shim", run.join("shims").join(cmd)).map_err(|e| SetupFailure::new(Step::MakeNode, cmd.clone(), &e))?;
+        for dir in PATH_DIRS {
+            let p = base.join(dir).join(cmd);
+            let Some(real) = resolve_in(base, &Path::new(dir).join(cmd)) else { continue };
+            let Ok(meta) = fs::metadata(&real) else { continue };
+            if !meta.is_file() || !real.starts_with(base) {
+                continue;
+            }
+            inodes.insert((meta.dev(), meta.ino()), real.clone());
+            targets.insert(real.clone(), cmd.clone());
+            manifest.insert(jail_path(base, &real), cmd.clone());
+            manifest.insert(jail_path(base, &p), cmd.clone());
+        }
+    }
+    // Hard links to a covered file under another name in the PATH dirs.
+    if !inodes.is_empty() {
+        for dir in PATH_DIRS {
+            let d = base.join(dir);
+            if fs::symlink_metadata(&d).map(|m| m.file_type().is_symlink()).unwrap_or(true) {
+                continue;
+            }
+            let Ok(rd) = fs::read_dir(&d) else { continue };
+            for e in rd.flatten() {
+                let Ok(m) = e.metadata() else { continue };
+                if let Some(real) = inodes.get(&(m.dev(), m.ino())) {
+                    let cmd = targets[real].clone();
+                    targets.entry(e.path()).or_insert_with(|| cmd.clone());
+                    manifest.insert(jail_path(base, &e.path()), cmd);
+                }
+            }
+        }
+    }
+    for t in targets.keys() {
+        bind_file(&shim_src, t)?;
+    }
+    let text: String = manifest.iter().map(|(p, c)| format!("{}\t{c}\n", p.display())).collect();
+    let mpath = run.join("manifest");
+    fs::write(&mpath, text).map_err(|e| SetupFailure::new(Step::WriteFile, mpath.display().to_string(), &e))?;
+    Ok(targets.keys().map(|t| jail_path(base, t)).collect())
+}
+
+/// Resolves `rel` against `base` as if `base` were `/`: absolute symlink
+/// targets restart at `base` (the way they will resolve inside the jail).
+pub fn resolve_in(base: &Path, rel: &Path) -> Option<PathBuf> {
+    let mut todo: Vec<std::ffi::OsString> = rel.components().rev().map(|c| c.as_os_str().to_owned()).collect();
+    let mut cur = base.to_path_buf();
+    let mut hops = 0;
+    while let Some(part) = todo.pop() {
+        match part.to_str() {
+            Some("/") | Some(".") => continue,
+            Some("..") => {
+                if cur != base {
+                    cur.pop();
+                }
+                continue;
+            }
+            _ => {}
+        }
+        let next = cur.join(&part);
+        let meta = fs::symlink_metadata(&next).ok()?;
+        if meta.file_type().is_symlink() {
+            hops += 1;
+            if hops > 40 {
+                return None;
+            }
+            let target = fs::read_link(&next).ok()?;
+            if target.is_absolute() {
+                cur = base.to_path_buf();
+            }
+            todo.extend(target.components().rev().map(|c| c.as_os_str().to_owned()));
+        } else {
+            cur = next;
+        }
+    }
+    Some(cur)
+}
+
+fn jail_path(base: &Path, p: &Path) -> PathBuf {
+    Path::new("/").join(p.strip_prefix(base).unwrap_or(p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolves_symlinks_inside_the_base() {
+        let t = tempfile::tempdir().unwrap();
+        let b = t.path();
+        fs::create_dir_all(b.join("usr/bin")).unwrap();
+        fs::create_dir_all(b.join("etc/alternatives")).unwrap();
+        fs::write(b.join("usr/bin/mawk"), b"x").unwrap();
+        symlink("usr/bin", b.join("bin")).unwrap();
+        symlink("/etc/alternatives/awk", b.join("usr/bin/awk")).unwrap();
+        symlink("/usr/bin/mawk", b.join("etc/alternatives/awk")).unwrap();
+        assert_eq!(resolve_in(b, Path::new("bin/awk")).unwrap(), b.join("usr/bin/mawk"));
+        assert_eq!(resolve_in(b, Path::new("usr/bin/../bin/mawk")).unwrap(), b.join("usr/bin/mawk"));
+        symlink("loop", b.join("loop")).unwrap();
+        assert!(resolve_in(b, Path::new("loop")).is_none());
+        assert!(resolve_in(b, Path::new("usr/bin/none")).is_none());
+    }
+}
