@@ -3,12 +3,16 @@
 use crate::Failure;
 use std::path::PathBuf;
 
+/// The state directory: the flag or CLAWKEEP_STATE_DIR, else the default.
+pub fn state_root(state_dir: Option<PathBuf>) -> Result<PathBuf, Failure> {
+    match state_dir {
+        Some(d) => Ok(d),
+        None => clawkeep_core::paths::default_state_dir(|k| std::env::var(k).ok()).map_err(|e| Failure::usage(e.to_string())),
+    }
+}
+
 pub fn audit_path(state_dir: Option<PathBuf>) -> Result<PathBuf, Failure> {
-    let dir = match state_dir {
-        Some(d) => d,
-        None => clawkeep_core::paths::default_state_dir(|k| std::env::var(k).ok()).map_err(|e| Failure::usage(e.to_string()))?,
-    };
-    Ok(dir.join("audit.jsonl"))
+    Ok(state_root(state_dir)?.join("audit.jsonl"))
 }
 
 pub fn verify(state_dir: Option<PathBuf>, file: Option<PathBuf>, json: bool) -> Result<u8, Failure> {

@@ -30,6 +30,80 @@ pub enum Command {
     /// Inspect the tamper-evident audit log
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Validate and explain command policies
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// List gated requests waiting for an operator
+    Approvals {
+        /// Print them as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Approve waiting requests (several IDs approve them as a batch)
+    Approve {
+        #[arg(required = true, value_name = "ID")]
+        ids: Vec<i64>,
+        /// once: this request; session: identical requests for the rest of the run;
+        /// always: adds an explicit allow rule to the policy file (shown first)
+        #[arg(long, default_value = "once", value_name = "SCOPE")]
+        scope: String,
+        /// Save an 'always' rule without asking
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Deny a waiting request
+    Deny {
+        #[arg(value_name = "ID")]
+        id: i64,
+        /// Told to the agent
+        #[arg(long, value_name = "TEXT")]
+        reason: Option<String>,
+    },
+    /// Past gate decisions, newest first
+    History {
+        #[arg(long)]
+        agent: Option<String>,
+        #[arg(long)]
+        command: Option<String>,
+        /// allowed, denied, approved, rejected or abandoned
+        #[arg(long)]
+        outcome: Option<String>,
+        /// RFC 3339 time or prefix, e.g. 2026-11-22
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        #[arg(long, default_value_t = 0)]
+        offset: u32,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The kill switch: stop an agent's whole sandbox now
+    Kill {
+        #[arg(value_name = "AGENT")]
+        agent: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Validate a policy file (errors name file:line)
+    Check {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// Show which rule decides a command, and why
+    Explain {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// The working directory to assume
+        #[arg(long, default_value = "/workspace", value_name = "DIR")]
+        cwd: String,
+        #[arg(last = true, value_name = "CMD")]
+        command: Vec<String>,
+    },
+    /// Print the built-in policy used when `run` gets no --policy
+    ShowDefault,
 }
 
 #[derive(Debug, Subcommand)]
@@ -80,6 +154,20 @@ pub struct RunArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub timeout: Option<Duration>,
 
+    /// Command policy for gated commands [default: the built-in policy,
+    /// see 'clawkeep policy show-default']
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+
+    /// The agent's name (its sockets and records) [default: run-<id>]
+    #[arg(long, value_name = "NAME", value_parser = parse_agent)]
+    pub agent: Option<String>,
+
+    /// Also serve the operator API on this loopback address (needs
+    /// CLAWKEEP_API_TOKEN, sent as a bearer token)
+    #[arg(long, value_name = "ADDR")]
+    pub api_tcp: Option<std::net::SocketAddr>,
+
     /// The command and its arguments, after `--`
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
@@ -91,6 +179,15 @@ fn parse_size(s: &str) -> Result<u64, String> {
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
     clawkeep_core::parse_duration(s).map_err(|e| e.to_string())
+}
+
+fn parse_agent(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty() && s.len() <= 48 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(format!("invalid agent name '{s}'; use up to 48 letters, digits, - and _"))
+    }
 }
 
 fn parse_cpus(s: &str) -> Result<f64, String> {

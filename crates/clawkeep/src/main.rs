@@ -4,9 +4,12 @@
 //! own code for `run` (128+signal when killed), 124 timeout, 126/127 when
 //! the command cannot be executed.
 
+mod api_client;
 mod audit_cmd;
 mod cli;
 mod doctor;
+mod gate_cmd;
+mod gate_run;
 mod run;
 
 use clap::Parser;
@@ -44,6 +47,10 @@ fn main() -> ExitCode {
         cli::Command::Run(args) => run::run(cli.state_dir, args),
         cli::Command::Doctor { json } => doctor::doctor(json),
         cli::Command::Audit(cli::AuditCommand::Verify { file, json }) => audit_cmd::verify(cli.state_dir, file, json),
+        cli::Command::Policy(cli::PolicyCommand::Check { file }) => gate_cmd::policy_check(&file),
+        cli::Command::Policy(cli::PolicyCommand::Explain { file, cwd, command }) => gate_cmd::policy_explain(Some(&file), &cwd, &command),
+        cli::Command::Policy(cli::PolicyCommand::ShowDefault) => gate_cmd::policy_show_default(),
+        other => operator(cli.state_dir, other),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -51,6 +58,22 @@ fn main() -> ExitCode {
             eprintln!("clawkeep: {}", f.message);
             ExitCode::from(f.code)
         }
+    }
+}
+
+/// Commands that act on the state directory's gate records.
+fn operator(state_dir: Option<std::path::PathBuf>, cmd: cli::Command) -> Result<u8, Failure> {
+    let state = audit_cmd::state_root(state_dir)?;
+    match cmd {
+        cli::Command::Approvals { json } => gate_cmd::approvals(&state, json),
+        cli::Command::Approve { ids, scope, yes } => gate_cmd::approve(&state, &ids, &scope, yes),
+        cli::Command::Deny { id, reason } => gate_cmd::deny(&state, id, reason),
+        cli::Command::History { agent, command, outcome, since, limit, offset, json } => {
+            let f = clawkeep_store::HistoryFilter { agent, command, outcome, since, limit: Some(limit), offset: Some(offset) };
+            gate_cmd::history(&state, f, json)
+        }
+        cli::Command::Kill { agent } => gate_cmd::kill(&state, &agent),
+        _ => Err(Failure::usage("unexpected command")),
     }
 }
 

@@ -2,12 +2,15 @@
 
 use crate::audit_cmd::audit_path;
 use crate::cli::RunArgs;
+use crate::gate_run;
 use crate::Failure;
 use clawkeep_audit::AuditLog;
 use clawkeep_core::{AgentEnv, Limits, RunSpec};
+use clawkeep_sandbox::shims::GateMounts;
 use clawkeep_sandbox::{Outcome, SandboxError};
 use serde_json::json;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 fn run_id() -> String {
@@ -32,7 +35,17 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs) -> Result<u8, Failure> {
     let audit_file = audit_path(state_dir)?;
     let dir = audit_file.parent().map(PathBuf::from).unwrap_or_default();
     clawkeep_core::state_dir(&dir).map_err(|e| Failure::usage(e.to_string()))?;
-    let log = AuditLog::open(&audit_file).map_err(|e| Failure::usage(e.to_string()))?;
+    let log = Arc::new(AuditLog::open(&audit_file).map_err(|e| Failure::usage(e.to_string()))?);
+    let api_tcp = match args.api_tcp {
+        None => None,
+        Some(addr) if !addr.ip().is_loopback() => {
+            return Err(Failure::usage(format!("--api-tcp {addr} is not a loopback address; the API only listens on 127.0.0.1 or ::1")))
+        }
+        Some(addr) => match std::env::var("CLAWKEEP_API_TOKEN") {
+            Ok(t) if t.len() >= 16 => Some((addr, t)),
+            _ => return Err(Failure::usage("--api-tcp needs CLAWKEEP_API_TOKEN set to a token of at least 16 characters")),
+        },
+    };
 
     let workspace = match args.workspace {
         Some(w) => w,
@@ -40,11 +53,20 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs) -> Result<u8, Failure> {
             std::env::current_dir().map_err(|e| Failure::usage(format!("cannot read the current directory ({e}); pass --workspace DIR")))?
         }
     };
+    let run_id = run_id();
+    let agent = args.agent.clone().unwrap_or_else(|| format!("run-{}", &run_id[..8]));
+    let gate = gate_run::prepare(&dir, &agent, args.policy.clone())?;
     let env_names = env.names();
+    let mut env = env.into_pairs();
+    for (k, v) in env.iter_mut() {
+        if k == "PATH" {
+            *v = format!("{}:{v}", clawkeep_shim::JAIL_SHIM_DIR);
+        }
+    }
     let spec = RunSpec {
-        run_id: run_id(),
+        run_id: run_id.clone(),
         argv: args.command,
-        env: env.into_pairs(),
+        env,
         workspace,
         rootfs: args.rootfs,
         limits: Limits { memory_bytes: args.memory, pids: Some(args.pids), cpus: args.cpus },
@@ -52,10 +74,19 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs) -> Result<u8, Failure> {
     };
     // The helper's exec overlaps planning and the start event.
     let exe = std::env::current_exe().map_err(|e| Failure::runtime(format!("cannot find the clawkeep binary: {e}")))?;
-    let helper = clawkeep_sandbox::launcher::spawn(&exe, None).map_err(|e| Failure::runtime(e.to_string()))?;
+    let shim_binary = exe.parent().map(|d| d.join("clawkeep-shim")).filter(|p| p.is_file()).ok_or_else(|| {
+        gate_run::cleanup(&gate.dir);
+        Failure::runtime("clawkeep-shim was not found beside the clawkeep binary; install both together")
+    })?;
+    let (exec_ours, exec_jail) = clawkeep_sandbox::exec_client::channel_pair().map_err(|e| Failure::runtime(e.to_string()))?;
+    let helper = clawkeep_sandbox::launcher::spawn(&exe, Some(exec_jail)).map_err(|e| Failure::runtime(e.to_string()))?;
     let plan = match clawkeep_sandbox::plan(spec, Some(audit_file.clone())) {
-        Ok(p) => p,
+        Ok(mut p) => {
+            p.cfg.gate = Some(GateMounts { shim_binary, socket: gate.gate_socket.clone(), commands: gate.policy.gated_commands() });
+            p
+        }
         Err(e) => {
+            gate_run::cleanup(&gate.dir);
             helper.abort();
             return Err(match e {
                 SandboxError::Workspace { .. } | SandboxError::Rootfs { .. } => Failure::usage(e.to_string()),
@@ -82,30 +113,44 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs) -> Result<u8, Failure> {
             "timeout_ms": spec.timeout.map(|t| t.as_millis() as u64),
             "uid": unsafe_uid(),
             "isolation": plan.isolation(),
+            "agent": agent,
+            "policy": args.policy,
+            "gated": gate.policy.gated_commands(),
         }),
     );
     if let Err(e) = start {
         helper.abort();
+        gate_run::cleanup(&gate.dir);
         plan.cleanup();
         return Err(Failure::runtime(format!("{e}; the command was not started")));
     }
 
     let t0 = Instant::now();
+    let gate_dir = gate.dir.clone();
     let result = match plan.launch_spawned(helper) {
         Err(e) => Err(e),
         Ok(launched) => match log.sync() {
             Err(e) => {
                 launched.abort();
+                gate_run::cleanup(&gate_dir);
                 plan.cleanup();
                 return Err(Failure::runtime(format!("{e}; the command was not started")));
             }
             // A helper that already failed set-up reports why in wait().
             Ok(()) => {
+                let kill: Arc<dyn Fn() + Send + Sync> = match launched.killer() {
+                    Ok(k) => Arc::new(k),
+                    Err(_) => Arc::new(|| {}),
+                };
+                if let Err(f) = gate_run::start(gate, &dir, run_id.clone(), exec_ours, kill, log.clone(), api_tcp) {
+                    eprintln!("clawkeep: warning: {}; gated commands will fail", f.message);
+                }
                 let _ = launched.proceed();
                 launched.wait()
             }
         },
     };
+    gate_run::cleanup(&gate_dir);
     // The helper removes the cgroups before it reports; without a report
     // (it died), the launcher does.
     if result.is_err() {

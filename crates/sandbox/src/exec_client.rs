@@ -143,6 +143,17 @@ impl JobHandle {
     pub fn id(&self) -> u64 {
         self.id
     }
+
+    /// A handle that forwards signals while another thread waits.
+    pub fn signaller(&self) -> impl Fn(i32) + Send + Sync + 'static {
+        let (sock, id) = (self.sock.clone(), self.id);
+        move |signal| {
+            if let Ok(bytes) = serde_json::to_vec(&ToExec::Signal { id, signal }) {
+                // SAFETY: bytes is valid; one packet per message.
+                unsafe { libc::send(sock.as_raw_fd(), bytes.as_ptr().cast(), bytes.len(), libc::MSG_NOSIGNAL) };
+            }
+        }
+    }
 }
 
 impl Drop for JobHandle {

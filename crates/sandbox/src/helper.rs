@@ -12,7 +12,7 @@
 use crate::error::{SetupFailure, Step};
 use crate::idmap::{self, IdMaps, WorkspaceMount};
 use crate::init::{self, InitArgs, FORWARDED};
-use crate::protocol::{read_frame, ChildMsg, HelperConfig, JailReport, Outcome, CONFIG_FD, EXEC_FD, PROCEED, REPORT_FD};
+use crate::protocol::{read_frame, ChildMsg, HelperConfig, JailReport, Outcome, CONFIG_FD, EXEC_FD, KILL, PROCEED, REPORT_FD};
 use crate::{pty, seccomp, sys};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -70,6 +70,10 @@ fn run(cfg: &HelperConfig, exec_chan: Option<OwnedFd>) -> (JailReport, bool) {
         Err(e) => return (setup_failed(SetupFailure::new(Step::Terminal, "socketpair", &e)), false),
     };
     let deferred_idmap = euid == 0 && idmap::idmap_expected(&cfg.spec.workspace);
+    let gate_trees = match cfg.gate.as_ref().filter(|_| euid == 0).map(crate::shims::clone_trees).transpose() {
+        Ok(t) => t,
+        Err(f) => return (setup_failed(f), false),
+    };
     let prepared = if deferred_idmap {
         let agent = idmap::agent_host_id();
         Ok((WorkspaceMount::Deferred(console_i.as_raw_fd()), IdMaps::privileged(agent, agent)))
@@ -116,11 +120,12 @@ fn run(cfg: &HelperConfig, exec_chan: Option<OwnedFd>) -> (JailReport, bool) {
                 console: console_i,
                 exec_gate: gate_r,
                 exec_chan,
+                gate_trees,
             },
             status_w,
         );
     }
-    drop((go_r, status_w, workspace, console_i, gate_r, exec_chan));
+    drop((go_r, status_w, workspace, console_i, gate_r, exec_chan, gate_trees));
 
     let kill = |sig| {
         // SAFETY: pid is our child.
@@ -143,10 +148,17 @@ fn run(cfg: &HelperConfig, exec_chan: Option<OwnedFd>) -> (JailReport, bool) {
             pty::send_fd(console_h.as_raw_fd(), tree.as_raw_fd()).map_err(|e| SetupFailure::new(Step::IdmapMount, "workspace socket", &e))
         });
         if let Err(f) = sent {
+            // Init may have failed first (that is why the socket is closed):
+            // its own report names the real cause.
             kill(libc::SIGKILL);
             reap(pid);
             finish(cfg);
-            return (setup_failed(f), false);
+            let msgs = parse_msgs(&sys::read_to_end(status_r.as_raw_fd()).unwrap_or_default());
+            let first = msgs.into_iter().find_map(|m| match m {
+                ChildMsg::Setup { failure } => Some(failure),
+                _ => None,
+            });
+            return (setup_failed(first.unwrap_or(f)), false);
         }
     }
     // Compiled while init builds the root; sent with the exec gate.
@@ -232,6 +244,11 @@ fn monitor(
             let mut chunk = [0u8; 64];
             let got = sys::read_some(CONFIG_FD, &mut chunk);
             if let Ok(n @ 1..) = got {
+                if chunk[..n].contains(&KILL[0]) {
+                    // The kill switch: pid 1 dies, and the kernel kills the rest.
+                    // SAFETY: pid is our child.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
                 if chunk[..n].contains(&PROCEED[0]) {
                     if let Some((g, msg)) = gate.take() {
                         let _ = sys::write_all(g.as_raw_fd(), &msg);

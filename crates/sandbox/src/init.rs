@@ -31,6 +31,8 @@ pub struct InitArgs<'a> {
     pub exec_gate: OwnedFd,
     /// The executor's channel to the launcher (gated runs only).
     pub exec_chan: Option<OwnedFd>,
+    /// Detached mounts of the shim and the gate socket (root callers).
+    pub gate_trees: Option<(OwnedFd, OwnedFd)>,
 }
 
 /// Never returns: exits with the agent's status (128+signal when killed).
@@ -73,7 +75,7 @@ fn setup_and_supervise(args: InitArgs<'_>, status_fd: i32) -> Result<i32, SetupF
 
     let spec = &args.cfg.spec;
     let source = spec.rootfs.clone().map_or(RootSource::Host, RootSource::Tree);
-    let masks = mounts::build_root(&source, args.workspace, spec.limits.memory_bytes, args.cfg.gate.as_ref())?;
+    let masks = mounts::build_root(&source, args.workspace, spec.limits.memory_bytes, args.cfg.gate.as_ref(), args.gate_trees)?;
     // SAFETY: the name is a valid buffer of the given length.
     if unsafe { libc::sethostname(c"clawkeep".as_ptr(), 8) } < 0 {
         return Err(SetupFailure::new(Step::Hostname, "clawkeep", &io::Error::last_os_error()));

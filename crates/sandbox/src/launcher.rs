@@ -3,13 +3,14 @@
 //! between fork and exec is two dup2 calls (std's Command does the rest).
 
 use crate::error::SandboxError;
-use crate::protocol::{write_frame, HelperConfig, JailReport, CONFIG_FD, EXEC_FD, HELPER_ARG, PROCEED, REPORT_FD};
+use crate::protocol::{write_frame, HelperConfig, JailReport, CONFIG_FD, EXEC_FD, HELPER_ARG, KILL, PROCEED, REPORT_FD};
 use crate::{init::FORWARDED, sys};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command};
 use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::Arc;
 
 static HELPER_PID: AtomicI32 = AtomicI32::new(0);
 
@@ -117,6 +118,15 @@ impl Launched {
     /// is durable.
     pub fn proceed(&self) -> Result<(), SandboxError> {
         sys::write_all(self.lifeline.as_raw_fd(), PROCEED).map_err(SandboxError::HelperIo)
+    }
+
+    /// A kill switch usable from any thread while another waits: the
+    /// helper kills the jail's pid 1, so the whole sandbox dies.
+    pub fn killer(&self) -> std::io::Result<impl Fn() + Send + Sync + 'static> {
+        let fd = Arc::new(self.lifeline.try_clone()?);
+        Ok(move || {
+            let _ = sys::write_all(fd.as_raw_fd(), KILL);
+        })
     }
 
     /// Tears the jail down without running the command.

@@ -110,12 +110,18 @@ fn fd_path(fd: &OwnedFd) -> String {
 
 /// Builds the jail's root and pivots into it. `tmp_size` bounds /tmp.
 /// Returns the paths where the shim covers a gated command's real binary.
-pub fn build_root(source: &RootSource, workspace: WorkspaceMount, tmp_size: Option<u64>, gate: Option<&GateMounts>) -> R<Vec<PathBuf>> {
+pub fn build_root(
+    source: &RootSource,
+    workspace: WorkspaceMount,
+    tmp_size: Option<u64>,
+    gate: Option<&GateMounts>,
+    gate_trees: Option<(OwnedFd, OwnedFd)>,
+) -> R<Vec<PathBuf>> {
     let target = |p: &str| PathBuf::from(BASE).join(p);
     sys::mount(None, c"/", None, libc::MS_REC | libc::MS_PRIVATE, None).map_err(fail(Step::MountPrivate, "/"))?;
 
     let (entries, etc) = open_sources(source)?;
-    let gate_src = gate.map(shims::open_sources).transpose()?;
+    let gate_src = gate.map(|g| shims::open_sources(g, gate_trees)).transpose()?;
     // Opened before the base tmpfs covers /tmp, where a workspace may live.
     let ws_src = match &workspace {
         WorkspaceMount::Bind(p) => Some(sys::open_path(p, libc::O_PATH | libc::O_DIRECTORY).map_err(fail(Step::OpenSource, p))?),

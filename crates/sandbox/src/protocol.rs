@@ -22,6 +22,8 @@ pub const EXEC_FD: RawFd = 5;
 /// Sent by the launcher on the lifeline once the start event is durable:
 /// only then may the agent's command exec.
 pub const PROCEED: &[u8] = b"x";
+/// Sent by the launcher on the lifeline to kill the whole jail now.
+pub const KILL: &[u8] = b"k";
 const MAX_FRAME: usize = 16 << 20;
 
 /// Everything the helper needs; sent once, as a length-prefixed JSON frame.

@@ -33,16 +33,35 @@ pub struct GateMounts {
 /// Directories (relative to the new root) searched for real binaries.
 const PATH_DIRS: &[&str] = &["usr/local/bin", "usr/local/sbin", "usr/bin", "usr/sbin", "bin", "sbin"];
 
-/// Sources opened before the base tmpfs hides the host's /tmp.
+/// Where the shim binary and the gate socket come from: detached mounts
+/// the helper cloned in the host namespace (a root caller's jail cannot
+/// reach the 0700 state directory), or paths init opens itself (an
+/// unprivileged caller's jail runs as the caller).
 #[derive(Debug)]
-pub struct GateSources {
-    shim: OwnedFd,
-    socket: OwnedFd,
+pub enum GateSource {
+    Tree(OwnedFd),
+    Path(OwnedFd),
 }
 
-pub fn open_sources(g: &GateMounts) -> Result<GateSources, SetupFailure> {
+#[derive(Debug)]
+pub struct GateSources {
+    shim: GateSource,
+    socket: GateSource,
+}
+
+/// Detached clones of the shim and socket, made by the helper (root only).
+pub fn clone_trees(g: &GateMounts) -> Result<(OwnedFd, OwnedFd), SetupFailure> {
+    let t = |p: &Path| sys::open_tree_path(p).map_err(|e| SetupFailure::new(Step::OpenSource, p.display().to_string(), &e));
+    Ok((t(&g.shim_binary)?, t(&g.socket)?))
+}
+
+/// Opened before the base tmpfs hides the host's /tmp.
+pub fn open_sources(g: &GateMounts, trees: Option<(OwnedFd, OwnedFd)>) -> Result<GateSources, SetupFailure> {
+    if let Some((shim, socket)) = trees {
+        return Ok(GateSources { shim: GateSource::Tree(shim), socket: GateSource::Tree(socket) });
+    }
     let open = |p: &Path| sys::open_path(p, libc::O_PATH).map_err(|e| SetupFailure::new(Step::OpenSource, p.display().to_string(), &e));
-    Ok(GateSources { shim: open(&g.shim_binary)?, socket: open(&g.socket)? })
+    Ok(GateSources { shim: GateSource::Path(open(&g.shim_binary)?), socket: GateSource::Path(open(&g.socket)?) })
 }
 
 fn fd_src(fd: &OwnedFd) -> CString {
@@ -57,6 +76,19 @@ fn bind_file(src: &CString, target: &Path) -> Result<(), SetupFailure> {
     sys::mount(Some(src), &t, None, libc::MS_BIND, None).map_err(|e| SetupFailure::new(Step::MountBind, target.display().to_string(), &e))
 }
 
+fn attach(src: &GateSource, target: &Path) -> Result<(), SetupFailure> {
+    if !target.exists() {
+        fs::write(target, b"").map_err(|e| SetupFailure::new(Step::MakeNode, target.display().to_string(), &e))?;
+    }
+    match src {
+        GateSource::Path(fd) => bind_file(&fd_src(fd), target),
+        GateSource::Tree(tree) => {
+            let t = sys::cpath(target).map_err(|e| SetupFailure::new(Step::MountBind, target.display().to_string(), &e))?;
+            sys::move_mount_to(tree, &t).map_err(|e| SetupFailure::new(Step::MountBind, target.display().to_string(), &e))
+        }
+    }
+}
+
 /// Installs /run/clawkeep (shim, socket, shims dir, manifest) under `base`
 /// and covers the real binaries. Returns the covered paths as the jail
 /// will see them (for the executor to uncover in its own namespace).
@@ -64,9 +96,10 @@ pub fn install(base: &Path, g: &GateMounts, src: &GateSources) -> Result<Vec<Pat
     let mk = |p: &Path| fs::create_dir_all(p).map_err(|e| SetupFailure::new(Step::MakeNode, p.display().to_string(), &e));
     let run = base.join("run/clawkeep");
     mk(&run.join("shims"))?;
-    let shim_src = fd_src(&src.shim);
-    bind_file(&shim_src, &run.join("shim"))?;
-    bind_file(&fd_src(&src.socket), &run.join("gate.sock"))?;
+    attach(&src.shim, &run.join("shim"))?;
+    attach(&src.socket, &run.join("gate.sock"))?;
+    // Every mask is a bind of the attached shim, now in this namespace.
+    let shim_src = sys::cpath(&run.join("shim")).map_err(|e| SetupFailure::new(Step::MountBind, "shim", &e))?;
 
     // Every real file a command name reaches, and the names that reach it.
     let mut targets: BTreeMap<PathBuf, String> = BTreeMap::new();
@@ -84,13 +117,16 @@ pub fn install(base: &Path, g: &GateMounts, src: &GateSources) -> Result<Vec<Pat
             if !meta.is_file() || !real.starts_with(base) {
                 continue;
             }
-            inodes.insert((meta.dev(), meta.ino()), real.clone());
+            if meta.nlink() > 1 {
+                inodes.insert((meta.dev(), meta.ino()), real.clone());
+            }
             targets.insert(real.clone(), cmd.clone());
             manifest.insert(jail_path(base, &real), cmd.clone());
             manifest.insert(jail_path(base, &p), cmd.clone());
         }
     }
-    // Hard links to a covered file under another name in the PATH dirs.
+    // Hard links to a covered file under another name in the PATH dirs
+    // (scanned only when some covered file has more than one link).
     if !inodes.is_empty() {
         for dir in PATH_DIRS {
             let d = base.join(dir);

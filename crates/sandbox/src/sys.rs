@@ -77,6 +77,17 @@ pub fn open_tree_clone(dirfd: RawFd) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
+/// `open_tree(AT_FDCWD, path, OPEN_TREE_CLONE)`: a detached bind of one
+/// file or directory, attachable in another mount namespace.
+pub fn open_tree_path(path: &Path) -> io::Result<OwnedFd> {
+    let c = cpath(path)?;
+    let flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint;
+    // SAFETY: c is a valid C string.
+    let fd = check_long(unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, c.as_ptr(), flags) })?;
+    // SAFETY: open_tree returned a new descriptor.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
 /// Sets mount attributes on the mount at `dirfd`/`path`.
 pub fn mount_setattr(dirfd: RawFd, path: &CStr, flags: libc::c_uint, set: u64, userns: Option<RawFd>) -> io::Result<()> {
     let attr = MountAttr { attr_set: set, attr_clr: 0, propagation: 0, userns_fd: userns.map_or(0, |fd| fd as u64) };

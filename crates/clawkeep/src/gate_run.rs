@@ -1,0 +1,163 @@
+//! The gate inside `clawkeep run`: the agent's sockets, the supervisor and
+//! the operator API on a runtime thread of their own, and the executor
+//! adapter that sends approved commands into the jail.
+
+use crate::gate_cmd::{agent_dir, gate_db};
+use crate::Failure;
+use clawkeep_audit::AuditLog;
+use clawkeep_gate::{Executor, Gate, GateConfig, Job, Outcome, RunningJob};
+use clawkeep_policy::{Policy, PolicyHandle, ReloadEvent};
+use clawkeep_sandbox::exec_client::{ExecClient, ExecJob, JobHandle};
+use clawkeep_store::Store;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Sockets bound and the policy loaded; nothing runs yet.
+pub struct GatePrep {
+    pub agent: String,
+    pub dir: PathBuf,
+    pub gate_socket: PathBuf,
+    gate_listener: UnixListener,
+    api_listener: UnixListener,
+    pub policy: Policy,
+    policy_path: Option<PathBuf>,
+}
+
+pub fn prepare(state: &Path, agent: &str, policy_path: Option<PathBuf>) -> Result<GatePrep, Failure> {
+    let policy = match &policy_path {
+        Some(p) => Policy::load(p).map_err(|e| Failure::usage(e.to_string()))?,
+        None => Policy::builtin_default(),
+    };
+    let dir = agent_dir(state, agent);
+    let api = dir.join("api.sock");
+    if std::os::unix::net::UnixStream::connect(&api).is_ok() {
+        return Err(Failure::usage(format!("an agent named '{agent}' is already running; pick another --agent NAME")));
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .map_err(|e| Failure::usage(format!("cannot create {}: {e}", dir.display())))?;
+    let gate_socket = dir.join("gate.sock");
+    for p in [&gate_socket, &api] {
+        let _ = std::fs::remove_file(p);
+    }
+    let bind = |p: &Path, mode: u32| -> Result<UnixListener, Failure> {
+        let l = UnixListener::bind(p).map_err(|e| Failure::runtime(format!("cannot bind {}: {e}", p.display())))?;
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).map_err(|e| Failure::runtime(e.to_string()))?;
+        l.set_nonblocking(true).map_err(|e| Failure::runtime(e.to_string()))?;
+        Ok(l)
+    };
+    // The jail's agent (another uid) must connect to gate.sock; the 0700
+    // directory keeps everyone else out. api.sock is the operator's.
+    let gate_listener = bind(&gate_socket, 0o666)?;
+    let api_listener = bind(&api, 0o600)?;
+    Ok(GatePrep { agent: agent.to_string(), dir, gate_socket, gate_listener, api_listener, policy, policy_path })
+}
+
+struct JailExec(ExecClient);
+struct JobAdapter(JobHandle);
+
+impl Executor for JailExec {
+    fn submit(&self, job: &Job, stdio: [OwnedFd; 3]) -> Result<Box<dyn RunningJob>, String> {
+        let ej = ExecJob {
+            command: job.command.clone(),
+            args: job.args.clone(),
+            cwd: job.cwd.clone(),
+            env: job.env.clone(),
+            timeout_ms: job.timeout_ms,
+            relay: job.relay,
+        };
+        let h = self.0.submit(&ej, [stdio[0].as_raw_fd(), stdio[1].as_raw_fd(), stdio[2].as_raw_fd()]).map_err(|e| e.to_string())?;
+        Ok(Box::new(JobAdapter(h)))
+    }
+}
+
+impl RunningJob for JobAdapter {
+    fn signaller(&self) -> Box<dyn Fn(i32) + Send + Sync> {
+        Box::new(self.0.signaller())
+    }
+
+    fn wait(self: Box<Self>) -> Result<Outcome, String> {
+        let o = self.0.wait()?;
+        Ok(Outcome { exit_code: o.exit_code(), timed_out: o.timed_out, bytes_out: o.bytes_out })
+    }
+}
+
+/// Starts the supervisor and the API on their own runtime thread.
+pub fn start(
+    prep: GatePrep,
+    state: &Path,
+    session: String,
+    exec: OwnedFd,
+    kill: Arc<dyn Fn() + Send + Sync>,
+    audit: Arc<AuditLog>,
+    api_tcp: Option<(std::net::SocketAddr, String)>,
+) -> Result<(), Failure> {
+    let db = gate_db(state);
+    let exec = ExecClient::new(exec);
+    let GatePrep { agent, gate_socket, gate_listener, api_listener, policy, policy_path, .. } = prep;
+    std::thread::Builder::new()
+        .name("clawkeep-gate".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => return eprintln!("clawkeep: gate: cannot start its runtime: {e}"),
+            };
+            let store = match Store::open(&db) {
+                Ok(s) => Arc::new(s),
+                Err(e) => return eprintln!("clawkeep: gate: {e}; gated commands will fail"),
+            };
+            let handle = Arc::new(PolicyHandle::new(policy));
+            if let Some(p) = &policy_path {
+                let shown = p.display().to_string();
+                let _watch = handle.watch(p.clone(), Duration::from_millis(500), move |ev| {
+                    if let ReloadEvent::Rejected { error } = ev {
+                        eprintln!("clawkeep: policy {shown} not reloaded, the previous one stays: {error}");
+                    }
+                });
+            }
+            let gate = Gate::new(GateConfig {
+                agent,
+                session,
+                socket: gate_socket,
+                policy: handle,
+                policy_path,
+                store,
+                audit: Some(audit),
+                executor: Arc::new(JailExec(exec)),
+                request_timeout: Duration::from_secs(5),
+                kill,
+            });
+            rt.block_on(async move {
+                let Ok(gl) = tokio::net::UnixListener::from_std(gate_listener) else { return };
+                let Ok(al) = tokio::net::UnixListener::from_std(api_listener) else { return };
+                let g = gate.clone();
+                tokio::spawn(async move { g.serve(gl).await });
+                if let Some((addr, token)) = api_tcp {
+                    match tokio::net::TcpListener::bind(addr).await {
+                        Ok(tl) => {
+                            let app = clawkeep_gate::api::router(gate.clone(), Some(token));
+                            tokio::spawn(async move { axum::serve(tl, app).await });
+                        }
+                        Err(e) => eprintln!("clawkeep: cannot serve the API on {addr}: {e}"),
+                    }
+                }
+                let _ = axum::serve(al, clawkeep_gate::api::router(gate, None)).await;
+            });
+        })
+        .map_err(|e| Failure::runtime(format!("cannot start the gate thread: {e}")))?;
+    Ok(())
+}
+
+/// Removes the agent's sockets and directory after the run.
+pub fn cleanup(dir: &Path) {
+    for s in ["gate.sock", "api.sock"] {
+        let _ = std::fs::remove_file(dir.join(s));
+    }
+    let _ = std::fs::remove_dir(dir);
+}

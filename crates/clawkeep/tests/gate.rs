@@ -1,0 +1,228 @@
+//! The gate end to end, inside the jail: shims, allow/deny/ask, the
+//! approval queue through the CLI and the API, scopes, timeouts, the kill
+//! switch, and no way around the shim.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+use common::{jail_available, wait_for, Env};
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+const POLICY: &str = r#"
+default_action: deny
+allowed_paths: ["/workspace", "/workspace/**", "/tmp", "/tmp/**"]
+rules:
+  - command: uname
+    action: allow
+    reason: harmless
+  - command: touch
+    action: deny
+    reason: no touching here
+  - command: date
+    action: ask
+    reason: dates need a human
+  - command: sleep
+    args: ["5"]
+    action: allow
+    timeout: 1s
+"#;
+
+fn env_with_policy() -> (Env, std::path::PathBuf) {
+    let env = Env::new();
+    let p = env.state.path().join("policy.yaml");
+    std::fs::write(&p, POLICY).unwrap();
+    (env, p)
+}
+
+fn run_gated(env: &Env, policy: &std::path::Path, agent: &str, script: &str) -> std::process::Output {
+    env.std_run(&["--policy", policy.to_str().unwrap(), "--agent", agent], &["sh", "-c", script]).output().unwrap()
+}
+
+fn spawn_gated(env: &Env, policy: &std::path::Path, agent: &str, script: &str) -> Child {
+    env.std_run(&["--policy", policy.to_str().unwrap(), "--agent", agent], &["sh", "-c", script])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn pending(env: &Env) -> Vec<serde_json::Value> {
+    let out = env.cmd().args(["approvals", "--json"]).output().unwrap();
+    serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap_or_default().as_array().cloned().unwrap_or_default()
+}
+
+fn wait_pending(env: &Env) -> i64 {
+    let mut id = None;
+    assert!(
+        wait_for(
+            || {
+                id = pending(env).first().and_then(|a| a["id"].as_i64());
+                id.is_some()
+            },
+            20
+        ),
+        "no request reached the approval queue"
+    );
+    id.unwrap()
+}
+
+fn finish(child: Child) -> (i32, String, String) {
+    let out = child.wait_with_output().unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn allowed_runs_and_denied_prints_the_reason() {
+    if !jail_available("gate allow/deny") {
+        return;
+    }
+    let (env, policy) = env_with_policy();
+    let out = run_gated(&env, &policy, "t-allow", "uname -s; touch /workspace/x; echo touch=$?");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stdout, "Linux\ntouch=126\n", "{stderr}");
+    assert!(stderr.contains("denied: no touching here"), "{stderr}");
+    assert!(!env.workspace.path().join("x").exists());
+    let hist = env.cmd().args(["history", "--json"]).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&hist.stdout).unwrap();
+    let outcomes: Vec<&str> = v["items"].as_array().unwrap().iter().map(|d| d["outcome"].as_str().unwrap()).collect();
+    assert!(outcomes.contains(&"allowed") && outcomes.contains(&"denied"), "{v}");
+    let audit = std::fs::read_to_string(env.state.path().join("audit.jsonl")).unwrap();
+    assert!(audit.contains("\"kind\":\"gate.decision\"") && audit.contains("\"kind\":\"gate.exit\""));
+    env.cmd().args(["audit", "verify"]).assert().success();
+}
+
+#[test]
+fn the_real_binary_cannot_be_reached() {
+    if !jail_available("gate bypass") {
+        return;
+    }
+    let (env, policy) = env_with_policy();
+    let script = "for t in /usr/bin/touch /bin/touch 'sh -c touch' /tmp/link /tmp/copy; do \
+        case $t in /tmp/link) ln -s /usr/bin/touch /tmp/link;; /tmp/copy) cp /usr/bin/touch /tmp/copy;; esac; \
+        $t /workspace/bypass 2>/dev/null; echo \"$t=$?\"; done";
+    let out = run_gated(&env, &policy, "t-bypass", script);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for line in stdout.lines() {
+        assert!(line.ends_with("=126"), "bypass worked: {line}\n{stdout}");
+    }
+    assert_eq!(stdout.lines().count(), 5, "{stdout}");
+    assert!(!env.workspace.path().join("bypass").exists());
+}
+
+#[test]
+fn ask_waits_for_the_cli_and_session_scope_covers_repeats() {
+    if !jail_available("gate ask via cli") {
+        return;
+    }
+    let (env, policy) = env_with_policy();
+    let child = spawn_gated(&env, &policy, "t-ask-cli", "date +%Y; date +%Y; echo done");
+    let id = wait_pending(&env);
+    let listed = env.cmd().arg("approvals").output().unwrap();
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("date"), "{listed:?}");
+    env.cmd().args(["approve", &id.to_string(), "--scope", "session"]).assert().success();
+    let (code, stdout, stderr) = finish(child);
+    assert_eq!(code, 0, "{stderr}");
+    let year = stdout.lines().next().unwrap().to_string();
+    assert_eq!(stdout, format!("{year}\n{year}\ndone\n"), "{stderr}");
+    assert!(year.len() == 4, "{stdout}");
+    // The second date never reached the queue.
+    assert!(pending(&env).is_empty());
+}
+
+#[test]
+fn ask_can_be_approved_through_the_api_and_denied_with_a_reason() {
+    if !jail_available("gate ask via api") {
+        return;
+    }
+    let (env, policy) = env_with_policy();
+    let child = spawn_gated(&env, &policy, "t-ask-api", "date +%Y >/dev/null; echo first=$?; date; echo second=$?");
+    let id = wait_pending(&env);
+    let sock = env.state.path().join("agents/t-ask-api/api.sock");
+    let body = r#"{"scope":"once","by":"test"}"#;
+    let resp = http(&sock, &format!("POST /api/queue/{id}/approve"), body);
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    let id2 = {
+        let mut next = None;
+        assert!(wait_for(
+            || {
+                next = pending(&env).first().and_then(|a| a["id"].as_i64()).filter(|n| *n != id);
+                next.is_some()
+            },
+            20
+        ));
+        next.unwrap()
+    };
+    env.cmd().args(["deny", &id2.to_string(), "--reason", "not today"]).assert().success();
+    let (code, stdout, stderr) = finish(child);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout, "first=0\nsecond=126\n", "{stderr}");
+    assert!(stderr.contains("not today"), "{stderr}");
+}
+
+#[test]
+fn a_rule_timeout_kills_the_command_with_124() {
+    if !jail_available("gate timeout") {
+        return;
+    }
+    let (env, policy) = env_with_policy();
+    let out = run_gated(&env, &policy, "t-timeout", "sleep 5; echo rc=$?");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "rc=124\n", "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn the_kill_switch_stops_the_agent() {
+    if !jail_available("gate kill switch") {
+        return;
+    }
+    let (env, policy) = env_with_policy();
+    let child = spawn_gated(&env, &policy, "t-kill", "echo up; exec tail -f /dev/null");
+    assert!(wait_for(|| env.state.path().join("agents/t-kill/api.sock").exists(), 10));
+    std::thread::sleep(Duration::from_millis(200));
+    env.cmd().args(["kill", "t-kill"]).assert().success();
+    let (code, _, stderr) = finish(child);
+    assert_eq!(code, 137, "{stderr}");
+}
+
+#[test]
+fn bad_policy_is_refused_with_file_and_line() {
+    let env = Env::new();
+    let p = env.state.path().join("bad.yaml");
+    std::fs::write(&p, "default_action: deny\nrules:\n  - command: ls\n    action: maybe\n").unwrap();
+    let out = env.cmd().arg("policy").arg("check").arg(&p).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.yaml:3") || err.contains("bad.yaml:4"), "{err}");
+    std::fs::write(&p, "default_action: deny\nrules:\n  - command: ls\n    args: [\"re:([\"]\n    action: allow\n").unwrap();
+    let out = env.cmd().arg("policy").arg("check").arg(&p).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bad.yaml:"), "{out:?}");
+    let out = env.cmd().args(["run", "--policy"]).arg(&p).args(["--", "true"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn policy_explain_and_show_default() {
+    let env = Env::new();
+    let p = env.state.path().join("p.yaml");
+    std::fs::write(&p, POLICY).unwrap();
+    let out = env.cmd().arg("policy").arg("explain").arg(&p).args(["--", "touch", "x"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("deny") && text.contains("no touching here"), "{text}");
+    let def = env.cmd().args(["policy", "show-default"]).output().unwrap();
+    assert!(def.status.success() && String::from_utf8_lossy(&def.stdout).contains("default_action"));
+}
+
+fn http(sock: &std::path::Path, line: &str, body: &str) -> String {
+    let mut s = UnixStream::connect(sock).unwrap();
+    let req = format!(
+        "{line} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
