@@ -23,15 +23,29 @@ pub struct GatePrep {
     pub gate_socket: PathBuf,
     gate_listener: UnixListener,
     api_listener: UnixListener,
-    pub policy: Policy,
+    /// Set once the policy thread joined (see `PolicyLoad`).
+    pub policy: Option<Policy>,
     policy_path: Option<PathBuf>,
 }
 
+/// Loads the policy on its own thread (compiling its patterns overlaps the
+/// rest of start-up); join it with [`PolicyLoad::join`].
+pub struct PolicyLoad(std::thread::JoinHandle<Result<Policy, String>>);
+
+impl PolicyLoad {
+    pub fn start(path: Option<PathBuf>) -> PolicyLoad {
+        PolicyLoad(std::thread::spawn(move || match &path {
+            Some(p) => Policy::load(p).map_err(|e| e.to_string()),
+            None => Ok(Policy::builtin_default()),
+        }))
+    }
+
+    pub fn join(self) -> Result<Policy, Failure> {
+        self.0.join().map_err(|_| Failure::runtime("loading the policy panicked"))?.map_err(Failure::usage)
+    }
+}
+
 pub fn prepare(state: &Path, agent: &str, policy_path: Option<PathBuf>) -> Result<GatePrep, Failure> {
-    let policy = match &policy_path {
-        Some(p) => Policy::load(p).map_err(|e| Failure::usage(e.to_string()))?,
-        None => Policy::builtin_default(),
-    };
     let dir = agent_dir(state, agent);
     let api = dir.join("api.sock");
     if std::os::unix::net::UnixStream::connect(&api).is_ok() {
@@ -56,7 +70,7 @@ pub fn prepare(state: &Path, agent: &str, policy_path: Option<PathBuf>) -> Resul
     // directory keeps everyone else out. api.sock is the operator's.
     let gate_listener = bind(&gate_socket, 0o666)?;
     let api_listener = bind(&api, 0o600)?;
-    Ok(GatePrep { agent: agent.to_string(), dir, gate_socket, gate_listener, api_listener, policy, policy_path })
+    Ok(GatePrep { agent: agent.to_string(), dir, gate_socket, gate_listener, api_listener, policy: None, policy_path })
 }
 
 struct JailExec(ExecClient);
@@ -101,6 +115,7 @@ pub fn start(
     let db = gate_db(state);
     let exec = ExecClient::new(exec);
     let GatePrep { agent, gate_socket, gate_listener, api_listener, policy, policy_path, .. } = prep;
+    let policy = policy.ok_or_else(|| Failure::runtime("the gate started without a policy"))?;
     std::thread::Builder::new()
         .name("clawkeep-gate".into())
         .spawn(move || {

@@ -31,6 +31,7 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs) -> Result<u8, Failure> {
     if args.command[0].is_empty() {
         return Err(Failure::usage("the command is an empty string; usage: clawkeep run [OPTIONS] -- CMD [ARGS...]"));
     }
+    let policy_load = gate_run::PolicyLoad::start(args.policy.clone());
     let env = AgentEnv::build(|k| std::env::var(k).ok(), &args.env, &args.allow_secret_env).map_err(|e| Failure::usage(e.to_string()))?;
     let audit_file = audit_path(state_dir)?;
     let dir = audit_file.parent().map(PathBuf::from).unwrap_or_default();
@@ -55,7 +56,7 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs) -> Result<u8, Failure> {
     };
     let run_id = run_id();
     let agent = args.agent.clone().unwrap_or_else(|| format!("run-{}", &run_id[..8]));
-    let gate = gate_run::prepare(&dir, &agent, args.policy.clone())?;
+    let mut gate = gate_run::prepare(&dir, &agent, args.policy.clone())?;
     let env_names = env.names();
     let mut env = env.into_pairs();
     for (k, v) in env.iter_mut() {
@@ -82,7 +83,18 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs) -> Result<u8, Failure> {
     let helper = clawkeep_sandbox::launcher::spawn(&exe, Some(exec_jail)).map_err(|e| Failure::runtime(e.to_string()))?;
     let plan = match clawkeep_sandbox::plan(spec, Some(audit_file.clone())) {
         Ok(mut p) => {
-            p.cfg.gate = Some(GateMounts { shim_binary, socket: gate.gate_socket.clone(), commands: gate.policy.gated_commands() });
+            // Compiled on its own thread while the helper started.
+            let policy = match policy_load.join() {
+                Ok(pol) => pol,
+                Err(f) => {
+                    gate_run::cleanup(&gate.dir);
+                    helper.abort();
+                    p.cleanup();
+                    return Err(f);
+                }
+            };
+            p.cfg.gate = Some(GateMounts { shim_binary, socket: gate.gate_socket.clone(), commands: policy.gated_commands() });
+            gate.policy = Some(policy);
             p
         }
         Err(e) => {
@@ -115,7 +127,7 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs) -> Result<u8, Failure> {
             "isolation": plan.isolation(),
             "agent": agent,
             "policy": args.policy,
-            "gated": gate.policy.gated_commands(),
+            "gated": gate.policy.as_ref().map(|p| p.gated_commands()),
         }),
     );
     if let Err(e) = start {
@@ -142,10 +154,13 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs) -> Result<u8, Failure> {
                     Ok(k) => Arc::new(k),
                     Err(_) => Arc::new(|| {}),
                 };
+                let _ = launched.proceed();
+                // Shims that connect before the supervisor is up wait in the
+                // socket's backlog; starting it after the agent keeps it off
+                // the start-up path.
                 if let Err(f) = gate_run::start(gate, &dir, run_id.clone(), exec_ours, kill, log.clone(), api_tcp) {
                     eprintln!("clawkeep: warning: {}; gated commands will fail", f.message);
                 }
-                let _ = launched.proceed();
                 launched.wait()
             }
         },

@@ -52,37 +52,36 @@ const MAX_PACKET: usize = 256 * 1024;
 
 /// Never returns. `masks` are the jail paths where the shim covers a real
 /// binary; `path` is the agent's PATH without the shims directory.
+///
+/// Everything costly happens at the first request, not at jail start-up:
+/// a mount namespace of its own (whose teardown would otherwise slow every
+/// run's exit), the privilege drop and the confinement. Until then the
+/// executor only waits on its channel, which nothing inside the jail can
+/// reach; it is non-dumpable from the start.
 pub fn run(chan: OwnedFd, masks: &[PathBuf], path: String, can_setgroups: bool, landlock_on: bool) -> ! {
-    let fd = chan.as_raw_fd();
-    if let Err(f) = setup(masks, can_setgroups, landlock_on) {
-        let msg = FromExec::Failed { id: 0, message: f.to_string() };
-        send(fd, &msg);
-        // SAFETY: _exit in a forked child.
-        unsafe { libc::_exit(1) };
-    }
-    serve(chan, &path);
-    // SAFETY: as above.
+    set_name(c"clawkeep-exec");
+    let _ = sys::prctl(libc::PR_SET_DUMPABLE, 0);
+    serve(chan, &path, &|| setup(masks, can_setgroups, landlock_on));
+    // SAFETY: _exit in a forked child.
     unsafe { libc::_exit(0) }
 }
 
-fn setup(masks: &[PathBuf], can_setgroups: bool, landlock_on: bool) -> Result<(), SetupFailure> {
-    set_name(c"clawkeep-exec");
+fn setup(masks: &[PathBuf], can_setgroups: bool, landlock_on: bool) -> Result<(), String> {
     // SAFETY: unshare of a mount namespace; we hold CAP_SYS_ADMIN in the jail's user namespace.
     if unsafe { libc::unshare(libc::CLONE_NEWNS) } < 0 {
-        return Err(SetupFailure::new(Step::MountPrivate, "executor mount namespace", &io::Error::last_os_error()));
+        return Err(SetupFailure::new(Step::MountPrivate, "executor mount namespace", &io::Error::last_os_error()).to_string());
     }
     for m in masks {
-        let c = sys::cpath(m).map_err(|e| SetupFailure::new(Step::UmountOldRoot, m.display().to_string(), &e))?;
-        sys::umount_detach(&c).map_err(|e| SetupFailure::new(Step::UmountOldRoot, m.display().to_string(), &e))?;
+        let c = sys::cpath(m).map_err(|e| e.to_string())?;
+        sys::umount_detach(&c).map_err(|e| SetupFailure::new(Step::UmountOldRoot, m.display().to_string(), &e).to_string())?;
     }
-    caps::drop_to_agent(can_setgroups)?;
+    caps::drop_to_agent(can_setgroups).map_err(|f| f.to_string())?;
     let _ = sys::prctl(libc::PR_SET_DUMPABLE, 0);
     if landlock_on {
-        crate::landlock::apply().map_err(|e| SetupFailure::msg(Step::Landlock, "executor", e))?;
+        crate::landlock::apply()?;
     }
-    let filters = seccomp::compile_encoded().map_err(|e| SetupFailure::msg(Step::Seccomp, "executor", e.to_string()))?;
-    seccomp::install_encoded(&filters).map_err(|e| SetupFailure::msg(Step::Seccomp, "executor", e))?;
-    Ok(())
+    let filters = seccomp::compile_encoded().map_err(|e| e.to_string())?;
+    seccomp::install_encoded(&filters)
 }
 
 fn set_name(name: &std::ffi::CStr) {
@@ -101,7 +100,8 @@ struct Job {
     report: OwnedFd,
 }
 
-fn serve(chan: OwnedFd, path: &str) {
+fn serve(chan: OwnedFd, path: &str, setup: &dyn Fn() -> Result<(), String>) {
+    let mut confined = false;
     let fd = chan.as_raw_fd();
     // SIGCHLD stays blocked (inherited from init's mask) and is drained by
     // waitpid whenever a report arrives; runners report before they exit.
@@ -151,6 +151,13 @@ fn serve(chan: OwnedFd, path: &str) {
                 }
             }
             Ok(ToExec::Run { id, command, args, cwd, env, timeout_ms, relay }) => {
+                if !confined {
+                    if let Err(e) = setup() {
+                        send(fd, &FromExec::Failed { id, message: format!("the executor could not confine itself: {e}") });
+                        return;
+                    }
+                    confined = true;
+                }
                 if fds.len() != 3 {
                     send(fd, &FromExec::Failed { id, message: "expected stdin, stdout and stderr descriptors".into() });
                     continue;

@@ -135,6 +135,11 @@ pub fn install(base: &Path, g: &GateMounts, src: &GateSources) -> Result<Vec<Pat
             }
             let Ok(rd) = fs::read_dir(&d) else { continue };
             for e in rd.flatten() {
+                // d_ino comes free with readdir; stat only the candidates.
+                use std::os::unix::fs::DirEntryExt;
+                if !inodes.keys().any(|(_, ino)| *ino == e.ino()) {
+                    continue;
+                }
                 let Ok(m) = e.metadata() else { continue };
                 if let Some(real) = inodes.get(&(m.dev(), m.ino())) {
                     let cmd = targets[real].clone();
