@@ -236,6 +236,12 @@ impl CgroupSet {
     /// Removes every directory. A group that still has tasks (a jail whose
     /// pid 1 did not die cleanly) is killed and retried briefly.
     pub fn remove(&self) -> io::Result<()> {
+        // v1 keeps a removed memory cgroup alive while page cache is still
+        // charged to it; thousands of runs would pile up dying cgroups and
+        // slow every later mkdir. force_empty moves the charges to the parent.
+        if let Some((Version::V1, d)) = &self.memory {
+            let _ = fs::write(d.join("memory.force_empty"), "0");
+        }
         let mut last = Ok(());
         for d in &self.dirs {
             last = remove_dir_retry(d);

@@ -152,10 +152,63 @@ pub fn install(base: &Path, g: &GateMounts, src: &GateSources) -> Result<Vec<Pat
     for t in targets.keys() {
         bind_file(&shim_src, t)?;
     }
+    // Hard links outside the PATH dirs (git's libexec/git-core holds ~140):
+    // hide each directory that holds one under an empty read-only tmpfs.
+    // One mount instead of one per link; only the gated tool uses them, and
+    // it runs in the executor's namespace, where they are uncovered.
+    let mut hidden = Vec::new();
+    for ((_, ino), real) in &inodes {
+        let Ok(meta) = fs::metadata(real) else { continue };
+        let found = targets.iter().filter(|(p, _)| fs::metadata(p).map(|m| m.ino() == *ino).unwrap_or(false)).count() as u64;
+        if found >= meta.nlink() {
+            continue;
+        }
+        let Some(prefix) = real.parent().and_then(Path::parent) else { continue };
+        let mut budget = 20_000usize;
+        let mut missing = meta.nlink() - found;
+        for root in [prefix.join("libexec"), prefix.join("lib")] {
+            find_link_dirs(&root, *ino, meta.dev(), 3, &mut budget, &mut missing, &mut hidden);
+        }
+    }
+    hidden.sort();
+    hidden.dedup();
+    for dir in &hidden {
+        let t = sys::cpath(dir).map_err(|e| SetupFailure::new(Step::MaskPath, dir.display().to_string(), &e))?;
+        sys::mount(
+            Some(c"tmpfs"),
+            &t,
+            Some(c"tmpfs"),
+            libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+            Some(c"mode=0755,size=4k"),
+        )
+        .map_err(|e| SetupFailure::new(Step::MaskPath, dir.display().to_string(), &e))?;
+    }
     let text: String = manifest.iter().map(|(p, c)| format!("{}\t{c}\n", p.display())).collect();
     let mpath = run.join("manifest");
     fs::write(&mpath, text).map_err(|e| SetupFailure::new(Step::WriteFile, mpath.display().to_string(), &e))?;
-    Ok(targets.keys().map(|t| jail_path(base, t)).collect())
+    Ok(targets.keys().chain(hidden.iter()).map(|t| jail_path(base, t)).collect())
+}
+
+/// Directories under `dir` (to `depth` levels, within `budget` entries)
+/// that hold a hard link to inode `ino` on `dev`.
+fn find_link_dirs(dir: &Path, ino: u64, dev: u64, depth: usize, budget: &mut usize, missing: &mut u64, out: &mut Vec<PathBuf>) {
+    let Ok(rd) = fs::read_dir(dir) else { return };
+    for e in rd.flatten() {
+        if *budget == 0 || *missing == 0 {
+            return;
+        }
+        *budget -= 1;
+        use std::os::unix::fs::DirEntryExt;
+        let Ok(ft) = e.file_type() else { continue };
+        if ft.is_dir() && depth > 0 {
+            find_link_dirs(&e.path(), ino, dev, depth - 1, budget, missing, out);
+        } else if ft.is_file() && e.ino() == ino && e.metadata().map(|m| m.dev() == dev).unwrap_or(false) {
+            *missing = missing.saturating_sub(1);
+            if !out.contains(&dir.to_path_buf()) {
+                out.push(dir.to_path_buf());
+            }
+        }
+    }
 }
 
 /// Resolves `rel` against `base` as if `base` were `/`: absolute symlink
