@@ -103,6 +103,7 @@ impl RunningJob for JobAdapter {
 }
 
 /// Starts the supervisor and the API on their own runtime thread.
+#[allow(clippy::too_many_arguments)] // each is one distinct piece the run owns
 pub fn start(
     prep: GatePrep,
     state: &Path,
@@ -111,6 +112,7 @@ pub fn start(
     kill: Arc<dyn Fn() + Send + Sync>,
     audit: Arc<AuditLog>,
     api_tcp: Option<(std::net::SocketAddr, String)>,
+    inflight: Arc<std::sync::atomic::AtomicUsize>,
 ) -> Result<(), Failure> {
     let db = gate_db(state);
     let exec = ExecClient::new(exec);
@@ -147,6 +149,7 @@ pub fn start(
                 executor: Arc::new(JailExec(exec)),
                 request_timeout: Duration::from_secs(5),
                 kill,
+                inflight,
             });
             rt.block_on(async move {
                 let Ok(gl) = tokio::net::UnixListener::from_std(gate_listener) else { return };
@@ -167,6 +170,14 @@ pub fn start(
         })
         .map_err(|e| Failure::runtime(format!("cannot start the gate thread: {e}")))?;
     Ok(())
+}
+
+/// Waits (up to `max`) for requests still being recorded.
+pub fn drain(inflight: &std::sync::atomic::AtomicUsize, max: Duration) {
+    let end = std::time::Instant::now() + max;
+    while inflight.load(std::sync::atomic::Ordering::SeqCst) > 0 && std::time::Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 /// Removes the agent's sockets and directory after the run.

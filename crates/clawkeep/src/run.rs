@@ -139,6 +139,7 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs) -> Result<u8, Failure> {
 
     let t0 = Instant::now();
     let gate_dir = gate.dir.clone();
+    let inflight: Arc<std::sync::atomic::AtomicUsize> = Arc::default();
     let result = match plan.launch_spawned(helper) {
         Err(e) => Err(e),
         Ok(launched) => match log.sync() {
@@ -158,13 +159,16 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs) -> Result<u8, Failure> {
                 // Shims that connect before the supervisor is up wait in the
                 // socket's backlog; starting it after the agent keeps it off
                 // the start-up path.
-                if let Err(f) = gate_run::start(gate, &dir, run_id.clone(), exec_ours, kill, log.clone(), api_tcp) {
+                if let Err(f) = gate_run::start(gate, &dir, run_id.clone(), exec_ours, kill, log.clone(), api_tcp, inflight.clone()) {
                     eprintln!("clawkeep: warning: {}; gated commands will fail", f.message);
                 }
                 launched.wait()
             }
         },
     };
+    // The last gated command's records are written after its shim got
+    // the answer: wait for them before the run's own exit record.
+    gate_run::drain(&inflight, std::time::Duration::from_secs(5));
     gate_run::cleanup(&gate_dir);
     // The helper removes the cgroups before it reports; without a report
     // (it died), the launcher does.

@@ -13,6 +13,7 @@ use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::net::{UnixListener, UnixStream};
@@ -36,6 +37,9 @@ pub struct GateConfig {
     pub request_timeout: Duration,
     /// The kill switch: stops the agent's whole sandbox.
     pub kill: Arc<dyn Fn() + Send + Sync>,
+    /// Connections being handled (records still to write included); the
+    /// host waits for zero before it exits so no record is lost.
+    pub inflight: Arc<AtomicUsize>,
 }
 
 impl std::fmt::Debug for GateConfig {
@@ -114,7 +118,11 @@ impl Gate {
         loop {
             let Ok((stream, _)) = listener.accept().await else { continue };
             let inner = self.inner.clone();
-            tokio::spawn(async move { handle(inner, stream).await });
+            inner.cfg.inflight.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                handle(inner.clone(), stream).await;
+                inner.cfg.inflight.fetch_sub(1, Ordering::SeqCst);
+            });
         }
     }
 
@@ -283,9 +291,10 @@ async fn decide(inner: &Arc<Inner>, conn: &mut Conn, r: Req, stdio: [OwnedFd; 3]
     }
     let outcome_word = if d.action == Action::Ask { "approved" } else { "allowed" };
     let fields = merge(&base, json!({"outcome": outcome_word, "approved_by": approved_by, "scope": scope}));
-    // On disk before the command runs.
+    // On disk before the command runs. The history row and the exit record
+    // describe what already happened, so they are written after the shim
+    // has its answer (off the command's latency).
     audit_async(inner, "gate.decision", fields.clone()).await;
-    let row = record(inner, &r, d.rule, &d.action.to_string(), outcome_word, approved_by.clone(), scope, &d.reason);
 
     let mut env = r.env.clone();
     policy.scrub_env(&mut env);
@@ -330,24 +339,26 @@ async fn decide(inner: &Arc<Inner>, conn: &mut Conn, r: Req, stdio: [OwnedFd; 3]
         Ok(Outcome { exit_code, bytes_out, timed_out }) => (Some(*exit_code), *bytes_out, *timed_out, None),
         Err(e) => (None, None, false, Some(e.clone())),
     };
-    if let Some(id) = row {
-        let _ = cfg.store.finish(id, code, duration_ms, bytes_out);
-    }
-    audit_async(
-        inner,
-        "gate.exit",
-        merge(
-            &fields,
-            json!({"exit_code": code, "duration_ms": duration_ms, "bytes_out": bytes_out, "timed_out": timed_out, "error": error}),
-        ),
-    )
-    .await;
-    let _ = inner.events.send(GateEvent::Finished { agent: cfg.agent.clone(), command: r.command.clone(), exit_code: code.unwrap_or(-1) });
-    let reply = match outcome {
+    let reply = match &outcome {
         Ok(o) => Reply::Exit { code: o.exit_code },
-        Err(message) => Reply::Error { message },
+        Err(message) => Reply::Error { message: message.clone() },
     };
     let _ = conn.send(&reply).await;
+    let i = inner.clone();
+    let decision = d.action.to_string();
+    let _ = tokio::task::spawn_blocking(move || {
+        if let Some(id) = record(&i, &r, d.rule, &decision, outcome_word, approved_by, scope, &d.reason) {
+            let _ = i.cfg.store.finish(id, code, duration_ms, bytes_out);
+        }
+        let exit = merge(
+            &fields,
+            json!({"exit_code": code, "duration_ms": duration_ms, "bytes_out": bytes_out, "timed_out": timed_out, "error": error}),
+        );
+        audit(&i, "gate.exit", exit);
+        let _ =
+            i.events.send(GateEvent::Finished { agent: i.cfg.agent.clone(), command: r.command.clone(), exit_code: code.unwrap_or(-1) });
+    })
+    .await;
 }
 
 /// Queues the request and waits for an operator, or for the shim to leave.

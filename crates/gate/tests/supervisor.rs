@@ -69,6 +69,7 @@ fn harness_at(dir: tempfile::TempDir) -> Harness {
         executor: exec.clone(),
         request_timeout: Duration::from_millis(300),
         kill: Arc::new(|| {}),
+        inflight: Arc::default(),
     });
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let listener = rt.block_on(async { gate.bind() }).unwrap();
@@ -162,7 +163,8 @@ fn malformed_oversized_unknown_version_stalled_and_dropped_clients_are_refused_a
     assert!(closed(&mut big));
 
     let mut ver = connect(&h.socket);
-    let v9 = frame::encode(&serde_json::json!({"type": "exec", "version": 9, "command": "ok", "args": [], "cwd": "/", "env": [], "tty": false}));
+    let v9 =
+        frame::encode(&serde_json::json!({"type": "exec", "version": 9, "command": "ok", "args": [], "cwd": "/", "env": [], "tty": false}));
     send(&ver, &v9);
     assert!(error_text(&replies(&mut ver, 1)).contains("version 9"));
     assert!(closed(&mut ver));
@@ -235,7 +237,9 @@ fn session_scope_covers_the_next_identical_request_and_always_writes_a_rule() {
     assert_eq!(replies(&mut again, 2), vec![Reply::Started, Reply::Exit { code: 7 }], "session grant should cover it");
     let mut other = connect(&h.socket);
     send(&other, &exec_req("ask", &["different"]));
-    let Some(Reply::Pending { id: id2, .. }) = replies(&mut other, 1).first().cloned() else { panic!("a different request must ask again") };
+    let Some(Reply::Pending { id: id2, .. }) = replies(&mut other, 1).first().cloned() else {
+        panic!("a different request must ask again")
+    };
 
     let preview = h.gate.always_rule(id2).unwrap();
     assert!(preview.contains("ask") && preview.contains("different"), "{preview}");

@@ -27,7 +27,7 @@ Runs ONLY inside a clawkeep jail (refuses with exit 3 elsewhere).
 checks: shadow | write-outside | connect ADDR:PORT | mount | unshare-user |
         ptrace | bpf | keyctl | mknod | raw-socket | io-uring | status | uid |
         env | forkbomb N | memhog MB | proc | dev | hostname HOSTNAME |
-        all HOSTADDR:PORT HOSTNAME | selftest-guard";
+        all HOSTADDR:PORT HOSTNAME | selftest-guard |\n        time-exec N PROG [ARGS...] (benchmark helper)";
 
 /// Most children `forkbomb` may try to create, whatever N the caller asks for.
 const FORKBOMB_MAX: u32 = 500;
@@ -56,6 +56,9 @@ fn main() -> ExitCode {
 }
 
 fn run(check: &str, rest: &[String]) -> ExitCode {
+    if let ("time-exec", [n, prog, args @ ..]) = (check, rest) {
+        return time_exec(n, prog, args);
+    }
     let outcomes = match (check, rest) {
         ("all", [addr, hostname]) => match addr.parse::<SocketAddr>() {
             Ok(addr) => checks::all(addr, hostname),
@@ -98,4 +101,24 @@ fn run(check: &str, rest: &[String]) -> ExitCode {
 fn usage(why: &str) -> ExitCode {
     eprintln!("clawkeep-jail-probe: {why}\n{USAGE}");
     ExitCode::from(2)
+}
+
+/// Not an escape check: a timing helper for the benchmarks, run inside the
+/// jail like everything else here. Runs PROG N times (fork, exec, wait) and
+/// prints the median wall time in microseconds.
+fn time_exec(n: &str, prog: &str, args: &[String]) -> ExitCode {
+    let Ok(n) = n.parse::<usize>() else { return usage("time-exec needs a count N") };
+    let mut times = Vec::with_capacity(n);
+    for _ in 0..n.min(10_000) {
+        let t0 = std::time::Instant::now();
+        let status = std::process::Command::new(prog).args(args).status();
+        times.push(t0.elapsed().as_micros());
+        if !status.map(|s| s.success()).unwrap_or(false) {
+            eprintln!("time-exec: {prog} failed");
+            return ExitCode::from(1);
+        }
+    }
+    times.sort_unstable();
+    println!("{}", times[times.len() / 2]);
+    ExitCode::SUCCESS
 }
