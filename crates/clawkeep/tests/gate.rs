@@ -226,3 +226,73 @@ fn http(sock: &std::path::Path, line: &str, body: &str) -> String {
     s.read_to_string(&mut out).unwrap();
     out
 }
+
+#[test]
+fn batch_approve_and_the_event_stream() {
+    if !jail_available("gate batch + sse") {
+        return;
+    }
+    let (env, policy) = env_with_policy();
+    let child = spawn_gated(&env, &policy, "t-batch", "date +%Y > /tmp/a & date +%Y > /tmp/b & wait; cat /tmp/a /tmp/b | wc -l");
+    let sock = env.state.path().join("agents/t-batch/api.sock");
+    assert!(wait_for(|| sock.exists(), 10));
+    // Subscribe before the second request can be queued.
+    let mut sse = UnixStream::connect(&sock).unwrap();
+    sse.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    sse.write_all(b"GET /api/events HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    assert!(wait_for(|| pending(&env).len() == 2, 20), "both requests should wait: {:?}", pending(&env));
+    let ids: Vec<String> = pending(&env).iter().map(|a| a["id"].as_i64().unwrap().to_string()).collect();
+    let mut args = vec!["approve".to_string()];
+    args.extend(ids);
+    env.cmd().args(&args).assert().success();
+    let (code, stdout, stderr) = finish(child);
+    assert_eq!((code, stdout.trim()), (0, "2"), "{stderr}");
+    let mut seen = String::new();
+    let mut buf = [0u8; 4096];
+    while !(seen.contains("event: resolved") && seen.matches("event: queued").count() >= 1) {
+        match sse.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+        }
+    }
+    assert!(seen.contains("text/event-stream"), "{seen}");
+    assert!(seen.contains("event: resolved"), "{seen}");
+}
+
+#[test]
+fn the_tcp_api_needs_the_bearer_token() {
+    if !jail_available("gate tcp api") {
+        return;
+    }
+    let (env, policy) = env_with_policy();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let addr = format!("127.0.0.1:{port}");
+    let token = "test-token-0123456789abcdef";
+    let child = env
+        .std_run(&["--policy", policy.to_str().unwrap(), "--agent", "t-tcp", "--api-tcp", &addr], &["sh", "-c", "exec tail -f /dev/null"])
+        .env("CLAWKEEP_API_TOKEN", token)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let get = |auth: Option<&str>| -> String {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        let h = auth.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+        s.write_all(format!("GET /api/status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{h}\r\n").as_bytes()).unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out
+    };
+    assert!(wait_for(|| std::net::TcpStream::connect(&addr).is_ok(), 10), "the TCP API never came up");
+    assert!(get(None).starts_with("HTTP/1.1 401"));
+    assert!(get(Some("wrong-token-0123456789abcdef")).starts_with("HTTP/1.1 401"));
+    let ok = get(Some(token));
+    assert!(ok.starts_with("HTTP/1.1 200") && ok.contains("t-tcp"), "{ok}");
+    env.cmd().args(["kill", "t-tcp"]).assert().success();
+    let _ = finish(child);
+    // Refused outright: a non-loopback address, or no token.
+    let out = env.run(&["--api-tcp", "0.0.0.0:1"], &["true"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = env.run(&["--api-tcp", "127.0.0.1:1"], &["true"]).env_remove("CLAWKEEP_API_TOKEN").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
