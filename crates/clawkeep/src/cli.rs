@@ -78,10 +78,16 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// The kill switch: stop an agent's whole sandbox now
+    /// The kill switch: stop an agent's whole sandbox now (or freeze/thaw it)
     Kill {
         #[arg(value_name = "AGENT")]
         agent: String,
+        /// Freeze every process instead of killing them
+        #[arg(long, conflicts_with = "thaw")]
+        freeze: bool,
+        /// Thaw a frozen sandbox
+        #[arg(long)]
+        thaw: bool,
     },
 }
 

@@ -177,15 +177,20 @@ pub fn history(state: &Path, f: HistoryFilter, json_out: bool) -> Result<u8, Fai
     Ok(0)
 }
 
-pub fn kill(state: &Path, agent: &str) -> Result<u8, Failure> {
+pub fn kill(state: &Path, agent: &str, mode: &str) -> Result<u8, Failure> {
     let sock = agent_dir(state, agent).join("api.sock");
     if !sock.exists() {
         return Err(Failure::usage(format!("no running agent named '{agent}'")));
     }
-    let r = call(&sock, "POST", "/api/kill", None).map_err(Failure::runtime)?;
+    let r = call(&sock, "POST", "/api/kill", Some(&json!({"mode": mode}))).map_err(Failure::runtime)?;
     if r.status != 200 {
         return Err(Failure::runtime(api_client::error_of(&r)));
     }
-    println!("killed {agent}");
+    let done = match mode {
+        "freeze" => "froze",
+        "thaw" => "thawed",
+        _ => "killed",
+    };
+    println!("{done} {agent}");
     Ok(0)
 }

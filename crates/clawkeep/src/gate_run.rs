@@ -109,7 +109,7 @@ pub fn start(
     state: &Path,
     session: String,
     exec: OwnedFd,
-    kill: Arc<dyn Fn() + Send + Sync>,
+    kill: Arc<dyn Fn(clawkeep_gate::Switch) -> Result<(), String> + Send + Sync>,
     audit: Arc<AuditLog>,
     api_tcp: Option<(std::net::SocketAddr, String)>,
     inflight: Arc<std::sync::atomic::AtomicUsize>,

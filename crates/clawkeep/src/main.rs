@@ -72,7 +72,17 @@ fn operator(state_dir: Option<std::path::PathBuf>, cmd: cli::Command) -> Result<
             let f = clawkeep_store::HistoryFilter { agent, command, outcome, since, limit: Some(limit), offset: Some(offset) };
             gate_cmd::history(&state, f, json)
         }
-        cli::Command::Kill { agent } => gate_cmd::kill(&state, &agent),
+        cli::Command::Kill { agent, freeze, thaw } => gate_cmd::kill(
+            &state,
+            &agent,
+            if freeze {
+                "freeze"
+            } else if thaw {
+                "thaw"
+            } else {
+                "kill"
+            },
+        ),
         _ => Err(Failure::usage("unexpected command")),
     }
 }

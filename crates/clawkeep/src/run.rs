@@ -151,10 +151,17 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs) -> Result<u8, Failure> {
             }
             // A helper that already failed set-up reports why in wait().
             Ok(()) => {
-                let kill: Arc<dyn Fn() + Send + Sync> = match launched.killer() {
-                    Ok(k) => Arc::new(k),
-                    Err(_) => Arc::new(|| {}),
-                };
+                let cgroups = plan.cfg.cgroups.clone();
+                let killer = launched.killer().ok();
+                let kill: Arc<dyn Fn(clawkeep_gate::Switch) -> Result<(), String> + Send + Sync> = Arc::new(move |s| match s {
+                    clawkeep_gate::Switch::Freeze => cgroups.freeze(true).map_err(|e| format!("cannot freeze: {e}")),
+                    clawkeep_gate::Switch::Thaw => cgroups.freeze(false).map_err(|e| format!("cannot thaw: {e}")),
+                    clawkeep_gate::Switch::Kill => {
+                        // Frozen tasks do not die until thawed.
+                        let _ = cgroups.freeze(false);
+                        killer.as_ref().map(|k| k()).ok_or_else(|| "the jail's lifeline is gone".to_string())
+                    }
+                });
                 let _ = launched.proceed();
                 // Shims that connect before the supervisor is up wait in the
                 // socket's backlog; starting it after the agent keeps it off

@@ -296,3 +296,26 @@ fn the_tcp_api_needs_the_bearer_token() {
     let out = env.run(&["--api-tcp", "127.0.0.1:1"], &["true"]).env_remove("CLAWKEEP_API_TOKEN").output().unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn the_kill_switch_can_freeze_and_thaw() {
+    if !jail_available("gate freeze") {
+        return;
+    }
+    let (env, policy) = env_with_policy();
+    let child = spawn_gated(&env, &policy, "t-freeze", "i=0; while :; do i=$((i+1)); echo $i > /workspace/n; done");
+    let counter = env.workspace.path().join("n");
+    let read = || std::fs::read_to_string(&counter).ok().and_then(|s| s.trim().parse::<u64>().ok()).unwrap_or(0);
+    assert!(wait_for(|| read() > 10, 10), "the loop never ran");
+    env.cmd().args(["kill", "t-freeze", "--freeze"]).assert().success();
+    std::thread::sleep(Duration::from_millis(200));
+    let frozen_at = read();
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(read(), frozen_at, "the sandbox kept running while frozen");
+    env.cmd().args(["kill", "t-freeze", "--thaw"]).assert().success();
+    assert!(wait_for(|| read() > frozen_at, 10), "the sandbox did not resume");
+    env.cmd().args(["kill", "t-freeze", "--freeze"]).assert().success();
+    env.cmd().args(["kill", "t-freeze"]).assert().success();
+    let (code, _, stderr) = finish(child);
+    assert_eq!(code, 137, "{stderr}");
+}

@@ -110,7 +110,7 @@ fn main() {
         audit: None,
         executor: Arc::new(Instant0),
         request_timeout: Duration::from_secs(5),
-        kill: Arc::new(|| {}),
+        kill: Arc::new(|_| Ok(())),
         inflight: Arc::default(),
     });
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();

@@ -183,9 +183,16 @@ async fn history(State(api): State<Api>, Query(q): Query<HistoryQuery>) -> Resul
     Ok(Json(json!(api.gate.store().history(&f)?)))
 }
 
-async fn kill(State(api): State<Api>) -> Json<serde_json::Value> {
-    api.gate.kill();
-    Json(json!({"killed": api.gate.agent()}))
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct KillBody {
+    mode: Option<crate::supervisor::Switch>,
+}
+
+async fn kill(State(api): State<Api>, body: Option<Json<KillBody>>) -> Result<Json<serde_json::Value>, ApiError> {
+    let mode = body.and_then(|Json(b)| b.mode).unwrap_or(crate::supervisor::Switch::Kill);
+    api.gate.switch(mode).map_err(|e| ApiError(StatusCode::CONFLICT, e))?;
+    Ok(Json(json!({"agent": api.gate.agent(), "switch": mode})))
 }
 
 async fn events(State(api): State<Api>) -> Sse<impl futures_util::Stream<Item = Result<Event, Infallible>>> {

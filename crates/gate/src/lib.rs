@@ -19,4 +19,4 @@ pub mod supervisor;
 
 pub use events::GateEvent;
 pub use executor::{Executor, Job, Outcome, RunningJob};
-pub use supervisor::{Gate, GateConfig, Resolve, ResolveError};
+pub use supervisor::{Gate, GateConfig, Resolve, ResolveError, Switch};

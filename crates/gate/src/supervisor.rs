@@ -35,8 +35,8 @@ pub struct GateConfig {
     pub executor: Arc<dyn Executor>,
     /// A client must send its whole request within this.
     pub request_timeout: Duration,
-    /// The kill switch: stops the agent's whole sandbox.
-    pub kill: Arc<dyn Fn() + Send + Sync>,
+    /// The kill switch: kills, freezes or thaws the agent's whole sandbox.
+    pub kill: Arc<dyn Fn(Switch) -> Result<(), String> + Send + Sync>,
     /// Connections being handled (records still to write included); the
     /// host waits for zero before it exits so no record is lost.
     pub inflight: Arc<AtomicUsize>,
@@ -46,6 +46,15 @@ impl std::fmt::Debug for GateConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GateConfig").field("agent", &self.agent).field("socket", &self.socket).finish_non_exhaustive()
     }
+}
+
+/// What the kill switch does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Switch {
+    Kill,
+    Freeze,
+    Thaw,
 }
 
 /// An operator's answer to a queued request.
@@ -168,10 +177,13 @@ impl Gate {
     }
 
     /// The kill switch.
-    pub fn kill(&self) {
-        (self.inner.cfg.kill)();
-        let _ = self.inner.events.send(GateEvent::Killed { agent: self.inner.cfg.agent.clone() });
-        audit(&self.inner, "gate.kill", json!({"agent": self.inner.cfg.agent}));
+    pub fn switch(&self, what: Switch) -> Result<(), String> {
+        audit(&self.inner, "gate.switch", json!({"agent": self.inner.cfg.agent, "switch": what}));
+        (self.inner.cfg.kill)(what)?;
+        if what == Switch::Kill {
+            let _ = self.inner.events.send(GateEvent::Killed { agent: self.inner.cfg.agent.clone() });
+        }
+        Ok(())
     }
 }
 

@@ -68,7 +68,7 @@ fn harness_at(dir: tempfile::TempDir) -> Harness {
         audit: None,
         executor: exec.clone(),
         request_timeout: Duration::from_millis(300),
-        kill: Arc::new(|| {}),
+        kill: Arc::new(|_| Ok(())),
         inflight: Arc::default(),
     });
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();

@@ -127,6 +127,8 @@ pub struct CgroupSet {
     pub memory: Option<(Version, PathBuf)>,
     pub pids: Option<(Version, PathBuf)>,
     pub cpu: Option<(Version, PathBuf)>,
+    /// Where the kill switch freezes the run (v1 freezer, or v2's cgroup.freeze).
+    pub freezer: Option<(Version, PathBuf)>,
 }
 
 const CPU_PERIOD_US: u64 = 100_000;
@@ -177,6 +179,13 @@ impl CgroupSet {
                 Err(_) => {}
             }
         }
+        set.freezer = match &set.memory {
+            Some((Version::V2, d)) => Some((Version::V2, d.clone())),
+            _ => host
+                .for_controller("freezer")
+                .filter(|h| h.version == Version::V1)
+                .and_then(|h| set.make_dir(h, name).ok().map(|d| (Version::V1, d))),
+        };
         (set, degraded)
     }
 
@@ -224,6 +233,15 @@ impl CgroupSet {
             .ok()
             .and_then(|s| s.lines().find_map(|l| l.strip_prefix("oom_kill ").and_then(|n| n.trim().parse::<u64>().ok())))
             .is_some_and(|n| n > 0)
+    }
+
+    /// Freezes (or thaws) every process of the run at once.
+    pub fn freeze(&self, frozen: bool) -> io::Result<()> {
+        match &self.freezer {
+            Some((Version::V1, d)) => fs::write(d.join("freezer.state"), if frozen { "FROZEN" } else { "THAWED" }),
+            Some((Version::V2, d)) => fs::write(d.join("cgroup.freeze"), if frozen { "1" } else { "0" }),
+            None => Err(io::Error::new(io::ErrorKind::Unsupported, "no freezer cgroup on this host")),
+        }
     }
 
     /// SIGKILLs every process left in the set.
