@@ -113,6 +113,7 @@ pub fn start(
     audit: Arc<AuditLog>,
     api_tcp: Option<(std::net::SocketAddr, String)>,
     inflight: Arc<std::sync::atomic::AtomicUsize>,
+    prompt: Option<OwnedFd>,
 ) -> Result<(), Failure> {
     let db = gate_db(state);
     let exec = ExecClient::new(exec);
@@ -151,6 +152,9 @@ pub fn start(
                 kill,
                 inflight,
             });
+            if let Some(p) = prompt {
+                terminal_prompts(&rt, gate.clone(), p);
+            }
             rt.block_on(async move {
                 let Ok(gl) = tokio::net::UnixListener::from_std(gate_listener) else { return };
                 let Ok(al) = tokio::net::UnixListener::from_std(api_listener) else { return };
@@ -170,6 +174,52 @@ pub fn start(
         })
         .map_err(|e| Failure::runtime(format!("cannot start the gate thread: {e}")))?;
     Ok(())
+}
+
+/// Shows queued approvals at the user's terminal (through the helper,
+/// which owns the terminal while it relays the agent's pty) and applies the
+/// answers typed there.
+fn terminal_prompts(rt: &tokio::runtime::Runtime, gate: Gate, chan: OwnedFd) {
+    use clawkeep_gate::{GateEvent, Resolve};
+    use clawkeep_sandbox::protocol::PromptMsg;
+    let chan = Arc::new(chan);
+    let send = {
+        let chan = chan.clone();
+        move |m: &PromptMsg| {
+            if let Ok(bytes) = serde_json::to_vec(m) {
+                // SAFETY: bytes is valid; one packet per message.
+                unsafe { libc::send(chan.as_raw_fd(), bytes.as_ptr().cast(), bytes.len(), libc::MSG_NOSIGNAL) };
+            }
+        }
+    };
+    let mut events = gate.subscribe();
+    rt.spawn(async move {
+        while let Ok(ev) = events.recv().await {
+            match ev {
+                GateEvent::Queued { approval: a } => {
+                    let cmd = std::iter::once(a.command.as_str()).chain(a.args.iter().map(String::as_str)).collect::<Vec<_>>().join(" ");
+                    send(&PromptMsg::Ask { id: a.id, text: format!("{cmd} ({})", a.reason) });
+                }
+                GateEvent::Resolved { approval: a } => send(&PromptMsg::Cancel { id: a.id }),
+                _ => {}
+            }
+        }
+    });
+    let _ = std::thread::Builder::new().name("clawkeep-prompts".into()).spawn(move || {
+        let mut buf = [0u8; 4096];
+        loop {
+            // SAFETY: buf is valid; one packet per message.
+            let n = unsafe { libc::recv(chan.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            if n <= 0 {
+                return;
+            }
+            if let Ok(PromptMsg::Answer { id, key }) = serde_json::from_slice(&buf[..n as usize]) {
+                let scope = if key == 's' { clawkeep_store::Scope::Session } else { clawkeep_store::Scope::Once };
+                let reason = (key == 'n').then(|| "denied at the terminal".to_string());
+                let _ = gate.resolve(id, &Resolve { approve: key != 'n', scope, by: "terminal".into(), reason });
+            }
+        }
+    });
 }
 
 /// Waits (up to `max`) for requests still being recorded.

@@ -80,7 +80,17 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs) -> Result<u8, Failure> {
         Failure::runtime("clawkeep-shim was not found beside the clawkeep binary; install both together")
     })?;
     let (exec_ours, exec_jail) = clawkeep_sandbox::exec_client::channel_pair().map_err(|e| Failure::runtime(e.to_string()))?;
-    let helper = clawkeep_sandbox::launcher::spawn(&exe, Some(exec_jail)).map_err(|e| Failure::runtime(e.to_string()))?;
+    // With a terminal, a queued approval can also be answered there.
+    let prompt = if clawkeep_sandbox::pty::terminal_size(0).is_some() {
+        Some(clawkeep_sandbox::exec_client::channel_pair().map_err(|e| Failure::runtime(e.to_string()))?)
+    } else {
+        None
+    };
+    let (prompt_ours, prompt_jail) = match prompt {
+        Some((a, b)) => (Some(a), Some(b)),
+        None => (None, None),
+    };
+    let helper = clawkeep_sandbox::launcher::spawn(&exe, Some(exec_jail), prompt_jail).map_err(|e| Failure::runtime(e.to_string()))?;
     let plan = match clawkeep_sandbox::plan(spec, Some(audit_file.clone())) {
         Ok(mut p) => {
             // Compiled on its own thread while the helper started.
@@ -166,7 +176,9 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs) -> Result<u8, Failure> {
                 // Shims that connect before the supervisor is up wait in the
                 // socket's backlog; starting it after the agent keeps it off
                 // the start-up path.
-                if let Err(f) = gate_run::start(gate, &dir, run_id.clone(), exec_ours, kill, log.clone(), api_tcp, inflight.clone()) {
+                if let Err(f) =
+                    gate_run::start(gate, &dir, run_id.clone(), exec_ours, kill, log.clone(), api_tcp, inflight.clone(), prompt_ours)
+                {
                     eprintln!("clawkeep: warning: {}; gated commands will fail", f.message);
                 }
                 launched.wait()

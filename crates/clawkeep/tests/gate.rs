@@ -319,3 +319,50 @@ fn the_kill_switch_can_freeze_and_thaw() {
     let (code, _, stderr) = finish(child);
     assert_eq!(code, 137, "{stderr}");
 }
+
+/// With a terminal, the operator can answer at the prompt the run shows.
+#[test]
+fn an_ask_can_be_answered_at_the_terminal() {
+    if !jail_available("gate terminal prompt") {
+        return;
+    }
+    if !std::path::Path::new("/usr/bin/script").exists() {
+        println!("skipped: gate terminal prompt: util-linux `script` not installed");
+        return;
+    }
+    let (env, policy) = env_with_policy();
+    let inner = format!(
+        "CLAWKEEP_STATE_DIR={} {} run --policy {} --agent t-tty --workspace {} -- sh -c 'date +%Y; echo rc=$?'",
+        env.state.path().display(),
+        common::bin().display(),
+        policy.display(),
+        env.workspace.path().display()
+    );
+    let mut child = std::process::Command::new("script")
+        .args(["-qefc", &inner, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let mut seen = String::new();
+    let mut buf = [0u8; 1024];
+    while !seen.contains("[y] once") {
+        let n = out.read(&mut buf).unwrap();
+        assert!(n > 0, "no prompt before EOF: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(seen.contains("approve #") && seen.contains("dates need a human"), "{seen}");
+    stdin.write_all(b"y").unwrap();
+    stdin.flush().unwrap();
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).unwrap();
+    drop(stdin);
+    let status = child.wait().unwrap();
+    assert!(rest.contains("rc=0"), "{seen}{rest}");
+    assert_eq!(status.code(), Some(0), "{seen}{rest}");
+    let hist = env.cmd().args(["history", "--json"]).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&hist.stdout).unwrap();
+    assert!(v["items"].as_array().unwrap().iter().any(|d| d["approved_by"] == "terminal"), "{v}");
+}

@@ -12,7 +12,7 @@
 use crate::error::{SetupFailure, Step};
 use crate::idmap::{self, IdMaps, WorkspaceMount};
 use crate::init::{self, InitArgs, FORWARDED};
-use crate::protocol::{read_frame, ChildMsg, HelperConfig, JailReport, Outcome, CONFIG_FD, EXEC_FD, KILL, PROCEED, REPORT_FD};
+use crate::protocol::{read_frame, ChildMsg, HelperConfig, JailReport, Outcome, CONFIG_FD, EXEC_FD, KILL, PROCEED, PROMPT_FD, REPORT_FD};
 use crate::{pty, seccomp, sys};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -36,7 +36,13 @@ pub fn main() -> i32 {
     let _ = sys::set_cloexec(REPORT_FD);
     // SAFETY: adopting fd 5 when the launcher passed one (gated runs only).
     let exec_chan = cfg.gate.as_ref().filter(|_| sys::set_cloexec(EXEC_FD).is_ok()).map(|_| unsafe { OwnedFd::from_raw_fd(EXEC_FD) });
-    let (report, parent_gone) = run(&cfg, exec_chan);
+    // SAFETY: adopting fd 6 when the launcher passed one (terminal + gate).
+    let prompt_chan = cfg
+        .gate
+        .as_ref()
+        .filter(|_| cfg.tty.is_some() && sys::set_cloexec(PROMPT_FD).is_ok())
+        .map(|_| unsafe { OwnedFd::from_raw_fd(PROMPT_FD) });
+    let (report, parent_gone) = run(&cfg, exec_chan, prompt_chan);
     if parent_gone {
         record_abort(&cfg, &report);
     } else if let Ok(mut line) = serde_json::to_vec(&report) {
@@ -50,7 +56,7 @@ fn setup_failed(failure: SetupFailure) -> JailReport {
     JailReport { outcome: Outcome::SetupFailed { failure }, peak_memory_bytes: None, peak_pids: None, oom_killed: false, landlock: None }
 }
 
-fn run(cfg: &HelperConfig, exec_chan: Option<OwnedFd>) -> (JailReport, bool) {
+fn run(cfg: &HelperConfig, exec_chan: Option<OwnedFd>, prompt_chan: Option<OwnedFd>) -> (JailReport, bool) {
     let blocked = init::signal_set(FORWARDED.iter().copied().chain([libc::SIGCHLD, libc::SIGWINCH]));
     // SAFETY: blocking signals for this single-threaded process; signalfd gets a valid set.
     let sigfd = unsafe {
@@ -104,7 +110,7 @@ fn run(cfg: &HelperConfig, exec_chan: Option<OwnedFd>) -> (JailReport, bool) {
         Err(e) => return (setup_failed(SetupFailure::new(Step::CloneNamespaces, "clone", &e)), false),
     };
     if pid == 0 {
-        drop((go_w, status_r, sigfd, console_h, gate_w));
+        drop((go_w, status_r, sigfd, console_h, gate_w, prompt_chan));
         // SAFETY: closing the launcher's descriptors in the child; they are not used there.
         unsafe {
             libc::close(CONFIG_FD);
@@ -175,7 +181,7 @@ fn run(cfg: &HelperConfig, exec_chan: Option<OwnedFd>) -> (JailReport, bool) {
     gate_msg.extend_from_slice(&filters);
     // Init sends the jail's pty master once its /dev is built; None means
     // set-up failed first, which the status pipe reports.
-    let relay = cfg.tty.and_then(|_| pty::recv_fd(console_h.as_raw_fd()).ok().flatten()).map(pty::Relay::new);
+    let relay = cfg.tty.and_then(|_| pty::recv_fd(console_h.as_raw_fd()).ok().flatten()).map(|m| pty::Relay::new(m, prompt_chan));
     drop(console_h);
 
     let mon = monitor(cfg, pid, sigfd.as_raw_fd(), status_r.as_raw_fd(), relay, Some((gate_w, gate_msg)));
@@ -220,18 +226,20 @@ fn monitor(
         let now = Instant::now();
         let next = [deadline.filter(|_| !m.timed_out), kill_at].into_iter().flatten().min();
         let timeout_ms = next.map_or(-1, |t| t.saturating_duration_since(now).as_millis().min(60_000) as i32);
-        let [tty_in, tty_master] = relay.as_ref().map_or([libc::pollfd { fd: -1, events: 0, revents: 0 }; 2], pty::Relay::poll_fds);
+        let [tty_in, tty_master, prompts] =
+            relay.as_ref().map_or([libc::pollfd { fd: -1, events: 0, revents: 0 }; 3], pty::Relay::poll_fds);
         let mut fds = [
             libc::pollfd { fd: sigfd, events: libc::POLLIN, revents: 0 },
             libc::pollfd { fd: if status_open { status_fd } else { -1 }, events: libc::POLLIN, revents: 0 },
             libc::pollfd { fd: if lifeline_open { CONFIG_FD } else { -1 }, events: libc::POLLIN, revents: 0 },
             tty_in,
             tty_master,
+            prompts,
         ];
         // SAFETY: fds is a valid array of pollfd.
         unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
         if let Some(r) = relay.as_mut() {
-            r.handle(&[fds[3], fds[4]]);
+            r.handle(&[fds[3], fds[4], fds[5]]);
         }
         if fds[1].revents != 0 {
             let mut chunk = [0u8; 4096];

@@ -19,6 +19,26 @@ pub const CONFIG_FD: RawFd = 3;
 pub const REPORT_FD: RawFd = 4;
 /// The executor channel (only when the run is gated).
 pub const EXEC_FD: RawFd = 5;
+/// Terminal prompts for queued approvals (only with a TTY and a gate).
+pub const PROMPT_FD: RawFd = 6;
+
+/// A question the helper asks at the user's terminal, or its answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum PromptMsg {
+    Ask {
+        id: i64,
+        text: String,
+    },
+    Cancel {
+        id: i64,
+    },
+    /// 'y' once, 's' session, 'n' deny.
+    Answer {
+        id: i64,
+        key: char,
+    },
+}
 /// Sent by the launcher on the lifeline once the start event is durable:
 /// only then may the agent's command exec.
 pub const PROCEED: &[u8] = b"x";

@@ -135,10 +135,15 @@ pub struct Relay {
     master_open: bool,
     pending: Vec<u8>,
     _raw: Option<RawMode>,
+    /// Approval prompts from the launcher: while one is shown, keystrokes
+    /// answer it instead of reaching the agent.
+    prompts: Option<OwnedFd>,
+    queue: std::collections::VecDeque<(i64, String)>,
+    showing: Option<i64>,
 }
 
 impl Relay {
-    pub fn new(master: OwnedFd) -> Relay {
+    pub fn new(master: OwnedFd, prompts: Option<OwnedFd>) -> Relay {
         set_nonblocking(&master);
         // SAFETY: isatty only inspects the descriptor.
         let out = unsafe {
@@ -150,26 +155,47 @@ impl Relay {
                 -1
             }
         };
-        Relay { master, out, stdin_open: true, master_open: true, pending: Vec::new(), _raw: RawMode::enter(0) }
+        Relay {
+            master,
+            out,
+            stdin_open: true,
+            master_open: true,
+            pending: Vec::new(),
+            _raw: RawMode::enter(0),
+            prompts,
+            queue: Default::default(),
+            showing: None,
+        }
     }
 
-    /// Poll entries for stdin and the master, in that order.
-    pub fn poll_fds(&self) -> [libc::pollfd; 2] {
+    /// Poll entries for stdin, the master and the prompt channel.
+    pub fn poll_fds(&self) -> [libc::pollfd; 3] {
         let stdin = if self.stdin_open && self.pending.is_empty() { 0 } else { -1 };
         let mut ev = libc::POLLIN;
         if !self.pending.is_empty() {
             ev |= libc::POLLOUT;
         }
         let master = if self.master_open { self.master.as_raw_fd() } else { -1 };
-        [libc::pollfd { fd: stdin, events: libc::POLLIN, revents: 0 }, libc::pollfd { fd: master, events: ev, revents: 0 }]
+        let prompts = self.prompts.as_ref().map_or(-1, |p| p.as_raw_fd());
+        [
+            libc::pollfd { fd: stdin, events: libc::POLLIN, revents: 0 },
+            libc::pollfd { fd: master, events: ev, revents: 0 },
+            libc::pollfd { fd: prompts, events: libc::POLLIN, revents: 0 },
+        ]
     }
 
-    pub fn handle(&mut self, fds: &[libc::pollfd; 2]) {
+    pub fn handle(&mut self, fds: &[libc::pollfd; 3]) {
         let mut buf = [0u8; 8192];
+        if fds[2].revents != 0 {
+            self.read_prompt();
+        }
         if fds[0].revents != 0 {
             match crate::sys::read_some(0, &mut buf) {
                 Ok(0) | Err(_) => self.stdin_open = false,
-                Ok(n) => self.pending.extend_from_slice(&buf[..n]),
+                Ok(n) => match self.showing {
+                    Some(id) => self.answer(id, buf[0]),
+                    None => self.pending.extend_from_slice(&buf[..n]),
+                },
             }
         }
         if fds[1].revents & libc::POLLOUT != 0 && !self.pending.is_empty() {
@@ -208,6 +234,64 @@ impl Relay {
         if self.master_open {
             self.pump_output();
         }
+    }
+
+    fn say(&self, text: &str) {
+        if self.out >= 0 {
+            let _ = crate::sys::write_all(self.out, text.as_bytes());
+        }
+    }
+
+    fn read_prompt(&mut self) {
+        let Some(p) = &self.prompts else { return };
+        let mut buf = [0u8; 4096];
+        // SAFETY: buf is valid; one packet per message.
+        let n = unsafe { libc::recv(p.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n <= 0 {
+            self.prompts = None;
+            return;
+        }
+        match serde_json::from_slice::<crate::protocol::PromptMsg>(&buf[..n as usize]) {
+            Ok(crate::protocol::PromptMsg::Ask { id, text }) => self.queue.push_back((id, text)),
+            Ok(crate::protocol::PromptMsg::Cancel { id }) => {
+                self.queue.retain(|(q, _)| *q != id);
+                if self.showing == Some(id) {
+                    self.showing = None;
+                    self.say("(answered elsewhere)\r\n");
+                }
+            }
+            _ => {}
+        }
+        self.show_next();
+    }
+
+    fn show_next(&mut self) {
+        if self.showing.is_some() {
+            return;
+        }
+        if let Some((id, text)) = self.queue.pop_front() {
+            self.showing = Some(id);
+            self.say(&format!("\r\n[clawkeep] approve #{id}: {text}? [y] once  [s] session  [n] deny  [Enter] leave queued: "));
+        }
+    }
+
+    fn answer(&mut self, id: i64, key: u8) {
+        let key = match key {
+            b'y' | b'Y' => 'y',
+            b's' | b'S' => 's',
+            b'n' | b'N' => 'n',
+            b'\r' | b'\n' => 'q',
+            _ => return,
+        };
+        self.say(&format!("{key}\r\n"));
+        self.showing = None;
+        if key != 'q' {
+            if let (Some(p), Ok(msg)) = (&self.prompts, serde_json::to_vec(&crate::protocol::PromptMsg::Answer { id, key })) {
+                // SAFETY: msg is valid; one packet per message.
+                unsafe { libc::send(p.as_raw_fd(), msg.as_ptr().cast(), msg.len(), libc::MSG_NOSIGNAL) };
+            }
+        }
+        self.show_next();
     }
 
     /// Follows the user's terminal size (on SIGWINCH).
