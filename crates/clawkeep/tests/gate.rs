@@ -366,3 +366,27 @@ fn an_ask_can_be_answered_at_the_terminal() {
     let v: serde_json::Value = serde_json::from_slice(&hist.stdout).unwrap();
     assert!(v["items"].as_array().unwrap().iter().any(|d| d["approved_by"] == "terminal"), "{v}");
 }
+
+#[test]
+fn always_shows_the_rule_then_writes_it_to_the_policy() {
+    if !jail_available("gate always") {
+        return;
+    }
+    let (env, policy) = env_with_policy();
+    let child = spawn_gated(&env, &policy, "t-always", "date +%Y >/dev/null; echo rc=$?");
+    let id = wait_pending(&env);
+    // Without --yes and without a terminal, nothing is saved.
+    let refused = env.cmd().args(["approve", &id.to_string(), "--scope", "always"]).output().unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stdout).contains("argv"), "the rule is shown first: {refused:?}");
+    let out = env.cmd().args(["approve", &id.to_string(), "--scope", "always", "--yes"]).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let (code, stdout, stderr) = finish(child);
+    assert_eq!((code, stdout.as_str()), (0, "rc=0\n"), "{stderr}");
+    let text = std::fs::read_to_string(&policy).unwrap();
+    assert!(text.contains("argv") && text.contains("+%Y"), "{text}");
+    env.cmd().arg("policy").arg("check").arg(&policy).assert().success();
+    // The next run allows exactly that command without asking.
+    let out = run_gated(&env, &policy, "t-always-2", "date +%Y >/dev/null; echo rc=$?");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "rc=0\n");
+}
