@@ -141,6 +141,14 @@ fn ask_can_be_approved_through_the_api_and_denied_with_a_reason() {
     let child = spawn_gated(&env, &policy, "t-ask-api", "date +%Y >/dev/null; echo first=$?; date; echo second=$?");
     let id = wait_pending(&env);
     let sock = env.state.path().join("agents/t-ask-api/api.sock");
+    let queue = http(&sock, "GET /api/queue", "");
+    assert!(queue.starts_with("HTTP/1.1 200") && queue.contains(&format!("\"id\":{id}")) && queue.contains("date"), "{queue}");
+    let status = http(&sock, "GET /api/status", "");
+    assert!(status.contains("\"pending\":1") && status.contains("t-ask-api"), "{status}");
+    let bad = http(&sock, &format!("POST /api/queue/{id}/approve"), r#"{"scope":"forever"}"#);
+    assert!(bad.starts_with("HTTP/1.1 400") && bad.contains("unknown scope"), "{bad}");
+    let missing = http(&sock, "POST /api/queue/999999/approve", "{}");
+    assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
     let body = r#"{"scope":"once","by":"test"}"#;
     let resp = http(&sock, &format!("POST /api/queue/{id}/approve"), body);
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
@@ -156,6 +164,10 @@ fn ask_can_be_approved_through_the_api_and_denied_with_a_reason() {
         next.unwrap()
     };
     env.cmd().args(["deny", &id2.to_string(), "--reason", "not today"]).assert().success();
+    let history = http(&sock, "GET /api/history?outcome=approved&limit=5", "");
+    assert!(history.starts_with("HTTP/1.1 200") && history.contains("\"approved_by\":\"test\""), "{history}");
+    let again = http(&sock, &format!("POST /api/queue/{id}/approve"), body);
+    assert!(again.starts_with("HTTP/1.1 409"), "approving twice is a conflict: {again}");
     let (code, stdout, stderr) = finish(child);
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(stdout, "first=0\nsecond=126\n", "{stderr}");
