@@ -39,7 +39,7 @@ pub(crate) fn command_name(command: &str) -> &str {
 #[derive(Debug, Clone)]
 pub(crate) enum CommandMatcher {
     Exact(String),
-    Glob(GlobMatcher),
+    Glob(LazyGlob),
 }
 
 impl CommandMatcher {
@@ -51,7 +51,7 @@ impl CommandMatcher {
             return Err(format!("`command: {text}` is a path; rules match the command's name (e.g. `git`)"));
         }
         if has_glob_meta(text) {
-            Ok(CommandMatcher::Glob(glob(text)?.compile_matcher()))
+            Ok(CommandMatcher::Glob(LazyGlob::new(glob(text)?)))
         } else {
             Ok(CommandMatcher::Exact(text.to_string()))
         }
@@ -69,10 +69,29 @@ impl CommandMatcher {
     }
 }
 
+/// A glob parsed (so a bad one is refused at load) but compiled to its
+/// matcher only when first used: compiling every glob of a policy costs
+/// milliseconds at every `clawkeep run`, most of them never consulted.
+#[derive(Debug, Clone)]
+pub(crate) struct LazyGlob {
+    glob: Glob,
+    matcher: std::sync::OnceLock<GlobMatcher>,
+}
+
+impl LazyGlob {
+    fn new(glob: Glob) -> Self {
+        LazyGlob { glob, matcher: std::sync::OnceLock::new() }
+    }
+
+    pub(crate) fn is_match(&self, subject: &str) -> bool {
+        self.matcher.get_or_init(|| self.glob.compile_matcher()).is_match(subject)
+    }
+}
+
 /// One entry of a rule's `args`.
 #[derive(Debug, Clone)]
 pub(crate) enum ArgPattern {
-    Glob { text: String, matcher: GlobMatcher },
+    Glob { text: String, matcher: LazyGlob },
     Regex { text: String, regex: Regex },
 }
 
@@ -87,7 +106,7 @@ impl ArgPattern {
             })?;
             Ok(ArgPattern::Regex { text: text.to_string(), regex })
         } else {
-            Ok(ArgPattern::Glob { text: text.to_string(), matcher: glob(text)?.compile_matcher() })
+            Ok(ArgPattern::Glob { text: text.to_string(), matcher: LazyGlob::new(glob(text)?) })
         }
     }
 
