@@ -30,6 +30,9 @@ pub enum Command {
     /// Inspect the tamper-evident audit log
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Provider keys in the sealed store (values never on the command line)
+    #[command(subcommand)]
+    Secret(SecretCommand),
     /// Validate and explain command policies
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -88,6 +91,28 @@ pub enum Command {
         /// Thaw a frozen sandbox
         #[arg(long)]
         thaw: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretCommand {
+    /// Seal a secret; the value is read from stdin, or from --from-env VAR
+    Set {
+        #[arg(value_name = "NAME")]
+        name: String,
+        /// Read the value from this environment variable instead of stdin
+        #[arg(long, value_name = "VAR")]
+        from_env: Option<String>,
+    },
+    /// List secret names (never values)
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a secret
+    Rm {
+        #[arg(value_name = "NAME")]
+        name: String,
     },
 }
 

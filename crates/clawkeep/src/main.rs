@@ -11,6 +11,7 @@ mod doctor;
 mod gate_cmd;
 mod gate_run;
 mod run;
+mod secret_cmd;
 
 use clap::Parser;
 use std::process::ExitCode;
@@ -72,6 +73,9 @@ fn operator(state_dir: Option<std::path::PathBuf>, cmd: cli::Command) -> Result<
             let f = clawkeep_store::HistoryFilter { agent, command, outcome, since, limit: Some(limit), offset: Some(offset) };
             gate_cmd::history(&state, f, json)
         }
+        cli::Command::Secret(cli::SecretCommand::Set { name, from_env }) => secret_cmd::set(&state, &name, from_env.as_deref()),
+        cli::Command::Secret(cli::SecretCommand::List { json }) => secret_cmd::list(&state, json),
+        cli::Command::Secret(cli::SecretCommand::Rm { name }) => secret_cmd::rm(&state, &name),
         cli::Command::Kill { agent, freeze, thaw } => gate_cmd::kill(
             &state,
             &agent,
@@ -93,6 +97,11 @@ fn clap_error(e: clap::Error) -> ExitCode {
     if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand) {
         let _ = e.print();
         return ExitCode::from(if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand { 2 } else { 0 });
+    }
+    // Never echo what was typed after `secret`: it may be the secret itself.
+    if std::env::args().nth(1).as_deref() == Some("secret") && e.kind() == ErrorKind::UnknownArgument {
+        eprintln!("clawkeep: a secret's value is never an argument; pipe it on stdin or use --from-env VAR");
+        return ExitCode::from(2);
     }
     let rendered = e.render().to_string();
     let first = rendered.lines().find(|l| !l.trim().is_empty()).unwrap_or("invalid arguments");
