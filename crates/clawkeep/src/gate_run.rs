@@ -45,7 +45,20 @@ impl PolicyLoad {
     }
 }
 
+/// Removes the sockets of agents whose run was killed (-9) before it could
+/// clean up: a socket nobody accepts on is stale.
+fn sweep_stale_agents(state: &Path) {
+    let Ok(rd) = std::fs::read_dir(state.join("agents")) else { return };
+    for e in rd.flatten() {
+        let api = e.path().join("api.sock");
+        if api.exists() && std::os::unix::net::UnixStream::connect(&api).is_err() {
+            cleanup(&e.path());
+        }
+    }
+}
+
 pub fn prepare(state: &Path, agent: &str, policy_path: Option<PathBuf>) -> Result<GatePrep, Failure> {
+    sweep_stale_agents(state);
     let dir = agent_dir(state, agent);
     let api = dir.join("api.sock");
     if std::os::unix::net::UnixStream::connect(&api).is_ok() {
