@@ -402,3 +402,29 @@ fn always_shows_the_rule_then_writes_it_to_the_policy() {
     let out = run_gated(&env, &policy, "t-always-2", "date +%Y >/dev/null; echo rc=$?");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "rc=0\n");
 }
+
+#[test]
+fn a_changed_policy_is_reloaded_and_a_broken_one_keeps_the_last_good() {
+    if !jail_available("gate hot reload") {
+        return;
+    }
+    let env = Env::new();
+    let policy = env.state.path().join("live.yaml");
+    std::fs::write(&policy, "default_action: deny\nrules:\n  - command: date\n    action: deny\n    reason: v1\n").unwrap();
+    let script = "date >/dev/null 2>&1; echo first=$?; \
+        while [ ! -e /workspace/go ]; do sleep 0.05; done; date >/dev/null 2>&1; echo second=$?; \
+        while [ ! -e /workspace/go2 ]; do sleep 0.05; done; date >/dev/null 2>&1; echo third=$?";
+    let child = spawn_gated(&env, &policy, "t-reload", script);
+    std::thread::sleep(Duration::from_millis(500));
+    std::fs::write(&policy, "default_action: deny\nrules:\n  - command: date\n    action: allow\n").unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    std::fs::write(env.workspace.path().join("go"), "").unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    std::fs::write(&policy, "default_action: deny\nrules:\n  - command: date\n    action: perhaps\n").unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    std::fs::write(env.workspace.path().join("go2"), "").unwrap();
+    let (code, stdout, stderr) = finish(child);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout, "first=126\nsecond=0\nthird=0\n", "{stderr}");
+    assert!(stderr.contains("not reloaded") && stderr.contains("live.yaml:"), "{stderr}");
+}
