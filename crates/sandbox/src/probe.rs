@@ -206,7 +206,13 @@ pub fn host_checks(exe: &Path) -> Vec<Check> {
     let shim = exe.parent().map(|d| d.join("clawkeep-shim"));
     out.push(match shim.filter(|p| p.is_file()) {
         Some(p) => check("clawkeep-shim", Status::Ok, p.display().to_string(), None, false),
-        None => check("clawkeep-shim", Status::Missing, "not found beside the clawkeep binary", Some("'clawkeep run' refuses to start: gated commands need it; install both binaries together"), false),
+        None => check(
+            "clawkeep-shim",
+            Status::Missing,
+            "not found beside the clawkeep binary",
+            Some("'clawkeep run' refuses to start: gated commands need it; install both binaries together"),
+            false,
+        ),
     });
     // SAFETY: getter without preconditions.
     let root = unsafe { libc::geteuid() } == 0;

@@ -1,0 +1,226 @@
+//! One proxied request, start to end: authenticate, read and route the body,
+//! admit it against limits and budget, swap in the provider key, forward,
+//! and pass the reply back while metering it.
+
+use crate::auth::authenticate;
+use crate::config::{ProviderConfig, ProviderKind};
+use crate::endpoint::Endpoint;
+use crate::error::ProxyError;
+use crate::meter::Charge;
+use crate::redact::redact;
+use crate::routing::route;
+use crate::state::ProxyState;
+use crate::stream::metered;
+use crate::usage::{self, Usage};
+use axum::body::{Body, Bytes};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::Response;
+use clawkeep_identity::Zeroizing;
+use serde_json::Value;
+use std::time::Instant;
+use tracing::Instrument;
+
+/// Request headers passed to the provider; everything else, the agent's
+/// token above all, stays here.
+const FORWARD_REQUEST: [&str; 3] = ["accept", "anthropic-version", "anthropic-beta"];
+/// Response headers passed back to the agent.
+const FORWARD_RESPONSE: [&str; 4] = ["content-type", "x-request-id", "request-id", "retry-after"];
+const DEFAULT_ANTHROPIC_VERSION: &str = "2023-06-01";
+/// Error bodies from the provider are read up to this much.
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
+pub async fn handle(state: ProxyState, endpoint: Endpoint, headers: HeaderMap, body: Body) -> Result<Response, ProxyError> {
+    let claims = authenticate(state.keys(), &headers)?;
+    let span = tracing::info_span!("proxy", agent = %claims.sub, jti = %claims.jti, path = endpoint.path());
+    forward(state, endpoint, claims.sub, headers, body).instrument(span).await
+}
+
+async fn forward(state: ProxyState, endpoint: Endpoint, agent: String, headers: HeaderMap, body: Body) -> Result<Response, ProxyError> {
+    let config = state.config();
+    let limit = config.max_body_bytes;
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(ProxyError::BodyTooLarge { limit });
+    }
+    let raw = axum::body::to_bytes(body, limit).await.map_err(|_| ProxyError::BodyTooLarge { limit })?;
+    let mut json: Value = serde_json::from_slice(&raw).map_err(|e| ProxyError::BadRequest(e.to_string()))?;
+    let model = json.get("model").and_then(Value::as_str).ok_or_else(|| ProxyError::BadRequest("missing `model`".into()))?.to_string();
+    let routed = route(config, &model).ok_or_else(|| ProxyError::UnknownModel(model.clone()))?;
+    let provider = routed.provider.clone();
+    if provider.kind != endpoint.kind() {
+        let (kind, hint) = match provider.kind {
+            ProviderKind::Openai => ("OpenAI-style", "/v1/chat/completions, /v1/responses or /v1/embeddings"),
+            ProviderKind::Anthropic => ("Anthropic-style", "/v1/messages"),
+        };
+        return Err(ProxyError::WrongEndpoint { model, kind, hint });
+    }
+    let upstream_model = routed.model;
+    json["model"] = Value::String(upstream_model.clone());
+    let streaming = json.get("stream").and_then(Value::as_bool) == Some(true);
+    if streaming && endpoint == Endpoint::ChatCompletions {
+        // Without this OpenAI streams carry no usage and every stream would be
+        // charged its full reservation.
+        match json.get_mut("stream_options").and_then(Value::as_object_mut) {
+            Some(opts) => {
+                opts.insert("include_usage".into(), Value::Bool(true));
+            }
+            None => json["stream_options"] = serde_json::json!({ "include_usage": true }),
+        }
+    }
+
+    let reserved = reservation(&json, raw.len(), endpoint, config.default_max_output_tokens);
+    let price = config.prices.get(&upstream_model).or_else(|| config.prices.get(&model)).copied();
+    // Everything that can fail before the provider is contacted happens
+    // before admission, so such a failure is never charged.
+    let secret = state.provider_key(&provider)?;
+    let body = serde_json::to_vec(&json).map_err(|e| ProxyError::Internal(e.to_string()))?;
+    let request = upstream_request(&state, &provider, endpoint, &headers, body, &secret)?;
+    let mut ticket = state.admit(&agent, &model, &provider.name, price, reserved, endpoint.billable())?;
+
+    let started = Instant::now();
+    let sent = tokio::time::timeout(config.upstream_timeout, request.send()).await;
+    let resp = match sent {
+        Err(_) => {
+            ticket.finish(Charge::Reservation, 504);
+            return Err(ProxyError::UpstreamTimeout(provider.name));
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %redacted_error(&e), "upstream request failed");
+            let (charge, err) = if e.is_timeout() {
+                (Charge::Reservation, ProxyError::UpstreamTimeout(provider.name.clone()))
+            } else {
+                (Charge::Nothing, ProxyError::UpstreamUnreachable(provider.name.clone()))
+            };
+            ticket.finish(charge, err.status_code());
+            return Err(err);
+        }
+        Ok(Ok(resp)) => resp,
+    };
+    tracing::debug!(status = resp.status().as_u16(), ms = started.elapsed().as_millis() as u64, "upstream answered");
+    let status = resp.status();
+    if status.is_server_error() {
+        ticket.finish(Charge::Nothing, 502);
+        return Err(ProxyError::UpstreamStatus { provider: provider.name, status: status.as_u16() });
+    }
+    let out_headers = response_headers(resp.headers());
+    let is_sse = resp.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("text/event-stream"));
+
+    if status.is_success() && is_sse {
+        let stream = metered(resp.bytes_stream(), ticket, provider.kind, secret);
+        return Ok(build(status, out_headers, Body::from_stream(stream)));
+    }
+
+    let cap = if status.is_success() { usize::MAX } else { MAX_ERROR_BODY };
+    let read = tokio::time::timeout(config.upstream_timeout, read_capped(resp, cap)).await;
+    let bytes = match read {
+        Ok(Ok(b)) => b,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %redacted_error(&e), "upstream body failed");
+            ticket.finish(Charge::Reservation, 502);
+            return Err(ProxyError::UpstreamUnreachable(provider.name));
+        }
+        Err(_) => {
+            ticket.finish(Charge::Reservation, 504);
+            return Err(ProxyError::UpstreamTimeout(provider.name));
+        }
+    };
+    let charge = if !status.is_success() {
+        Charge::Nothing
+    } else if !endpoint.billable() {
+        Charge::Actual(Usage::default())
+    } else {
+        usage::from_body(&bytes).map_or(Charge::Reservation, Charge::Actual)
+    };
+    ticket.finish(charge, status.as_u16());
+    Ok(build(status, out_headers, Body::from(redact(&bytes, &secret))))
+}
+
+/// Tokens this request may use: the body's length bounds its input tokens
+/// (a token is at least one byte), and `max_tokens` (or the default) its output.
+fn reservation(json: &Value, body_len: usize, endpoint: Endpoint, default_output: u64) -> Usage {
+    let output = if endpoint.generates() {
+        ["max_tokens", "max_completion_tokens", "max_output_tokens"]
+            .iter()
+            .find_map(|k| json.get(*k).and_then(Value::as_u64))
+            .unwrap_or(default_output)
+    } else {
+        0
+    };
+    Usage { input_tokens: body_len as u64, output_tokens: output }
+}
+
+fn upstream_request(
+    state: &ProxyState,
+    provider: &ProviderConfig,
+    endpoint: Endpoint,
+    headers: &HeaderMap,
+    body: Vec<u8>,
+    key: &[u8],
+) -> Result<reqwest::RequestBuilder, ProxyError> {
+    let url = format!("{}{}", provider.base_url.trim_end_matches('/'), endpoint.path());
+    let mut out = reqwest::header::HeaderMap::new();
+    for name in FORWARD_REQUEST {
+        if let Some(v) = headers.get(name) {
+            out.insert(HeaderName::from_static(name), v.clone());
+        }
+    }
+    out.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    let (name, value) = match provider.kind {
+        ProviderKind::Openai => (header::AUTHORIZATION, Zeroizing::new([b"Bearer ".as_slice(), key].concat())),
+        ProviderKind::Anthropic => {
+            out.entry("anthropic-version").or_insert(HeaderValue::from_static(DEFAULT_ANTHROPIC_VERSION));
+            (HeaderName::from_static("x-api-key"), Zeroizing::new(key.to_vec()))
+        }
+    };
+    let mut value = HeaderValue::from_bytes(&value).map_err(|_| ProxyError::MissingProviderKey(provider.name.clone()))?;
+    value.set_sensitive(true);
+    out.insert(name, value);
+    Ok(state.client().post(url).headers(out).body(body))
+}
+
+fn response_headers(upstream: &reqwest::header::HeaderMap) -> HeaderMap {
+    let mut out = HeaderMap::new();
+    for name in FORWARD_RESPONSE {
+        if let Some(v) = upstream.get(name) {
+            out.insert(HeaderName::from_static(name), v.clone());
+        }
+    }
+    out
+}
+
+fn build(status: reqwest::StatusCode, headers: HeaderMap, body: Body) -> Response {
+    let mut resp = Response::new(body);
+    *resp.status_mut() = StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    *resp.headers_mut() = headers;
+    resp
+}
+
+async fn read_capped(mut resp: reqwest::Response, cap: usize) -> Result<Bytes, reqwest::Error> {
+    let mut buf = Vec::new();
+    while let Some(chunk) = resp.chunk().await? {
+        let room = cap.saturating_sub(buf.len());
+        buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if buf.len() >= cap {
+            break;
+        }
+    }
+    Ok(Bytes::from(buf))
+}
+
+/// reqwest errors name the URL, never headers; strip the URL anyway so a
+/// key embedded in a misconfigured base_url cannot reach a log.
+fn redacted_error(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timeout"
+    } else if e.is_connect() {
+        "connect"
+    } else if e.is_body() || e.is_decode() {
+        "body"
+    } else {
+        "request"
+    };
+    match std::error::Error::source(e) {
+        Some(source) => format!("{kind} error: {source}"),
+        None => format!("{kind} error"),
+    }
+}

@@ -1,0 +1,169 @@
+//! The usage ledger: one SQLite row per proxied request, in the proxy's own
+//! database file (0600, WAL). Rows are only ever inserted.
+
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
+use std::time::{SystemTime, UNIX_EPOCH};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum LedgerError {
+    #[error("cannot open usage database {path}: {source}; check the directory exists and is writable")]
+    Open { path: PathBuf, source: rusqlite::Error },
+    #[error("cannot set permissions on usage database {path}: {source}")]
+    Permissions { path: PathBuf, source: std::io::Error },
+    #[error("usage database query failed: {0}")]
+    Query(#[from] rusqlite::Error),
+}
+
+/// One recorded request. `at` is UTC, `YYYY-MM-DDTHH:MM:SSZ`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UsageRow {
+    pub agent: String,
+    pub model: String,
+    pub provider: String,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cost_usd: f64,
+    pub latency_ms: u64,
+    pub status: u16,
+    pub at: String,
+}
+
+#[derive(Debug)]
+pub struct Ledger {
+    conn: Mutex<Connection>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS proxy_usage (
+    id INTEGER PRIMARY KEY,
+    agent TEXT NOT NULL,
+    model TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    input_tokens INTEGER NOT NULL,
+    output_tokens INTEGER NOT NULL,
+    cost_usd REAL NOT NULL,
+    latency_ms INTEGER NOT NULL,
+    status INTEGER NOT NULL,
+    at TEXT NOT NULL,
+    at_unix INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS proxy_usage_agent_at ON proxy_usage(agent, at_unix);
+";
+
+impl Ledger {
+    /// Opens (creating 0600 if needed) the ledger at `path`.
+    pub fn open(path: &Path) -> Result<Ledger, LedgerError> {
+        let open_err = |source| LedgerError::Open { path: path.to_path_buf(), source };
+        let conn = Connection::open(path).map_err(open_err)?;
+        set_private(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(open_err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(open_err)?;
+        conn.execute_batch(SCHEMA).map_err(open_err)?;
+        for suffix in ["-wal", "-shm"] {
+            let side = PathBuf::from(format!("{}{suffix}", path.display()));
+            if side.exists() {
+                set_private(&side)?;
+            }
+        }
+        Ok(Ledger { conn: Mutex::new(conn) })
+    }
+
+    pub fn record(&self, row: &UsageRow, at_unix: u64) -> Result<(), LedgerError> {
+        let conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
+        conn.execute(
+            "INSERT INTO proxy_usage (agent, model, provider, input_tokens, output_tokens, cost_usd, latency_ms, status, at, at_unix)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            params![
+                row.agent,
+                row.model,
+                row.provider,
+                to_i64(row.input_tokens),
+                to_i64(row.output_tokens),
+                row.cost_usd,
+                to_i64(row.latency_ms),
+                row.status,
+                row.at,
+                to_i64(at_unix)
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Rows for `agent` (all agents if `None`) at or after `since`
+    /// (a timestamp in the `at` format or a prefix of one, e.g. `2026-11-22`).
+    pub fn usage(&self, agent: Option<&str>, since: Option<&str>) -> Result<Vec<UsageRow>, LedgerError> {
+        let conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut stmt = conn.prepare(
+            "SELECT agent, model, provider, input_tokens, output_tokens, cost_usd, latency_ms, status, at FROM proxy_usage
+             WHERE (?1 IS NULL OR agent = ?1) AND (?2 IS NULL OR at >= ?2) ORDER BY id",
+        )?;
+        let rows = stmt.query_map(params![agent, since], |r| {
+            Ok(UsageRow {
+                agent: r.get(0)?,
+                model: r.get(1)?,
+                provider: r.get(2)?,
+                input_tokens: r.get::<_, i64>(3)?.max(0) as u64,
+                output_tokens: r.get::<_, i64>(4)?.max(0) as u64,
+                cost_usd: r.get(5)?,
+                latency_ms: r.get::<_, i64>(6)?.max(0) as u64,
+                status: r.get(7)?,
+                at: r.get(8)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Tokens and USD `agent` spent at or after `since_unix`.
+    pub fn spent_since(&self, agent: &str, since_unix: u64) -> Result<(u64, f64), LedgerError> {
+        let conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
+        let row = conn
+            .query_row(
+                "SELECT COALESCE(SUM(input_tokens + output_tokens), 0), COALESCE(SUM(cost_usd), 0.0) FROM proxy_usage
+                 WHERE agent = ?1 AND at_unix >= ?2",
+                params![agent, to_i64(since_unix)],
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, f64>(1)?)),
+            )
+            .optional()?;
+        Ok(row.map(|(t, usd)| (t.max(0) as u64, usd)).unwrap_or((0, 0.0)))
+    }
+}
+
+fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn set_private(path: &Path) -> Result<(), LedgerError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|source| LedgerError::Permissions { path: path.to_path_buf(), source })
+}
+
+pub fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` for seconds since the epoch (proleptic Gregorian, UTC).
+pub fn format_utc(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+#[cfg(test)]
+#[path = "ledger_tests.rs"]
+mod tests;

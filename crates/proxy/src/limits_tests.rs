@@ -1,0 +1,33 @@
+use super::RateLimiter;
+use crate::config::Limits;
+
+#[test]
+fn rpm_refuses_with_retry_after() {
+    let l = RateLimiter::default();
+    let limits = Limits { rpm: Some(2), ..Limits::default() };
+    drop(l.admit("a", limits, 0, 1).expect("first"));
+    drop(l.admit("a", limits, 0, 2).expect("second"));
+    let refused = l.admit("a", limits, 0, 3).expect_err("third");
+    assert!((1..=60).contains(&refused.retry_after));
+    // Another agent has its own window.
+    assert!(l.admit("b", limits, 0, 4).is_ok());
+}
+
+#[test]
+fn concurrency_slot_is_freed_on_drop() {
+    let l = RateLimiter::default();
+    let limits = Limits { concurrent: Some(1), ..Limits::default() };
+    let slot = l.admit("a", limits, 0, 1).expect("first");
+    assert!(l.admit("a", limits, 0, 2).is_err());
+    drop(slot);
+    assert!(l.admit("a", limits, 0, 3).is_ok());
+}
+
+#[test]
+fn tpm_counts_actual_tokens_after_release() {
+    let l = RateLimiter::default();
+    let limits = Limits { tpm: Some(100), ..Limits::default() };
+    l.admit("a", limits, 90, 1).expect("first").release(10);
+    assert!(l.admit("a", limits, 90, 2).is_ok());
+    assert!(l.admit("a", limits, 90, 3).is_err());
+}

@@ -1,0 +1,92 @@
+//! One admitted request's claim on its agent's limits and budget.
+//!
+//! Guarantee: a [`Ticket`] settles exactly once — explicitly, or on drop if
+//! the client went away mid-stream — freeing the concurrency slot, replacing
+//! the budget reservation with the real charge and writing one ledger row.
+
+use crate::budget::{Budgets, Reservation};
+use crate::config::{Budget, Price};
+use crate::ledger::{format_utc, unix_now, Ledger, UsageRow};
+use crate::limits::Slot;
+use crate::usage::Usage;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// What a finished request is charged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Charge {
+    /// The provider reported usage.
+    Actual(Usage),
+    /// Usage is unknown but the provider may have done the work: fail closed.
+    Reservation,
+    /// The provider certainly did no billable work.
+    Nothing,
+}
+
+#[derive(Debug)]
+pub struct Ticket {
+    pub(crate) ledger: Arc<Ledger>,
+    pub(crate) budgets: Budgets,
+    pub(crate) agent: String,
+    pub(crate) model: String,
+    pub(crate) provider: String,
+    pub(crate) price: Option<Price>,
+    /// The most this request was allowed to use.
+    pub(crate) reserved: Usage,
+    pub(crate) slot: Option<Slot>,
+    pub(crate) reservation: Option<(Budget, Reservation)>,
+    pub(crate) started: Instant,
+    pub(crate) done: bool,
+}
+
+impl Ticket {
+    pub fn cost(&self, usage: Usage) -> f64 {
+        self.price.map(|p| p.cost(usage.input_tokens, usage.output_tokens)).unwrap_or(0.0)
+    }
+
+    pub fn finish(&mut self, charge: Charge, status: u16) {
+        if std::mem::replace(&mut self.done, true) {
+            return;
+        }
+        let usage = match charge {
+            Charge::Actual(u) => u,
+            Charge::Reservation => self.reserved,
+            Charge::Nothing => Usage::default(),
+        };
+        let cost = self.cost(usage);
+        let now = unix_now();
+        if let Some(slot) = self.slot.take() {
+            slot.release(usage.total());
+        }
+        if let Some((budget, r)) = self.reservation.take() {
+            self.budgets.settle(&self.agent, budget, r, usage.total(), cost, now);
+        }
+        let row = UsageRow {
+            agent: self.agent.clone(),
+            model: self.model.clone(),
+            provider: self.provider.clone(),
+            input_tokens: usage.input_tokens,
+            output_tokens: usage.output_tokens,
+            cost_usd: cost,
+            latency_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            status,
+            at: format_utc(now),
+        };
+        if let Err(e) = self.ledger.record(&row, now) {
+            tracing::error!(error = %e, agent = %self.agent, "could not record usage");
+        }
+        tracing::info!(
+            agent = %self.agent, model = %self.model, provider = %self.provider, status,
+            input_tokens = usage.input_tokens, output_tokens = usage.output_tokens, cost_usd = cost,
+            latency_ms = row.latency_ms, "request settled"
+        );
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        // The client hung up before the response ended; the provider may
+        // still bill, so charge the reservation. 499 as nginx logs it.
+        self.finish(Charge::Reservation, 499);
+    }
+}

@@ -1,0 +1,116 @@
+//! Everything a request handler needs, shared behind one `Arc`.
+
+use crate::budget::Budgets;
+use crate::config::{Price, ProviderConfig, ProxyConfig};
+use crate::error::ProxyError;
+use crate::ledger::{unix_now, Ledger, LedgerError, UsageRow};
+use crate::limits::RateLimiter;
+use crate::meter::Ticket;
+use crate::usage::Usage;
+use clawkeep_identity::{KeyRing, SealedStore, Zeroizing};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone)]
+pub struct ProxyState {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: ProxyConfig,
+    keys: Arc<KeyRing>,
+    secrets: Arc<SealedStore>,
+    ledger: Arc<Ledger>,
+    limiter: RateLimiter,
+    budgets: Budgets,
+    client: reqwest::Client,
+    next_ticket: AtomicU64,
+}
+
+impl ProxyState {
+    pub fn new(config: ProxyConfig, keys: Arc<KeyRing>, secrets: Arc<SealedStore>, ledger: Arc<Ledger>) -> Result<ProxyState, ProxyError> {
+        let client = reqwest::Client::builder()
+            // A redirect would carry the provider key to wherever it points.
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(config.upstream_timeout.min(Duration::from_secs(30)))
+            .read_timeout(config.upstream_timeout)
+            .build()
+            .map_err(|e| ProxyError::Internal(format!("cannot build the HTTP client: {e}")))?;
+        let budgets = Budgets::new(ledger.clone());
+        let inner =
+            Inner { config, keys, secrets, ledger, limiter: RateLimiter::default(), budgets, client, next_ticket: AtomicU64::new(1) };
+        Ok(ProxyState { inner: Arc::new(inner) })
+    }
+
+    pub fn config(&self) -> &ProxyConfig {
+        &self.inner.config
+    }
+
+    pub(crate) fn keys(&self) -> &KeyRing {
+        &self.inner.keys
+    }
+
+    pub(crate) fn client(&self) -> &reqwest::Client {
+        &self.inner.client
+    }
+
+    /// Recorded requests for `agent` (all if `None`) at or after `since`
+    /// (`YYYY-MM-DDTHH:MM:SSZ` or a prefix of it).
+    pub fn usage(&self, agent: Option<&str>, since: Option<&str>) -> Result<Vec<UsageRow>, LedgerError> {
+        self.inner.ledger.usage(agent, since)
+    }
+
+    pub(crate) fn provider_key(&self, provider: &ProviderConfig) -> Result<Zeroizing<Vec<u8>>, ProxyError> {
+        match self.inner.secrets.get(&provider.secret) {
+            Ok(Some(key)) => Ok(key),
+            Ok(None) => Err(ProxyError::MissingProviderKey(provider.name.clone())),
+            Err(e) => Err(ProxyError::Internal(e.to_string())),
+        }
+    }
+
+    /// Admits one request against the agent's limits and budget.
+    pub(crate) fn admit(
+        &self,
+        agent: &str,
+        model: &str,
+        provider: &str,
+        price: Option<Price>,
+        reserved: Usage,
+        billable: bool,
+    ) -> Result<Ticket, ProxyError> {
+        let config = &self.inner.config;
+        let budget = config.budget_for(agent).filter(|_| billable);
+        if budget.is_some_and(|b| b.usd_per_period.is_some()) && price.is_none() {
+            return Err(ProxyError::Unpriced(model.to_string()));
+        }
+        let reserved = if billable { reserved } else { Usage::default() };
+        let id = self.inner.next_ticket.fetch_add(1, Ordering::Relaxed);
+        let slot = self
+            .inner
+            .limiter
+            .admit(agent, config.limits_for(agent), reserved.total(), id)
+            .map_err(|r| ProxyError::RateLimited { what: r.what, retry_after: r.retry_after })?;
+        let cost = price.map(|p| p.cost(reserved.input_tokens, reserved.output_tokens)).unwrap_or(0.0);
+        let reservation = match budget {
+            Some(b) => {
+                Some((b, self.inner.budgets.reserve(agent, b, reserved.total(), cost, unix_now()).map_err(ProxyError::BudgetExhausted)?))
+            }
+            None => None,
+        };
+        Ok(Ticket {
+            ledger: self.inner.ledger.clone(),
+            budgets: self.inner.budgets.clone(),
+            agent: agent.to_string(),
+            model: model.to_string(),
+            provider: provider.to_string(),
+            price,
+            reserved,
+            slot: Some(slot),
+            reservation,
+            started: Instant::now(),
+            done: false,
+        })
+    }
+}

@@ -1,0 +1,109 @@
+//! Token usage read from provider responses: whole JSON bodies, and SSE
+//! streams scanned chunk by chunk as they pass through (never held back).
+
+use serde_json::Value;
+
+/// Anthropic bills cache reads and writes as input too.
+const INPUT_FIELDS: [&str; 4] = ["prompt_tokens", "input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"];
+const OUTPUT_FIELDS: [&str; 2] = ["completion_tokens", "output_tokens"];
+/// A single SSE line longer than this is not a usage event we can trust to
+/// parse; dropping it means the request is charged its full reservation.
+const MAX_LINE: usize = 1024 * 1024;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+}
+
+impl Usage {
+    pub fn total(&self) -> u64 {
+        self.input_tokens.saturating_add(self.output_tokens)
+    }
+}
+
+/// Usage from a `usage` object in either provider's shape.
+fn from_usage_object(u: &Value) -> Option<Usage> {
+    let obj = u.as_object()?;
+    let sum = |fields: &[&str]| fields.iter().filter_map(|f| obj.get(*f).and_then(Value::as_u64)).sum::<u64>();
+    let has = |fields: &[&str]| fields.iter().any(|f| obj.get(*f).is_some_and(Value::is_u64));
+    (has(&INPUT_FIELDS) || has(&OUTPUT_FIELDS)).then(|| Usage { input_tokens: sum(&INPUT_FIELDS), output_tokens: sum(&OUTPUT_FIELDS) })
+}
+
+/// Usage from a complete (non-streaming) response body.
+pub fn from_body(body: &[u8]) -> Option<Usage> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    from_usage_object(v.get("usage")?)
+}
+
+/// Scans an SSE stream for usage without buffering more than one line.
+#[derive(Debug, Default)]
+pub struct StreamUsage {
+    line: Vec<u8>,
+    overlong: bool,
+    input: Option<u64>,
+    output: Option<u64>,
+}
+
+impl StreamUsage {
+    pub fn feed(&mut self, chunk: &[u8]) {
+        for &b in chunk {
+            if b == b'\n' {
+                if !self.overlong {
+                    let line = std::mem::take(&mut self.line);
+                    self.line_done(&line);
+                }
+                self.line.clear();
+                self.overlong = false;
+            } else if self.line.len() < MAX_LINE {
+                self.line.push(b);
+            } else {
+                self.overlong = true;
+            }
+        }
+    }
+
+    fn line_done(&mut self, line: &[u8]) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let Some(data) = line.strip_prefix(b"data:") else { return };
+        let Ok(v) = serde_json::from_slice::<Value>(data.trim_ascii()) else { return };
+        match v.get("type").and_then(Value::as_str) {
+            Some("message_start") => {
+                if let Some(u) = v.pointer("/message/usage").and_then(from_usage_object) {
+                    // Its output count is a placeholder; message_delta has the real one.
+                    self.input = Some(u.input_tokens);
+                }
+            }
+            Some("message_delta") => {
+                if let Some(u) = v.get("usage").and_then(from_usage_object) {
+                    if u.input_tokens > 0 {
+                        self.input = Some(u.input_tokens);
+                    }
+                    self.output = Some(u.output_tokens);
+                }
+            }
+            // OpenAI Responses API: the final event carries the whole response.
+            Some("response.completed") | Some("response.incomplete") => {
+                if let Some(u) = v.pointer("/response/usage").and_then(from_usage_object) {
+                    self.input = Some(u.input_tokens);
+                    self.output = Some(u.output_tokens);
+                }
+            }
+            _ => {
+                if let Some(u) = v.get("usage").filter(|u| !u.is_null()).and_then(from_usage_object) {
+                    self.input = Some(u.input_tokens);
+                    self.output = Some(u.output_tokens);
+                }
+            }
+        }
+    }
+
+    /// The usage seen, if the stream reported both input and output.
+    pub fn finish(&self) -> Option<Usage> {
+        Some(Usage { input_tokens: self.input?, output_tokens: self.output? })
+    }
+}
+
+#[cfg(test)]
+#[path = "usage_tests.rs"]
+mod tests;

@@ -1,0 +1,95 @@
+//! Only a valid, unrevoked clawkeep token gets through, and refusals are JSON.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use clawkeep_identity::KeyRing;
+use common::Harness;
+use serde_json::{json, Value};
+use std::time::{Duration, SystemTime};
+
+fn chat() -> Value {
+    json!({"model": "gpt-4o", "messages": []})
+}
+
+async fn assert_401(resp: reqwest::Response) {
+    assert_eq!(resp.status(), 401);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["type"], "authentication_error");
+}
+
+#[tokio::test]
+async fn missing_token_is_401() {
+    let h = Harness::start().await;
+    let resp = h.client.post(h.url("/v1/chat/completions")).json(&chat()).send().await.unwrap();
+    assert_401(resp).await;
+    assert!(h.upstream.received().is_empty());
+}
+
+#[tokio::test]
+async fn expired_token_is_401() {
+    let h = Harness::start().await;
+    let issued = h.keys.issue_at("agent-a", &[], Duration::from_secs(60), SystemTime::now() - Duration::from_secs(3600)).unwrap();
+    assert_401(h.post("/v1/chat/completions", &issued.token, &chat()).await).await;
+}
+
+#[tokio::test]
+async fn forged_tokens_are_401() {
+    let h = Harness::start().await;
+    // Signed by a key the proxy's ring does not hold.
+    let other_dir = tempfile::tempdir().unwrap();
+    let other = KeyRing::open(other_dir.path()).unwrap();
+    let foreign = other.issue("agent-a", &[], Duration::from_secs(600)).unwrap().token;
+    assert_401(h.post("/v1/chat/completions", &foreign, &chat()).await).await;
+    // A valid token with its claims swapped for another agent's.
+    let mine = h.token("agent-a");
+    let theirs = h.token("agent-b");
+    let m: Vec<&str> = mine.split('.').collect();
+    let t: Vec<&str> = theirs.split('.').collect();
+    let spliced = format!("{}.{}.{}", m[0], t[1], m[2]);
+    assert_401(h.post("/v1/chat/completions", &spliced, &chat()).await).await;
+    assert_401(h.post("/v1/chat/completions", "not-a-token", &chat()).await).await;
+    assert!(h.upstream.received().is_empty());
+}
+
+#[tokio::test]
+async fn revoked_token_is_401() {
+    let h = Harness::start().await;
+    let issued = h.keys.issue("agent-a", &[], Duration::from_secs(600)).unwrap();
+    assert_eq!(h.post("/v1/chat/completions", &issued.token, &chat()).await.status(), 200);
+    h.keys.revoke(&issued.claims.jti, issued.claims.exp).unwrap();
+    assert_401(h.post("/v1/chat/completions", &issued.token, &chat()).await).await;
+}
+
+#[tokio::test]
+async fn x_api_key_header_is_accepted() {
+    let h = Harness::start().await;
+    let token = h.token("agent-a");
+    let resp = h.client.post(h.url("/v1/chat/completions")).header("x-api-key", token).json(&chat()).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+}
+
+#[tokio::test]
+async fn unknown_model_is_400_and_big_body_is_413() {
+    let h = Harness::with(|c| c.max_body_bytes = 1024).await;
+    let token = h.token("agent-a");
+    let resp = h.post("/v1/chat/completions", &token, &json!({"model": "llama-3-70b", "messages": []})).await;
+    assert_eq!(resp.status(), 400);
+    assert_eq!(resp.json::<Value>().await.unwrap()["error"]["type"], "unknown_model");
+    let big = json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "x".repeat(4096)}]});
+    let resp = h.post("/v1/chat/completions", &token, &big).await;
+    assert_eq!(resp.status(), 413);
+    assert_eq!(resp.json::<Value>().await.unwrap()["error"]["type"], "request_too_large");
+    // Without a Content-Length the limit still holds.
+    let chunks = vec![Ok::<_, std::io::Error>(bytes::Bytes::from(serde_json::to_vec(&big).unwrap()))];
+    let resp = h
+        .client
+        .post(h.url("/v1/chat/completions"))
+        .bearer_auth(&token)
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(chunks)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 413);
+    assert!(h.upstream.received().is_empty());
+}

@@ -1,0 +1,115 @@
+//! Test harness: a fake provider speaking OpenAI and Anthropic formats, and a
+//! proxy in front of it, both on 127.0.0.1.
+#![allow(dead_code, clippy::unwrap_used)]
+
+pub mod upstream;
+
+use clawkeep_identity::{KeyRing, MasterKey, SealedStore};
+use clawkeep_proxy::{Ledger, ProxyConfig, ProxyState};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use upstream::FakeUpstream;
+
+pub const OPENAI_KEY: &str = "sk-proj-REALOPENAIKEY-0123456789abcdef";
+pub const ANTHROPIC_KEY: &str = "sk-ant-api03-REALANTHROPICKEY-fedcba9876543210";
+
+pub struct Harness {
+    pub _dir: tempfile::TempDir,
+    pub keys: Arc<KeyRing>,
+    pub state: ProxyState,
+    pub upstream: FakeUpstream,
+    pub addr: SocketAddr,
+    pub client: reqwest::Client,
+}
+
+pub fn base_config(upstream: &str) -> ProxyConfig {
+    serde_json::from_value(serde_json::json!({
+        "providers": [
+            {"name": "openai", "kind": "openai", "base_url": upstream, "secret": "openai-key"},
+            {"name": "anthropic", "kind": "anthropic", "base_url": upstream, "secret": "anthropic-key"}
+        ],
+        "routes": [
+            {"prefix": "gpt-", "provider": "openai"},
+            {"prefix": "text-embedding-", "provider": "openai"},
+            {"prefix": "claude-", "provider": "anthropic"}
+        ],
+        "prices": {
+            "gpt-4o": {"input_per_mtok": 2.5, "output_per_mtok": 10.0},
+            "claude-sonnet-4": {"input_per_mtok": 3.0, "output_per_mtok": 15.0}
+        },
+        "upstream_timeout": 2
+    }))
+    .unwrap()
+}
+
+impl Harness {
+    pub async fn start() -> Harness {
+        Harness::with(|_| {}).await
+    }
+
+    pub async fn with(tweak: impl FnOnce(&mut ProxyConfig)) -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = Arc::new(KeyRing::open(&dir.path().join("keys")).unwrap());
+        let secrets = SealedStore::open(&dir.path().join("secrets"), MasterKey::from_bytes([7; 32])).unwrap();
+        secrets.set("openai-key", OPENAI_KEY.as_bytes()).unwrap();
+        secrets.set("anthropic-key", ANTHROPIC_KEY.as_bytes()).unwrap();
+        let ledger = Arc::new(Ledger::open(&dir.path().join("proxy.db")).unwrap());
+        let upstream = FakeUpstream::start().await;
+        let mut config = base_config(&upstream.url());
+        tweak(&mut config);
+        let state = ProxyState::new(config, keys.clone(), Arc::new(secrets), ledger).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = clawkeep_proxy::router(state.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap();
+        Harness { _dir: dir, keys, state, upstream, addr, client }
+    }
+
+    pub fn token(&self, agent: &str) -> String {
+        self.keys.issue(agent, &["inference".to_string()], Duration::from_secs(600)).unwrap().token
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: &serde_json::Value) -> reqwest::Response {
+        self.client.post(self.url(path)).bearer_auth(token).json(body).send().await.unwrap()
+    }
+
+    pub async fn post_anthropic(&self, token: &str, body: &serde_json::Value) -> reqwest::Response {
+        self.client
+            .post(self.url("/v1/messages"))
+            .header("x-api-key", token)
+            .header("anthropic-version", "2023-06-01")
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Waits until the ledger has `n` rows for `agent` (streams settle after the last chunk).
+    pub async fn rows(&self, agent: &str, n: usize) -> Vec<clawkeep_proxy::UsageRow> {
+        for _ in 0..200 {
+            let rows = self.state.usage(Some(agent), None).unwrap();
+            if rows.len() >= n {
+                return rows;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.state.usage(Some(agent), None).unwrap()
+    }
+}
+
+/// Asserts that no provider key appears anywhere in a response.
+pub fn assert_no_secret(headers: &reqwest::header::HeaderMap, body: &[u8]) {
+    for key in [OPENAI_KEY, ANTHROPIC_KEY] {
+        let text = String::from_utf8_lossy(body);
+        assert!(!text.contains(key), "provider key leaked in body: {text}");
+        for (name, value) in headers {
+            assert!(!String::from_utf8_lossy(value.as_bytes()).contains(key), "provider key leaked in header {name}");
+        }
+    }
+}

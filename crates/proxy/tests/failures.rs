@@ -1,0 +1,97 @@
+//! Upstream failures become clear errors, are recorded, never leak the key,
+//! and leave the proxy serving.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{assert_no_secret, Harness};
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+async fn still_serving(h: &Harness, token: &str) {
+    let resp = h.post("/v1/chat/completions", token, &json!({"model": "gpt-4o", "messages": []})).await;
+    assert_eq!(resp.status(), 200);
+}
+
+#[tokio::test]
+async fn upstream_500_is_502() {
+    let h = Harness::start().await;
+    let token = h.token("agent-f");
+    let resp = h.post("/v1/chat/completions", &token, &json!({"model": "gpt-4o-fail500", "messages": []})).await;
+    assert_eq!(resp.status(), 502);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["type"], "upstream_error");
+    assert!(v["error"]["message"].as_str().unwrap().contains("500"));
+    assert_eq!(h.rows("agent-f", 1).await[0].status, 502);
+    still_serving(&h, &token).await;
+}
+
+#[tokio::test]
+async fn upstream_timeout_is_504() {
+    let h = Harness::with(|c| c.upstream_timeout = Duration::from_millis(500)).await;
+    let token = h.token("agent-t");
+    let started = Instant::now();
+    let resp = h.post_anthropic(&token, &json!({"model": "claude-sonnet-4-slow", "max_tokens": 10, "messages": []})).await;
+    assert_eq!(resp.status(), 504);
+    assert!(started.elapsed() < Duration::from_secs(4));
+    assert_eq!(resp.json::<Value>().await.unwrap()["error"]["type"], "upstream_timeout");
+    assert_eq!(h.rows("agent-t", 1).await[0].status, 504);
+    still_serving(&h, &token).await;
+}
+
+#[tokio::test]
+async fn reset_mid_stream_ends_with_error_event_and_is_recorded() {
+    let h = Harness::start().await;
+    let token = h.token("agent-r");
+    for (model, marker) in [("gpt-4o-reset", "data: {\"error\""), ("claude-sonnet-4-reset", "event: error")] {
+        let body = json!({"model": model, "stream": true, "max_tokens": 50, "messages": []});
+        let resp = if model.starts_with("gpt") {
+            h.post("/v1/chat/completions", &token, &body).await
+        } else {
+            h.post_anthropic(&token, &body).await
+        };
+        assert_eq!(resp.status(), 200);
+        let text = resp.text().await.unwrap();
+        assert!(text.contains(marker), "no error event in {text}");
+        assert!(text.contains("upstream_error") || text.contains("api_error"));
+    }
+    let rows = h.rows("agent-r", 2).await;
+    assert!(rows.iter().all(|r| r.status == 502 && r.output_tokens == 50), "{rows:?}");
+    still_serving(&h, &token).await;
+}
+
+#[tokio::test]
+async fn key_echoed_by_provider_is_redacted() {
+    let h = Harness::start().await;
+    let token = h.token("agent-e");
+    for path in ["/v1/chat/completions", "/v1/messages"] {
+        let model = if path == "/v1/messages" { "claude-sonnet-4-echokey" } else { "gpt-4o-echokey" };
+        let resp = h.post(path, &token, &json!({"model": model, "messages": []})).await;
+        assert_eq!(resp.status(), 401);
+        let headers = resp.headers().clone();
+        let body = resp.bytes().await.unwrap();
+        assert_no_secret(&headers, &body);
+        assert!(String::from_utf8_lossy(&body).contains("[redacted]"));
+    }
+}
+
+#[tokio::test]
+async fn unreachable_provider_is_502() {
+    let h = Harness::with(|c| c.providers[0].base_url = "http://127.0.0.1:1".into()).await;
+    let token = h.token("agent-u");
+    let resp = h.post("/v1/chat/completions", &token, &json!({"model": "gpt-4o", "messages": []})).await;
+    assert_eq!(resp.status(), 502);
+    assert_eq!(resp.json::<Value>().await.unwrap()["error"]["type"], "upstream_error");
+}
+
+#[tokio::test]
+async fn missing_provider_key_is_500_and_not_charged() {
+    let h = Harness::with(|c| c.providers[0].secret = "no-such-secret".into()).await;
+    let token = h.token("agent-k");
+    let resp = h.post("/v1/chat/completions", &token, &json!({"model": "gpt-4o", "messages": []})).await;
+    assert_eq!(resp.status(), 500);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["type"], "proxy_error");
+    assert!(h.upstream.received().is_empty());
+    assert!(h.state.usage(Some("agent-k"), None).unwrap().is_empty());
+}
