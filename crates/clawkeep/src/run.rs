@@ -90,7 +90,10 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs) -> Result<u8, Failure> {
         Some((a, b)) => (Some(a), Some(b)),
         None => (None, None),
     };
-    let helper = clawkeep_sandbox::launcher::spawn(&exe, Some(exec_jail), prompt_jail).map_err(|e| Failure::runtime(e.to_string()))?;
+    // The small helper binary when it is installed beside us, else ourselves.
+    let helper_exe = exe.parent().map(|d| d.join("clawkeep-jail")).filter(|p| p.is_file()).unwrap_or_else(|| exe.clone());
+    let helper =
+        clawkeep_sandbox::launcher::spawn(&helper_exe, Some(exec_jail), prompt_jail).map_err(|e| Failure::runtime(e.to_string()))?;
     let plan = match clawkeep_sandbox::plan(spec, Some(audit_file.clone())) {
         Ok(mut p) => {
             // Compiled on its own thread while the helper started.

@@ -52,11 +52,15 @@ pub fn state_dir(path: &Path) -> Result<PathBuf, StateDirError> {
         fs::set_permissions(path, fs::Permissions::from_mode(0o700))
             .map_err(|source| StateDirError::NotWritable { path: path.to_path_buf(), source })?;
     }
-    // Root passes every DAC check, so probe for real: a read-only mount or an
-    // immutable directory must be found here, not halfway through a run.
-    let probe = path.join(format!(".probe-{}", std::process::id()));
-    fs::write(&probe, b"").map_err(|source| StateDirError::NotWritable { path: path.to_path_buf(), source })?;
-    let _ = fs::remove_file(&probe);
+    // Root passes every DAC check, but access(2) still reports a read-only
+    // mount (EROFS) or an immutable directory (EPERM): found here, not
+    // halfway through a run.
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| StateDirError::NotWritable { path: path.to_path_buf(), source: io::Error::from(io::ErrorKind::InvalidInput) })?;
+    // SAFETY: c is a valid C string.
+    if unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } != 0 {
+        return Err(StateDirError::NotWritable { path: path.to_path_buf(), source: io::Error::last_os_error() });
+    }
     Ok(path.to_path_buf())
 }
 
