@@ -343,19 +343,8 @@ fn an_ask_can_be_answered_at_the_terminal() {
         return;
     }
     let (env, policy) = env_with_policy();
-    let inner = format!(
-        "CLAWKEEP_STATE_DIR={} {} run --policy {} --agent t-tty --workspace {} -- sh -c 'date +%Y; echo rc=$?'",
-        env.state.path().display(),
-        common::bin().display(),
-        policy.display(),
-        env.workspace.path().display()
-    );
-    let mut child = std::process::Command::new("script")
-        .args(["-qefc", &inner, "/dev/null"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let extra = format!("--policy {} --agent t-tty", policy.display());
+    let mut child = env.in_terminal(&extra, "date +%Y; echo rc=$?");
     let mut stdin = child.stdin.take().unwrap();
     let mut out = child.stdout.take().unwrap();
     let mut seen = String::new();

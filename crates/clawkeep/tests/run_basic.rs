@@ -148,18 +148,7 @@ fn a_tty_passes_through() {
         return;
     }
     let env = Env::new();
-    let inner = format!(
-        "CLAWKEEP_STATE_DIR={} {} run --workspace {} -- sh -c 'tty; test -t 0 && test -t 1 && echo both-tty'",
-        env.state.path().display(),
-        common::bin().display(),
-        env.workspace.path().display()
-    );
-    let mut child = std::process::Command::new("script")
-        .args(["-qec", &inner, "/dev/null"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = env.in_terminal("", "tty; test -t 0 && test -t 1 && echo both-tty");
     child.stdin.take().unwrap().write_all(b"").unwrap();
     let out = child.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
@@ -286,18 +275,7 @@ fn ctrl_c_on_a_tty_reaches_the_command() {
         return;
     }
     let env = Env::new();
-    let inner = format!(
-        "CLAWKEEP_STATE_DIR={} {} run --workspace {} -- sh -c 'trap \"echo got-int; exit 9\" INT; echo ready; sleep 20 & wait'",
-        env.state.path().display(),
-        common::bin().display(),
-        env.workspace.path().display()
-    );
-    let mut child = std::process::Command::new("script")
-        .args(["-qefc", &inner, "/dev/null"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = env.in_terminal("", "trap \"echo got-int; exit 9\" INT; echo ready; sleep 20 & wait");
     let mut stdin = child.stdin.take().unwrap();
     let mut out = BufReader::new(child.stdout.take().unwrap());
     let mut seen = String::new();

@@ -56,6 +56,23 @@ impl Env {
         c
     }
 
+    /// `clawkeep run [extra] --workspace WS -- sh -c SCRIPT` under `script`,
+    /// so it has a real terminal; stdin and stdout are piped to the test.
+    pub fn in_terminal(&self, extra: &str, script: &str) -> std::process::Child {
+        let inner = format!(
+            "CLAWKEEP_STATE_DIR={} {} run {extra} --workspace {} -- sh -c '{script}'",
+            self.state.path().display(),
+            bin().display(),
+            self.workspace.path().display()
+        );
+        std::process::Command::new("script")
+            .args(["-qefc", &inner, "/dev/null"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
     pub fn audit(&self) -> Vec<serde_json::Value> {
         let text = std::fs::read_to_string(self.state.path().join("audit.jsonl")).unwrap_or_default();
         text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
