@@ -105,6 +105,10 @@ impl Executor for JailExec {
 }
 
 impl RunningJob for JobAdapter {
+    fn release(&self) {
+        self.0.release();
+    }
+
     fn signaller(&self) -> Box<dyn Fn(i32) + Send + Sync> {
         Box::new(self.0.signaller())
     }

@@ -23,6 +23,7 @@ const WINDOW: Duration = Duration::from_secs(3);
 struct Instant0;
 struct Done;
 impl RunningJob for Done {
+    fn release(&self) {}
     fn signaller(&self) -> Box<dyn Fn(i32) + Send + Sync> {
         Box::new(|_| {})
     }

@@ -25,6 +25,9 @@ pub struct Outcome {
 }
 
 pub trait RunningJob: Send {
+    /// The command is set up but waits before exec until this is called:
+    /// the gate calls it once its decision record is on disk.
+    fn release(&self);
     /// Something that forwards signals to the command while another
     /// thread waits for it.
     fn signaller(&self) -> Box<dyn Fn(i32) + Send + Sync>;

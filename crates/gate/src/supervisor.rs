@@ -212,6 +212,12 @@ fn audit(inner: &Inner, kind: &str, fields: serde_json::Value) {
     }
 }
 
+/// Like `audit_async`, but says whether the record is on disk.
+async fn audit_durable(inner: &Arc<Inner>, kind: &'static str, fields: serde_json::Value) -> Result<(), String> {
+    let Some(log) = inner.cfg.audit.clone() else { return Ok(()) };
+    tokio::task::spawn_blocking(move || log.append(kind, fields).map(drop).map_err(|e| e.to_string())).await.map_err(|e| e.to_string())?
+}
+
 async fn audit_async(inner: &Arc<Inner>, kind: &'static str, fields: serde_json::Value) {
     let i = inner.clone();
     let _ = tokio::task::spawn_blocking(move || audit(&i, kind, fields)).await;
@@ -303,10 +309,6 @@ async fn decide(inner: &Arc<Inner>, conn: &mut Conn, r: Req, stdio: [OwnedFd; 3]
     }
     let outcome_word = if d.action == Action::Ask { "approved" } else { "allowed" };
     let fields = merge(&base, json!({"outcome": outcome_word, "approved_by": approved_by, "scope": scope}));
-    // On disk before the command runs. The history row and the exit record
-    // describe what already happened, so they are written after the shim
-    // has its answer (off the command's latency).
-    audit_async(inner, "gate.decision", fields.clone()).await;
 
     let mut env = r.env.clone();
     policy.scrub_env(&mut env);
@@ -319,6 +321,10 @@ async fn decide(inner: &Arc<Inner>, conn: &mut Conn, r: Req, stdio: [OwnedFd; 3]
         relay: !r.tty,
     };
     let started = Instant::now();
+    // The executor sets the command up while the decision record is made
+    // durable; the command execs only after that (the history row and the
+    // exit record describe what already happened and are written after the
+    // shim has its answer, off the command's latency).
     let running = match cfg.executor.submit(&job, stdio) {
         Ok(j) => j,
         Err(message) => {
@@ -326,8 +332,14 @@ async fn decide(inner: &Arc<Inner>, conn: &mut Conn, r: Req, stdio: [OwnedFd; 3]
             return;
         }
     };
-    let _ = conn.send(&Reply::Started).await;
     let signaller = running.signaller();
+    if let Err(e) = audit_durable(inner, "gate.decision", fields.clone()).await {
+        signaller(libc::SIGKILL);
+        let _ = conn.send(&Reply::Error { message: format!("{e}; the command was not run") }).await;
+        return;
+    }
+    running.release();
+    let _ = conn.send(&Reply::Started).await;
     let (tx, mut rx) = oneshot::channel();
     tokio::task::spawn_blocking(move || {
         let _ = tx.send(running.wait());

@@ -25,6 +25,7 @@ struct FakeExec {
 struct Done;
 
 impl RunningJob for Done {
+    fn release(&self) {}
     fn signaller(&self) -> Box<dyn Fn(i32) + Send + Sync> {
         Box::new(|_| {})
     }

@@ -144,6 +144,14 @@ impl JobHandle {
         self.id
     }
 
+    /// Lets the held command exec (see `ToExec::Release`).
+    pub fn release(&self) {
+        if let Ok(bytes) = serde_json::to_vec(&ToExec::Release { id: self.id }) {
+            // SAFETY: bytes is valid; one packet per message.
+            unsafe { libc::send(self.sock.as_raw_fd(), bytes.as_ptr().cast(), bytes.len(), libc::MSG_NOSIGNAL) };
+        }
+    }
+
     /// A handle that forwards signals while another thread waits.
     pub fn signaller(&self) -> impl Fn(i32) + Send + Sync + 'static {
         let (sock, id) = (self.sock.clone(), self.id);

@@ -26,8 +26,24 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ToExec {
-    Run { id: u64, command: String, args: Vec<String>, cwd: String, env: Vec<(String, String)>, timeout_ms: Option<u64>, relay: bool },
-    Signal { id: u64, signal: i32 },
+    Run {
+        id: u64,
+        command: String,
+        args: Vec<String>,
+        cwd: String,
+        env: Vec<(String, String)>,
+        timeout_ms: Option<u64>,
+        relay: bool,
+    },
+    Signal {
+        id: u64,
+        signal: i32,
+    },
+    /// The command may exec now (the gate's decision record is durable);
+    /// until then it waits, set up, just before execve.
+    Release {
+        id: u64,
+    },
 }
 
 /// Executor → launcher.
@@ -98,6 +114,7 @@ fn send(fd: RawFd, msg: &FromExec) {
 struct Job {
     runner: libc::pid_t,
     report: OwnedFd,
+    release: Option<OwnedFd>,
 }
 
 fn serve(chan: OwnedFd, path: &str, setup: &dyn Fn() -> Result<(), String>) {
@@ -144,6 +161,11 @@ fn serve(chan: OwnedFd, path: &str, setup: &dyn Fn() -> Result<(), String>) {
             return; // the launcher is gone
         }
         match serde_json::from_slice::<ToExec>(&buf[..n]) {
+            Ok(ToExec::Release { id }) => {
+                if let Some(r) = jobs.get_mut(&id).and_then(|j| j.release.take()) {
+                    let _ = sys::write_all(r.as_raw_fd(), b"x");
+                }
+            }
             Ok(ToExec::Signal { id, signal }) => {
                 if let Some(job) = jobs.get(&id) {
                     // SAFETY: signalling our own runner, which forwards it.
@@ -207,14 +229,16 @@ fn start(
     let envp: Vec<CString> = env.iter().map(|(k, v)| cstr(&format!("{k}={v}"))).collect::<Result<_, _>>()?;
     let cwd_c = cstr(cwd)?;
     let (report_r, report_w) = sys::pipe().map_err(|e| e.to_string())?;
+    let (hold_r, hold_w) = sys::pipe().map_err(|e| e.to_string())?;
     // SAFETY: the executor is single-threaded; the runner only makes syscalls.
     let runner = unsafe { libc::fork() };
     if runner < 0 {
         return Err(io::Error::last_os_error().to_string());
     }
     if runner == 0 {
-        drop(report_r);
+        drop((report_r, hold_w));
         let spec = Spawn {
+            hold: hold_r.as_raw_fd(),
             exe: &exe_c,
             argv: &argv,
             envp: &envp,
@@ -228,10 +252,13 @@ fn start(
         // SAFETY: _exit in a forked child.
         unsafe { libc::_exit(0) };
     }
-    Ok(Job { runner, report: report_r })
+    drop(hold_r);
+    Ok(Job { runner, report: report_r, release: Some(hold_w) })
 }
 
 struct Spawn<'a> {
+    /// Read before execve: one byte means go, end of file means never.
+    hold: RawFd,
     exe: &'a CString,
     argv: &'a [CString],
     envp: &'a [CString],
@@ -265,6 +292,11 @@ fn runner_main(s: &Spawn<'_>, timeout: Option<Duration>, relay: bool) -> RunnerR
             libc::dup2(child_err, 2);
             let empty = init::signal_set(std::iter::empty());
             libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+            let mut go = [0u8; 1];
+            if sys::read_some(s.hold, &mut go).unwrap_or(0) != 1 {
+                libc::_exit(126);
+            }
+            libc::close(s.hold);
             if libc::chdir(s.cwd.as_ptr()) < 0 {
                 let msg = format!("clawkeep: cannot enter {}: {}\n", s.cwd.to_string_lossy(), io::Error::last_os_error());
                 let _ = sys::write_all(2, msg.as_bytes());
