@@ -371,9 +371,8 @@ async fn decide(inner: &Arc<Inner>, conn: &mut Conn, r: Req, stdio: [OwnedFd; 3]
     let i = inner.clone();
     let decision = d.action.to_string();
     let _ = tokio::task::spawn_blocking(move || {
-        if let Some(id) = record(&i, &r, d.rule, &decision, outcome_word, approved_by, scope, &d.reason) {
-            let _ = i.cfg.store.finish(id, code, duration_ms, bytes_out);
-        }
+        let nd = new_decision(&i, &r, d.rule, &decision, outcome_word, approved_by, scope, &d.reason);
+        let _ = i.cfg.store.record_finished(&nd, code, duration_ms, bytes_out);
         let exit = merge(
             &fields,
             json!({"exit_code": code, "duration_ms": duration_ms, "bytes_out": bytes_out, "timed_out": timed_out, "error": error}),
@@ -448,8 +447,23 @@ fn record(
     scope: Option<Scope>,
     reason: &str,
 ) -> Option<i64> {
+    let d = new_decision(inner, r, rule, decision, outcome, by, scope, reason);
+    inner.cfg.store.record(&d).ok()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn new_decision(
+    inner: &Inner,
+    r: &Req,
+    rule: Option<usize>,
+    decision: &str,
+    outcome: &str,
+    by: Option<String>,
+    scope: Option<Scope>,
+    reason: &str,
+) -> NewDecision {
     let cfg = &inner.cfg;
-    let d = NewDecision {
+    NewDecision {
         agent: cfg.agent.clone(),
         session: cfg.session.clone(),
         command: r.command.clone(),
@@ -462,8 +476,7 @@ fn record(
         approved_by: by,
         scope: scope.map(|s| s.to_string()),
         reason: reason.to_string(),
-    };
-    cfg.store.record(&d).ok()
+    }
 }
 
 fn merge(a: &serde_json::Value, b: serde_json::Value) -> serde_json::Value {

@@ -133,6 +133,42 @@ impl Store {
         Ok(conn.last_insert_rowid())
     }
 
+    /// Records a decision whose command already ran, outcome included, in
+    /// one transaction (one fsync instead of `record` + `finish`'s two).
+    pub fn record_finished(
+        &self,
+        d: &NewDecision,
+        exit_code: Option<i32>,
+        duration_ms: u64,
+        bytes_out: Option<u64>,
+    ) -> Result<i64, StoreError> {
+        let conn = self.conn();
+        conn.prepare_cached(
+            "INSERT INTO decisions (agent, session, command, args, cwd, uid, rule, decision, outcome, \
+             approved_by, scope, reason, at, exit_code, duration_ms, bytes_out) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+        )?
+        .execute(params![
+            d.agent,
+            d.session,
+            d.command,
+            encode_args(&d.args)?,
+            d.cwd,
+            d.uid,
+            rule_to_sql(d.rule),
+            d.decision,
+            d.outcome,
+            d.approved_by,
+            d.scope,
+            d.reason,
+            clawkeep_core::time::now_rfc3339(),
+            exit_code,
+            u64_to_sql(duration_ms),
+            bytes_out.map(u64_to_sql)
+        ])?;
+        Ok(conn.last_insert_rowid())
+    }
+
     /// Fills in how an executed command ended. Byte counts and durations
     /// beyond `i64::MAX` are stored as `i64::MAX`.
     pub fn finish(&self, id: i64, exit_code: Option<i32>, duration_ms: u64, bytes_out: Option<u64>) -> Result<(), StoreError> {

@@ -144,3 +144,27 @@ fn store_is_send_and_sync() {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<Store>();
 }
+
+#[test]
+fn record_finished_stores_the_outcome_in_one_row() {
+    let store = clawkeep_store::Store::open_in_memory().unwrap();
+    let d = clawkeep_store::NewDecision {
+        agent: "a".into(),
+        session: "s".into(),
+        command: "git".into(),
+        args: vec!["status".into()],
+        cwd: "/workspace".into(),
+        uid: 1000,
+        rule: Some(2),
+        decision: "allow".into(),
+        outcome: "allowed".into(),
+        approved_by: None,
+        scope: None,
+        reason: "r".into(),
+    };
+    let id = store.record_finished(&d, Some(3), 12, Some(40)).unwrap();
+    let page = store.history(&clawkeep_store::HistoryFilter::default()).unwrap();
+    let row = page.items.iter().find(|r| r.id == id).unwrap();
+    assert_eq!((row.exit_code, row.duration_ms, row.bytes_out), (Some(3), Some(12), Some(40)));
+    assert_eq!(row.args, ["status"]);
+}
