@@ -98,9 +98,16 @@ fn clap_error(e: clap::Error) -> ExitCode {
         let _ = e.print();
         return ExitCode::from(if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand { 2 } else { 0 });
     }
-    // Never echo what was typed after `secret`: it may be the secret itself.
-    if std::env::args().nth(1).as_deref() == Some("secret") && e.kind() == ErrorKind::UnknownArgument {
-        eprintln!("clawkeep: a secret's value is never an argument; pipe it on stdin or use --from-env VAR");
+    // A stray value (not a flag) is never echoed back: it may be a secret
+    // someone tried to pass on the command line.
+    let stray = e.get(clap::error::ContextKind::InvalidArg).map(|v| v.to_string()).filter(|v| !v.starts_with('-'));
+    if e.kind() == ErrorKind::UnknownArgument && stray.is_some() {
+        let hint = if std::env::args().nth(1).as_deref() == Some("secret") {
+            "a secret's value is never an argument; pipe it on stdin or use --from-env VAR"
+        } else {
+            "unexpected extra argument (not shown); put the command after '--', see 'clawkeep --help'"
+        };
+        eprintln!("clawkeep: {hint}");
         return ExitCode::from(2);
     }
     let rendered = e.render().to_string();

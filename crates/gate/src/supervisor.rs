@@ -274,7 +274,7 @@ async fn decide(inner: &Arc<Inner>, conn: &mut Conn, r: Req, stdio: [OwnedFd; 3]
     let mut scope: Option<Scope> = None;
     match d.action {
         Action::Deny => {
-            record(inner, &r, d.rule, "deny", "denied", None, None, &d.reason);
+            record(inner, &new_decision(inner, &r, d.rule, "deny", "denied", None, None, &d.reason));
             audit_async(inner, "gate.decision", merge(&base, json!({"outcome": "denied"}))).await;
             let _ = conn.send(&Reply::Denied { reason: d.reason.clone() }).await;
             return;
@@ -292,7 +292,7 @@ async fn decide(inner: &Arc<Inner>, conn: &mut Conn, r: Req, stdio: [OwnedFd; 3]
                     }
                     Some(a) => {
                         let why = a.decision_reason.clone().unwrap_or_else(|| "denied by an operator".into());
-                        record(inner, &r, d.rule, "ask", "rejected", a.decided_by.clone(), a.scope, &why);
+                        record(inner, &new_decision(inner, &r, d.rule, "ask", "rejected", a.decided_by.clone(), a.scope, &why));
                         audit_async(
                             inner,
                             "gate.decision",
@@ -372,7 +372,9 @@ async fn decide(inner: &Arc<Inner>, conn: &mut Conn, r: Req, stdio: [OwnedFd; 3]
     let decision = d.action.to_string();
     let _ = tokio::task::spawn_blocking(move || {
         let nd = new_decision(&i, &r, d.rule, &decision, outcome_word, approved_by, scope, &d.reason);
-        let _ = i.cfg.store.record_finished(&nd, code, duration_ms, bytes_out);
+        if let Err(e) = i.cfg.store.record_finished(&nd, code, duration_ms, bytes_out) {
+            eprintln!("clawkeep: gate: recording the decision in the history failed: {e}; it is still in the audit log");
+        }
         let exit = merge(
             &fields,
             json!({"exit_code": code, "duration_ms": duration_ms, "bytes_out": bytes_out, "timed_out": timed_out, "error": error}),
@@ -419,7 +421,7 @@ async fn wait_for_operator(inner: &Arc<Inner>, conn: &mut Conn, r: &Req, rule: O
         _ = wait_closed(conn) => {
             inner.waiting.lock().unwrap_or_else(|p| p.into_inner()).remove(&approval.id);
             let _ = cfg.store.abandon(approval.id, "the waiting command's connection closed");
-            record(inner, r, rule, "ask", "abandoned", None, None, "the waiting command's connection closed");
+            record(inner, &new_decision(inner, r, rule, "ask", "abandoned", None, None, "the waiting command's connection closed"));
             audit_async(inner, "gate.abandoned", json!({"agent": cfg.agent, "id": approval.id, "command": r.command})).await;
             None
         }
@@ -436,19 +438,11 @@ async fn wait_closed(conn: &mut Conn) {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn record(
-    inner: &Inner,
-    r: &Req,
-    rule: Option<usize>,
-    decision: &str,
-    outcome: &str,
-    by: Option<String>,
-    scope: Option<Scope>,
-    reason: &str,
-) -> Option<i64> {
-    let d = new_decision(inner, r, rule, decision, outcome, by, scope, reason);
-    inner.cfg.store.record(&d).ok()
+/// Records a decision whose command did not run (denied, rejected, abandoned).
+fn record(inner: &Inner, d: &NewDecision) {
+    if let Err(e) = inner.cfg.store.record(d) {
+        eprintln!("clawkeep: gate: recording the decision in the history failed: {e}; it is still in the audit log");
+    }
 }
 
 #[allow(clippy::too_many_arguments)]

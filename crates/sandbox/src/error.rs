@@ -78,7 +78,7 @@ pub enum SandboxError {
     Rootfs { path: PathBuf, why: String },
     #[error("cannot start the sandbox helper {exe}: {source}")]
     SpawnHelper { exe: PathBuf, source: io::Error },
-    #[error("talking to the sandbox helper failed: {0}")]
+    #[error("talking to the sandbox helper failed: {0}; run 'clawkeep doctor' to check this host")]
     HelperIo(#[source] io::Error),
     #[error("the sandbox helper died without a report ({status}); nothing is left running")]
     HelperDied { status: String },

@@ -110,27 +110,7 @@ fn record_from_row(row: &Row<'_>) -> rusqlite::Result<DecisionRecord> {
 impl Store {
     /// Records one gate decision and returns its id (for [`Store::finish`]).
     pub fn record(&self, d: &NewDecision) -> Result<i64, StoreError> {
-        let conn = self.conn();
-        conn.prepare_cached(
-            "INSERT INTO decisions (agent, session, command, args, cwd, uid, rule, decision, outcome, \
-             approved_by, scope, reason, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-        )?
-        .execute(params![
-            d.agent,
-            d.session,
-            d.command,
-            encode_args(&d.args)?,
-            d.cwd,
-            d.uid,
-            rule_to_sql(d.rule),
-            d.decision,
-            d.outcome,
-            d.approved_by,
-            d.scope,
-            d.reason,
-            clawkeep_core::time::now_rfc3339()
-        ])?;
-        Ok(conn.last_insert_rowid())
+        self.insert(d, None, None, None)
     }
 
     /// Records a decision whose command already ran, outcome included, in
@@ -142,6 +122,10 @@ impl Store {
         duration_ms: u64,
         bytes_out: Option<u64>,
     ) -> Result<i64, StoreError> {
+        self.insert(d, exit_code, Some(duration_ms), bytes_out)
+    }
+
+    fn insert(&self, d: &NewDecision, exit_code: Option<i32>, duration_ms: Option<u64>, bytes_out: Option<u64>) -> Result<i64, StoreError> {
         let conn = self.conn();
         conn.prepare_cached(
             "INSERT INTO decisions (agent, session, command, args, cwd, uid, rule, decision, outcome, \
@@ -163,7 +147,7 @@ impl Store {
             d.reason,
             clawkeep_core::time::now_rfc3339(),
             exit_code,
-            u64_to_sql(duration_ms),
+            duration_ms.map(u64_to_sql),
             bytes_out.map(u64_to_sql)
         ])?;
         Ok(conn.last_insert_rowid())
