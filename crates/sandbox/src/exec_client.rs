@@ -172,5 +172,5 @@ impl Drop for JobHandle {
 
 /// A SOCK_SEQPACKET pair: (launcher end, jail end).
 pub fn channel_pair() -> io::Result<(OwnedFd, OwnedFd)> {
-    crate::pty::socketpair()
+    crate::sys::seqpacket_pair()
 }

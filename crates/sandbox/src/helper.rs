@@ -71,7 +71,7 @@ fn run(cfg: &HelperConfig, exec_chan: Option<OwnedFd>, prompt_chan: Option<Owned
 
     // SAFETY: getters without preconditions.
     let (euid, egid) = unsafe { (libc::geteuid(), libc::getegid()) };
-    let (console_h, console_i) = match pty::socketpair() {
+    let (console_h, console_i) = match sys::seqpacket_pair() {
         Ok(p) => p,
         Err(e) => return (setup_failed(SetupFailure::new(Step::Terminal, "socketpair", &e)), false),
     };

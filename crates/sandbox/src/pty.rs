@@ -113,17 +113,6 @@ pub fn set_nonblocking(fd: &OwnedFd) {
     }
 }
 
-/// A seqpacket socket pair for passing the master: (helper end, init end).
-pub fn socketpair() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: fds is a valid 2-element array.
-    if unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr()) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fresh descriptors.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
-}
-
 /// Copies the user's keystrokes to the pty master and the master's output
 /// to the user's terminal. Non-blocking towards the jail, so an agent that
 /// stops reading cannot stall the helper's signal and timeout handling.
