@@ -81,6 +81,17 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Inference requests made through the proxy: tokens, cost, latency
+    Usage {
+        #[arg(long)]
+        agent: Option<String>,
+        /// A duration back from now (e.g. 1h, 7d) or an RFC 3339 time or
+        /// prefix (e.g. 2026-11-22)
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// The kill switch: stop an agent's whole sandbox now (or freeze/thaw it)
     Kill {
         #[arg(value_name = "AGENT")]
@@ -198,6 +209,17 @@ pub struct RunArgs {
     /// CLAWKEEP_API_TOKEN, sent as a bearer token)
     #[arg(long, value_name = "ADDR")]
     pub api_tcp: Option<std::net::SocketAddr>,
+
+    /// Inference proxy configuration (YAML or JSON: providers, routes,
+    /// limits, budgets, prices) [default: $CLAWKEEP_PROXY_CONFIG, else
+    /// <state-dir>/proxy.yaml if present, else OpenAI and Anthropic with
+    /// keys sealed as 'openai' and 'anthropic']
+    #[arg(long, value_name = "FILE", conflicts_with = "no_proxy")]
+    pub proxy_config: Option<PathBuf>,
+
+    /// Serve no inference proxy: the agent gets no token and no *_BASE_URL
+    #[arg(long)]
+    pub no_proxy: bool,
 
     /// The command and its arguments, after `--`
     #[arg(last = true, value_name = "CMD")]

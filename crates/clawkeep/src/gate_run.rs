@@ -3,6 +3,7 @@
 //! adapter that sends approved commands into the jail.
 
 use crate::gate_cmd::{agent_dir, gate_db};
+use crate::proxy_run::ProxyPrep;
 use crate::Failure;
 use clawkeep_audit::AuditLog;
 use clawkeep_gate::{Executor, Gate, GateConfig, Job, Outcome, RunningJob};
@@ -119,7 +120,17 @@ impl RunningJob for JobAdapter {
     }
 }
 
-/// Starts the supervisor and the API on their own runtime thread.
+/// What else the run's runtime thread serves besides the gate.
+pub struct Services {
+    /// The operator API on loopback TCP, with its bearer token.
+    pub api_tcp: Option<(std::net::SocketAddr, String)>,
+    /// Approval prompts at the user's terminal.
+    pub prompt: Option<OwnedFd>,
+    /// The inference proxy, served on the jail's own loopback.
+    pub proxy: Option<ProxyPrep>,
+}
+
+/// Starts the supervisor, the API and the proxy on their own runtime thread.
 #[allow(clippy::too_many_arguments)] // each is one distinct piece the run owns
 pub fn start(
     prep: GatePrep,
@@ -128,10 +139,11 @@ pub fn start(
     exec: OwnedFd,
     kill: Arc<dyn Fn(clawkeep_gate::Switch) -> Result<(), String> + Send + Sync>,
     audit: Arc<AuditLog>,
-    api_tcp: Option<(std::net::SocketAddr, String)>,
     inflight: Arc<std::sync::atomic::AtomicUsize>,
-    prompt: Option<OwnedFd>,
+    services: Services,
 ) -> Result<(), Failure> {
+    let Services { api_tcp, prompt, proxy } = services;
+    let state_dir = state.to_path_buf();
     let db = gate_db(state);
     let exec = ExecClient::new(exec);
     let GatePrep { agent, gate_socket, gate_listener, api_listener, policy, policy_path, .. } = prep;
@@ -143,6 +155,9 @@ pub fn start(
                 Ok(rt) => rt,
                 Err(e) => return eprintln!("clawkeep: gate: cannot start its runtime: {e}"),
             };
+            if let Some(p) = proxy {
+                p.spawn(&rt, &state_dir, agent.clone(), session.clone(), audit.clone());
+            }
             let store = match Store::open(&db) {
                 Ok(s) => Arc::new(s),
                 Err(e) => return eprintln!("clawkeep: gate: {e}; gated commands will fail"),

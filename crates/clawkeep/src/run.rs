@@ -3,9 +3,11 @@
 use crate::audit_cmd::audit_path;
 use crate::cli::RunArgs;
 use crate::gate_run;
+use crate::proxy_run::{ProxyPrep, PROXY_PORT};
 use crate::Failure;
 use clawkeep_audit::AuditLog;
 use clawkeep_core::{AgentEnv, Limits, RunSpec};
+use clawkeep_sandbox::launcher::Channels;
 use clawkeep_sandbox::shims::GateMounts;
 use clawkeep_sandbox::{Outcome, SandboxError};
 use serde_json::json;
@@ -57,12 +59,30 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs) -> Result<u8, Failure> {
     let run_id = run_id();
     let agent = args.agent.clone().unwrap_or_else(|| format!("run-{}", &run_id[..8]));
     let mut gate = gate_run::prepare(&dir, &agent, args.policy.clone())?;
-    let env_names = env.names();
+    let mut proxy = match args.no_proxy {
+        true => None,
+        false => match ProxyPrep::prepare(&dir, &agent, args.proxy_config.as_deref(), args.timeout) {
+            Ok(p) => Some(p),
+            Err(f) => {
+                gate_run::cleanup(&gate.dir);
+                return Err(f);
+            }
+        },
+    };
+    let mut env_names = env.names();
     let mut env = env.into_pairs();
     for (k, v) in env.iter_mut() {
         if k == "PATH" {
             *v = format!("{}:{v}", clawkeep_shim::JAIL_SHIM_DIR);
         }
+    }
+    // The proxy's URL and the agent's own token replace whatever the host
+    // had under these names: a real key never goes in.
+    for (k, v) in proxy.as_ref().map(ProxyPrep::env).unwrap_or_default() {
+        env.retain(|(name, _)| *name != k);
+        env_names.retain(|name| *name != k);
+        env_names.push(k.clone());
+        env.push((k, v));
     }
     let spec = RunSpec {
         run_id: run_id.clone(),
@@ -92,8 +112,8 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs) -> Result<u8, Failure> {
     };
     // The small helper binary when it is installed beside us, else ourselves.
     let helper_exe = exe.parent().map(|d| d.join("clawkeep-jail")).filter(|p| p.is_file()).unwrap_or_else(|| exe.clone());
-    let helper =
-        clawkeep_sandbox::launcher::spawn(&helper_exe, Some(exec_jail), prompt_jail).map_err(|e| Failure::runtime(e.to_string()))?;
+    let chans = Channels { exec: Some(exec_jail), prompt: prompt_jail, proxy: proxy.as_mut().and_then(|p| p.jail_chan.take()) };
+    let helper = clawkeep_sandbox::launcher::spawn(&helper_exe, chans).map_err(|e| Failure::runtime(e.to_string()))?;
     let plan = match clawkeep_sandbox::plan(spec, Some(audit_file.clone())) {
         Ok(mut p) => {
             // Compiled on its own thread while the helper started.
@@ -107,6 +127,7 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs) -> Result<u8, Failure> {
                 }
             };
             p.cfg.gate = Some(GateMounts { shim_binary, socket: gate.gate_socket.clone(), commands: policy.gated_commands() });
+            p.cfg.proxy_port = proxy.as_ref().map(|_| PROXY_PORT);
             gate.policy = Some(policy);
             p
         }
@@ -141,6 +162,7 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs) -> Result<u8, Failure> {
             "agent": agent,
             "policy": args.policy,
             "gated": gate.policy.as_ref().map(|p| p.gated_commands()),
+            "proxy": proxy.as_ref().map(ProxyPrep::describe),
         }),
     );
     if let Err(e) = start {
@@ -150,6 +172,7 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs) -> Result<u8, Failure> {
         return Err(Failure::runtime(format!("{e}; the command was not started")));
     }
 
+    let revoke = proxy.as_ref().map(ProxyPrep::revoker);
     let t0 = Instant::now();
     let gate_dir = gate.dir.clone();
     let inflight: Arc<std::sync::atomic::AtomicUsize> = Arc::default();
@@ -179,9 +202,8 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs) -> Result<u8, Failure> {
                 // Shims that connect before the supervisor is up wait in the
                 // socket's backlog; starting it after the agent keeps it off
                 // the start-up path.
-                if let Err(f) =
-                    gate_run::start(gate, &dir, run_id.clone(), exec_ours, kill, log.clone(), api_tcp, inflight.clone(), prompt_ours)
-                {
+                let services = gate_run::Services { api_tcp, prompt: prompt_ours, proxy: proxy.take() };
+                if let Err(f) = gate_run::start(gate, &dir, run_id.clone(), exec_ours, kill, log.clone(), inflight.clone(), services) {
                     eprintln!("clawkeep: warning: {}; gated commands will fail", f.message);
                 }
                 launched.wait()
@@ -192,6 +214,9 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs) -> Result<u8, Failure> {
     // the answer: wait for them before the run's own exit record.
     gate_run::drain(&inflight, std::time::Duration::from_secs(5));
     gate_run::cleanup(&gate_dir);
+    if let Some(revoke) = revoke {
+        revoke();
+    }
     // The helper removes the cgroups before it reports; without a report
     // (it died), the launcher does.
     if result.is_err() {

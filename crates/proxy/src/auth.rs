@@ -15,7 +15,13 @@ pub fn token(headers: &HeaderMap) -> Option<&str> {
     bearer.or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok())).map(str::trim).filter(|t| !t.is_empty())
 }
 
-pub fn authenticate(keys: &KeyRing, headers: &HeaderMap) -> Result<Claims, ProxyError> {
+/// Checks the caller's token; when `bound` names an agent, a valid token of
+/// any other agent is refused too.
+pub fn authenticate(keys: &KeyRing, bound: Option<&str>, headers: &HeaderMap) -> Result<Claims, ProxyError> {
     let token = token(headers).ok_or(ProxyError::MissingToken)?;
-    keys.verify(token, SystemTime::now()).map_err(ProxyError::BadToken)
+    match bound {
+        Some(agent) => keys.verify_for(token, agent, SystemTime::now()),
+        None => keys.verify(token, SystemTime::now()),
+    }
+    .map_err(ProxyError::BadToken)
 }

@@ -30,7 +30,7 @@ const DEFAULT_ANTHROPIC_VERSION: &str = "2023-06-01";
 const MAX_ERROR_BODY: usize = 64 * 1024;
 
 pub async fn handle(state: ProxyState, endpoint: Endpoint, headers: HeaderMap, body: Body) -> Result<Response, ProxyError> {
-    let claims = authenticate(state.keys(), &headers)?;
+    let claims = authenticate(state.keys(), state.bound_agent(), &headers)?;
     let span = tracing::info_span!("proxy", agent = %claims.sub, jti = %claims.jti, path = endpoint.path());
     forward(state, endpoint, claims.sub, headers, body).instrument(span).await
 }

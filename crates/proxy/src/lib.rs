@@ -26,7 +26,7 @@ pub mod usage;
 pub use config::{AgentOverride, Budget, Limits, Price, ProviderConfig, ProviderKind, ProxyConfig, RouteConfig};
 pub use error::ProxyError;
 pub use ledger::{Ledger, LedgerError, UsageRow};
-pub use state::ProxyState;
+pub use state::{ProxyState, UsageObserver};
 
 use axum::body::Body;
 use axum::extract::State;
@@ -45,6 +45,7 @@ pub fn router(state: ProxyState) -> Router {
         .route("/v1/messages", post(|s, h, b| serve(s, Endpoint::Messages, h, b)))
         .route("/v1/messages/count_tokens", post(|s, h, b| serve(s, Endpoint::CountTokens, h, b)))
         .route("/v1/models", get(models))
+        .route("/.well-known/jwks.json", get(jwks))
         .with_state(state)
 }
 
@@ -52,9 +53,15 @@ async fn serve(State(state): State<ProxyState>, endpoint: Endpoint, headers: Hea
     forward::handle(state, endpoint, headers, body).await.unwrap_or_else(IntoResponse::into_response)
 }
 
+/// The public keys that verify agent tokens (current and rotated-out ones
+/// whose tokens may still be valid), for services that check them too.
+async fn jwks(State(state): State<ProxyState>) -> Response {
+    Json(state.keys().jwks()).into_response()
+}
+
 /// The priced models, in OpenAI's list shape; answered locally.
 async fn models(State(state): State<ProxyState>, headers: HeaderMap) -> Response {
-    if let Err(e) = auth::authenticate(state.keys(), &headers) {
+    if let Err(e) = auth::authenticate(state.keys(), state.bound_agent(), &headers) {
         return e.into_response();
     }
     let config = state.config();

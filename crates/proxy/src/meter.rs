@@ -37,6 +37,7 @@ pub struct Ticket {
     pub(crate) reservation: Option<(Budget, Reservation)>,
     pub(crate) started: Instant,
     pub(crate) done: bool,
+    pub(crate) observer: Option<crate::state::UsageObserver>,
 }
 
 impl Ticket {
@@ -74,6 +75,9 @@ impl Ticket {
         };
         if let Err(e) = self.ledger.record(&row, now) {
             tracing::error!(error = %e, agent = %self.agent, "could not record usage");
+        }
+        if let Some(o) = &self.observer {
+            (o.0)(&row);
         }
         tracing::info!(
             agent = %self.agent, model = %self.model, provider = %self.provider, status,

@@ -15,6 +15,20 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone)]
 pub struct ProxyState {
     inner: Arc<Inner>,
+    /// When set, only this agent's tokens are accepted (a listener that
+    /// lives in one agent's jail serves that agent alone).
+    bound: Option<Arc<str>>,
+}
+
+/// Told about every settled request, after its ledger row is written (the
+/// binary turns these into audit events). Never sees a body or a key.
+#[derive(Clone)]
+pub struct UsageObserver(pub Arc<dyn Fn(&UsageRow) + Send + Sync>);
+
+impl std::fmt::Debug for UsageObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("UsageObserver")
+    }
 }
 
 #[derive(Debug)]
@@ -27,10 +41,22 @@ struct Inner {
     budgets: Budgets,
     client: reqwest::Client,
     next_ticket: AtomicU64,
+    observer: Option<UsageObserver>,
 }
 
 impl ProxyState {
     pub fn new(config: ProxyConfig, keys: Arc<KeyRing>, secrets: Arc<SealedStore>, ledger: Arc<Ledger>) -> Result<ProxyState, ProxyError> {
+        ProxyState::with_observer(config, keys, secrets, ledger, None)
+    }
+
+    /// Like [`ProxyState::new`], with `observer` told about every settled request.
+    pub fn with_observer(
+        config: ProxyConfig,
+        keys: Arc<KeyRing>,
+        secrets: Arc<SealedStore>,
+        ledger: Arc<Ledger>,
+        observer: Option<UsageObserver>,
+    ) -> Result<ProxyState, ProxyError> {
         let client = reqwest::Client::builder()
             // A redirect would carry the provider key to wherever it points.
             .redirect(reqwest::redirect::Policy::none())
@@ -39,9 +65,28 @@ impl ProxyState {
             .build()
             .map_err(|e| ProxyError::Internal(format!("cannot build the HTTP client: {e}")))?;
         let budgets = Budgets::new(ledger.clone());
-        let inner =
-            Inner { config, keys, secrets, ledger, limiter: RateLimiter::default(), budgets, client, next_ticket: AtomicU64::new(1) };
-        Ok(ProxyState { inner: Arc::new(inner) })
+        let inner = Inner {
+            config,
+            keys,
+            secrets,
+            ledger,
+            limiter: RateLimiter::default(),
+            budgets,
+            client,
+            next_ticket: AtomicU64::new(1),
+            observer,
+        };
+        Ok(ProxyState { inner: Arc::new(inner), bound: None })
+    }
+
+    /// The same proxy (limits, budgets, ledger shared), accepting only
+    /// `agent`'s tokens: another agent's valid token is refused.
+    pub fn bound_to(&self, agent: &str) -> ProxyState {
+        ProxyState { inner: self.inner.clone(), bound: Some(Arc::from(agent)) }
+    }
+
+    pub(crate) fn bound_agent(&self) -> Option<&str> {
+        self.bound.as_deref()
     }
 
     pub fn config(&self) -> &ProxyConfig {
@@ -111,6 +156,7 @@ impl ProxyState {
             reservation,
             started: Instant::now(),
             done: false,
+            observer: self.inner.observer.clone(),
         })
     }
 }

@@ -93,3 +93,23 @@ async fn unknown_model_is_400_and_big_body_is_413() {
     assert_eq!(resp.status(), 413);
     assert!(h.upstream.received().is_empty());
 }
+
+#[tokio::test]
+async fn a_proxy_bound_to_one_agent_refuses_another_agents_token() {
+    let h = Harness::start().await;
+    let bound = clawkeep_proxy::router(h.state.bound_to("agent-a"));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/v1/chat/completions", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, bound).await.unwrap() });
+    let body = json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]});
+    // Valid, unexpired, unrevoked, but another agent's.
+    let other = h.client.post(&url).bearer_auth(h.token("agent-b")).json(&body).send().await.unwrap();
+    assert_401(other).await;
+    assert!(h.upstream.received().is_empty());
+    let own = h.client.post(&url).bearer_auth(h.token("agent-a")).json(&body).send().await.unwrap();
+    assert_eq!(own.status(), 200);
+    // The JWKS is public and lists the key that signed both.
+    let jwks: Value = h.client.get(h.url("/.well-known/jwks.json")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(jwks["keys"][0]["kty"], "OKP");
+    assert_eq!(jwks["keys"][0]["crv"], "Ed25519");
+}

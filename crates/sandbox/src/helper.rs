@@ -12,7 +12,7 @@
 use crate::error::{SetupFailure, Step};
 use crate::idmap::{self, IdMaps, WorkspaceMount};
 use crate::init::{self, InitArgs, FORWARDED};
-use crate::protocol::{read_frame, ChildMsg, HelperConfig, JailReport, Outcome, CONFIG_FD, EXEC_FD, KILL, PROCEED, PROMPT_FD, REPORT_FD};
+use crate::protocol::{read_frame, ChildMsg, HelperConfig, JailReport, Outcome, CONFIG_FD, EXEC_FD, KILL, PROCEED, PROMPT_FD, PROXY_FD, REPORT_FD};
 use crate::{pty, seccomp, sys};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -42,7 +42,9 @@ pub fn main() -> i32 {
         .as_ref()
         .filter(|_| cfg.tty.is_some() && sys::set_cloexec(PROMPT_FD).is_ok())
         .map(|_| unsafe { OwnedFd::from_raw_fd(PROMPT_FD) });
-    let (report, parent_gone) = run(&cfg, exec_chan, prompt_chan);
+    // SAFETY: adopting fd 7 when the launcher passed one (proxied runs only).
+    let proxy_chan = cfg.proxy_port.filter(|_| sys::set_cloexec(PROXY_FD).is_ok()).map(|_| unsafe { OwnedFd::from_raw_fd(PROXY_FD) });
+    let (report, parent_gone) = run(&cfg, exec_chan, prompt_chan, proxy_chan);
     if parent_gone {
         record_abort(&cfg, &report);
     } else if let Ok(mut line) = serde_json::to_vec(&report) {
@@ -56,7 +58,7 @@ fn setup_failed(failure: SetupFailure) -> JailReport {
     JailReport { outcome: Outcome::SetupFailed { failure }, peak_memory_bytes: None, peak_pids: None, oom_killed: false, landlock: None }
 }
 
-fn run(cfg: &HelperConfig, exec_chan: Option<OwnedFd>, prompt_chan: Option<OwnedFd>) -> (JailReport, bool) {
+fn run(cfg: &HelperConfig, exec_chan: Option<OwnedFd>, prompt_chan: Option<OwnedFd>, proxy_chan: Option<OwnedFd>) -> (JailReport, bool) {
     let blocked = init::signal_set(FORWARDED.iter().copied().chain([libc::SIGCHLD, libc::SIGWINCH]));
     // SAFETY: blocking signals for this single-threaded process; signalfd gets a valid set.
     let sigfd = unsafe {
@@ -127,11 +129,12 @@ fn run(cfg: &HelperConfig, exec_chan: Option<OwnedFd>, prompt_chan: Option<Owned
                 exec_gate: gate_r,
                 exec_chan,
                 gate_trees,
+                proxy_chan,
             },
             status_w,
         );
     }
-    drop((go_r, status_w, workspace, console_i, gate_r, exec_chan, gate_trees));
+    drop((go_r, status_w, workspace, console_i, gate_r, exec_chan, gate_trees, proxy_chan));
 
     let kill = |sig| {
         // SAFETY: pid is our child.

@@ -33,6 +33,8 @@ pub struct InitArgs<'a> {
     pub exec_chan: Option<OwnedFd>,
     /// Detached mounts of the shim and the gate socket (root callers).
     pub gate_trees: Option<(OwnedFd, OwnedFd)>,
+    /// Where the proxy's listening socket goes (proxied runs only).
+    pub proxy_chan: Option<OwnedFd>,
 }
 
 /// Never returns: exits with the agent's status (128+signal when killed).
@@ -81,6 +83,12 @@ fn setup_and_supervise(args: InitArgs<'_>, status_fd: i32) -> Result<i32, SetupF
         return Err(SetupFailure::new(Step::Hostname, "clawkeep", &io::Error::last_os_error()));
     }
     net::loopback_up().map_err(|e| SetupFailure::new(Step::Loopback, "lo", &e))?;
+    if let (Some(port), Some(chan)) = (args.cfg.proxy_port, args.proxy_chan) {
+        // Listening before the agent exists: its first request waits in the
+        // backlog until the host accepts.
+        let listener = net::listen_loopback(port).map_err(|e| SetupFailure::new(Step::Loopback, "proxy listener", &e))?;
+        pty::send_fd(chan.as_raw_fd(), listener.as_raw_fd()).map_err(|e| SetupFailure::new(Step::Loopback, "proxy socket", &e))?;
+    }
 
     if let Some(chan) = args.exec_chan {
         // SAFETY: init is single-threaded; the executor never returns.

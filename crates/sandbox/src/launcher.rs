@@ -3,7 +3,7 @@
 //! between fork and exec is two dup2 calls (std's Command does the rest).
 
 use crate::error::SandboxError;
-use crate::protocol::{write_frame, HelperConfig, JailReport, CONFIG_FD, EXEC_FD, HELPER_ARG, KILL, PROCEED, PROMPT_FD, REPORT_FD};
+use crate::protocol::{write_frame, HelperConfig, JailReport, CONFIG_FD, EXEC_FD, HELPER_ARG, KILL, PROCEED, PROMPT_FD, PROXY_FD, REPORT_FD};
 use crate::{init::FORWARDED, sys};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
@@ -68,12 +68,24 @@ impl Spawned {
 
 /// Starts `exe __sandbox-helper` and sends it `cfg`.
 pub fn launch(exe: &Path, cfg: &HelperConfig) -> Result<Launched, SandboxError> {
-    spawn(exe, None, None)?.configure(cfg)
+    spawn(exe, Channels::default())?.configure(cfg)
+}
+
+/// The optional channels a run hands the helper (see `protocol`).
+#[derive(Debug, Default)]
+pub struct Channels {
+    /// fd 5: the in-jail executor of gated commands.
+    pub exec: Option<OwnedFd>,
+    /// fd 6: approval prompts at the user's terminal.
+    pub prompt: Option<OwnedFd>,
+    /// fd 7: receives the proxy's listening socket from inside the jail.
+    pub proxy: Option<OwnedFd>,
 }
 
 /// Starts `exe __sandbox-helper` with fd 3 for its config and lifeline and
 /// fd 4 for its report, and installs signal forwarding to it.
-pub fn spawn(exe: &Path, exec_chan: Option<OwnedFd>, prompt_chan: Option<OwnedFd>) -> Result<Spawned, SandboxError> {
+pub fn spawn(exe: &Path, chans: Channels) -> Result<Spawned, SandboxError> {
+    let Channels { exec: exec_chan, prompt: prompt_chan, proxy: proxy_chan } = chans;
     let io = SandboxError::HelperIo;
     let (cfg_r, cfg_w) = sys::pipe().map_err(io)?;
     let (rep_r, rep_w) = sys::pipe().map_err(io)?;
@@ -84,6 +96,8 @@ pub fn spawn(exe: &Path, exec_chan: Option<OwnedFd>, prompt_chan: Option<OwnedFd
     let ex: RawFd = exec_chan.as_ref().map_or(-1, |f| f.as_raw_fd());
     let prompt_chan = prompt_chan.map(high_fd).transpose().map_err(io)?;
     let pr: RawFd = prompt_chan.as_ref().map_or(-1, |f| f.as_raw_fd());
+    let proxy_chan = proxy_chan.map(high_fd).transpose().map_err(io)?;
+    let px: RawFd = proxy_chan.as_ref().map_or(-1, |f| f.as_raw_fd());
     let mut cmd = Command::new(exe);
     cmd.arg(HELPER_ARG).env_clear();
     // SAFETY: dup2 is async-signal-safe; nothing else runs between fork and exec.
@@ -93,6 +107,7 @@ pub fn spawn(exe: &Path, exec_chan: Option<OwnedFd>, prompt_chan: Option<OwnedFd
                 || libc::dup2(rw, REPORT_FD) < 0
                 || (ex >= 0 && libc::dup2(ex, EXEC_FD) < 0)
                 || (pr >= 0 && libc::dup2(pr, PROMPT_FD) < 0)
+                || (px >= 0 && libc::dup2(px, PROXY_FD) < 0)
             {
                 return Err(std::io::Error::last_os_error());
             }
@@ -100,7 +115,7 @@ pub fn spawn(exe: &Path, exec_chan: Option<OwnedFd>, prompt_chan: Option<OwnedFd
         });
     }
     let child = cmd.spawn().map_err(|source| SandboxError::SpawnHelper { exe: exe.to_path_buf(), source })?;
-    drop((cfg_r, rep_w, exec_chan, prompt_chan));
+    drop((cfg_r, rep_w, exec_chan, prompt_chan, proxy_chan));
     HELPER_PID.store(child.id() as i32, Ordering::SeqCst);
     for sig in FORWARDED {
         // SAFETY: installing an async-signal-safe handler.

@@ -1,6 +1,7 @@
 //! The jail's network: a fresh namespace with only loopback, brought up.
 
 use std::io;
+use std::os::fd::{FromRawFd, OwnedFd};
 
 /// Sets IFF_UP on `lo` in the current network namespace.
 pub fn loopback_up() -> io::Result<()> {
@@ -30,4 +31,31 @@ pub fn loopback_up() -> io::Result<()> {
     // SAFETY: fd is ours.
     unsafe { libc::close(fd) };
     result
+}
+
+/// A TCP socket listening on 127.0.0.1:`port` in the current network
+/// namespace. Accepting on it from another namespace still serves
+/// connections made inside this one.
+pub fn listen_loopback(port: u16) -> io::Result<OwnedFd> {
+    // SAFETY: socket() returns a new fd or -1.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor we own from here on.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: sockaddr_in is plain data; zeroed is valid.
+    let mut addr: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+    addr.sin_family = libc::AF_INET as libc::sa_family_t;
+    addr.sin_port = port.to_be();
+    addr.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::LOCALHOST).to_be();
+    // SAFETY: addr is a valid sockaddr_in of the given length; fd is a socket.
+    let bound = unsafe {
+        libc::bind(fd, (&addr as *const libc::sockaddr_in).cast(), std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t)
+    };
+    // SAFETY: fd is a bound socket.
+    if bound < 0 || unsafe { libc::listen(fd, 128) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(sock)
 }

@@ -21,6 +21,9 @@ pub const REPORT_FD: RawFd = 4;
 pub const EXEC_FD: RawFd = 5;
 /// Terminal prompts for queued approvals (only with a TTY and a gate).
 pub const PROMPT_FD: RawFd = 6;
+/// Where the jail's init sends the inference proxy's listening socket
+/// (only when `HelperConfig::proxy_port` is set).
+pub const PROXY_FD: RawFd = 7;
 
 /// A question the helper asks at the user's terminal, or its answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,6 +65,12 @@ pub struct HelperConfig {
     pub kill_grace_ms: u64,
     /// Gated commands: shims, the gate socket and the executor (fd 5).
     pub gate: Option<crate::shims::GateMounts>,
+    /// Init listens on 127.0.0.1:port inside the jail's network namespace
+    /// and hands the socket out on fd 7: the host serves the inference
+    /// proxy on it, so a loopback-only jail reaches the proxy and nothing
+    /// else.
+    #[serde(default)]
+    pub proxy_port: Option<u16>,
 }
 
 /// How the agent's run ended.

@@ -1,0 +1,262 @@
+//! The inference proxy inside `clawkeep run`: the agent's token, the
+//! environment that points its SDKs at the proxy, and the proxy itself,
+//! served on a socket that listens inside the jail's own loopback.
+//!
+//! The jail's network namespace has only `lo`, so nothing on the host is
+//! reachable from it. The jail's init opens 127.0.0.1:[`PROXY_PORT`] in that
+//! namespace and hands the listening socket out; this process accepts on it.
+//! The agent reaches the proxy and nothing else, with no forwarder process
+//! and no host port.
+
+use crate::Failure;
+use clawkeep_audit::AuditLog;
+use clawkeep_identity::{IdentityPaths, IssuedToken, KeyRing, MasterKey, SealedStore, MASTER_KEY_ENV};
+use clawkeep_proxy::{Ledger, ProxyConfig, ProxyState, UsageObserver, UsageRow};
+use serde_json::json;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The proxy's port on the jail's loopback.
+pub const PROXY_PORT: u16 = 4141;
+/// Env naming the proxy config when `--proxy-config` is not given.
+pub const CONFIG_ENV: &str = "CLAWKEEP_PROXY_CONFIG";
+/// A token lives as long as its run, at most this long when the run has no
+/// timeout; it is revoked when the run ends either way.
+const MAX_TOKEN_TTL: Duration = Duration::from_secs(12 * 3600);
+
+/// Providers and routes used when no config file is given: provider keys
+/// are read from the sealed store entries `openai` and `anthropic`.
+const DEFAULT_CONFIG: &str = r#"
+providers:
+  - { name: openai, kind: openai, base_url: "https://api.openai.com", secret: openai }
+  - { name: anthropic, kind: anthropic, base_url: "https://api.anthropic.com", secret: anthropic }
+routes:
+  - { prefix: "gpt-", provider: openai }
+  - { prefix: "chatgpt-", provider: openai }
+  - { prefix: "o1", provider: openai }
+  - { prefix: "o3", provider: openai }
+  - { prefix: "o4", provider: openai }
+  - { prefix: "text-embedding-", provider: openai }
+  - { prefix: "claude-", provider: anthropic }
+"#;
+
+/// The usage ledger every run's proxy writes and `clawkeep usage` reads.
+pub fn ledger_path(state: &Path) -> PathBuf {
+    state.join("usage.db")
+}
+
+/// Where the config comes from, in order: the flag, the env var, the state
+/// dir's proxy.yaml, the built-in default.
+fn load_config(state: &Path, flag: Option<&Path>) -> Result<(ProxyConfig, String), Failure> {
+    let from_env = std::env::var_os(CONFIG_ENV).map(PathBuf::from);
+    let in_state = Some(state.join("proxy.yaml")).filter(|p| p.is_file());
+    let Some(path) = flag.map(Path::to_path_buf).or(from_env).or(in_state) else {
+        let config = serde_norway::from_str(DEFAULT_CONFIG).map_err(|e| Failure::runtime(format!("built-in proxy config: {e}")))?;
+        return Ok((config, "built-in".into()));
+    };
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        Failure::usage(format!("cannot read the proxy config {}: {e}; pass --proxy-config FILE or --no-proxy", path.display()))
+    })?;
+    let config: ProxyConfig = serde_norway::from_str(&text)
+        .map_err(|e| Failure::usage(format!("invalid proxy config {}: {e}; see docs/proxy.md for the keys", path.display())))?;
+    for r in &config.routes {
+        if config.provider(&r.provider).is_none() {
+            return Err(Failure::usage(format!(
+                "invalid proxy config {}: route '{}' names unknown provider '{}'",
+                path.display(),
+                r.prefix,
+                r.provider
+            )));
+        }
+    }
+    Ok((config, path.display().to_string()))
+}
+
+/// The proxy of one run, before the jail exists.
+pub struct ProxyPrep {
+    config: ProxyConfig,
+    pub source: String,
+    keys: Arc<KeyRing>,
+    token: IssuedToken,
+    /// Our end of the channel the jail's listener arrives on.
+    chan: OwnedFd,
+    /// The helper's end (fd 7); taken by the launcher.
+    pub jail_chan: Option<OwnedFd>,
+}
+
+impl ProxyPrep {
+    /// Loads the config, opens the key ring and issues the agent's token.
+    pub fn prepare(state: &Path, agent: &str, flag: Option<&Path>, run_timeout: Option<Duration>) -> Result<ProxyPrep, Failure> {
+        let (config, source) = load_config(state, flag)?;
+        let keys = KeyRing::open(&IdentityPaths::under(state).keys).map_err(|e| Failure::runtime(e.to_string()))?;
+        let ttl = run_timeout.map_or(MAX_TOKEN_TTL, |t| (t + Duration::from_secs(60)).min(MAX_TOKEN_TTL));
+        let token = keys.issue(agent, &["inference".to_string()], ttl).map_err(|e| Failure::runtime(e.to_string()))?;
+        let (chan, jail_chan) = clawkeep_sandbox::sys::seqpacket_pair().map_err(|e| Failure::runtime(format!("proxy channel: {e}")))?;
+        Ok(ProxyPrep { config, source, keys: Arc::new(keys), token, chan, jail_chan: Some(jail_chan) })
+    }
+
+    /// What the agent's SDKs read. The keys are the agent's own token:
+    /// no provider key ever enters the jail.
+    pub fn env(&self) -> Vec<(String, String)> {
+        let base = format!("http://127.0.0.1:{PROXY_PORT}");
+        vec![
+            ("OPENAI_BASE_URL".into(), format!("{base}/v1")),
+            ("OPENAI_API_KEY".into(), self.token.token.clone()),
+            ("ANTHROPIC_BASE_URL".into(), base),
+            ("ANTHROPIC_API_KEY".into(), self.token.token.clone()),
+        ]
+    }
+
+    /// What the run's start event says about the proxy (never the token).
+    pub fn describe(&self) -> serde_json::Value {
+        json!({
+            "url": format!("http://127.0.0.1:{PROXY_PORT}"),
+            "config": self.source,
+            "token_jti": self.token.claims.jti,
+            "token_exp": self.token.claims.exp,
+            "token_kid": self.token.kid,
+        })
+    }
+
+    /// Ends the token's life with the run.
+    pub fn revoker(&self) -> impl FnOnce() {
+        let (keys, jti, exp) = (self.keys.clone(), self.token.claims.jti.clone(), self.token.claims.exp);
+        move || {
+            if let Err(e) = keys.revoke(&jti, exp) {
+                eprintln!("clawkeep: warning: the agent's token could not be revoked ({e}); it expires on its own");
+            }
+        }
+    }
+
+    /// Serves the proxy on `rt` once the jail's listener arrives. Runs off
+    /// the start-up path: the agent's first request waits in the backlog.
+    pub fn spawn(self, rt: &tokio::runtime::Runtime, state: &Path, agent: String, run_id: String, audit: Arc<AuditLog>) {
+        let state = state.to_path_buf();
+        let ProxyPrep { config, keys, chan, .. } = self;
+        rt.spawn(async move {
+            let received = tokio::task::spawn_blocking(move || clawkeep_sandbox::pty::recv_fd(chan.as_raw_fd())).await;
+            let listener = match received {
+                Ok(Ok(Some(fd))) => fd,
+                // The jail failed before listening; its own report says why.
+                _ => return,
+            };
+            let std_listener = std::net::TcpListener::from(listener);
+            let listener = match std_listener.set_nonblocking(true).and_then(|()| tokio::net::TcpListener::from_std(std_listener)) {
+                Ok(l) => l,
+                Err(e) => return eprintln!("clawkeep: proxy: cannot use the jail's listener: {e}"),
+            };
+            let proxy = match open_state(&state, config, keys, &agent, run_id, audit) {
+                Ok(p) => p,
+                Err(e) => return eprintln!("clawkeep: proxy: {e}; inference requests will fail"),
+            };
+            let _ = axum::serve(listener, clawkeep_proxy::router(proxy)).await;
+        });
+    }
+}
+
+fn open_state(
+    state: &Path,
+    config: ProxyConfig,
+    keys: Arc<KeyRing>,
+    agent: &str,
+    run_id: String,
+    audit: Arc<AuditLog>,
+) -> Result<ProxyState, String> {
+    let paths = IdentityPaths::under(state);
+    let master = MasterKey::from_env_or_file(std::env::var(MASTER_KEY_ENV).ok(), &paths.master_key).map_err(|e| e.to_string())?;
+    let secrets = SealedStore::open(&paths.secrets, master).map_err(|e| e.to_string())?;
+    let ledger = Ledger::open(&ledger_path(state)).map_err(|e| e.to_string())?;
+    let observer = UsageObserver(Arc::new(move |row: &UsageRow| {
+        // Counts and timings only: prompts and replies never reach the audit.
+        let fields = json!({
+            "run_id": run_id,
+            "agent": row.agent,
+            "model": row.model,
+            "provider": row.provider,
+            "status": row.status,
+            "input_tokens": row.input_tokens,
+            "output_tokens": row.output_tokens,
+            "cost_usd": row.cost_usd,
+            "latency_ms": row.latency_ms,
+        });
+        if let Err(e) = audit.append("llm.call", fields) {
+            eprintln!("clawkeep: warning: an inference call could not be audited: {e}");
+        }
+    }));
+    let proxy = ProxyState::with_observer(config, keys, Arc::new(secrets), Arc::new(ledger), Some(observer)).map_err(|e| e.to_string())?;
+    Ok(proxy.bound_to(agent))
+}
+
+/// `clawkeep usage`: what the proxy recorded.
+pub fn usage(state: &Path, agent: Option<&str>, since: Option<&str>, json: bool) -> Result<u8, Failure> {
+    let since = since.map(since_prefix).transpose()?;
+    let path = ledger_path(state);
+    let rows = if path.exists() {
+        let ledger = Ledger::open(&path).map_err(|e| Failure::runtime(e.to_string()))?;
+        ledger.usage(agent, since.as_deref()).map_err(|e| Failure::runtime(e.to_string()))?
+    } else {
+        Vec::new()
+    };
+    if json {
+        println!("{}", serde_json::to_string(&rows).map_err(|e| Failure::runtime(e.to_string()))?);
+        return Ok(0);
+    }
+    if rows.is_empty() {
+        println!("no inference requests recorded");
+        return Ok(0);
+    }
+    println!(
+        "{:<20}  {:<16}  {:<24}  {:<10}  {:>8}  {:>8}  {:>10}  {:>8}  {:>6}",
+        "AT", "AGENT", "MODEL", "PROVIDER", "IN", "OUT", "COST USD", "MS", "STATUS"
+    );
+    let (mut tin, mut tout, mut cost) = (0u64, 0u64, 0f64);
+    for r in &rows {
+        println!(
+            "{:<20}  {:<16}  {:<24}  {:<10}  {:>8}  {:>8}  {:>10.6}  {:>8}  {:>6}",
+            r.at, r.agent, r.model, r.provider, r.input_tokens, r.output_tokens, r.cost_usd, r.latency_ms, r.status
+        );
+        tin += r.input_tokens;
+        tout += r.output_tokens;
+        cost += r.cost_usd;
+    }
+    println!("{} requests, {tin} input tokens, {tout} output tokens, {cost:.6} USD", rows.len());
+    Ok(0)
+}
+
+/// `--since`: a duration back from now, or a time (prefix) as stored.
+fn since_prefix(s: &str) -> Result<String, Failure> {
+    if let Ok(d) = clawkeep_core::parse_duration(s) {
+        let t = std::time::SystemTime::now().checked_sub(d).unwrap_or(std::time::UNIX_EPOCH);
+        let secs = t.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        return Ok(clawkeep_proxy::ledger::format_utc(secs));
+    }
+    let ok = !s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit() || matches!(b, b'-' | b':' | b'T' | b'Z'));
+    if ok && s.as_bytes()[0].is_ascii_digit() {
+        Ok(s.to_string())
+    } else {
+        Err(Failure::usage(format!("invalid --since '{s}'; use a duration like 1h or 7d, or a time like 2026-11-22T10:00:00Z")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_config_routes_both_providers() {
+        let c: ProxyConfig = serde_norway::from_str(DEFAULT_CONFIG).unwrap();
+        assert_eq!(clawkeep_proxy::routing::route(&c, "gpt-4o").unwrap().provider.name, "openai");
+        assert_eq!(clawkeep_proxy::routing::route(&c, "claude-sonnet-4").unwrap().provider.name, "anthropic");
+        assert!(clawkeep_proxy::routing::route(&c, "llama-3").is_none());
+    }
+
+    #[test]
+    fn since_accepts_durations_and_times() {
+        assert_eq!(since_prefix("2026-11-22").unwrap(), "2026-11-22");
+        assert!(since_prefix("1h").unwrap().ends_with('Z'));
+        assert!(since_prefix("yesterday").is_err());
+        assert!(since_prefix("' OR 1=1").is_err());
+    }
+}
