@@ -29,13 +29,44 @@ const DEFAULT_ANTHROPIC_VERSION: &str = "2023-06-01";
 /// Error bodies from the provider are read up to this much.
 const MAX_ERROR_BODY: usize = 64 * 1024;
 
-pub async fn handle(state: ProxyState, endpoint: Endpoint, headers: HeaderMap, body: Body) -> Result<Response, ProxyError> {
-    let claims = authenticate(state.keys(), state.bound_agent(), &headers)?;
-    let span = tracing::info_span!("proxy", agent = %claims.sub, jti = %claims.jti, path = endpoint.path());
-    forward(state, endpoint, claims.sub, headers, body).instrument(span).await
+/// What is known of a request when it is refused before admission (its
+/// ticket records everything after).
+#[derive(Default)]
+struct Seen {
+    model: String,
+    provider: String,
+    admitted: bool,
 }
 
-async fn forward(state: ProxyState, endpoint: Endpoint, agent: String, headers: HeaderMap, body: Body) -> Result<Response, ProxyError> {
+pub async fn handle(state: ProxyState, endpoint: Endpoint, headers: HeaderMap, body: Body) -> Result<Response, ProxyError> {
+    let started = Instant::now();
+    let claims = match authenticate(state.keys(), state.bound_agent(), &headers) {
+        Ok(c) => c,
+        Err(e) => {
+            let who = state.bound_agent().unwrap_or("unauthenticated").to_string();
+            state.record_refusal(&who, "", "", e.status_code(), started);
+            return Err(e);
+        }
+    };
+    let span = tracing::info_span!("proxy", agent = %claims.sub, jti = %claims.jti, path = endpoint.path());
+    let mut seen = Seen::default();
+    let result = forward(state.clone(), endpoint, claims.sub.clone(), headers, body, &mut seen).instrument(span).await;
+    if let Err(e) = &result {
+        if !seen.admitted {
+            state.record_refusal(&claims.sub, &seen.model, &seen.provider, e.status_code(), started);
+        }
+    }
+    result
+}
+
+async fn forward(
+    state: ProxyState,
+    endpoint: Endpoint,
+    agent: String,
+    headers: HeaderMap,
+    body: Body,
+    seen: &mut Seen,
+) -> Result<Response, ProxyError> {
     let config = state.config();
     let limit = config.max_body_bytes;
     let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
@@ -45,8 +76,10 @@ async fn forward(state: ProxyState, endpoint: Endpoint, agent: String, headers: 
     let raw = axum::body::to_bytes(body, limit).await.map_err(|_| ProxyError::BodyTooLarge { limit })?;
     let mut json: Value = serde_json::from_slice(&raw).map_err(|e| ProxyError::BadRequest(e.to_string()))?;
     let model = json.get("model").and_then(Value::as_str).ok_or_else(|| ProxyError::BadRequest("missing `model`".into()))?.to_string();
+    seen.model.clone_from(&model);
     let routed = route(config, &model).ok_or_else(|| ProxyError::UnknownModel(model.clone()))?;
     let provider = routed.provider.clone();
+    seen.provider.clone_from(&provider.name);
     if provider.kind != endpoint.kind() {
         let (kind, hint) = match provider.kind {
             ProviderKind::Openai => ("OpenAI-style", "/v1/chat/completions, /v1/responses or /v1/embeddings"),
@@ -76,6 +109,7 @@ async fn forward(state: ProxyState, endpoint: Endpoint, agent: String, headers: 
     let body = serde_json::to_vec(&json).map_err(|e| ProxyError::Internal(e.to_string()))?;
     let request = upstream_request(&state, &provider, endpoint, &headers, body, &secret)?;
     let mut ticket = state.admit(&agent, &model, &provider.name, price, reserved, endpoint.billable())?;
+    seen.admitted = true;
 
     let started = Instant::now();
     let sent = tokio::time::timeout(config.upstream_timeout, request.send()).await;

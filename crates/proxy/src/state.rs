@@ -115,6 +115,30 @@ impl ProxyState {
         }
     }
 
+    /// Records a request refused before it was admitted (bad token, bad
+    /// body, unknown model, a limit or the budget): no tokens, no cost, the
+    /// status it got.
+    pub(crate) fn record_refusal(&self, agent: &str, model: &str, provider: &str, status: u16, started: Instant) {
+        let now = unix_now();
+        let row = UsageRow {
+            agent: agent.to_string(),
+            model: model.to_string(),
+            provider: provider.to_string(),
+            input_tokens: 0,
+            output_tokens: 0,
+            cost_usd: 0.0,
+            latency_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            status,
+            at: crate::ledger::format_utc(now),
+        };
+        if let Err(e) = self.inner.ledger.record(&row, now) {
+            tracing::error!(error = %e, agent, "could not record a refused request");
+        }
+        if let Some(o) = &self.inner.observer {
+            (o.0)(&row);
+        }
+    }
+
     /// Admits one request against the agent's limits and budget.
     pub(crate) fn admit(
         &self,

@@ -113,3 +113,23 @@ async fn a_proxy_bound_to_one_agent_refuses_another_agents_token() {
     assert_eq!(jwks["keys"][0]["kty"], "OKP");
     assert_eq!(jwks["keys"][0]["crv"], "Ed25519");
 }
+
+#[tokio::test]
+async fn refused_requests_are_recorded_without_tokens() {
+    let h = Harness::start().await;
+    let token = h.token("agent-r");
+    let bad_json = h.client.post(h.url("/v1/chat/completions")).bearer_auth(&token).body("{not json").send().await.unwrap();
+    assert_eq!(bad_json.status(), 400);
+    let unknown = h.post("/v1/chat/completions", &token, &json!({"model": "llama-9", "messages": []})).await;
+    assert_eq!(unknown.status(), 400);
+    assert_401(h.client.post(h.url("/v1/chat/completions")).bearer_auth("x.y.z").json(&chat()).send().await.unwrap()).await;
+    let rows = h.rows("agent-r", 2).await;
+    assert_eq!(
+        rows.iter().map(|r| (r.status, r.model.as_str(), r.input_tokens + r.output_tokens)).collect::<Vec<_>>(),
+        [(400, "", 0), (400, "llama-9", 0)]
+    );
+    let anon = h.rows("unauthenticated", 1).await;
+    assert_eq!(anon[0].status, 401);
+    // Still serving.
+    assert_eq!(h.post("/v1/chat/completions", &token, &chat()).await.status(), 200);
+}

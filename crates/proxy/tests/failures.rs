@@ -93,5 +93,7 @@ async fn missing_provider_key_is_500_and_not_charged() {
     let v: Value = resp.json().await.unwrap();
     assert_eq!(v["error"]["type"], "proxy_error");
     assert!(h.upstream.received().is_empty());
-    assert!(h.state.usage(Some("agent-k"), None).unwrap().is_empty());
+    let rows = h.state.usage(Some("agent-k"), None).unwrap();
+    assert_eq!(rows.len(), 1, "a refusal is recorded");
+    assert_eq!((rows[0].status, rows[0].input_tokens, rows[0].output_tokens, rows[0].cost_usd), (500, 0, 0, 0.0));
 }

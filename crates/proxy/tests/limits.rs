@@ -75,8 +75,12 @@ async fn budget_holds_under_50_concurrent_streams() {
     assert!(statuses.iter().all(|s| *s == 200 || *s == 402), "{statuses:?}");
     assert!(ok >= 5, "only {ok} admitted");
     assert!(statuses.contains(&402));
-    let rows = h.rows("agent-b", ok).await;
-    assert_eq!(rows.len(), ok);
+    // Every request is recorded: the admitted with their usage, the
+    // refused with none.
+    let rows = h.rows("agent-b", 50).await;
+    assert_eq!(rows.len(), 50);
+    assert_eq!(rows.iter().filter(|r| r.status == 200).count(), ok);
+    assert!(rows.iter().filter(|r| r.status == 402).all(|r| r.input_tokens + r.output_tokens == 0 && r.cost_usd == 0.0));
     let spent: u64 = rows.iter().map(|r| r.input_tokens + r.output_tokens).sum();
     let cost: f64 = rows.iter().map(|r| r.cost_usd).sum();
     assert!(spent <= budget, "spent {spent} of {budget}");
@@ -91,4 +95,6 @@ async fn exhausted_budget_is_402_not_429() {
     assert_eq!(resp.status(), 402);
     assert_eq!(resp.json::<Value>().await.unwrap()["error"]["type"], "budget_exhausted");
     assert!(h.upstream.received().is_empty());
+    let rows = h.rows("agent-x", 1).await;
+    assert_eq!((rows[0].status, rows[0].model.as_str(), rows[0].input_tokens), (402, "gpt-4o", 0));
 }
