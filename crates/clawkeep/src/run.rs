@@ -33,6 +33,9 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs) -> Result<u8, Failure> {
     if args.command[0].is_empty() {
         return Err(Failure::usage("the command is an empty string; usage: clawkeep run [OPTIONS] -- CMD [ARGS...]"));
     }
+    if args.backend == "vm" {
+        return crate::vm_run::run(state_dir, args);
+    }
     let policy_load = gate_run::PolicyLoad::start(args.policy.clone());
     let env = AgentEnv::build(|k| std::env::var(k).ok(), &args.env, &args.allow_secret_env).map_err(|e| Failure::usage(e.to_string()))?;
     let audit_file = audit_path(state_dir)?;
@@ -214,9 +217,8 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs) -> Result<u8, Failure> {
     // the answer: wait for them before the run's own exit record.
     gate_run::drain(&inflight, std::time::Duration::from_secs(5));
     gate_run::cleanup(&gate_dir);
-    if let Some(revoke) = revoke {
-        revoke();
-    }
+    // Its fsyncs overlap the exit event's.
+    let revoking = revoke.map(std::thread::spawn);
     // The helper removes the cgroups before it reports; without a report
     // (it died), the launcher does.
     if result.is_err() {
@@ -243,6 +245,9 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs) -> Result<u8, Failure> {
     };
     if let Err(e) = log.append("run.exit", exit_fields) {
         eprintln!("clawkeep: warning: the exit event could not be recorded: {e}");
+    }
+    if let Some(t) = revoking {
+        let _ = t.join();
     }
     match result {
         Err(e) => Err(Failure::runtime(e.to_string())),

@@ -45,7 +45,7 @@ struct Key {
     meta: KeyMeta,
 }
 
-#[derive(Clone, Copy, Serialize, Deserialize)]
+#[derive(Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 struct KeyMeta {
     created: u64,
     retired: Option<u64>,
@@ -96,7 +96,16 @@ impl KeyRing {
             revoked: Mutex::new(RevocationList::load(dir.join(REVOKED_FILE))?),
         };
         match current {
-            Some(_) => ring.save_index(&ring.read())?,
+            // Written only when opening changed it (an orphan retired, a
+            // vanished key dropped): opening is on every run's start path.
+            Some(_) => {
+                let keys = ring.read();
+                let unchanged = index.keys.len() == keys.by_kid.len()
+                    && keys.by_kid.iter().all(|(kid, k)| index.keys.get(kid).is_some_and(|m| *m == k.meta));
+                if !unchanged {
+                    ring.save_index(&keys)?;
+                }
+            }
             None => {
                 ring.rotate()?;
             }
