@@ -84,6 +84,20 @@ pub struct ProxyPrep {
     chan: OwnedFd,
     /// The helper's end (fd 7); taken by the launcher.
     pub jail_chan: Option<OwnedFd>,
+    ledger: LedgerHandle,
+}
+
+/// The usage ledger of a run's proxy, once it is open: the run flushes it
+/// before it ends, so no request's row is lost with the process.
+#[derive(Clone, Default)]
+pub struct LedgerHandle(Arc<std::sync::OnceLock<Arc<Ledger>>>);
+
+impl LedgerHandle {
+    pub fn flush(&self) {
+        if let Some(l) = self.0.get() {
+            l.flush();
+        }
+    }
 }
 
 impl ProxyPrep {
@@ -94,7 +108,7 @@ impl ProxyPrep {
         let ttl = run_timeout.map_or(MAX_TOKEN_TTL, |t| (t + Duration::from_secs(60)).min(MAX_TOKEN_TTL));
         let token = keys.issue(agent, &["inference".to_string()], ttl).map_err(|e| Failure::runtime(e.to_string()))?;
         let (chan, jail_chan) = clawkeep_sandbox::sys::seqpacket_pair().map_err(|e| Failure::runtime(format!("proxy channel: {e}")))?;
-        Ok(ProxyPrep { config, source, keys: Arc::new(keys), token, chan, jail_chan: Some(jail_chan) })
+        Ok(ProxyPrep { config, source, keys: Arc::new(keys), token, chan, jail_chan: Some(jail_chan), ledger: LedgerHandle::default() })
     }
 
     /// What the agent's SDKs read. The keys are the agent's own token:
@@ -109,6 +123,10 @@ impl ProxyPrep {
         ]
     }
 
+    pub fn ledger(&self) -> LedgerHandle {
+        self.ledger.clone()
+    }
+
     /// What the run's start event says about the proxy (never the token).
     pub fn describe(&self) -> serde_json::Value {
         json!({
@@ -121,7 +139,7 @@ impl ProxyPrep {
     }
 
     /// Ends the token's life with the run.
-    pub fn revoker(&self) -> impl FnOnce() {
+    pub fn revoker(&self) -> impl FnOnce() + Send + 'static {
         let (keys, jti, exp) = (self.keys.clone(), self.token.claims.jti.clone(), self.token.claims.exp);
         move || {
             if let Err(e) = keys.revoke(&jti, exp) {
@@ -130,11 +148,39 @@ impl ProxyPrep {
         }
     }
 
+    /// Serves the proxy on a Unix socket at `path`, on a runtime thread of
+    /// its own: the VM backend relays the guest's connections there. The
+    /// socket is 0600 and removed when the thread's runtime ends.
+    pub fn serve_unix(self, state: &Path, agent: String, run_id: String, audit: Arc<AuditLog>, path: &Path) -> Result<(), Failure> {
+        let _ = std::fs::remove_file(path);
+        let listener = std::os::unix::net::UnixListener::bind(path)
+            .map_err(|e| Failure::runtime(format!("cannot bind the proxy socket {}: {e}", path.display())))?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|e| Failure::runtime(e.to_string()))?;
+        listener.set_nonblocking(true).map_err(|e| Failure::runtime(e.to_string()))?;
+        let proxy = open_state(state, self.config, self.keys, &agent, run_id, audit, &self.ledger).map_err(Failure::runtime)?;
+        std::thread::Builder::new()
+            .name("clawkeep-proxy".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+                    Ok(rt) => rt,
+                    Err(e) => return eprintln!("clawkeep: proxy: cannot start its runtime: {e}"),
+                };
+                rt.block_on(async move {
+                    if let Ok(l) = tokio::net::UnixListener::from_std(listener) {
+                        let _ = axum::serve(l, clawkeep_proxy::router(proxy)).await;
+                    }
+                });
+            })
+            .map_err(|e| Failure::runtime(format!("cannot start the proxy thread: {e}")))?;
+        Ok(())
+    }
+
     /// Serves the proxy on `rt` once the jail's listener arrives. Runs off
     /// the start-up path: the agent's first request waits in the backlog.
     pub fn spawn(self, rt: &tokio::runtime::Runtime, state: &Path, agent: String, run_id: String, audit: Arc<AuditLog>) {
         let state = state.to_path_buf();
-        let ProxyPrep { config, keys, chan, .. } = self;
+        let ProxyPrep { config, keys, chan, ledger, .. } = self;
         rt.spawn(async move {
             let received = tokio::task::spawn_blocking(move || clawkeep_sandbox::pty::recv_fd(chan.as_raw_fd())).await;
             let listener = match received {
@@ -147,11 +193,11 @@ impl ProxyPrep {
                 Ok(l) => l,
                 Err(e) => return eprintln!("clawkeep: proxy: cannot use the jail's listener: {e}"),
             };
-            let proxy = match open_state(&state, config, keys, &agent, run_id, audit) {
+            let proxy = match open_state(&state, config, keys, &agent, run_id, audit, &ledger) {
                 Ok(p) => p,
                 Err(e) => return eprintln!("clawkeep: proxy: {e}; inference requests will fail"),
             };
-            let _ = axum::serve(listener, clawkeep_proxy::router(proxy)).await;
+            let _ = clawkeep_proxy::serve_tcp(listener, proxy).await;
         });
     }
 }
@@ -163,11 +209,13 @@ fn open_state(
     agent: &str,
     run_id: String,
     audit: Arc<AuditLog>,
+    handle: &LedgerHandle,
 ) -> Result<ProxyState, String> {
     let paths = IdentityPaths::under(state);
     let master = MasterKey::from_env_or_file(std::env::var(MASTER_KEY_ENV).ok(), &paths.master_key).map_err(|e| e.to_string())?;
     let secrets = SealedStore::open(&paths.secrets, master).map_err(|e| e.to_string())?;
-    let ledger = Ledger::open(&ledger_path(state)).map_err(|e| e.to_string())?;
+    let ledger = Arc::new(Ledger::open(&ledger_path(state)).map_err(|e| e.to_string())?);
+    let _ = handle.0.set(ledger.clone());
     let observer = UsageObserver(Arc::new(move |row: &UsageRow| {
         // Counts and timings only: prompts and replies never reach the audit.
         let fields = json!({
@@ -185,7 +233,7 @@ fn open_state(
             eprintln!("clawkeep: warning: an inference call could not be audited: {e}");
         }
     }));
-    let proxy = ProxyState::with_observer(config, keys, Arc::new(secrets), Arc::new(ledger), Some(observer)).map_err(|e| e.to_string())?;
+    let proxy = ProxyState::with_observer(config, keys, Arc::new(secrets), ledger, Some(observer)).map_err(|e| e.to_string())?;
     Ok(proxy.bound_to(agent))
 }
 

@@ -176,6 +176,7 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs) -> Result<u8, Failure> {
     }
 
     let revoke = proxy.as_ref().map(ProxyPrep::revoker);
+    let usage_ledger = proxy.as_ref().map(ProxyPrep::ledger);
     let t0 = Instant::now();
     let gate_dir = gate.dir.clone();
     let inflight: Arc<std::sync::atomic::AtomicUsize> = Arc::default();
@@ -216,6 +217,9 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs) -> Result<u8, Failure> {
     // The last gated command's records are written after its shim got
     // the answer: wait for them before the run's own exit record.
     gate_run::drain(&inflight, std::time::Duration::from_secs(5));
+    if let Some(l) = &usage_ledger {
+        l.flush();
+    }
     gate_run::cleanup(&gate_dir);
     // Its fsyncs overlap the exit event's.
     let revoking = revoke.map(std::thread::spawn);

@@ -4,7 +4,8 @@
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
 use thiserror::Error;
 
@@ -17,6 +18,8 @@ pub enum LedgerError {
     Permissions { path: PathBuf, source: std::io::Error },
     #[error("usage database query failed: {0}")]
     Query(#[from] rusqlite::Error),
+    #[error("usage database writer: {0}")]
+    Writer(String),
 }
 
 /// One recorded request. `at` is UTC, `YYYY-MM-DDTHH:MM:SSZ`.
@@ -33,10 +36,33 @@ pub struct UsageRow {
     pub at: String,
 }
 
+/// Reads go through `conn`; rows are written by one writer thread that
+/// commits whatever has queued up in one transaction (group commit), so
+/// a request never waits for an fsync and a burst costs one.
 #[derive(Debug)]
 pub struct Ledger {
     conn: Mutex<Connection>,
+    queue: Arc<Queue>,
+    writer: Mutex<Option<JoinHandle<()>>>,
 }
+
+#[derive(Debug, Default)]
+struct Queue {
+    state: Mutex<QueueState>,
+    changed: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct QueueState {
+    rows: Vec<(UsageRow, u64)>,
+    submitted: u64,
+    written: u64,
+    closed: bool,
+}
+
+const INSERT: &str =
+    "INSERT INTO proxy_usage (agent, model, provider, input_tokens, output_tokens, cost_usd, latency_ms, status, at, at_unix)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS proxy_usage (
@@ -70,33 +96,43 @@ impl Ledger {
                 set_private(&side)?;
             }
         }
-        Ok(Ledger { conn: Mutex::new(conn) })
+        let wconn = Connection::open(path).map_err(open_err)?;
+        wconn.busy_timeout(std::time::Duration::from_secs(5)).map_err(open_err)?;
+        let queue = Arc::new(Queue::default());
+        let q = queue.clone();
+        let writer = std::thread::Builder::new()
+            .name("clawkeep-ledger".into())
+            .spawn(move || write_loop(wconn, &q))
+            .map_err(|e| LedgerError::Writer(e.to_string()))?;
+        Ok(Ledger { conn: Mutex::new(conn), queue, writer: Mutex::new(Some(writer)) })
     }
 
+    /// Waits until every row recorded so far is committed.
+    pub fn flush(&self) {
+        let mut st = self.queue.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let target = st.submitted;
+        while st.written < target && !st.closed {
+            st = self.queue.changed.wait(st).unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    /// Queues `row`; the writer commits it within milliseconds. Reads
+    /// through this ledger wait for it, so they never miss a row.
     pub fn record(&self, row: &UsageRow, at_unix: u64) -> Result<(), LedgerError> {
-        let conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
-        conn.execute(
-            "INSERT INTO proxy_usage (agent, model, provider, input_tokens, output_tokens, cost_usd, latency_ms, status, at, at_unix)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            params![
-                row.agent,
-                row.model,
-                row.provider,
-                to_i64(row.input_tokens),
-                to_i64(row.output_tokens),
-                row.cost_usd,
-                to_i64(row.latency_ms),
-                row.status,
-                row.at,
-                to_i64(at_unix)
-            ],
-        )?;
+        let mut st = self.queue.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if st.closed {
+            return Err(LedgerError::Writer("the ledger is closed".into()));
+        }
+        st.rows.push((row.clone(), at_unix));
+        st.submitted += 1;
+        self.queue.changed.notify_all();
         Ok(())
     }
 
     /// Rows for `agent` (all agents if `None`) at or after `since`
     /// (a timestamp in the `at` format or a prefix of one, e.g. `2026-11-22`).
     pub fn usage(&self, agent: Option<&str>, since: Option<&str>) -> Result<Vec<UsageRow>, LedgerError> {
+        self.flush();
         let conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
         let mut stmt = conn.prepare(
             "SELECT agent, model, provider, input_tokens, output_tokens, cost_usd, latency_ms, status, at FROM proxy_usage
@@ -120,6 +156,7 @@ impl Ledger {
 
     /// Tokens and USD `agent` spent at or after `since_unix`.
     pub fn spent_since(&self, agent: &str, since_unix: u64) -> Result<(u64, f64), LedgerError> {
+        self.flush();
         let conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
         let row = conn
             .query_row(
@@ -131,6 +168,63 @@ impl Ledger {
             .optional()?;
         Ok(row.map(|(t, usd)| (t.max(0) as u64, usd)).unwrap_or((0, 0.0)))
     }
+}
+
+impl Drop for Ledger {
+    fn drop(&mut self) {
+        {
+            let mut st = self.queue.state.lock().unwrap_or_else(PoisonError::into_inner);
+            st.closed = true;
+            self.queue.changed.notify_all();
+        }
+        // The writer commits what is queued before it stops.
+        if let Some(w) = self.writer.lock().unwrap_or_else(PoisonError::into_inner).take() {
+            let _ = w.join();
+        }
+    }
+}
+
+fn write_loop(mut conn: Connection, q: &Queue) {
+    loop {
+        let batch = {
+            let mut st = q.state.lock().unwrap_or_else(PoisonError::into_inner);
+            while st.rows.is_empty() && !st.closed {
+                st = q.changed.wait(st).unwrap_or_else(PoisonError::into_inner);
+            }
+            if st.rows.is_empty() {
+                return;
+            }
+            std::mem::take(&mut st.rows)
+        };
+        if let Err(e) = insert_batch(&mut conn, &batch) {
+            tracing::error!(error = %e, rows = batch.len(), "could not record usage");
+        }
+        let mut st = q.state.lock().unwrap_or_else(PoisonError::into_inner);
+        st.written += batch.len() as u64;
+        q.changed.notify_all();
+    }
+}
+
+fn insert_batch(conn: &mut Connection, batch: &[(UsageRow, u64)]) -> Result<(), rusqlite::Error> {
+    let tx = conn.transaction()?;
+    {
+        let mut stmt = tx.prepare_cached(INSERT)?;
+        for (row, at_unix) in batch {
+            stmt.execute(params![
+                row.agent,
+                row.model,
+                row.provider,
+                to_i64(row.input_tokens),
+                to_i64(row.output_tokens),
+                row.cost_usd,
+                to_i64(row.latency_ms),
+                row.status,
+                row.at,
+                to_i64(*at_unix)
+            ])?;
+        }
+    }
+    tx.commit()
 }
 
 fn to_i64(n: u64) -> i64 {

@@ -33,3 +33,47 @@ fn records_and_filters() {
     assert_eq!(ledger.usage(Some("a"), Some(&format_utc(2000))).expect("since").len(), 1);
     assert_eq!(ledger.spent_since("a", 0).expect("spent"), (30, 1.0));
 }
+
+fn row(agent: &str) -> UsageRow {
+    UsageRow {
+        agent: agent.into(),
+        model: "m".into(),
+        provider: "p".into(),
+        input_tokens: 1,
+        output_tokens: 1,
+        cost_usd: 0.0,
+        latency_ms: 1,
+        status: 200,
+        at: format_utc(1_000),
+    }
+}
+
+#[test]
+#[allow(clippy::unwrap_used)]
+fn rows_from_many_threads_are_all_committed_and_survive_drop() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("usage.db");
+    let ledger = std::sync::Arc::new(Ledger::open(&path).unwrap());
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let l = ledger.clone();
+            std::thread::spawn(move || {
+                for i in 0..50 {
+                    let mut r = row(&format!("agent-{t}"));
+                    r.input_tokens = i;
+                    l.record(&r, 1_000 + i).unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    // A read sees every row recorded before it.
+    assert_eq!(ledger.usage(None, None).unwrap().len(), 400);
+    ledger.record(&row("late"), 2_000).unwrap();
+    drop(ledger);
+    // Dropping the ledger committed the queued row.
+    let reopened = Ledger::open(&path).unwrap();
+    assert_eq!(reopened.usage(Some("late"), None).unwrap().len(), 1);
+}

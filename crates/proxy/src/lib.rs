@@ -49,6 +49,17 @@ pub fn router(state: ProxyState) -> Router {
         .with_state(state)
 }
 
+/// Serves the proxy on a TCP listener with TCP_NODELAY on every accepted
+/// connection: without it each small SSE frame that follows another waits
+/// for a delayed ACK (about 40 ms), which stalls streams.
+pub async fn serve_tcp(listener: tokio::net::TcpListener, state: ProxyState) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    axum::serve(listener, router(state)).await
+}
+
 async fn serve(State(state): State<ProxyState>, endpoint: Endpoint, headers: HeaderMap, body: Body) -> Response {
     forward::handle(state, endpoint, headers, body).await.unwrap_or_else(IntoResponse::into_response)
 }

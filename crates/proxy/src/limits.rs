@@ -67,8 +67,14 @@ impl RateLimiter {
                 return Err(Refused { what: "tokens-per-minute", retry_after: wait_until_out(oldest, now) });
             }
         }
-        w.requests.push_back(now);
-        w.tokens.push_back((now, id, tokens));
+        // Only a limit that is set needs the history; an unlimited agent
+        // would otherwise grow a minute of entries that `release` scans.
+        if limits.rpm.is_some() {
+            w.requests.push_back(now);
+        }
+        if limits.tpm.is_some() {
+            w.tokens.push_back((now, id, tokens));
+        }
         w.in_flight += 1;
         Ok(Slot { limiter: self.clone(), agent: agent.to_string(), id })
     }
@@ -78,7 +84,8 @@ impl RateLimiter {
         if let Some(w) = agents.get_mut(agent) {
             w.in_flight = w.in_flight.saturating_sub(1);
             if let Some(actual) = actual_tokens {
-                if let Some(entry) = w.tokens.iter_mut().find(|(_, i, _)| *i == id) {
+                // Most requests end soon after they start: look from the newest.
+                if let Some(entry) = w.tokens.iter_mut().rev().find(|(_, i, _)| *i == id) {
                     entry.2 = actual;
                 }
             }

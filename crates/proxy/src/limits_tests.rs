@@ -31,3 +31,14 @@ fn tpm_counts_actual_tokens_after_release() {
     assert!(l.admit("a", limits, 90, 2).is_ok());
     assert!(l.admit("a", limits, 90, 3).is_err());
 }
+
+#[test]
+fn unset_limits_keep_no_history() {
+    let l = RateLimiter::default();
+    for id in 0..1000 {
+        l.admit("a", Limits { concurrent: Some(4), ..Limits::default() }, 50, id).expect("admitted").release(10);
+    }
+    let agents = l.agents.lock().expect("lock");
+    assert!(agents["a"].requests.is_empty() && agents["a"].tokens.is_empty());
+    assert_eq!(agents["a"].in_flight, 0);
+}

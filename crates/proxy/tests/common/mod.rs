@@ -9,7 +9,7 @@ use clawkeep_proxy::{Ledger, ProxyConfig, ProxyState};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use upstream::FakeUpstream;
+use upstream::{FakeUpstream, Keys, Options};
 
 pub const OPENAI_KEY: &str = "sk-proj-REALOPENAIKEY-0123456789abcdef";
 pub const ANTHROPIC_KEY: &str = "sk-ant-api03-REALANTHROPICKEY-fedcba9876543210";
@@ -49,18 +49,25 @@ impl Harness {
     }
 
     pub async fn with(tweak: impl FnOnce(&mut ProxyConfig)) -> Harness {
+        Harness::build(Options::default(), tweak).await
+    }
+
+    /// A proxy in front of a fake provider started with `options`; the
+    /// provider accepts only the keys in the sealed store.
+    pub async fn build(options: Options, tweak: impl FnOnce(&mut ProxyConfig)) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let keys = Arc::new(KeyRing::open(&dir.path().join("keys")).unwrap());
         let secrets = SealedStore::open(&dir.path().join("secrets"), MasterKey::from_bytes([7; 32])).unwrap();
         secrets.set("openai-key", OPENAI_KEY.as_bytes()).unwrap();
         secrets.set("anthropic-key", ANTHROPIC_KEY.as_bytes()).unwrap();
         let ledger = Arc::new(Ledger::open(&dir.path().join("proxy.db")).unwrap());
-        let upstream = FakeUpstream::start().await;
+        let keys_accepted = Keys { openai: OPENAI_KEY.into(), anthropic: ANTHROPIC_KEY.into() };
+        let upstream = FakeUpstream::start_with(Options { keys: Some(keys_accepted), ..options }).await;
         let mut config = base_config(&upstream.url());
         tweak(&mut config);
         let state = ProxyState::new(config, keys.clone(), Arc::new(secrets), ledger).unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
+        let listener = nodelay(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap());
+        let addr = axum::serve::Listener::local_addr(&listener).unwrap();
         let app = clawkeep_proxy::router(state.clone());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         let client = reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap();
@@ -101,6 +108,16 @@ impl Harness {
         }
         self.state.usage(Some(agent), None).unwrap()
     }
+}
+
+/// A listener whose connections send small writes at once. Without it, a
+/// stream's frames wait on Nagle's algorithm for the peer's delayed ACK
+/// (~40 ms each on Linux) whenever one is already in flight.
+pub fn nodelay(listener: tokio::net::TcpListener) -> impl axum::serve::Listener<Addr = SocketAddr> {
+    use axum::serve::ListenerExt;
+    listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    })
 }
 
 /// Asserts that no provider key appears anywhere in a response.

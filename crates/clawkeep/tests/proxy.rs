@@ -1,0 +1,308 @@
+//! The inference proxy wired into `clawkeep run`: the agent reaches it on
+//! its own loopback with its own token, the provider key is injected on the
+//! way out, and the key shows up nowhere the agent or an operator can read.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+#[path = "../../proxy/tests/common/upstream.rs"]
+mod upstream;
+
+use common::{jail_available, Env};
+use std::process::Output;
+use upstream::{FakeUpstream, Keys, Options};
+
+const OPENAI_KEY: &str = "sk-proj-REALKEY-never-inside-4f1c9e";
+const ANTHROPIC_KEY: &str = "sk-ant-api03-REALKEY-never-inside-77ab";
+const MASTER: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
+
+/// The agent: records what it can see, then calls both APIs with its token,
+/// once with a forged token, and tries the upstream directly.
+const AGENT: &str = r#"
+import json, os, sys, urllib.request, urllib.error
+json.dump(dict(os.environ), open('/workspace/env.json', 'w'))
+open('/workspace/cmdline', 'wb').write(open('/proc/self/cmdline', 'rb').read())
+def post(url, body, headers):
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={'content-type': 'application/json', **headers})
+    try:
+        with urllib.request.urlopen(req, timeout=20) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b'{}')
+chat = {'model': 'gpt-4o', 'messages': [{'role': 'user', 'content': 'hi'}], 'max_tokens': 12}
+s, b = post(os.environ['OPENAI_BASE_URL'] + '/chat/completions', chat, {'authorization': 'Bearer ' + os.environ['OPENAI_API_KEY']})
+print('openai', s, b['choices'][0]['message']['content'])
+msg = {'model': 'claude-sonnet-4', 'max_tokens': 15, 'messages': [{'role': 'user', 'content': 'hi'}]}
+s, b = post(os.environ['ANTHROPIC_BASE_URL'] + '/v1/messages', msg, {'x-api-key': os.environ['ANTHROPIC_API_KEY'], 'anthropic-version': '2023-06-01'})
+print('anthropic', s, b['content'][0]['text'])
+s, b = post(os.environ['OPENAI_BASE_URL'] + '/chat/completions', chat, {'authorization': 'Bearer ' + os.environ['OPENAI_API_KEY'][:-4] + 'AAAA'})
+print('forged', s, b.get('error', {}).get('type'))
+try:
+    urllib.request.urlopen(os.environ['UPSTREAM'] + '/v1/models', timeout=2)
+    print('upstream reachable')
+except Exception:
+    print('upstream unreachable')
+"#;
+
+fn seal(env: &Env, name: &str, value: &str) {
+    env.cmd().env("CLAWKEEP_MASTER_KEY", MASTER).args(["secret", "set", name]).write_stdin(value).assert().success();
+}
+
+fn config(env: &Env, upstream: &str) -> std::path::PathBuf {
+    let path = env.state.path().join("proxy-test.yaml");
+    let text = format!(
+        "providers:\n  - {{ name: openai, kind: openai, base_url: \"{upstream}\", secret: openai }}\n  - {{ name: anthropic, kind: anthropic, base_url: \"{upstream}\", secret: anthropic }}\nroutes:\n  - {{ prefix: \"gpt-\", provider: openai }}\n  - {{ prefix: \"claude-\", provider: anthropic }}\nprices:\n  gpt-4o: {{ input_per_mtok: 2.5, output_per_mtok: 10.0 }}\n  claude-sonnet-4: {{ input_per_mtok: 3.0, output_per_mtok: 15.0 }}\nupstream_timeout: 10\n"
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Every file under `dir`, as bytes, with its path.
+fn files_under(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else if let Ok(b) = std::fs::read(&p) {
+            out.push((p, b));
+        }
+    }
+    out
+}
+
+fn contains(hay: &[u8], needle: &str) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+async fn run_agent(env: &Env, extra: Vec<String>, argv: Vec<String>) -> Output {
+    let mut cmd = env.std_run(&extra.iter().map(String::as_str).collect::<Vec<_>>(), &argv.iter().map(String::as_str).collect::<Vec<_>>());
+    // The host has real keys in its environment; none may go in.
+    cmd.env("CLAWKEEP_MASTER_KEY", MASTER).env("OPENAI_API_KEY", OPENAI_KEY).env("ANTHROPIC_API_KEY", ANTHROPIC_KEY);
+    tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_calls_both_providers_and_no_key_leaks() {
+    if !jail_available("agent_calls_both_providers_and_no_key_leaks") {
+        return;
+    }
+    let keys = Keys { openai: OPENAI_KEY.into(), anthropic: ANTHROPIC_KEY.into() };
+    let fake = FakeUpstream::start_with(Options { keys: Some(keys), ..Options::default() }).await;
+    let env = Env::new();
+    seal(&env, "openai", OPENAI_KEY);
+    seal(&env, "anthropic", ANTHROPIC_KEY);
+    let cfg = config(&env, &fake.url());
+    std::fs::write(env.workspace.path().join("agent.py"), AGENT).unwrap();
+    let extra = vec![
+        "--agent".into(),
+        "proxied".into(),
+        "--proxy-config".into(),
+        cfg.display().to_string(),
+        "--env".into(),
+        format!("UPSTREAM={}", fake.url()),
+    ];
+    let out = run_agent(&env, extra, vec!["python3".into(), "/workspace/agent.py".into()]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "stdout: {stdout}\nstderr: {stderr}");
+    assert!(stdout.contains("openai 200 Hello from the fake."), "{stdout}");
+    assert!(stdout.contains("anthropic 200 Hello from the fake."), "{stdout}");
+    assert!(stdout.contains("forged 401"), "{stdout}");
+    assert!(stdout.contains("upstream unreachable"), "the jail reached the host's loopback: {stdout}");
+
+    // The provider got the real keys, injected by the proxy.
+    let got = fake.received();
+    assert_eq!(got.len(), 2, "the forged request must not reach the provider");
+    assert!(got.iter().any(|r| r.headers.get("authorization").is_some_and(|v| v == &format!("Bearer {OPENAI_KEY}")[..])));
+    assert!(got.iter().any(|r| r.headers.get("x-api-key").is_some_and(|v| v == ANTHROPIC_KEY)));
+
+    // What the agent saw: its own token and the proxy's URL, no real key.
+    let seen: serde_json::Value = serde_json::from_slice(&std::fs::read(env.workspace.path().join("env.json")).unwrap()).unwrap();
+    let token = seen["OPENAI_API_KEY"].as_str().unwrap().to_string();
+    assert_eq!(token.split('.').count(), 3, "the agent's key is a JWT");
+    assert_eq!(seen["ANTHROPIC_API_KEY"], token);
+    assert_eq!(seen["OPENAI_BASE_URL"], "http://127.0.0.1:4141/v1");
+    assert_eq!(seen["ANTHROPIC_BASE_URL"], "http://127.0.0.1:4141");
+
+    // The real keys appear nowhere: the agent's environment and argv, its
+    // workspace, our output, the audit log, the usage DB, any state file.
+    let mut places = files_under(env.workspace.path());
+    places.extend(files_under(env.state.path()));
+    places.push(("stdout".into(), out.stdout.clone()));
+    places.push(("stderr".into(), out.stderr.clone()));
+    assert!(places.iter().any(|(p, _)| p.ends_with("usage.db")), "no usage DB was written");
+    assert!(places.iter().any(|(p, _)| p.ends_with("cmdline")));
+    for (path, bytes) in &places {
+        for key in [OPENAI_KEY, ANTHROPIC_KEY] {
+            assert!(!contains(bytes, key), "the real key leaked into {}", path.display());
+        }
+        if path.ends_with("audit.jsonl") || path.ends_with("usage.db") {
+            assert!(!contains(bytes, &token), "the agent's token was logged in {}", path.display());
+        }
+    }
+
+    // Every call is audited without its body; the start event names the token.
+    let audit = env.audit();
+    let start = audit.iter().find(|e| e["kind"] == "run.start").unwrap();
+    let jti = start["proxy"]["token_jti"].as_str().unwrap().to_string();
+    let calls: Vec<_> = audit.iter().filter(|e| e["kind"] == "llm.call").collect();
+    assert_eq!(calls.len(), 3, "{audit:?}");
+    // The forged token's request is recorded too, refused, with no tokens.
+    let refused: Vec<_> = calls.iter().filter(|c| c["status"] == 401).collect();
+    assert_eq!(refused.len(), 1, "{calls:?}");
+    assert_eq!(refused[0]["input_tokens"], 0);
+    for c in calls.iter().filter(|c| c["status"] != 401) {
+        assert_eq!(c["agent"], "proxied");
+        assert_eq!(c["status"], 200);
+        assert!(c["input_tokens"].as_u64().unwrap() > 0 && c["output_tokens"].as_u64().unwrap() > 0);
+        assert!(c.get("messages").is_none() && !c.to_string().contains("\"hi\""), "a prompt reached the audit: {c}");
+    }
+    let text = std::fs::read_to_string(env.state.path().join("audit.jsonl")).unwrap();
+    let exit_line = text.lines().position(|l| l.contains("\"run.exit\"")).unwrap();
+    let last_call = text.lines().collect::<Vec<_>>().iter().rposition(|l| l.contains("\"llm.call\"")).unwrap();
+    assert!(last_call < exit_line, "calls are recorded before the run's exit");
+    env.cmd().args(["audit", "verify"]).assert().success();
+
+    // The token died with the run.
+    let revoked = std::fs::read_to_string(env.state.path().join("identity/keys/revoked.json")).unwrap();
+    assert!(revoked.contains(&jti), "{revoked}");
+
+    // `clawkeep usage` shows both requests.
+    let usage = env.cmd().args(["usage", "--agent", "proxied", "--json"]).output().unwrap();
+    assert!(usage.status.success());
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&usage.stdout).unwrap();
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    let served: Vec<_> = rows.iter().filter(|r| r["status"] == 200).collect();
+    let models: Vec<_> = served.iter().map(|r| r["model"].as_str().unwrap()).collect();
+    assert!(models.contains(&"gpt-4o") && models.contains(&"claude-sonnet-4"), "{models:?}");
+    assert!(served.iter().all(|r| r["cost_usd"].as_f64().unwrap() > 0.0));
+    let table = env.cmd().args(["usage", "--since", "1h"]).output().unwrap();
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(table.contains("gpt-4o") && table.contains("3 requests"), "{table}");
+    let none = env.cmd().args(["usage", "--agent", "someone-else", "--json"]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&none.stdout).trim(), "[]");
+}
+
+#[test]
+fn no_proxy_means_no_token_and_no_url() {
+    if !jail_available("no_proxy_means_no_token_and_no_url") {
+        return;
+    }
+    let env = Env::new();
+    let out = env.run(&["--no-proxy"], &["sh", "-c", "env"]).env("OPENAI_API_KEY", OPENAI_KEY).output().unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!stdout.contains("OPENAI") && !stdout.contains("ANTHROPIC"), "{stdout}");
+}
+
+#[test]
+fn bad_proxy_config_and_usage_input_are_usage_errors() {
+    let env = Env::new();
+    let bad = env.state.path().join("bad.yaml");
+    std::fs::write(&bad, "providers: []\nroutes:\n  - { prefix: gpt-, provider: nowhere }\n").unwrap();
+    let out = env.run(&["--proxy-config", bad.to_str().unwrap()], &["true"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown provider 'nowhere'") && err.lines().count() == 1, "{err}");
+
+    std::fs::write(&bad, "providers: []\nbogus_key: 1\n").unwrap();
+    let out = env.run(&["--proxy-config", bad.to_str().unwrap()], &["true"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bogus_key"));
+
+    let missing = env.run(&["--proxy-config", "/nonexistent/proxy.yaml"], &["true"]).output().unwrap();
+    assert_eq!(missing.status.code(), Some(2));
+
+    let out = env.cmd().args(["usage", "--since", "last tuesday"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let empty = env.cmd().args(["usage"]).output().unwrap();
+    assert!(empty.status.success());
+    assert!(String::from_utf8_lossy(&empty.stdout).contains("no inference requests"));
+}
+
+/// An agent as people write them: the official SDKs constructed with no
+/// arguments read OPENAI_/ANTHROPIC_API_KEY and *_BASE_URL from the
+/// environment `clawkeep run` gave them.
+const SDK_AGENT: &str = r#"
+import json, anthropic, openai
+ASK = [{"role": "user", "content": "Say hello."}]
+TOOL = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}
+o = openai.OpenAI(max_retries=0)
+r = o.chat.completions.create(model="gpt-4o", messages=ASK, max_tokens=12)
+print("openai:", r.choices[0].message.content)
+s = o.chat.completions.create(model="gpt-4o", messages=ASK, max_tokens=12, stream=True)
+print("openai-stream:", "".join(c.choices[0].delta.content or "" for c in s if c.choices))
+t = o.chat.completions.create(model="gpt-4o", messages=ASK, max_tokens=12, tools=[TOOL])
+call = t.choices[0].message.tool_calls[0].function
+print("openai-tool:", call.name, json.dumps(json.loads(call.arguments), sort_keys=True))
+a = anthropic.Anthropic(max_retries=0)
+m = a.messages.create(model="claude-sonnet-4", max_tokens=15, messages=ASK)
+print("anthropic:", m.content[0].text)
+with a.messages.stream(model="claude-sonnet-4", max_tokens=15, messages=ASK) as st:
+    print("anthropic-stream:", "".join(st.text_stream))
+tu = a.messages.create(model="claude-sonnet-4", max_tokens=15, messages=ASK,
+    tools=[{"name": "get_weather", "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}])
+use = [b for b in tu.content if b.type == "tool_use"][0]
+print("anthropic-tool:", use.name, json.dumps(use.input, sort_keys=True))
+"#;
+
+/// The SDKs' install dir (see .ci/pip-requirements.txt), if present.
+fn pylib() -> Option<std::path::PathBuf> {
+    let dir = std::env::var_os("CLAWKEEP_PYLIB").map(std::path::PathBuf::from).unwrap_or_else(|| "/var/cache/clawkeep-ci/pylib".into());
+    (dir.join("openai").is_dir() && dir.join("anthropic").is_dir()).then_some(dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_sdks_in_the_jail_use_the_proxy_unchanged() {
+    if !jail_available("official_sdks_in_the_jail_use_the_proxy_unchanged") {
+        return;
+    }
+    let Some(lib) = pylib() else {
+        println!(
+            "skipped: official_sdks_in_the_jail_use_the_proxy_unchanged: openai/anthropic SDKs not installed \
+             (python3 -m pip install --target /var/cache/clawkeep-ci/pylib -r .ci/pip-requirements.txt)"
+        );
+        return;
+    };
+    let keys = Keys { openai: OPENAI_KEY.into(), anthropic: ANTHROPIC_KEY.into() };
+    let fake = FakeUpstream::start_with(Options { keys: Some(keys), ..Options::default() }).await;
+    let env = Env::new();
+    seal(&env, "openai", OPENAI_KEY);
+    seal(&env, "anthropic", ANTHROPIC_KEY);
+    let cfg = config(&env, &fake.url());
+    // The jail sees only /usr, /bin, /lib* and the workspace: the SDKs go in
+    // the workspace, run by Debian's python3.
+    let copied = std::process::Command::new("cp").arg("-r").arg(&lib).arg(env.workspace.path().join("pylib")).status().unwrap();
+    assert!(copied.success());
+    std::fs::write(env.workspace.path().join("agent.py"), SDK_AGENT).unwrap();
+    let extra = vec![
+        "--agent".into(),
+        "sdk".into(),
+        "--proxy-config".into(),
+        cfg.display().to_string(),
+        "--env".into(),
+        "PYTHONPATH=/workspace/pylib".into(),
+    ];
+    let out = run_agent(&env, extra, vec!["/usr/bin/python3".into(), "/workspace/agent.py".into()]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "stdout: {stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr));
+    let args = r#"{"city": "Paris", "unit": "celsius"}"#;
+    for line in [
+        "openai: Hello from the fake.".to_string(),
+        format!("openai-stream: {}", upstream::OPENAI_STREAM_TEXT.concat()),
+        format!("openai-tool: get_weather {args}"),
+        "anthropic: Hello from the fake.".to_string(),
+        format!("anthropic-stream: {}", upstream::ANTHROPIC_STREAM_TEXT.concat()),
+        format!("anthropic-tool: get_weather {args}"),
+    ] {
+        assert!(stdout.lines().any(|l| l == line), "missing {line:?} in:\n{stdout}");
+    }
+    // Streams were metered from their usage events, not charged the reservation.
+    let usage = env.cmd().args(["usage", "--agent", "sdk", "--json"]).output().unwrap();
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&usage.stdout).unwrap();
+    assert_eq!(rows.len(), 6, "{rows:?}");
+    assert!(rows.iter().all(|r| r["status"] == 200 && r["output_tokens"].as_u64().unwrap() <= 15), "{rows:?}");
+    for (path, bytes) in files_under(env.state.path()) {
+        assert!(!contains(&bytes, OPENAI_KEY) && !contains(&bytes, ANTHROPIC_KEY), "the real key leaked into {}", path.display());
+    }
+}
