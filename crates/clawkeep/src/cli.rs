@@ -36,6 +36,9 @@ pub enum Command {
     /// Validate and explain command policies
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Agent images for the microVM backend: build, sign, verify, list
+    #[command(subcommand)]
+    Image(ImageCommand),
     /// List gated requests waiting for an operator
     Approvals {
         /// Print them as JSON
@@ -161,6 +164,68 @@ pub enum AuditCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Build an image: kernel, initramfs, dm-verity rootfs, manifest
+    Build {
+        /// The image's name (letters, digits, '.', '-', '_')
+        #[arg(long, value_name = "NAME")]
+        name: String,
+        /// Root tree to copy [default: busybox with users root and agent]
+        #[arg(long, value_name = "DIR", conflicts_with = "from_oci")]
+        from: Option<PathBuf>,
+        /// A `docker save` or OCI-layout tarball to use as the root tree
+        #[arg(long, value_name = "TAR")]
+        from_oci: Option<PathBuf>,
+        /// A bzImage [default: the Debian kernel in /var/cache/clawkeep/kernel
+        /// or $CLAWKEEP_KERNEL_DIR, fetched with apt-get if missing]
+        #[arg(long, value_name = "PATH")]
+        kernel: Option<PathBuf>,
+        /// The kernel's lib/modules/<version> [default: beside the kernel]
+        #[arg(long, value_name = "DIR")]
+        modules: Option<PathBuf>,
+        /// The guest agent binary [default: clawkeep-guest beside clawkeep]
+        #[arg(long, value_name = "PATH")]
+        guest: Option<PathBuf>,
+        /// Size of the root filesystem, e.g. 512M [default: its contents plus slack]
+        #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+        size: Option<u64>,
+    },
+    /// Sign an image's manifest (creates <state-dir>/image-key/signing.key on first use)
+    Sign {
+        #[arg(value_name = "NAME")]
+        name: String,
+        /// The signing key [default: <state-dir>/image-key/signing.key]
+        #[arg(long, value_name = "FILE")]
+        key: Option<PathBuf>,
+    },
+    /// Check every part against the manifest, and the signature when a key is trusted
+    Verify {
+        #[arg(value_name = "NAME")]
+        name: String,
+        /// Require a signature by this public key [default: $CLAWKEEP_IMAGE_PUBKEY
+        /// or <state-dir>/images/trusted.pub when present]
+        #[arg(long, value_name = "FILE")]
+        pubkey: Option<PathBuf>,
+    },
+    /// List images
+    List {
+        /// Print them as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove an image
+    Rm {
+        #[arg(value_name = "NAME")]
+        name: String,
+    },
+    /// Require images to be signed by this public key (installs it as trusted.pub)
+    Trust {
+        #[arg(value_name = "PUBKEY")]
+        pubkey: PathBuf,
+    },
+}
+
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// Host directory mounted read-write at /workspace (also HOME and cwd)
@@ -220,6 +285,15 @@ pub struct RunArgs {
     /// Serve no inference proxy: the agent gets no token and no *_BASE_URL
     #[arg(long)]
     pub no_proxy: bool,
+
+    /// Isolation backend: jail (namespaces, default) or vm (a microVM booted
+    /// from --image; the workspace travels as a disk, copied back after)
+    #[arg(long, value_name = "BACKEND", default_value = "jail", value_parser = ["jail", "vm"])]
+    pub backend: String,
+
+    /// The image a vm run boots (see 'clawkeep image list')
+    #[arg(long, value_name = "NAME")]
+    pub image: Option<String>,
 
     /// The command and its arguments, after `--`
     #[arg(last = true, value_name = "CMD")]

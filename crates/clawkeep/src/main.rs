@@ -10,9 +10,12 @@ mod cli;
 mod doctor;
 mod gate_cmd;
 mod gate_run;
+mod image_cmd;
 mod proxy_run;
 mod run;
 mod secret_cmd;
+mod vm_doctor;
+mod vm_run;
 
 use clap::Parser;
 use std::process::ExitCode;
@@ -47,11 +50,12 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         cli::Command::Run(args) => run::run(cli.state_dir, args),
-        cli::Command::Doctor { json } => doctor::doctor(json),
+        cli::Command::Doctor { json } => doctor::doctor(json, vm_doctor::doctor_report(cli.state_dir.clone())),
         cli::Command::Audit(cli::AuditCommand::Verify { file, json }) => audit_cmd::verify(cli.state_dir, file, json),
         cli::Command::Policy(cli::PolicyCommand::Check { file }) => gate_cmd::policy_check(&file),
         cli::Command::Policy(cli::PolicyCommand::Explain { file, cwd, command }) => gate_cmd::policy_explain(Some(&file), &cwd, &command),
         cli::Command::Policy(cli::PolicyCommand::ShowDefault) => gate_cmd::policy_show_default(),
+        cli::Command::Image(cmd) => image_cmd::run(cli.state_dir, cmd),
         other => operator(cli.state_dir, other),
     };
     match result {

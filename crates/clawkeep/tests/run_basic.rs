@@ -61,11 +61,20 @@ fn environment_is_an_allowlist() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
     let names: Vec<&str> = stdout.lines().next().unwrap().split_whitespace().collect();
+    // The proxy's URLs and the agent's own token (see tests/proxy.rs) are
+    // the only additions; the host's key value never enters.
+    let proxy = ["OPENAI_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL"];
     for n in &names {
-        assert!(["FOO", "HOME", "LANG", "PASSED", "PATH", "PWD", "SHLVL", "TERM", "_"].contains(n), "unexpected variable {n}");
+        assert!(
+            ["FOO", "HOME", "LANG", "PASSED", "PATH", "PWD", "SHLVL", "TERM", "_"].contains(n) || proxy.contains(n),
+            "unexpected variable {n}"
+        );
     }
-    assert!(!names.contains(&"HOST_ONLY") && !names.contains(&"OPENAI_API_KEY"));
+    assert!(!names.contains(&"HOST_ONLY"));
     assert!(stdout.contains("bar yes"));
+    let values = env.run(&[], &["sh", "-c", "echo \"$OPENAI_API_KEY\""]).env("OPENAI_API_KEY", "sk-host").output().unwrap();
+    let token = String::from_utf8_lossy(&values.stdout);
+    assert!(!token.contains("sk-host") && token.trim().split('.').count() == 3, "{token}");
 }
 
 #[test]

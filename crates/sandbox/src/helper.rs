@@ -12,7 +12,9 @@
 use crate::error::{SetupFailure, Step};
 use crate::idmap::{self, IdMaps, WorkspaceMount};
 use crate::init::{self, InitArgs, FORWARDED};
-use crate::protocol::{read_frame, ChildMsg, HelperConfig, JailReport, Outcome, CONFIG_FD, EXEC_FD, KILL, PROCEED, PROMPT_FD, PROXY_FD, REPORT_FD};
+use crate::protocol::{
+    read_frame, ChildMsg, HelperConfig, JailReport, Outcome, CONFIG_FD, EXEC_FD, KILL, PROCEED, PROMPT_FD, PROXY_FD, REPORT_FD,
+};
 use crate::{pty, seccomp, sys};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};

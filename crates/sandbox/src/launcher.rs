@@ -3,7 +3,9 @@
 //! between fork and exec is two dup2 calls (std's Command does the rest).
 
 use crate::error::SandboxError;
-use crate::protocol::{write_frame, HelperConfig, JailReport, CONFIG_FD, EXEC_FD, HELPER_ARG, KILL, PROCEED, PROMPT_FD, PROXY_FD, REPORT_FD};
+use crate::protocol::{
+    write_frame, HelperConfig, JailReport, CONFIG_FD, EXEC_FD, HELPER_ARG, KILL, PROCEED, PROMPT_FD, PROXY_FD, REPORT_FD,
+};
 use crate::{init::FORWARDED, sys};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;

@@ -16,7 +16,12 @@
 //! `seccomp`, `exec` (the agent's last steps); `helper`, `init` and
 //! `launcher` are the three processes; `protocol` is what they exchange;
 //! `probe` tells what the host can enforce.
+//!
+//! `backend` is the interface every backend offers (create / start / exec
+//! / stop / destroy / status); `vm` is the microVM backend (QEMU microvm
+//! driver, guest channel, disks, KVM boot test; Firecracker driver).
 
+pub mod backend;
 pub mod caps;
 pub mod cgroup;
 pub mod error;
@@ -37,6 +42,7 @@ pub mod pty;
 pub mod seccomp;
 pub mod shims;
 pub mod sys;
+pub mod vm;
 
 pub use error::{SandboxError, SetupFailure, Step};
 pub use jail::{plan, JailPlan};

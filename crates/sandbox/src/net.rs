@@ -50,9 +50,8 @@ pub fn listen_loopback(port: u16) -> io::Result<OwnedFd> {
     addr.sin_port = port.to_be();
     addr.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::LOCALHOST).to_be();
     // SAFETY: addr is a valid sockaddr_in of the given length; fd is a socket.
-    let bound = unsafe {
-        libc::bind(fd, (&addr as *const libc::sockaddr_in).cast(), std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t)
-    };
+    let bound =
+        unsafe { libc::bind(fd, (&addr as *const libc::sockaddr_in).cast(), std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t) };
     // SAFETY: fd is a bound socket.
     if bound < 0 || unsafe { libc::listen(fd, 128) } < 0 {
         return Err(io::Error::last_os_error());

@@ -1,0 +1,359 @@
+//! `clawkeep run --backend vm --image NAME`: one command in one microVM,
+//! behaving like the command (stdio streamed, its exit code, 128+N when
+//! killed by signal N, SIGINT/SIGTERM/SIGHUP forwarded, 124 on --timeout).
+//!
+//! The image is verified (and its signature checked when a key is
+//! trusted) before anything boots; the run is recorded as `run.start` /
+//! `run.exit`; the VM, its socket, its disks and every temp file are gone
+//! when this returns.
+
+use crate::cli::RunArgs;
+use crate::proxy_run::{ProxyPrep, PROXY_PORT};
+use crate::Failure;
+use clawkeep_audit::AuditLog;
+use clawkeep_core::AgentEnv;
+use clawkeep_image::{trust, ImageError, ImageStore};
+use clawkeep_sandbox::backend::{AgentSpec, Backend, BackendError, Event, ExecSpec, ProcessControl, VmBackend};
+use clawkeep_sandbox::vm::{disk, kvm, Accel, Service, VmConfig, VmError, Vmm};
+use serde_json::json;
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The uid/gid commands run as inside the guest.
+const AGENT_ID: u32 = 1000;
+const FORWARDED: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
+
+fn ready_timeout(accel: Accel) -> Duration {
+    let secs = std::env::var("CLAWKEEP_VM_READY_TIMEOUT").ok().and_then(|v| v.parse::<u64>().ok());
+    Duration::from_secs(secs.unwrap_or(match accel {
+        Accel::Kvm => 20,
+        Accel::Tcg => 60,
+    }))
+}
+
+fn image_failure(e: ImageError) -> Failure {
+    match e {
+        ImageError::NotFound { .. } => Failure::usage(format!("{e}; build one with `clawkeep image build --name NAME`")),
+        other => Failure::runtime(format!("the image cannot be used: {other}")),
+    }
+}
+
+pub fn run(state_dir: Option<PathBuf>, args: RunArgs) -> Result<u8, Failure> {
+    let name = args.image.clone().ok_or_else(|| Failure::usage("--backend vm needs --image NAME (see 'clawkeep image list')"))?;
+    // Jail-only options are refused rather than silently ignored.
+    for (set, flag, why) in [
+        (args.rootfs.is_some(), "--rootfs", "the VM's root is its image"),
+        (args.policy.is_some(), "--policy", "gated commands do not reach into VMs yet"),
+        (args.api_tcp.is_some(), "--api-tcp", "the operator API serves jail runs only for now"),
+    ] {
+        if set {
+            return Err(Failure::usage(format!("{flag} does not apply to --backend vm ({why}); drop it or use --backend jail")));
+        }
+    }
+    // Signals are taken by one thread (sigwait) and forwarded to the
+    // guest; blocked before any other thread exists (the proxy's, the
+    // channel's) so none of those gets one. One that arrives before the
+    // command runs abandons the boot.
+    block_forwarded();
+    let signals = Arc::new(Signals::default());
+    take_signals(signals.clone());
+    let env = AgentEnv::build(|k| std::env::var(k).ok(), &args.env, &args.allow_secret_env).map_err(|e| Failure::usage(e.to_string()))?;
+    let state = crate::audit_cmd::state_root(state_dir)?;
+    clawkeep_core::state_dir(&state).map_err(|e| Failure::usage(e.to_string()))?;
+    let log = Arc::new(AuditLog::open(&state.join("audit.jsonl")).map_err(|e| Failure::usage(e.to_string()))?);
+    if let Some(w) = &args.workspace {
+        if !w.is_dir() {
+            return Err(Failure::usage(format!("--workspace {} is not a directory", w.display())));
+        }
+    }
+
+    let key = trust::configured_pubkey(&state).map_err(image_failure)?;
+    let image = ImageStore::new(&state).open(&name).and_then(|i| i.verify(key.as_ref())).map_err(image_failure)?;
+    let mut cfg = VmConfig {
+        // The uncompressed ELF boots through PVH without decompressing
+        // itself: seconds faster under TCG.
+        kernel: image.vmlinux.clone().unwrap_or_else(|| image.kernel.clone()),
+        initramfs: image.initramfs.clone(),
+        rootfs: image.rootfs.clone(),
+        cmdline: image.cmdline.clone(),
+        memory_mib: args.memory.map(|b| (b >> 20).max(128)).unwrap_or(512),
+        cpus: args.cpus.map(|c| c.ceil() as u32).unwrap_or(1).max(1),
+        accel: Accel::Tcg,
+        runtime_disk_mib: 256,
+        workspace_disk: None,
+        run_root: state.join("vm").join("run"),
+        ready_timeout: Duration::ZERO,
+        relays: HashMap::new(),
+        cancel: None,
+        vmm: Vmm::Qemu,
+    };
+    // CLAWKEEP_VMM=firecracker boots the same image under Firecracker
+    // (KVM only, the image's vmlinux, the channel on vsock).
+    let accel = match std::env::var("CLAWKEEP_VMM").as_deref() {
+        Ok("firecracker") => {
+            if image.vmlinux.is_none() {
+                return Err(Failure::usage(format!("image {name} has no vmlinux, which Firecracker needs; rebuild it")));
+            }
+            cfg.vmm = Vmm::Firecracker;
+            Accel::Kvm
+        }
+        Ok("qemu") | Ok("") | Err(_) => {
+            let (accel, verdict) = kvm::choose(&state, &VmConfig { ready_timeout: kvm::BOOT_TEST_TIMEOUT, ..cfg.clone() });
+            if accel == Accel::Tcg {
+                let why = if verdict.detail.len() > 80 { "see 'clawkeep doctor'" } else { verdict.detail.as_str() };
+                eprintln!("clawkeep: warning: KVM is not usable here ({why}); booting under TCG emulation, start-up takes several seconds");
+            }
+            accel
+        }
+        Ok(other) => return Err(Failure::usage(format!("CLAWKEEP_VMM={other} is not a VMM; use qemu or firecracker"))),
+    };
+    cfg.accel = accel;
+    cfg.ready_timeout = ready_timeout(accel);
+
+    let run_id = new_run_id();
+    let agent = args.agent.clone().unwrap_or_else(|| format!("run-{}", &run_id[..8]));
+    let mut env_names = env.names();
+    let mut env = env.into_pairs();
+    // The proxy: the guest's 127.0.0.1:PROXY_PORT is relayed over the
+    // channel to a host Unix socket this process serves; the agent gets its
+    // own token and the proxy's URL, never a provider key.
+    let proxy = if args.no_proxy {
+        None
+    } else {
+        let prep = ProxyPrep::prepare(&state, &agent, args.proxy_config.as_deref(), args.timeout)?;
+        for (k, v) in prep.env() {
+            env.retain(|(name, _)| *name != k);
+            env_names.retain(|name| *name != k);
+            env_names.push(k.clone());
+            env.push((k, v));
+        }
+        let dir = disk::private_dir(&cfg.run_root, "px").map_err(|e| Failure::runtime(format!("proxy socket directory: {e}")))?;
+        Some((prep.describe(), prep.revoker(), dir, prep))
+    };
+    if let Some((_, _, dir, _)) = &proxy {
+        cfg.cmdline = format!("{} clawkeep.proxyport={PROXY_PORT}", cfg.cmdline);
+        cfg.relays.insert(Service::Proxy, dir.join("proxy.sock"));
+    }
+    let start = json!({
+        "run_id": run_id,
+        "backend": "vm",
+        "accel": accel,
+        "vmm": cfg.vmm,
+        "image": name,
+        "root_hash": image.manifest.rootfs.root_hash,
+        "signed": key.is_some(),
+        "argv": args.command,
+        "env_names": env_names,
+        "workspace": args.workspace,
+        "memory_mib": cfg.memory_mib,
+        "cpus": cfg.cpus,
+        "timeout_ms": args.timeout.map(|t| t.as_millis() as u64),
+        "agent": agent,
+        "proxy": proxy.as_ref().map(|p| &p.0),
+        "isolation": "vm",
+    });
+    let (revoke, proxy_dir) = match proxy {
+        Some((_, revoke, dir, prep)) => {
+            prep.serve_unix(&state, agent.clone(), run_id.clone(), log.clone(), &dir.join("proxy.sock"))?;
+            (Some(revoke), Some(dir))
+        }
+        None => (None, None),
+    };
+    let started = log.append("run.start", start);
+    if let Err(e) = started {
+        proxy_dir.map(std::fs::remove_dir_all);
+        return Err(Failure::runtime(format!("{e}; the command was not started")));
+    }
+
+    cfg.cancel = Some(signals.cancel.clone());
+    let t0 = Instant::now();
+    let mut backend = VmBackend::new(cfg);
+    let result = run_in_vm(&mut backend, &args, env, &signals);
+    let stopped = backend.stop();
+    let _ = backend.destroy();
+    if let Some(revoke) = revoke {
+        revoke();
+    }
+    if let Some(dir) = proxy_dir {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    let duration_ms = t0.elapsed().as_millis() as u64;
+
+    let (code, fields) = match (&result, &stopped) {
+        (Ok(r), Ok(())) => (
+            r.code,
+            json!({"run_id": run_id, "exit_code": r.code, "signal": r.signal, "timed_out": r.timed_out, "boot_ms": r.boot_ms, "duration_ms": duration_ms}),
+        ),
+        (Ok(r), Err(e)) => {
+            (1, json!({"run_id": run_id, "exit_code": 1, "command_exit_code": r.code, "error": e.to_string(), "duration_ms": duration_ms}))
+        }
+        (Err(f), _) => (1, json!({"run_id": run_id, "exit_code": 1, "error": f.message, "duration_ms": duration_ms})),
+    };
+    if let Err(e) = log.append("run.exit", fields) {
+        eprintln!("clawkeep: warning: the exit event could not be recorded: {e}");
+    }
+    let r = result?;
+    if let Err(e) = stopped {
+        return Err(Failure::runtime(format!("the command exited {} but the workspace could not be brought back: {e}", r.code)));
+    }
+    if r.timed_out {
+        eprintln!("clawkeep: timed out after {:?}; the command was killed", args.timeout.unwrap_or_default());
+    }
+    Ok(code.clamp(0, 255) as u8)
+}
+
+struct RunResult {
+    code: i32,
+    signal: Option<i32>,
+    timed_out: bool,
+    boot_ms: u64,
+}
+
+fn run_in_vm(backend: &mut VmBackend, args: &RunArgs, env: Vec<(String, String)>, signals: &Signals) -> Result<RunResult, Failure> {
+    let spec = AgentSpec { name: "run".into(), workspace: args.workspace.clone() };
+    backend.create(&spec).map_err(|e| Failure::runtime(e.to_string()))?;
+    match backend.start() {
+        Ok(()) => {}
+        Err(BackendError::Vm(VmError::Cancelled)) => {
+            let sig = signals.early.load(Ordering::SeqCst);
+            eprintln!("clawkeep: interrupted (signal {sig}) while the VM was booting; nothing ran");
+            return Ok(RunResult { code: 128 + sig, signal: Some(sig), timed_out: false, boot_ms: 0 });
+        }
+        Err(e) => return Err(Failure::runtime(e.to_string())),
+    }
+    let boot_ms = backend.vm().map(|v| v.boot_time.as_millis() as u64).unwrap_or(0);
+    let cmd = ExecSpec { argv: args.command.clone(), env, cwd: Some("/workspace".into()), uid: AGENT_ID, gid: AGENT_ID };
+    let mut proc = backend.exec(&cmd).map_err(|e| Failure::runtime(e.to_string()))?;
+    let control: Arc<dyn ProcessControl> = Arc::from(proc.control());
+    forward_stdin(control.clone());
+    signals.attach(control.clone());
+    let timed_out = Arc::new(AtomicBool::new(false));
+    if let Some(t) = args.timeout {
+        let (c, flag) = (control.clone(), timed_out.clone());
+        std::thread::spawn(move || {
+            std::thread::sleep(t);
+            flag.store(true, Ordering::SeqCst);
+            let _ = c.signal(libc::SIGKILL);
+        });
+    }
+    let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr());
+    loop {
+        match proc.next().map_err(|e| Failure::runtime(format!("the VM stopped answering: {e}")))? {
+            Event::Started { .. } => {}
+            Event::Stdout(d) => {
+                let _ = out.write_all(&d).and_then(|_| out.flush());
+            }
+            Event::Stderr(d) => {
+                let _ = err.write_all(&d);
+            }
+            Event::Error(m) => eprintln!("clawkeep: {m}"),
+            Event::Exit { code, signal } => {
+                let timed_out = timed_out.load(Ordering::SeqCst);
+                // Never trust the guest's numbers with arithmetic that can overflow.
+                let code = if timed_out { 124 } else { code.unwrap_or_else(|| signal.unwrap_or(0).clamp(0, 127) + 128) };
+                return Ok(RunResult { code, signal, timed_out, boot_ms });
+            }
+        }
+    }
+}
+
+fn forward_stdin(control: Arc<dyn ProcessControl>) {
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut stdin = std::io::stdin().lock();
+        loop {
+            match stdin.read(&mut buf) {
+                Ok(0) | Err(_) => {
+                    let _ = control.stdin(&[]);
+                    return;
+                }
+                Ok(n) => {
+                    if control.stdin(&buf[..n]).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+}
+
+fn signal_set() -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data; sigemptyset/sigaddset initialise it.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in FORWARDED {
+            libc::sigaddset(&mut set, s);
+        }
+        set
+    }
+}
+
+fn block_forwarded() {
+    let set = signal_set();
+    // SAFETY: set is initialised; the old mask is not needed.
+    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+}
+
+/// Where forwarded signals go: the command once it runs; before that, the
+/// first one is remembered and cancels the boot.
+#[derive(Default)]
+struct Signals {
+    target: Mutex<Option<Arc<dyn ProcessControl>>>,
+    early: AtomicI32,
+    cancel: Arc<AtomicBool>,
+}
+
+impl Signals {
+    /// The command started: it gets the signals, including one that
+    /// arrived between the boot and now.
+    fn attach(&self, control: Arc<dyn ProcessControl>) {
+        if let Ok(mut t) = self.target.lock() {
+            let early = self.early.load(Ordering::SeqCst);
+            if early != 0 {
+                let _ = control.signal(early);
+            }
+            *t = Some(control);
+        }
+    }
+
+    fn deliver(&self, sig: i32) {
+        let Ok(t) = self.target.lock() else { return };
+        match &*t {
+            Some(c) => {
+                let _ = c.signal(sig);
+            }
+            None => {
+                let _ = self.early.compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst);
+                self.cancel.store(true, Ordering::SeqCst);
+            }
+        }
+    }
+}
+
+fn take_signals(signals: Arc<Signals>) {
+    std::thread::spawn(move || loop {
+        let set = signal_set();
+        let mut sig = 0;
+        // SAFETY: set is initialised and blocked in every thread; sig is a
+        // valid out-pointer.
+        if unsafe { libc::sigwait(&set, &mut sig) } == 0 {
+            signals.deliver(sig);
+        }
+    });
+}
+
+fn new_run_id() -> String {
+    let mut b = [0u8; 8];
+    // SAFETY: b is valid for 8 bytes; getrandom fills at most that.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    if n != 8 {
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        b = (t.as_nanos() as u64 ^ u64::from(std::process::id())).to_le_bytes();
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}

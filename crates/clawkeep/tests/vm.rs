@@ -1,0 +1,282 @@
+//! `clawkeep run --backend vm` end to end under QEMU (TCG here; KVM where a
+//! boot test proves it works): stdio and exit code, the workspace disk
+//! round trip, dm-verity catching a changed block at read time, a guest
+//! that never becomes ready, and images that cannot boot. Needs
+//! qemu-system-x86_64, e2fsprogs, veritysetup, busybox and the kernel
+//! .ci/fetch-kernel extracts; skips with the reason otherwise.
+//!
+//! Every boot costs seconds under TCG, so one test boots, in sequence,
+//! from one image built once; the failure cases that need no boot are
+//! separate tests.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{processes_with, Env};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+fn tool(name: &str) -> bool {
+    ["/usr/sbin", "/sbin", "/usr/bin", "/bin"].iter().any(|d| Path::new(d).join(name).is_file())
+}
+
+fn kernel_dir() -> PathBuf {
+    std::env::var_os("CLAWKEEP_KERNEL_DIR")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "/var/cache/clawkeep/kernel".into())
+}
+
+/// True when a VM can be built and booted here; otherwise prints why not.
+fn vm_available(test: &str) -> bool {
+    for (t, pkg) in [
+        ("qemu-system-x86_64", "qemu-system-x86"),
+        ("mkfs.ext4", "e2fsprogs"),
+        ("debugfs", "e2fsprogs"),
+        ("veritysetup", "cryptsetup-bin"),
+        ("busybox", "busybox-static"),
+    ] {
+        if !tool(t) {
+            println!("skipped: {test}: {t} not installed (apt-get install {pkg})");
+            return false;
+        }
+    }
+    let boot = kernel_dir().join("boot");
+    let has_kernel =
+        fs::read_dir(&boot).map(|d| d.flatten().any(|e| e.file_name().to_string_lossy().starts_with("vmlinuz-"))).unwrap_or(false);
+    if !has_kernel {
+        println!("skipped: {test}: no Debian kernel in {} (run .ci/fetch-kernel)", boot.display());
+        return false;
+    }
+    let guest = common::bin().parent().unwrap().join("clawkeep-guest");
+    assert!(guest.is_file(), "{} is missing: build it with `cargo build -p clawkeep-guest` (cargo test --workspace does)", guest.display());
+    true
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn build_image(env: &Env, name: &str) {
+    let t = Instant::now();
+    let out = env.cmd().env_remove("CLAWKEEP_IMAGE_PUBKEY").args(["image", "build", "--name", name]).output().unwrap();
+    assert!(out.status.success(), "image build failed: {}", text(&out.stderr));
+    println!("image build: {:?}", t.elapsed());
+}
+
+fn image_dir(env: &Env, name: &str) -> PathBuf {
+    env.state.path().join("images").join(name)
+}
+
+/// A copy of image `from` as `to`: parts hard-linked (never written
+/// through), so a test can replace one part or the manifest.
+fn copy_image(env: &Env, from: &str, to: &str) -> PathBuf {
+    let (src, dst) = (image_dir(env, from), image_dir(env, to));
+    fs::create_dir(&dst).unwrap();
+    for e in fs::read_dir(&src).unwrap().flatten() {
+        fs::hard_link(e.path(), dst.join(e.file_name())).unwrap();
+    }
+    dst
+}
+
+fn edit_manifest(dir: &Path, f: impl FnOnce(&mut serde_json::Value)) {
+    let p = dir.join("manifest.json");
+    let mut m: serde_json::Value = serde_json::from_slice(&fs::read(&p).unwrap()).unwrap();
+    f(&mut m);
+    fs::remove_file(&p).unwrap();
+    fs::write(&p, serde_json::to_vec_pretty(&m).unwrap()).unwrap();
+}
+
+fn vm_run(env: &Env, image: &str, extra_env: &[(&str, &str)], argv: &[&str]) -> (Output, Duration) {
+    let mut c = env.cmd();
+    c.env_remove("CLAWKEEP_IMAGE_PUBKEY").envs(extra_env.iter().copied());
+    c.args(["run", "--backend", "vm", "--image", image, "--workspace"]).arg(env.workspace.path()).arg("--").args(argv);
+    let t = Instant::now();
+    let out = c.output().unwrap();
+    (out, t.elapsed())
+}
+
+/// Nothing of a run survives it: no QEMU for this state dir, no run
+/// directory, socket or disk.
+fn assert_nothing_left(env: &Env) {
+    let marker = env.state.path().to_string_lossy().into_owned();
+    assert!(common::wait_for(|| processes_with(&marker).is_empty(), 5), "leftover processes: {:?}", processes_with(&marker));
+    let run = env.state.path().join("vm").join("run");
+    let left: Vec<_> = fs::read_dir(&run).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+    assert!(left.is_empty(), "leftover run files: {left:?}");
+}
+
+#[test]
+fn vm_runs_commands_keeps_the_workspace_and_catches_tampering() {
+    if !vm_available("vm_runs_commands_keeps_the_workspace_and_catches_tampering") {
+        return;
+    }
+    let env = Env::new();
+    build_image(&env, "t");
+    fs::write(env.workspace.path().join("in.txt"), "from the host\n").unwrap();
+    fs::write(env.workspace.path().join("gone.txt"), "deleted in the guest\n").unwrap();
+
+    // stdio, exit code, workspace both ways.
+    let (out, took) = vm_run(&env, "t", &[], &["sh", "-c", "echo hi; cat in.txt; echo made > made.txt; rm gone.txt; exit 3"]);
+    println!("first run (incl. KVM boot test when uncached): {took:?}; stderr: {}", text(&out.stderr));
+    assert_eq!(out.status.code(), Some(3), "stderr: {}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "hi\nfrom the host\n");
+    assert_eq!(fs::read_to_string(env.workspace.path().join("made.txt")).unwrap(), "made\n");
+    assert!(!env.workspace.path().join("gone.txt").exists());
+    let audit = env.audit();
+    let start = audit.iter().find(|e| e["kind"] == "run.start").unwrap();
+    assert_eq!(start["backend"], "vm");
+    assert_eq!(start["image"], "t");
+    assert_eq!(start["root_hash"].as_str().unwrap().len(), 64);
+    assert!(start["accel"] == "tcg" || start["accel"] == "kvm");
+    let exit = audit.iter().find(|e| e["kind"] == "run.exit").unwrap();
+    assert_eq!(exit["exit_code"], 3);
+    println!("boot to ready: {} ms", exit["boot_ms"]);
+    assert!(env.state.path().join("vm/kvm.json").is_file(), "the KVM verdict is cached");
+    assert_nothing_left(&env);
+
+    // A full workspace disk is the command's own ENOSPC; the inference
+    // proxy is reachable on the guest's loopback (relayed over the
+    // channel) with the agent's token; a command killed by a signal
+    // reports 128+N.
+    // (fallocate: writing 256 MiB of zeros under TCG takes half a minute)
+    let script = "echo $((6*7)); fallocate -l 400000000 big || echo full; rm -f big; \
+        wget -q -O- --header \"Authorization: Bearer $OPENAI_API_KEY\" $OPENAI_BASE_URL/models; echo; kill -TERM $$";
+    let (out, took) = vm_run(&env, "t", &[], &["sh", "-c", script]);
+    println!("second run: {took:?}");
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(128 + 15), "stderr: {}", text(&out.stderr));
+    assert!(stdout.starts_with("42\nfull\n"), "stdout: {stdout}");
+    assert!(stdout.contains("\"object\":\"list\""), "the proxy did not answer through the relay: {stdout}");
+    assert!(text(&out.stderr).contains("No space left on device"), "stderr: {}", text(&out.stderr));
+    assert!(!env.workspace.path().join("big").exists());
+
+    // A command the guest cannot find: 127 and its name, like the jail.
+    let (out, _) = vm_run(&env, "t", &[], &["no-such-command"]);
+    assert_eq!(out.status.code(), Some(127), "stderr: {}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("no-such-command"), "stderr: {}", text(&out.stderr));
+
+    // clawkeep killed with -9 while booting: QEMU dies with it (lifeline),
+    // and the next run sweeps the files it could not remove.
+    let marker = env.state.path().to_string_lossy().into_owned();
+    let mut c = std::process::Command::new(common::bin());
+    c.env("CLAWKEEP_STATE_DIR", env.state.path()).args(["run", "--backend", "vm", "--image", "t", "--", "sleep", "100"]);
+    let mut child = c.stderr(std::process::Stdio::null()).spawn().unwrap();
+    assert!(common::wait_for(|| !processes_with(&marker).is_empty(), 20), "QEMU never started");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(common::wait_for(|| processes_with(&marker).is_empty(), 5), "QEMU outlived clawkeep: {:?}", processes_with(&marker));
+
+    // One data block of /etc/passwd changed after the build, the manifest's
+    // sha256 updated to match: only dm-verity can notice, at read time.
+    let bad = copy_image(&env, "t", "tampered");
+    let rootfs = bad.join("rootfs.img");
+    fs::remove_file(&rootfs).unwrap();
+    fs::copy(image_dir(&env, "t").join("rootfs.img"), &rootfs).unwrap();
+    let bmap = std::process::Command::new("debugfs").args(["-R", "bmap /etc/passwd 0"]).arg(&rootfs).output().unwrap();
+    let block: u64 = text(&bmap.stdout).trim().parse().unwrap_or_else(|_| panic!("debugfs bmap: {}", text(&bmap.stderr)));
+    let mut data = fs::read(&rootfs).unwrap();
+    data[(block * 4096) as usize] ^= 0x20;
+    fs::write(&rootfs, &data).unwrap();
+    let sum = std::process::Command::new("sha256sum").arg(&rootfs).output().unwrap();
+    let sha = text(&sum.stdout).split_whitespace().next().unwrap().to_string();
+    edit_manifest(&bad, |m| m["rootfs"]["sha256"] = sha.into());
+    let (out, _) = vm_run(&env, "tampered", &[], &["cat", "/etc/passwd"]);
+    let err = text(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "a tampered block was read: {}", text(&out.stdout));
+    assert!(err.contains("Input/output error") || err.contains("I/O error"), "stderr: {err}");
+    assert!(!text(&out.stdout).contains("agent:x:"), "tampered content leaked");
+    assert_nothing_left(&env);
+
+    // A consistent manifest with the wrong root hash: the guest's verified
+    // root cannot be mounted; it says so on the console and powers off, and
+    // the host reports that at once (not at its ready timeout).
+    let wrong = copy_image(&env, "t", "wronghash");
+    edit_manifest(&wrong, |m| {
+        let good = m["rootfs"]["root_hash"].as_str().unwrap().to_string();
+        let bad: String = good.chars().rev().collect();
+        m["rootfs"]["root_hash"] = bad.clone().into();
+        m["cmdline"] = m["cmdline"].as_str().unwrap().replace(&good, &bad).into();
+    });
+    let (out, took) = vm_run(&env, "wronghash", &[], &["true"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr: {err}");
+    assert!(err.contains("exited before it was ready") && err.contains("clawkeep-guest: fatal: root"), "stderr: {err}");
+    assert!(took < Duration::from_secs(40), "took {took:?}");
+    assert_nothing_left(&env);
+
+    // A guest that never says Ready: bounded wait, clean kill, clear error.
+    let hang = copy_image(&env, "t", "hang");
+    edit_manifest(&hang, |m| {
+        let c = format!("{} clawkeep.hang=1", m["cmdline"].as_str().unwrap());
+        m["cmdline"] = c.into();
+    });
+    let (out, took) = vm_run(&env, "hang", &[("CLAWKEEP_VM_READY_TIMEOUT", "6")], &["true"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr: {err}");
+    assert!(err.contains("not ready within 6s") && err.contains("console"), "stderr: {err}");
+    assert!(took < Duration::from_secs(30), "took {took:?}");
+    assert_nothing_left(&env);
+}
+
+#[test]
+fn images_that_cannot_boot_fail_before_booting() {
+    if !vm_available("images_that_cannot_boot_fail_before_booting") {
+        return;
+    }
+    let env = Env::new();
+    // No such image.
+    let (out, _) = vm_run(&env, "nope", &[], &["true"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("image build"), "{}", text(&out.stderr));
+    // Jail-only options are refused.
+    let out = env.cmd().args(["run", "--backend", "vm", "--image", "t", "--rootfs", "/", "--", "true"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("--rootfs does not apply"), "{}", text(&out.stderr));
+    // --backend vm without --image.
+    let out = env.cmd().args(["run", "--backend", "vm", "--", "true"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("--image"), "{}", text(&out.stderr));
+
+    build_image(&env, "t");
+    let gone = copy_image(&env, "t", "nokernel");
+    fs::remove_file(gone.join("vmlinuz")).unwrap();
+    let (out, took) = vm_run(&env, "nokernel", &[], &["true"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("kernel"), "{}", text(&out.stderr));
+    assert!(took < Duration::from_secs(10), "an image that cannot boot must fail before booting: {took:?}");
+
+    // With a trusted key, an unsigned image and a manifest changed after
+    // signing are refused before anything boots.
+    let out = env.cmd().env_remove("CLAWKEEP_IMAGE_PUBKEY").args(["image", "sign", "t"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let unsigned = copy_image(&env, "t", "unsigned");
+    fs::remove_file(unsigned.join("manifest.sig")).unwrap();
+    let forged = copy_image(&env, "t", "forged");
+    edit_manifest(&forged, |m| {
+        let c = format!("{} init=/bin/sh", m["cmdline"].as_str().unwrap());
+        m["cmdline"] = c.into();
+    });
+    let pubkey = env.state.path().join("image-key/signing.pub");
+    let out = env.cmd().env_remove("CLAWKEEP_IMAGE_PUBKEY").args(["image", "trust"]).arg(&pubkey).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for (image, why) in [("unsigned", "not signed"), ("forged", "signature")] {
+        let (out, took) = vm_run(&env, image, &[], &["true"]);
+        assert_eq!(out.status.code(), Some(1), "{image}: {}", text(&out.stderr));
+        assert!(text(&out.stderr).contains(why), "{image}: {}", text(&out.stderr));
+        assert!(took < Duration::from_secs(10), "{image}: refused only after {took:?}");
+    }
+    fs::remove_file(env.state.path().join("images/trusted.pub")).unwrap();
+
+    let corrupt = copy_image(&env, "t", "corrupt");
+    let initrd = corrupt.join("initramfs.cpio");
+    fs::remove_file(&initrd).unwrap();
+    fs::write(&initrd, b"not a cpio archive").unwrap();
+    let (out, _) = vm_run(&env, "corrupt", &[], &["true"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("initramfs"), "{}", text(&out.stderr));
+    assert_nothing_left(&env);
+}

@@ -1,0 +1,111 @@
+#![allow(clippy::unwrap_used)]
+use super::*;
+
+fn all() -> Vec<Message> {
+    vec![
+        Message::Exec(ExecRequest {
+            argv: vec!["sh".into(), "-c".into(), "echo hi".into()],
+            env: vec![("PATH".into(), "/bin".into())],
+            cwd: Some("/workspace".into()),
+            uid: 1000,
+            gid: 1000,
+        }),
+        Message::Stdin(b"abc".to_vec()),
+        Message::Stdin(Vec::new()),
+        Message::Signal { signo: 15 },
+        Message::Health,
+        Message::Shutdown,
+        Message::Open { service: Service::Proxy },
+        Message::Data(vec![0, 1, 2, 255]),
+        Message::Close,
+        Message::Ready(ReadyInfo { kernel: "6.1.0".into(), uptime_ms: 4200 }),
+        Message::Started { pid: 42 },
+        Message::Stdout(b"out".to_vec()),
+        Message::Stderr(b"err".to_vec()),
+        Message::Exit(ExitStatus { code: Some(3), signal: None }),
+        Message::HealthOk(HealthInfo { uptime_ms: 1, mem_available_kb: Some(2), running: 0 }),
+        Message::Error { message: "no".into() },
+    ]
+}
+
+#[test]
+fn every_message_round_trips_through_bytes() {
+    for (i, m) in all().into_iter().enumerate() {
+        let bytes = m.clone().into_frame(i as u32).encode().unwrap();
+        let (f, used) = decode(&bytes).unwrap().unwrap();
+        assert_eq!(used, bytes.len());
+        assert_eq!(f.stream, i as u32);
+        assert_eq!(Message::from_frame(f).unwrap(), m);
+        let f2 = read_frame(&mut &bytes[..]).unwrap().unwrap();
+        assert_eq!(Message::from_frame(f2).unwrap(), m);
+    }
+}
+
+#[test]
+fn wire_layout_is_length_kind_stream_payload() {
+    let b = Message::Stdout(b"hi".to_vec()).into_frame(7).encode().unwrap();
+    assert_eq!(b, [0, 0, 0, 7, 0x83, 0, 0, 0, 7, b'h', b'i']);
+}
+
+#[test]
+fn oversize_is_refused_both_ways() {
+    let big = Frame { kind: Kind::Stdout, stream: 1, payload: vec![0; MAX_PAYLOAD + 1] };
+    assert!(matches!(big.encode(), Err(ProtoError::BadLength(_))));
+    let ok = Frame { kind: Kind::Stdout, stream: 1, payload: vec![0; MAX_PAYLOAD] };
+    assert!(ok.encode().is_ok());
+    let head = ((MAX_FRAME + 1) as u32).to_be_bytes();
+    assert!(matches!(decode(&head), Err(ProtoError::BadLength(_))));
+    // The reader refuses after 4 bytes, without waiting for the body.
+    assert!(matches!(read_frame(&mut &head[..]), Err(ProtoError::BadLength(_))));
+    assert!(matches!(decode(&[0, 0, 0, 4, 1, 0, 0, 0]), Err(ProtoError::BadLength(4))));
+}
+
+#[test]
+fn truncated_input_needs_more_or_fails() {
+    let b = Message::Stdout(b"hello".to_vec()).into_frame(2).encode().unwrap();
+    for cut in 0..b.len() {
+        assert!(decode(&b[..cut]).unwrap().is_none(), "cut {cut}");
+        let r = read_frame(&mut &b[..cut]);
+        if cut == 0 {
+            assert!(r.unwrap().is_none());
+        } else {
+            assert!(matches!(r, Err(ProtoError::Truncated)), "cut {cut}: {r:?}");
+        }
+    }
+}
+
+#[test]
+fn unknown_kind_and_bad_json_are_errors() {
+    let b = [0, 0, 0, 5, 0x7f, 0, 0, 0, 0];
+    assert!(matches!(decode(&b), Err(ProtoError::UnknownKind(0x7f))));
+    assert!(matches!(read_frame(&mut &b[..]), Err(ProtoError::UnknownKind(0x7f))));
+    let f = Frame { kind: Kind::Exit, stream: 2, payload: b"{not json".to_vec() };
+    assert!(matches!(Message::from_frame(f), Err(ProtoError::Payload { kind: Kind::Exit, .. })));
+}
+
+#[test]
+fn two_frames_back_to_back_decode_in_order() {
+    let mut b = Message::Health.into_frame(0).encode().unwrap();
+    b.extend(Message::Shutdown.into_frame(0).encode().unwrap());
+    let (f1, n) = decode(&b).unwrap().unwrap();
+    let (f2, m) = decode(&b[n..]).unwrap().unwrap();
+    assert_eq!((f1.kind, f2.kind, n + m), (Kind::Health, Kind::Shutdown, b.len()));
+}
+
+#[test]
+fn arbitrary_bytes_never_panic() {
+    // A cheap deterministic fuzz: every prefix of a pseudo-random stream.
+    let mut x: u32 = 0x1234_5678;
+    let bytes: Vec<u8> = (0..4096)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            (x % 7) as u8
+        })
+        .collect();
+    for start in 0..256 {
+        let _ = decode(&bytes[start..]);
+        let _ = read_frame(&mut &bytes[start..]).map(|f| f.map(Message::from_frame));
+    }
+}

@@ -1,0 +1,191 @@
+//! The root tree that becomes rootfs.img.
+//!
+//! Every tree gets what a read-only root needs to boot the guest: the mount
+//! points (/proc, /sys, /dev, /tmp, /run, /workspace, /var) and
+//! `/usr/bin/clawkeep-guest`. The default tree is busybox (static) with a
+//! /bin symlink per applet, /etc/passwd and /etc/group with root and agent
+//! (uid 1000). `--from DIR` is copied (the source is never modified).
+
+use crate::{ImageError, Result};
+use std::fs;
+use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
+use std::path::Path;
+
+pub const GUEST_PATH: &str = "usr/bin/clawkeep-guest";
+pub const AGENT_UID: u32 = 1000;
+
+const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\nagent:x:1000:1000:agent:/workspace:/bin/sh\n";
+const GROUP: &str = "root:x:0:\nagent:x:1000:\n";
+
+/// Builds the default tree in `root` (an empty directory).
+pub fn default_tree(root: &Path, busybox: &Path) -> Result<()> {
+    for d in ["bin", "etc", "root", "usr/bin"] {
+        mkdir(root, d, 0o755)?;
+    }
+    fs::set_permissions(root.join("root"), fs::Permissions::from_mode(0o700)).map_err(ImageError::io("chmod", root.join("root")))?;
+    copy_file(busybox, &root.join("bin/busybox"), 0o755)?;
+    for applet in applets(busybox)? {
+        let link = root.join("bin").join(&applet);
+        if applet != "busybox" && !link.exists() {
+            symlink("busybox", &link).map_err(ImageError::io("create symlink", &link))?;
+        }
+    }
+    write(root, "etc/passwd", PASSWD, 0o644)?;
+    write(root, "etc/group", GROUP, 0o644)?;
+    write(root, "etc/hostname", "clawkeep\n", 0o644)?;
+    Ok(())
+}
+
+/// Adds the mount points and the guest binary to any tree.
+pub fn add_essentials(root: &Path, guest: &Path) -> Result<()> {
+    for d in ["proc", "sys", "dev", "run", "var", "workspace", "usr/bin", "etc"] {
+        mkdir(root, d, 0o755)?;
+    }
+    mkdir(root, "tmp", 0o1777)?;
+    fs::set_permissions(root.join("tmp"), fs::Permissions::from_mode(0o1777)).map_err(ImageError::io("chmod", root.join("tmp")))?;
+    if is_root() {
+        let ws = root.join("workspace");
+        std::os::unix::fs::chown(&ws, Some(AGENT_UID), Some(AGENT_UID)).map_err(ImageError::io("chown", &ws))?;
+    }
+    let dst = root.join(GUEST_PATH);
+    let _ = fs::remove_file(&dst);
+    copy_file(guest, &dst, 0o755)
+}
+
+/// Copies the tree at `src` into `dst` (which exists): directories, regular
+/// files and symlinks, with their modes (and owners when run as root).
+/// Device nodes, sockets and fifos are skipped: /dev is a devtmpfs at boot.
+pub fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
+    let root = is_root();
+    for entry in fs::read_dir(src).map_err(ImageError::io("list", src))? {
+        let entry = entry.map_err(ImageError::io("list", src))?;
+        let (from, to) = (entry.path(), dst.join(entry.file_name()));
+        let meta = fs::symlink_metadata(&from).map_err(ImageError::io("inspect", &from))?;
+        let ft = meta.file_type();
+        if ft.is_dir() {
+            fs::create_dir(&to).map_err(ImageError::io("create directory", &to))?;
+            copy_tree(&from, &to)?;
+        } else if ft.is_symlink() {
+            let target = fs::read_link(&from).map_err(ImageError::io("read symlink", &from))?;
+            symlink(&target, &to).map_err(ImageError::io("create symlink", &to))?;
+        } else if ft.is_file() {
+            fs::copy(&from, &to).map_err(ImageError::io("copy to", &to))?;
+        } else {
+            continue;
+        }
+        if root {
+            std::os::unix::fs::lchown(&to, Some(meta.uid()), Some(meta.gid())).map_err(ImageError::io("chown", &to))?;
+        }
+        if !ft.is_symlink() {
+            fs::set_permissions(&to, fs::Permissions::from_mode(meta.mode() & 0o7777)).map_err(ImageError::io("chmod", &to))?;
+        }
+    }
+    Ok(())
+}
+
+/// Bytes and inodes the tree at `root` needs on ext4 (4 KiB blocks).
+pub fn usage(root: &Path) -> Result<(u64, u64)> {
+    let mut bytes = 0u64;
+    let mut inodes = 1u64;
+    for entry in fs::read_dir(root).map_err(ImageError::io("list", root))? {
+        let entry = entry.map_err(ImageError::io("list", root))?;
+        let meta = fs::symlink_metadata(entry.path()).map_err(ImageError::io("inspect", entry.path()))?;
+        inodes += 1;
+        bytes += meta.len().div_ceil(4096) * 4096;
+        if meta.is_dir() {
+            let (b, i) = usage(&entry.path())?;
+            bytes += b;
+            inodes += i;
+        }
+    }
+    Ok((bytes, inodes))
+}
+
+/// The busybox applet names (`busybox --list`).
+fn applets(busybox: &Path) -> Result<Vec<String>> {
+    let out = std::process::Command::new(busybox).arg("--list").output().map_err(|e| ImageError::ToolFailed {
+        tool: "busybox",
+        path: busybox.into(),
+        detail: format!("cannot run it: {e}"),
+    })?;
+    if !out.status.success() {
+        return Err(ImageError::ToolFailed { tool: "busybox", path: busybox.into(), detail: format!("--list exited with {}", out.status) });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::trim)
+        .filter(|a| !a.is_empty() && !a.contains('/') && *a != "." && *a != "..")
+        .map(str::to_string)
+        .collect())
+}
+
+fn mkdir(root: &Path, rel: &str, mode: u32) -> Result<()> {
+    let p = root.join(rel);
+    match fs::symlink_metadata(&p) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(ImageError::ToolFailed {
+            tool: "rootfs",
+            path: p,
+            detail: "exists and is not a directory; the image needs it as a mount point".into(),
+        }),
+        Err(_) => {
+            fs::create_dir_all(&p).map_err(ImageError::io("create directory", &p))?;
+            fs::set_permissions(&p, fs::Permissions::from_mode(mode)).map_err(ImageError::io("chmod", &p))
+        }
+    }
+}
+
+fn write(root: &Path, rel: &str, text: &str, mode: u32) -> Result<()> {
+    let p = root.join(rel);
+    fs::write(&p, text).map_err(ImageError::io("write", &p))?;
+    fs::set_permissions(&p, fs::Permissions::from_mode(mode)).map_err(ImageError::io("chmod", &p))
+}
+
+fn copy_file(src: &Path, dst: &Path, mode: u32) -> Result<()> {
+    fs::copy(src, dst).map_err(ImageError::io("copy to", dst))?;
+    fs::set_permissions(dst, fs::Permissions::from_mode(mode)).map_err(ImageError::io("chmod", dst))
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_tree_has_busybox_users_and_mount_points() {
+        let Some(bb) = crate::build::find_busybox() else {
+            println!("skipped: default_tree_has_busybox_users_and_mount_points: busybox not installed");
+            return;
+        };
+        let t = tempfile::tempdir().unwrap();
+        default_tree(t.path(), &bb).unwrap();
+        add_essentials(t.path(), &bb).unwrap();
+        assert_eq!(fs::read_link(t.path().join("bin/sh")).unwrap(), Path::new("busybox"));
+        assert!(fs::read_to_string(t.path().join("etc/passwd")).unwrap().contains("agent:x:1000:1000:"));
+        for d in ["proc", "sys", "dev", "tmp", "workspace", "var"] {
+            assert!(t.path().join(d).is_dir(), "{d}");
+        }
+        assert!(t.path().join(GUEST_PATH).is_file());
+        let (bytes, inodes) = usage(t.path()).unwrap();
+        assert!(bytes > 0 && inodes > 10);
+    }
+
+    #[test]
+    fn copy_tree_keeps_symlinks_and_modes() {
+        let t = tempfile::tempdir().unwrap();
+        let (src, dst) = (t.path().join("s"), t.path().join("d"));
+        fs::create_dir_all(src.join("a")).unwrap();
+        fs::write(src.join("a/x"), "x").unwrap();
+        fs::set_permissions(src.join("a/x"), fs::Permissions::from_mode(0o751)).unwrap();
+        symlink("/etc/passwd", src.join("l")).unwrap();
+        fs::create_dir(&dst).unwrap();
+        copy_tree(&src, &dst).unwrap();
+        assert_eq!(fs::read_to_string(dst.join("a/x")).unwrap(), "x");
+        assert_eq!(fs::metadata(dst.join("a/x")).unwrap().permissions().mode() & 0o777, 0o751);
+        assert_eq!(fs::read_link(dst.join("l")).unwrap(), Path::new("/etc/passwd"));
+    }
+}

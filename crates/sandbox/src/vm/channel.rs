@@ -1,0 +1,274 @@
+//! The host end of the guest channel (crates/guest/src/proto.rs) over the
+//! Unix socket QEMU serves the virtio-serial port on.
+//!
+//! One reader thread routes the guest's frames: stream 0 to the control
+//! queue, exec streams to their owner, odd (guest-opened) streams to a
+//! relay. What the guest sends is bounded on the host: one frame is at
+//! most 1 MiB, an exec stream queues at most [`STREAM_QUEUE`] frames (then
+//! the reader waits, which stalls the guest's writes: backpressure), and
+//! control messages nobody asked for are dropped once [`CONTROL_QUEUE`]
+//! are waiting.
+
+use clawkeep_guest::proto::{self, ExecRequest, Kind, Message, ReadyInfo, Service};
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChannelError {
+    #[error("cannot connect to the guest channel {path}: {source}")]
+    Connect { path: PathBuf, source: std::io::Error },
+    #[error("cannot write to the guest channel: {0}")]
+    Write(std::io::Error),
+    #[error("the guest channel closed")]
+    Closed,
+    #[error("the guest sent a bad frame: {0}")]
+    Protocol(String),
+    #[error("no answer from the guest within {0:?}")]
+    Timeout(Duration),
+}
+
+/// Frames one exec stream may have queued before the reader waits.
+pub const STREAM_QUEUE: usize = 64;
+/// Unread control messages kept; later ones are dropped.
+pub const CONTROL_QUEUE: usize = 16;
+
+type Routes = Arc<Mutex<HashMap<u32, SyncSender<Message>>>>;
+
+/// A connected channel; cheap to clone (all clones share the socket).
+#[derive(Clone, Debug)]
+pub struct Channel {
+    writer: Arc<Mutex<UnixStream>>,
+    routes: Routes,
+    control: Arc<Mutex<Receiver<Message>>>,
+    next: Arc<AtomicU32>,
+}
+
+impl Channel {
+    /// Connects to `path`, retrying until `deadline` while `alive()` holds
+    /// (QEMU creates the socket a moment after it starts).
+    pub fn connect(
+        path: &Path,
+        deadline: Instant,
+        alive: impl Fn() -> bool,
+        relays: HashMap<Service, PathBuf>,
+    ) -> Result<Channel, ChannelError> {
+        let stream = loop {
+            match UnixStream::connect(path) {
+                Ok(s) => break s,
+                Err(e) if Instant::now() >= deadline || !alive() => return Err(ChannelError::Connect { path: path.into(), source: e }),
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        };
+        Channel::from_stream(stream, relays).map_err(|e| ChannelError::Connect { path: path.into(), source: e })
+    }
+
+    /// A channel over an already connected stream (e.g. Firecracker's vsock
+    /// after its `CONNECT` handshake).
+    pub fn from_stream(stream: UnixStream, relays: HashMap<Service, PathBuf>) -> std::io::Result<Channel> {
+        let reader = stream.try_clone()?;
+        let (ctl_tx, ctl_rx) = mpsc::sync_channel(CONTROL_QUEUE);
+        let ch = Channel {
+            writer: Arc::new(Mutex::new(stream)),
+            routes: Arc::default(),
+            control: Arc::new(Mutex::new(ctl_rx)),
+            next: Arc::new(AtomicU32::new(2)),
+        };
+        let (routes, me) = (ch.routes.clone(), ch.clone());
+        std::thread::spawn(move || read_loop(reader, routes, ctl_tx, me, relays));
+        Ok(ch)
+    }
+
+    pub fn send(&self, stream: u32, msg: Message) -> Result<(), ChannelError> {
+        let bytes = msg.into_frame(stream).encode().map_err(|e| ChannelError::Protocol(e.to_string()))?;
+        let mut w = self.writer.lock().map_err(|_| ChannelError::Closed)?;
+        w.write_all(&bytes).map_err(ChannelError::Write)
+    }
+
+    /// The next control-stream message (Ready, HealthOk, Error).
+    pub fn control(&self, timeout: Duration) -> Result<Message, ChannelError> {
+        let rx = self.control.lock().map_err(|_| ChannelError::Closed)?;
+        match rx.recv_timeout(timeout) {
+            Ok(m) => Ok(m),
+            Err(RecvTimeoutError::Timeout) => Err(ChannelError::Timeout(timeout)),
+            Err(RecvTimeoutError::Disconnected) => Err(ChannelError::Closed),
+        }
+    }
+
+    /// Waits for the guest's Ready, polling `alive()` so a VM that died is
+    /// noticed at once rather than at the timeout.
+    pub fn wait_ready(&self, timeout: Duration, alive: impl Fn() -> bool) -> Result<ReadyInfo, ChannelError> {
+        let end = Instant::now() + timeout;
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(ChannelError::Timeout(timeout));
+            }
+            match self.control(left.min(Duration::from_millis(200))) {
+                Ok(Message::Ready(r)) => return Ok(r),
+                Ok(_) => {}
+                Err(ChannelError::Timeout(_)) if alive() => {}
+                Err(ChannelError::Timeout(_)) => return Err(ChannelError::Closed),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Starts a command; its Started/Stdout/Stderr/Error/Exit arrive on the
+    /// returned stream.
+    pub fn exec(&self, req: ExecRequest) -> Result<ExecStream, ChannelError> {
+        let id = self.next.fetch_add(2, Ordering::Relaxed);
+        let (tx, rx) = mpsc::sync_channel(STREAM_QUEUE);
+        self.routes.lock().map_err(|_| ChannelError::Closed)?.insert(id, tx);
+        self.send(id, Message::Exec(req))?;
+        Ok(ExecStream { id, rx, ch: self.clone() })
+    }
+}
+
+/// One running command's stream.
+#[derive(Debug)]
+pub struct ExecStream {
+    pub id: u32,
+    rx: Receiver<Message>,
+    ch: Channel,
+}
+
+impl ExecStream {
+    /// The next message; `Err(Closed)` when the channel ended first.
+    pub fn recv(&self) -> Result<Message, ChannelError> {
+        self.rx.recv().map_err(|_| ChannelError::Closed)
+    }
+
+    pub fn recv_timeout(&self, t: Duration) -> Result<Option<Message>, ChannelError> {
+        match self.rx.recv_timeout(t) {
+            Ok(m) => Ok(Some(m)),
+            Err(RecvTimeoutError::Timeout) => Ok(None),
+            Err(RecvTimeoutError::Disconnected) => Err(ChannelError::Closed),
+        }
+    }
+
+    /// Sends stdin in frame-sized pieces; an empty slice is EOF.
+    pub fn stdin(&self, data: &[u8]) -> Result<(), ChannelError> {
+        send_stdin(&self.ch, self.id, data)
+    }
+
+    pub fn signal(&self, signo: i32) -> Result<(), ChannelError> {
+        self.ch.send(self.id, Message::Signal { signo })
+    }
+
+    /// A handle that can send stdin and signals from another thread.
+    pub fn sender(&self) -> StreamSender {
+        StreamSender { id: self.id, ch: self.ch.clone() }
+    }
+}
+
+impl Drop for ExecStream {
+    fn drop(&mut self) {
+        if let Ok(mut r) = self.ch.routes.lock() {
+            r.remove(&self.id);
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct StreamSender {
+    id: u32,
+    ch: Channel,
+}
+
+impl StreamSender {
+    pub fn stdin(&self, data: &[u8]) -> Result<(), ChannelError> {
+        send_stdin(&self.ch, self.id, data)
+    }
+    pub fn signal(&self, signo: i32) -> Result<(), ChannelError> {
+        self.ch.send(self.id, Message::Signal { signo })
+    }
+}
+
+fn send_stdin(ch: &Channel, id: u32, data: &[u8]) -> Result<(), ChannelError> {
+    if data.is_empty() {
+        return ch.send(id, Message::Stdin(Vec::new()));
+    }
+    for chunk in data.chunks(64 * 1024) {
+        ch.send(id, Message::Stdin(chunk.to_vec()))?;
+    }
+    Ok(())
+}
+
+fn read_loop(mut r: UnixStream, routes: Routes, control: SyncSender<Message>, ch: Channel, relays: HashMap<Service, PathBuf>) {
+    let mut relay_conns: HashMap<u32, UnixStream> = HashMap::new();
+    while let Ok(Some(frame)) = proto::read_frame(&mut r) {
+        let (stream, kind) = (frame.stream, frame.kind);
+        let Ok(msg) = Message::from_frame(frame) else { continue };
+        if stream % 2 == 1 {
+            relay(&ch, &relays, &mut relay_conns, stream, msg);
+            continue;
+        }
+        if stream == 0 {
+            let _ = control.try_send(msg);
+            continue;
+        }
+        let tx = routes.lock().ok().and_then(|r| r.get(&stream).cloned());
+        if let Some(tx) = tx {
+            let _ = tx.send(msg);
+        }
+        if kind == Kind::Exit {
+            if let Ok(mut r) = routes.lock() {
+                r.remove(&stream);
+            }
+        }
+    }
+    // Dropping every route sender ends every waiting ExecStream.
+    if let Ok(mut r) = routes.lock() {
+        r.clear();
+    }
+}
+
+/// A guest-opened stream: joined to the service's Unix socket when the
+/// host configured one, refused (Close) otherwise.
+fn relay(ch: &Channel, relays: &HashMap<Service, PathBuf>, conns: &mut HashMap<u32, UnixStream>, stream: u32, msg: Message) {
+    match msg {
+        Message::Open { service } => {
+            let conn = relays.get(&service).and_then(|p| UnixStream::connect(p).ok());
+            let Some(conn) = conn else {
+                let _ = ch.send(stream, Message::Close);
+                return;
+            };
+            if let Ok(mut from) = conn.try_clone() {
+                let ch = ch.clone();
+                std::thread::spawn(move || {
+                    let mut buf = vec![0u8; 32 * 1024];
+                    while let Ok(n) = from.read(&mut buf) {
+                        if n == 0 || ch.send(stream, Message::Data(buf[..n].to_vec())).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = ch.send(stream, Message::Close);
+                });
+            }
+            conns.insert(stream, conn);
+        }
+        Message::Data(d) => {
+            if let Some(c) = conns.get_mut(&stream) {
+                if c.write_all(&d).is_err() {
+                    let _ = c.shutdown(std::net::Shutdown::Both);
+                }
+            }
+        }
+        Message::Close => {
+            if let Some(c) = conns.remove(&stream) {
+                let _ = c.shutdown(std::net::Shutdown::Both);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+#[path = "channel_tests.rs"]
+mod tests;
