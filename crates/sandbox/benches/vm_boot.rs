@@ -131,4 +131,45 @@ fn main() {
     println!("  exec `true` in the guest (Exec -> Exit)         {}", ms(median(execs)));
     println!("  baseline: exec `true` on the host               {}", ms(host_true));
     println!("  clean shutdown (Shutdown -> QEMU exit)          {}", ms(shutdown));
+    match jail_run() {
+        Some(j) => println!("  the jail: clawkeep run -- /bin/true, whole run  {}", ms(j)),
+        None => println!("  the jail: skipped (build clawkeep first: cargo build --release --workspace --bins)"),
+    }
+}
+
+/// The jail backend's whole run (set-up, exec, teardown) beside the VM's
+/// figures: the `clawkeep` binary built next to this bench.
+fn jail_run() -> Option<Duration> {
+    let exe = std::env::current_exe().ok()?.parent()?.parent()?.join("clawkeep");
+    if !exe.is_file() {
+        return None;
+    }
+    let state = tempfile_dir("jail-state")?;
+    let ws = tempfile_dir("jail-ws")?;
+    let mut runs = Vec::new();
+    for _ in 0..10 {
+        let t = Instant::now();
+        let ok = Command::new(&exe)
+            .env("CLAWKEEP_STATE_DIR", &state)
+            .args(["run", "--no-proxy", "--workspace"])
+            .arg(&ws)
+            .args(["--", "/bin/true"])
+            .stdout(Stdio::null())
+            .status()
+            .ok()?
+            .success();
+        if !ok {
+            return None;
+        }
+        runs.push(t.elapsed());
+    }
+    let _ = std::fs::remove_dir_all(&state);
+    let _ = std::fs::remove_dir_all(&ws);
+    Some(median(runs))
+}
+
+fn tempfile_dir(tag: &str) -> Option<PathBuf> {
+    let d = std::env::temp_dir().join(format!("clawkeep-vm-bench-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&d).ok()?;
+    Some(d)
 }
