@@ -7,7 +7,7 @@
 //! and its `jti` is not revoked. Checks run in that order, so a forged
 //! token's claims are never even parsed.
 
-use crate::keys::unix_secs;
+use crate::keys::{kid_of, unix_secs};
 use crate::{random, IdentityError, KeyRing, TokenError};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -15,6 +15,7 @@ use ed25519_dalek::Signature;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::sync::PoisonError;
 use std::time::{Duration, SystemTime};
 
 /// The `iss` of every token clawkeep issues.
@@ -25,6 +26,8 @@ pub const LEEWAY: Duration = Duration::from_secs(30);
 /// nothing; real tokens are a few hundred bytes.
 const MAX_TOKEN_LEN: usize = 8 * 1024;
 const ALG: &str = "EdDSA";
+/// Verified tokens remembered at most; the cache starts over when full.
+const VERIFIED_CACHE: usize = 4096;
 
 /// The claims of an agent token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -110,6 +113,15 @@ impl KeyRing {
         if token.len() > MAX_TOKEN_LEN {
             return Err(TokenError::Malformed);
         }
+        // A token whose signature verified before skips the signature (the
+        // bulk of the cost) as long as its key is still in the ring; its
+        // lifetime and revocation are checked every time.
+        let cached = self.verified.lock().unwrap_or_else(PoisonError::into_inner).get(token).cloned();
+        if let Some((claims, kid)) = cached {
+            if self.has_key(&kid) {
+                return self.check_claims(claims, now);
+            }
+        }
         let mut parts = token.split('.');
         let (Some(header), Some(payload), Some(sig), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
             return Err(TokenError::Malformed);
@@ -131,6 +143,17 @@ impl KeyRing {
         if claims.iss != ISSUER {
             return Err(TokenError::Malformed);
         }
+        let claims = self.check_claims(claims, now)?;
+        let mut cache = self.verified.lock().unwrap_or_else(PoisonError::into_inner);
+        if cache.len() >= VERIFIED_CACHE {
+            cache.clear();
+        }
+        cache.insert(token.to_string(), (claims.clone(), kid_of(&key)));
+        Ok(claims)
+    }
+
+    /// The checks that depend on the time and the revocation list.
+    fn check_claims(&self, claims: Claims, now: SystemTime) -> Result<Claims, TokenError> {
         let now = unix_secs(now);
         let leeway = LEEWAY.as_secs();
         if now >= claims.exp.saturating_add(leeway) {

@@ -30,6 +30,9 @@ pub struct KeyRing {
     dir: PathBuf,
     keys: RwLock<Keys>,
     pub(crate) revoked: Mutex<RevocationList>,
+    /// Tokens whose signature already verified, with their claims and kid
+    /// (see `verify`): the same bytes under the same key verify the same.
+    pub(crate) verified: Mutex<std::collections::HashMap<String, (crate::Claims, String)>>,
 }
 
 #[derive(Clone)]
@@ -94,6 +97,7 @@ impl KeyRing {
             dir: dir.to_path_buf(),
             keys: RwLock::new(Keys { current: current.clone().unwrap_or_default(), by_kid }),
             revoked: Mutex::new(RevocationList::load(dir.join(REVOKED_FILE))?),
+            verified: Mutex::default(),
         };
         match current {
             // Written only when opening changed it (an orphan retired, a
@@ -192,6 +196,10 @@ impl KeyRing {
     }
 
     /// The public key for `kid`, if it has not been pruned.
+    pub(crate) fn has_key(&self, kid: &str) -> bool {
+        self.read().by_kid.contains_key(kid)
+    }
+
     pub(crate) fn verifying_key(&self, kid: &str) -> Option<VerifyingKey> {
         self.read().by_kid.get(kid).map(|k| k.signing.verifying_key())
     }

@@ -170,3 +170,29 @@ fn token_errors_do_not_echo_the_token() {
     assert!(!err.to_string().contains(&issued.claims.jti));
     assert!(!format!("{err:?}").contains("agent-a"));
 }
+
+#[test]
+fn a_token_verified_once_still_expires_is_revoked_and_dies_with_its_key() {
+    let (_t, ring) = ring();
+    let now = SystemTime::now();
+    let issued = ring.issue_at("a", &[], Duration::from_secs(60), now).unwrap();
+    // The first verify remembers the signature check; later ones reuse it.
+    assert!(ring.verify(&issued.token, now).is_ok());
+    assert!(ring.verify(&issued.token, now).is_ok());
+    assert_eq!(ring.verify(&issued.token, now + Duration::from_secs(95)), Err(TokenError::Expired));
+    assert_eq!(ring.verify(&issued.token, now - Duration::from_secs(3600)), Err(TokenError::NotYetValid));
+    // One altered byte is a different token: checked in full, refused.
+    let mut forged = issued.token.clone().into_bytes();
+    let last = forged.len() - 2;
+    forged[last] = if forged[last] == b'A' { b'B' } else { b'A' };
+    assert!(ring.verify(std::str::from_utf8(&forged).unwrap(), now).is_err());
+    ring.revoke(&issued.claims.jti, issued.claims.exp).unwrap();
+    assert_eq!(ring.verify(&issued.token, now), Err(TokenError::Revoked));
+
+    // A key pruned from the ring takes its remembered tokens with it.
+    let kept = ring.issue_at("b", &[], Duration::from_secs(60), now).unwrap();
+    assert!(ring.verify(&kept.token, now).is_ok());
+    ring.rotate().unwrap();
+    ring.prune_at(Duration::from_secs(60), now + Duration::from_secs(3600)).unwrap();
+    assert_eq!(ring.verify(&kept.token, now), Err(TokenError::UnknownKey));
+}

@@ -42,7 +42,13 @@ struct Inner {
     client: reqwest::Client,
     next_ticket: AtomicU64,
     observer: Option<UsageObserver>,
+    /// Provider keys read from the sealed store in the last
+    /// [`KEY_CACHE_TTL`]: a changed or removed secret takes effect within it.
+    key_cache: std::sync::Mutex<std::collections::HashMap<String, (Zeroizing<Vec<u8>>, Instant)>>,
 }
+
+/// How long a provider key read from the sealed store is reused.
+const KEY_CACHE_TTL: Duration = Duration::from_secs(5);
 
 impl ProxyState {
     pub fn new(config: ProxyConfig, keys: Arc<KeyRing>, secrets: Arc<SealedStore>, ledger: Arc<Ledger>) -> Result<ProxyState, ProxyError> {
@@ -75,6 +81,7 @@ impl ProxyState {
             client,
             next_ticket: AtomicU64::new(1),
             observer,
+            key_cache: Default::default(),
         };
         Ok(ProxyState { inner: Arc::new(inner), bound: None })
     }
@@ -108,8 +115,17 @@ impl ProxyState {
     }
 
     pub(crate) fn provider_key(&self, provider: &ProviderConfig) -> Result<Zeroizing<Vec<u8>>, ProxyError> {
+        let mut cache = self.inner.key_cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((key, at)) = cache.get(&provider.secret) {
+            if at.elapsed() < KEY_CACHE_TTL {
+                return Ok(key.clone());
+            }
+        }
         match self.inner.secrets.get(&provider.secret) {
-            Ok(Some(key)) => Ok(key),
+            Ok(Some(key)) => {
+                cache.insert(provider.secret.clone(), (key.clone(), Instant::now()));
+                Ok(key)
+            }
             Ok(None) => Err(ProxyError::MissingProviderKey(provider.name.clone())),
             Err(e) => Err(ProxyError::Internal(e.to_string())),
         }
