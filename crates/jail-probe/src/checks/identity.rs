@@ -87,12 +87,30 @@ pub fn env() -> Outcome {
     let mut f = Findings::new();
     let mut names: Vec<String> = std::env::vars_os().map(|(name, _)| name.to_string_lossy().into_owned()).collect();
     names.sort();
-    let leaked: Vec<&str> = names.iter().map(String::as_str).filter(|name| looks_secret(name)).collect();
+    // clawkeep's own agent token is the one secret-looking value allowed in.
+    let leaked: Vec<&str> = names
+        .iter()
+        .map(String::as_str)
+        .filter(|name| looks_secret(name) && !std::env::var(name).is_ok_and(|v| is_agent_token(&v)))
+        .collect();
     f.held(format!("names=[{}]", names.join(" ")));
     if !leaked.is_empty() {
         f.escaped(format!("secret-looking: {}", leaked.join(" ")));
     }
     f.finish("env")
+}
+
+/// A clawkeep agent token: a compact JWS whose header names EdDSA and whose
+/// claims start with `"iss":"clawkeep"` (how clawkeep serialises them), in
+/// base64url. A provider key never has this shape.
+fn is_agent_token(v: &str) -> bool {
+    const HEADER: &str = "eyJhbGciOiJFZERTQSI"; // {"alg":"EdDSA"
+    const CLAIMS: &str = "eyJpc3MiOiJjbGF3a2VlcCI"; // {"iss":"clawkeep"
+    let parts: Vec<&str> = v.split('.').collect();
+    parts.len() == 3
+        && parts[0].starts_with(HEADER)
+        && parts[1].starts_with(CLAIMS)
+        && parts.iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
 }
 
 fn looks_secret(name: &str) -> bool {
@@ -103,6 +121,16 @@ fn looks_secret(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_clawkeep_tokens_pass_as_secret_values() {
+        let token =
+            "eyJhbGciOiJFZERTQSIsInR5cCI6IkpXVCIsImtpZCI6ImFkZTliNWJiOGU0YWMwZmMifQ.eyJpc3MiOiJjbGF3a2VlcCIsInN1YiI6InJ1biJ9.DbyEN73vAMeJ";
+        assert!(is_agent_token(token));
+        assert!(!is_agent_token("sk-ant-api03-REAL"));
+        assert!(!is_agent_token("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.sig"));
+        assert!(!is_agent_token(&format!("{token}.extra")));
+    }
 
     #[test]
     fn secret_names_are_caught() {
