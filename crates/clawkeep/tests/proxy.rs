@@ -56,6 +56,18 @@ fn config(env: &Env, upstream: &str) -> std::path::PathBuf {
     path
 }
 
+/// A fake provider that accepts only the real keys, a state dir with those
+/// keys sealed, and a proxy config pointing at the fake.
+async fn provider_and_sealed_keys() -> (Env, FakeUpstream, std::path::PathBuf) {
+    let keys = Keys { openai: OPENAI_KEY.into(), anthropic: ANTHROPIC_KEY.into() };
+    let fake = FakeUpstream::start_with(Options { keys: Some(keys), ..Options::default() }).await;
+    let env = Env::new();
+    seal(&env, "openai", OPENAI_KEY);
+    seal(&env, "anthropic", ANTHROPIC_KEY);
+    let cfg = config(&env, &fake.url());
+    (env, fake, cfg)
+}
+
 /// Every file under `dir`, as bytes, with its path.
 fn files_under(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
     let mut out = Vec::new();
@@ -86,12 +98,7 @@ async fn agent_calls_both_providers_and_no_key_leaks() {
     if !jail_available("agent_calls_both_providers_and_no_key_leaks") {
         return;
     }
-    let keys = Keys { openai: OPENAI_KEY.into(), anthropic: ANTHROPIC_KEY.into() };
-    let fake = FakeUpstream::start_with(Options { keys: Some(keys), ..Options::default() }).await;
-    let env = Env::new();
-    seal(&env, "openai", OPENAI_KEY);
-    seal(&env, "anthropic", ANTHROPIC_KEY);
-    let cfg = config(&env, &fake.url());
+    let (env, fake, cfg) = provider_and_sealed_keys().await;
     std::fs::write(env.workspace.path().join("agent.py"), AGENT).unwrap();
     let extra = vec![
         "--agent".into(),
@@ -264,12 +271,7 @@ async fn official_sdks_in_the_jail_use_the_proxy_unchanged() {
         );
         return;
     };
-    let keys = Keys { openai: OPENAI_KEY.into(), anthropic: ANTHROPIC_KEY.into() };
-    let fake = FakeUpstream::start_with(Options { keys: Some(keys), ..Options::default() }).await;
-    let env = Env::new();
-    seal(&env, "openai", OPENAI_KEY);
-    seal(&env, "anthropic", ANTHROPIC_KEY);
-    let cfg = config(&env, &fake.url());
+    let (env, fake, cfg) = provider_and_sealed_keys().await;
     // The jail sees only /usr, /bin, /lib* and the workspace: the SDKs go in
     // the workspace, run by Debian's python3.
     let copied = std::process::Command::new("cp").arg("-r").arg(&lib).arg(env.workspace.path().join("pylib")).status().unwrap();
