@@ -91,6 +91,21 @@ pub fn build(store: &ImageStore, opts: &BuildOptions, progress: &mut Progress) -
         Some(b) => b.clone(),
         None => find_busybox().ok_or(ImageError::ToolMissing { tool: "busybox", package: "busybox-static" })?,
     };
+    // Both run in the initramfs or from a root that has no libc of theirs.
+    if private_fs::is_dynamic_elf(&guest) {
+        return Err(ImageError::NotStatic {
+            what: "clawkeep-guest",
+            path: guest,
+            hint: "install libc6-dev and rebuild it (cargo build -p clawkeep-guest), see crates/guest/build.rs",
+        });
+    }
+    if private_fs::is_dynamic_elf(&busybox) {
+        return Err(ImageError::NotStatic {
+            what: "busybox",
+            path: busybox,
+            hint: "install busybox-static (apt-get install busybox-static)",
+        });
+    }
     let mkfs = find_tool("mkfs.ext4").ok_or(ImageError::ToolMissing { tool: "mkfs.ext4", package: "e2fsprogs" })?;
     let veritysetup = find_tool("veritysetup").ok_or(ImageError::ToolMissing { tool: "veritysetup", package: "cryptsetup-bin" })?;
     match &opts.source {

@@ -72,6 +72,9 @@ pub enum ImageError {
     #[error("{what} not found at {path}; {hint}")]
     InputMissing { what: &'static str, path: PathBuf, hint: &'static str },
 
+    #[error("{what} {path} is dynamically linked, but the initramfs has no libc; {hint}")]
+    NotStatic { what: &'static str, path: PathBuf, hint: &'static str },
+
     #[error("bad OCI image {path}: {reason}")]
     Oci { path: PathBuf, reason: String },
 
@@ -99,6 +102,7 @@ impl ImageError {
                 | ImageError::BadKernel { .. }
                 | ImageError::ModulesNotFound { .. }
                 | ImageError::InputMissing { .. }
+                | ImageError::NotStatic { .. }
                 | ImageError::Oci { .. }
         )
     }

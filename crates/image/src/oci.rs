@@ -94,8 +94,17 @@ fn blob(dir: &Path, desc: &Value) -> Result<PathBuf, String> {
 }
 
 fn contained(dir: &Path, rel: &str) -> Result<PathBuf, String> {
-    let rel = clean(Path::new(rel)).ok_or_else(|| format!("layer path {rel} leaves the archive"))?;
-    Ok(dir.join(rel))
+    let clean_rel = clean(Path::new(rel)).ok_or_else(|| format!("layer path {rel} leaves the archive"))?;
+    // No step of the path may be a symlink: the archive itself could
+    // point one at a host file and have it read in as a layer.
+    let mut p = dir.to_path_buf();
+    for part in clean_rel.components() {
+        p.push(part);
+        if fs::symlink_metadata(&p).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(format!("layer path {rel} goes through a symlink in the archive"));
+        }
+    }
+    Ok(p)
 }
 
 /// Applies one layer (plain or gzip tar) onto `root`.
@@ -130,6 +139,11 @@ fn apply_tar(r: impl Read, root: &Path) -> Result<(), String> {
             continue;
         }
         if let Some(hidden) = name.strip_prefix(".wh.") {
+            // `.wh..`, `.wh...` or a path would name something outside
+            // this directory (even the root itself).
+            if hidden.is_empty() || hidden == "." || hidden == ".." || hidden.contains('/') {
+                return Err(format!("whiteout {} names no file in its directory", raw.display()));
+            }
             if let Some(target) = resolve(root, &parent.join(hidden))? {
                 remove(&target)?;
             }

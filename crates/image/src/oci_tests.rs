@@ -130,3 +130,30 @@ fn entries_never_escape_the_root() {
     assert!(apply_layer(&l, &root).is_err());
     assert!(!t.path().join("evil").exists() && !t.path().join("evil").exists());
 }
+
+#[test]
+fn a_whiteout_of_dot_dot_is_refused_and_removes_nothing() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("root");
+    fs::create_dir_all(root.join("sub")).unwrap();
+    fs::write(root.join("sub/keep"), "k").unwrap();
+    let l = t.path().join("l.tar");
+    for name in ["sub/.wh...", "sub/.wh..", ".wh..."] {
+        fs::write(&l, layer(&[(name, Some(""))], false)).unwrap();
+        let err = apply_layer(&l, &root).unwrap_err();
+        assert!(err.contains("names no file"), "{name}: {err}");
+        assert_eq!(fs::read_to_string(root.join("sub/keep")).unwrap(), "k");
+    }
+}
+
+#[test]
+fn a_docker_layer_path_through_a_symlink_is_refused() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("unpacked");
+    fs::create_dir(&dir).unwrap();
+    fs::write(t.path().join("host-secret.tar"), layer(&[("stolen", Some("secret"))], false)).unwrap();
+    std::os::unix::fs::symlink(t.path().join("host-secret.tar"), dir.join("l")).unwrap();
+    fs::write(dir.join("manifest.json"), r#"[{"Layers": ["l"]}]"#).unwrap();
+    let err = layers(&dir).unwrap_err();
+    assert!(err.contains("symlink"), "{err}");
+}

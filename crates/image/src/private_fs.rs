@@ -42,6 +42,11 @@ pub fn write(path: &Path, bytes: &[u8]) -> Result<()> {
 /// SHA-256 (hex) and size of a file, read in 1 MiB chunks.
 pub fn sha256_file(path: &Path) -> Result<(String, u64)> {
     let mut f = File::open(path).map_err(ImageError::io("open", path))?;
+    sha256_open(&mut f, path)
+}
+
+/// The sha256 of what `f` reads from its current position to the end.
+pub fn sha256_open(f: &mut File, path: &Path) -> Result<(String, u64)> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut size = 0u64;
@@ -72,5 +77,41 @@ mod tests {
         let (h, n) = sha256_file(&d.join("f")).unwrap();
         assert_eq!(n, 3);
         assert_eq!(h, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    }
+}
+
+/// Whether `path` is an ELF executable that asks for a dynamic loader
+/// (has a PT_INTERP program header). Anything unreadable or not a 64-bit
+/// little-endian ELF is "not dynamic": other checks deal with it.
+pub fn is_dynamic_elf(path: &Path) -> bool {
+    const PT_INTERP: u32 = 3;
+    let Ok(elf) = fs::read(path) else { return false };
+    if elf.len() < 64 || &elf[..4] != b"\x7fELF" || elf[4] != 2 || elf[5] != 1 {
+        return false;
+    }
+    let u16_at = |o: usize| u16::from_le_bytes([elf[o], elf[o + 1]]) as usize;
+    let Ok(phoff) = <[u8; 8]>::try_from(&elf[0x20..0x28]).map(u64::from_le_bytes) else { return false };
+    let (size, count) = (u16_at(0x36), u16_at(0x38));
+    (0..count).any(|i| {
+        let at = phoff as usize + i * size;
+        elf.get(at..at + 4).and_then(|b| <[u8; 4]>::try_from(b).ok()).map(u32::from_le_bytes) == Some(PT_INTERP)
+    })
+}
+
+#[cfg(test)]
+mod elf_tests {
+    use super::is_dynamic_elf;
+
+    #[test]
+    fn tells_dynamic_from_static_and_scripts() {
+        assert!(is_dynamic_elf(std::path::Path::new("/bin/ls")), "Debian's ls is dynamic");
+        if std::path::Path::new("/bin/busybox").is_file() {
+            assert!(!is_dynamic_elf(std::path::Path::new("/bin/busybox")), "busybox-static is static");
+        }
+        let t = tempfile::tempdir().unwrap();
+        let script = t.path().join("s");
+        std::fs::write(&script, "#!/bin/sh\n").unwrap();
+        assert!(!is_dynamic_elf(&script));
+        assert!(!is_dynamic_elf(&t.path().join("missing")));
     }
 }

@@ -46,6 +46,13 @@ pub struct Image {
 }
 
 /// An image whose parts matched its manifest when `verify` returned.
+///
+/// Each part was opened once (never through a symlink) and hashed through
+/// that descriptor; the paths here are `/proc/self/fd/N` of those open
+/// files, inherited by the VMM this process starts. Swapping a file in the
+/// image directory after `verify` therefore changes nothing: the VMM boots
+/// exactly the bytes that were hashed. Keep the `VerifiedImage` alive until
+/// the VMM has opened its files.
 #[derive(Debug, Clone)]
 pub struct VerifiedImage {
     pub kernel: PathBuf,
@@ -54,6 +61,8 @@ pub struct VerifiedImage {
     pub rootfs: PathBuf,
     pub cmdline: String,
     pub manifest: Manifest,
+    /// The open parts behind the paths above.
+    _held: std::sync::Arc<Vec<fs::File>>,
 }
 
 impl ImageStore {
@@ -177,24 +186,33 @@ impl Image {
             let sig = self.signature()?.ok_or_else(|| ImageError::Unsigned { name: self.name.clone() })?;
             sign::check(&self.name, &sig, &bytes, key)?;
         }
-        let kernel = self.check_part("kernel", &manifest.kernel)?;
+        let mut held = Vec::new();
+        let kernel = self.check_part("kernel", &manifest.kernel, &mut held)?;
         let vmlinux = match &manifest.vmlinux {
-            Some(p) => Some(self.check_part("vmlinux", p)?),
+            Some(p) => Some(self.check_part("vmlinux", p, &mut held)?),
             None => None,
         };
-        let initramfs = self.check_part("initramfs", &manifest.initramfs)?;
-        let rootfs = self.check_part("rootfs", &manifest.rootfs.as_part())?;
-        let actual = fs::metadata(&rootfs).map_err(ImageError::io("inspect", &rootfs))?.len();
-        if actual <= manifest.rootfs.hash_offset {
-            return Err(self.corrupt(&rootfs, "the file ends before its dm-verity hash tree".into()));
+        let initramfs = self.check_part("initramfs", &manifest.initramfs, &mut held)?;
+        let rootfs = self.check_part("rootfs", &manifest.rootfs.as_part(), &mut held)?;
+        if manifest.rootfs.size <= manifest.rootfs.hash_offset {
+            return Err(self.corrupt(&self.dir.join(&manifest.rootfs.file), "the file ends before its dm-verity hash tree".into()));
         }
-        Ok(VerifiedImage { kernel, vmlinux, initramfs, rootfs, cmdline: manifest.cmdline.clone(), manifest })
+        let held = std::sync::Arc::new(held);
+        Ok(VerifiedImage { kernel, vmlinux, initramfs, rootfs, cmdline: manifest.cmdline.clone(), manifest, _held: held })
     }
 
-    fn check_part(&self, part: &'static str, p: &Part) -> Result<PathBuf> {
+    /// Opens the part once, checks and hashes it through that descriptor,
+    /// and returns the descriptor's `/proc/self/fd/N` path (inheritable).
+    fn check_part(&self, part: &'static str, p: &Part, held: &mut Vec<fs::File>) -> Result<PathBuf> {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::OpenOptionsExt;
         let path = self.dir.join(&p.file);
-        let meta =
-            fs::symlink_metadata(&path).map_err(|_| ImageError::PartMissing { name: self.name.clone(), part, path: path.clone() })?;
+        let mut file = match fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(&path) {
+            Ok(f) => f,
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Err(self.corrupt(&path, "a symlink, not a regular file".into())),
+            Err(_) => return Err(ImageError::PartMissing { name: self.name.clone(), part, path }),
+        };
+        let meta = file.metadata().map_err(ImageError::io("inspect", &path))?;
         if !meta.is_file() {
             return Err(self.corrupt(&path, "not a regular file".into()));
         }
@@ -207,7 +225,7 @@ impl Image {
                 actual: meta.len(),
             });
         }
-        let (actual, _) = private_fs::sha256_file(&path)?;
+        let (actual, _) = private_fs::sha256_open(&mut file, &path)?;
         if actual != p.sha256 {
             return Err(ImageError::PartMismatch {
                 name: self.name.clone(),
@@ -217,7 +235,14 @@ impl Image {
                 actual,
             });
         }
-        Ok(path)
+        let fd = file.as_raw_fd();
+        // SAFETY: F_SETFD on a descriptor we own; clearing FD_CLOEXEC lets
+        // the VMM we start inherit it and open /proc/self/fd/N.
+        if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } < 0 {
+            return Err(ImageError::io("keep open", &path)(std::io::Error::last_os_error()));
+        }
+        held.push(file);
+        Ok(PathBuf::from(format!("/proc/self/fd/{fd}")))
     }
 
     fn info(&self) -> Result<ImageInfo> {

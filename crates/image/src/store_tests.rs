@@ -51,9 +51,29 @@ fn an_intact_image_verifies() {
     let (_t, store) = fixture();
     let img = store.open("img").unwrap();
     let v = img.verify(None).unwrap();
-    assert!(v.kernel.ends_with("img/vmlinuz"));
+    // The kernel handed on is the open file that was hashed, not a path
+    // someone could swap afterwards.
+    assert!(v.kernel.starts_with("/proc/self/fd/"), "{}", v.kernel.display());
+    let through_fd = std::fs::read(&v.kernel).unwrap();
+    let swapped = store.open("img").unwrap().dir().join("vmlinuz");
+    let original = std::fs::read(&swapped).unwrap();
+    std::fs::remove_file(&swapped).unwrap();
+    std::fs::write(&swapped, b"not the kernel that was verified").unwrap();
+    assert_eq!(std::fs::read(&v.kernel).unwrap(), through_fd);
+    assert_eq!(through_fd, original);
     assert!(v.cmdline.contains("clawkeep.roothash="));
     assert!(v.vmlinux.is_none());
+}
+
+#[test]
+fn a_symlinked_part_is_refused() {
+    let (_t, store) = fixture();
+    let dir = store.open("img").unwrap().dir().to_path_buf();
+    let real = dir.join("vmlinuz.real");
+    std::fs::rename(dir.join("vmlinuz"), &real).unwrap();
+    std::os::unix::fs::symlink(&real, dir.join("vmlinuz")).unwrap();
+    let err = store.open("img").unwrap().verify(None).unwrap_err().to_string();
+    assert!(err.contains("symlink"), "{err}");
 }
 
 #[test]
