@@ -20,6 +20,17 @@ pub enum DiskError {
     ToolFailed { tool: &'static str, path: PathBuf, detail: String },
     #[error("{op} {path}: {source}")]
     Io { op: &'static str, path: PathBuf, source: io::Error },
+    #[error(
+        "the workspace disk {path} unpacks to more than {limit} bytes (sparse files?); nothing was copied back, the disk is kept for inspection"
+    )]
+    TooLarge { path: PathBuf, limit: u64 },
+}
+
+/// e2fsprogs live in /sbin and /usr/sbin, which a user's PATH may lack.
+fn tool(name: &'static str) -> Command {
+    let dirs = std::env::var("PATH").unwrap_or_default();
+    let found = dirs.split(':').chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"]).map(|d| Path::new(d).join(name)).find(|p| p.is_file());
+    Command::new(found.unwrap_or_else(|| PathBuf::from(name)))
 }
 
 fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> DiskError {
@@ -76,7 +87,7 @@ fn mkfs(img: &Path, size: u64, from: Option<&Path>) -> Result<(), DiskError> {
     let f = fs::File::create(img).map_err(io_err("create", img))?;
     f.set_len(size).map_err(io_err("size", img))?;
     drop(f);
-    let mut cmd = Command::new("mkfs.ext4");
+    let mut cmd = tool("mkfs.ext4");
     // -m 0: the agent sees the disk's real capacity, so a full disk is its
     // own ENOSPC.
     cmd.args(["-q", "-F", "-m", "0", "-b", "4096"]);
@@ -123,7 +134,7 @@ pub fn copy_back(img: &Path, dir: &Path, scratch: &Path) -> Result<(), DiskError
     // A guest killed before it unmounted leaves a journal to replay:
     // e2fsck does that (and any repair) in user space. Exit codes 1 and 2
     // mean "fixed"; 4 and above, "could not".
-    match Command::new("e2fsck").arg("-p").arg(img).output() {
+    match tool("e2fsck").arg("-p").arg(img).output() {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(DiskError::ToolMissing { tool: "e2fsck" }),
         Err(e) => return Err(DiskError::ToolFailed { tool: "e2fsck", path: img.into(), detail: e.to_string() }),
         Ok(o) if o.status.code().is_none_or(|c| c >= 4) => {
@@ -134,8 +145,18 @@ pub fn copy_back(img: &Path, dir: &Path, scratch: &Path) -> Result<(), DiskError
     }
     let out = scratch.join("workspace");
     fs::create_dir(&out).map_err(io_err("create", &out))?;
-    let req = format!("rdump / {}", out.display());
-    let stderr = run("debugfs", img, Command::new("debugfs").arg("-R").arg(req).arg(img))?;
+    // Relative to its cwd: no path of ours is parsed by debugfs's command
+    // line (a space would split it).
+    let limit = fs::metadata(img).map_err(io_err("stat", img))?.len();
+    let mut cmd = tool("debugfs");
+    cmd.arg("-R").arg("rdump / workspace").arg(img).current_dir(scratch);
+    let stderr = match bounded_rdump(cmd, img, scratch, limit) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = fs::remove_dir_all(&out);
+            return Err(e);
+        }
+    };
     // debugfs exits 0 even when a dump fails: any line but its banner is
     // an error, and a partial dump must never delete host files.
     if let Some(line) = stderr.lines().find(|l| !l.trim().is_empty() && !l.starts_with("debugfs ")) {
@@ -150,6 +171,59 @@ pub fn copy_back(img: &Path, dir: &Path, scratch: &Path) -> Result<(), DiskError
     let r = mirror(&out, dir, owner, !keep_lost_found);
     let _ = fs::remove_dir_all(&out);
     r
+}
+
+/// Runs `debugfs rdump` while watching the scratch filesystem: rdump
+/// writes sparse files out in full, so a guest's `truncate -s 10T` would
+/// otherwise fill the host disk. More than `limit` bytes (the disk's own
+/// size: no honest content is larger) kills it.
+fn bounded_rdump(mut cmd: Command, img: &Path, scratch: &Path, limit: u64) -> Result<String, DiskError> {
+    use std::process::Stdio;
+    let free = |p: &Path| -> Option<u64> {
+        let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).ok()?;
+        // SAFETY: statvfs is plain data; zeroed is valid and the call fills it.
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        // SAFETY: c is a valid C string and st a valid out-pointer.
+        (unsafe { libc::statvfs(c.as_ptr(), &mut st) } == 0).then(|| st.f_bavail * st.f_frsize)
+    };
+    let start = free(scratch);
+    let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => DiskError::ToolMissing { tool: "debugfs" },
+        _ => DiskError::ToolFailed { tool: "debugfs", path: img.into(), detail: e.to_string() },
+    })?;
+    let mut stderr_pipe = child.stderr.take();
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        if let Some(p) = stderr_pipe.as_mut() {
+            let _ = io::Read::read_to_string(p, &mut s);
+        }
+        s
+    });
+    let too_large = loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break false,
+            Ok(None) => {}
+            Err(e) => return Err(DiskError::ToolFailed { tool: "debugfs", path: img.into(), detail: e.to_string() }),
+        }
+        if let (Some(a), Some(b)) = (start, free(scratch)) {
+            if a.saturating_sub(b) > limit {
+                let _ = child.kill();
+                let _ = child.wait();
+                break true;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let stderr = reader.join().unwrap_or_default();
+    if too_large {
+        return Err(DiskError::TooLarge { path: img.into(), limit });
+    }
+    let status = child.wait().map_err(|e| DiskError::ToolFailed { tool: "debugfs", path: img.into(), detail: e.to_string() })?;
+    if !status.success() {
+        let detail = stderr.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("no message").to_string();
+        return Err(DiskError::ToolFailed { tool: "debugfs", path: img.into(), detail });
+    }
+    Ok(stderr)
 }
 
 /// Whether two files hold the same bytes (read in chunks: workspace files
@@ -253,6 +327,48 @@ fn mirror(src: &Path, dst: &Path, owner: (u32, u32), top_skip_lost_found: bool) 
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn a_sparse_file_cannot_blow_up_on_the_host() {
+        if tool("mkfs.ext4").get_program() == "mkfs.ext4" || tool("debugfs").get_program() == "debugfs" {
+            println!("skipped: a_sparse_file_cannot_blow_up_on_the_host: e2fsprogs not installed");
+            return;
+        }
+        let t = tempfile::tempdir().unwrap();
+        let (src, dest, scratch) = (t.path().join("src"), t.path().join("dest"), t.path().join("scratch"));
+        for d in [&src, &dest, &scratch] {
+            fs::create_dir(d).unwrap();
+        }
+        // 4 GiB of holes in a 64 MiB disk, as a guest's `truncate -s 4G` leaves it.
+        fs::File::create(src.join("holes")).unwrap().set_len(4 << 30).unwrap();
+        fs::write(dest.join("mine"), "host data").unwrap();
+        let img = t.path().join("ws.img");
+        mkfs(&img, 64 << 20, Some(&src)).unwrap();
+        let err = copy_back(&img, &dest, &scratch).unwrap_err();
+        assert!(matches!(err, DiskError::TooLarge { .. }), "{err}");
+        assert!(!scratch.join("workspace").exists(), "the partial dump is removed");
+        assert_eq!(fs::read_to_string(dest.join("mine")).unwrap(), "host data");
+        assert!(!dest.join("holes").exists());
+    }
+
+    #[test]
+    fn copy_back_works_under_a_path_with_spaces() {
+        if tool("mkfs.ext4").get_program() == "mkfs.ext4" || tool("debugfs").get_program() == "debugfs" {
+            println!("skipped: copy_back_works_under_a_path_with_spaces: e2fsprogs not installed");
+            return;
+        }
+        let t = tempfile::tempdir().unwrap();
+        let base = t.path().join("a dir with spaces");
+        let (src, dest, scratch) = (base.join("src"), base.join("dest"), base.join("scr atch"));
+        for d in [&src, &dest, &scratch] {
+            fs::create_dir_all(d).unwrap();
+        }
+        fs::write(src.join("new.txt"), "from the guest").unwrap();
+        let img = base.join("ws.img");
+        workspace_image(&img, &src).unwrap();
+        copy_back(&img, &dest, &scratch).unwrap();
+        assert_eq!(fs::read_to_string(dest.join("new.txt")).unwrap(), "from the guest");
+    }
 
     #[test]
     fn sweep_removes_only_dirs_of_dead_processes() {
