@@ -69,6 +69,9 @@ pub fn args(c: &QemuConfig) -> Vec<OsString> {
         push(&["-cpu", "host"]);
     }
     push(&["-nodefaults", "-no-user-config", "-nographic", "-no-reboot"]);
+    // QEMU's own seccomp filter: a device-emulation bug exploited from the
+    // guest cannot spawn processes, change ids or use obsolete syscalls.
+    push(&["-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"]);
     a.extend(["-m".into(), c.memory_mib.to_string().into(), "-smp".into(), c.cpus.max(1).to_string().into()]);
     a.extend(["-kernel".into(), c.kernel.clone().into_os_string(), "-initrd".into(), c.initramfs.clone().into_os_string()]);
     a.extend(["-append".into(), kernel_cmdline(&c.cmdline, c.accel).into()]);
@@ -91,16 +94,22 @@ pub fn spawn(c: &QemuConfig, stderr_log: &Path) -> std::io::Result<Child> {
     let err = std::fs::File::create(stderr_log)?;
     let mut cmd = Command::new(&c.binary);
     cmd.args(args(c)).stdin(Stdio::null()).stdout(Stdio::null()).stderr(err);
+    let parent = std::process::id() as libc::pid_t;
     // SAFETY: sigprocmask and prctl are async-signal-safe; the closure
     // allocates nothing.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             // The caller may block signals it forwards; QEMU starts clean.
             let mut set: libc::sigset_t = std::mem::zeroed();
             libc::sigemptyset(&mut set);
             libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
                 return Err(std::io::Error::last_os_error());
+            }
+            // The parent died before the lifeline was set: nobody would
+            // ever kill this VM.
+            if libc::getppid() != parent {
+                libc::_exit(1);
             }
             Ok(())
         });
@@ -150,7 +159,13 @@ mod tests {
     #[test]
     fn microvm_with_three_disks_in_order_and_one_port() {
         let s = joined(&cfg(Accel::Tcg));
-        assert!(s.starts_with("-M microvm,x-option-roms=off,isa-serial=on,rtc=on -accel tcg -nodefaults -no-user-config -nographic -no-reboot -m 512 -smp 2"), "{s}");
+        assert!(
+            s.starts_with(
+                "-M microvm,x-option-roms=off,isa-serial=on,rtc=on -accel tcg -nodefaults -no-user-config -nographic -no-reboot \
+             -sandbox on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny -m 512 -smp 2"
+            ),
+            "{s}"
+        );
         let root = s.find("file=/i/rootfs.img,readonly=on -device virtio-blk-device,drive=root").unwrap();
         let run = s.find("file=/r/run,,1.img -device virtio-blk-device,drive=runtime").unwrap();
         let ws = s.find("file=/r/ws.img -device virtio-blk-device,drive=workspace").unwrap();
