@@ -31,9 +31,33 @@ pub fn config(cfg: &VmConfig, run_dir: &Path, runtime_disk: &Path) -> Firecracke
     fc.workspace_disk = cfg.workspace_disk.clone();
     fc.vcpus = cfg.cpus.clamp(1, 32) as u8;
     fc.mem_mib = cfg.memory_mib.min(u64::from(u32::MAX)) as u32;
-    // One uid per concurrent clawkeep process, so VMMs cannot reach each other.
-    fc.jail = Some(VmmIds::dedicated((std::process::id() % 50_000) as u16));
+    // One uid per running VM, so VMMs cannot reach each other.
+    let slots = run_dir.parent().unwrap_or(run_dir).join("slots");
+    fc.jail = Some(VmmIds::dedicated(claim_slot(&slots).unwrap_or((std::process::id() % SLOTS) as u16)));
     fc
+}
+
+/// Distinct VMM uids available (`VmmIds::dedicated(0..SLOTS)`).
+const SLOTS: u32 = 50_000;
+
+/// A VMM uid slot no other live clawkeep process holds: an exclusive
+/// `flock` on `<slots>/<n>`, kept until this process exits (one process
+/// runs one VM). Two runs whose pids agree modulo SLOTS still differ.
+fn claim_slot(slots: &Path) -> Option<u16> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(slots).ok()?;
+    let start = std::process::id() % SLOTS;
+    (0..SLOTS).map(|i| (start + i) % SLOTS).find_map(|n| {
+        let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(slots.join(n.to_string())).ok()?;
+        // SAFETY: flock on a descriptor we own.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return None;
+        }
+        // Held (open, locked) for the rest of this process's life.
+        std::mem::forget(f);
+        Some(n as u16)
+    })
 }
 
 /// Starts Firecracker and waits (bounded) for the guest's Ready.
@@ -70,6 +94,24 @@ mod tests {
     use crate::vm::Accel;
     use std::collections::HashMap;
     use std::time::Duration;
+
+    #[test]
+    fn slots_held_by_a_live_process_are_skipped() {
+        use std::os::fd::AsRawFd;
+        let t = tempfile::tempdir().unwrap();
+        let slots = t.path().join("slots");
+        std::fs::create_dir(&slots).unwrap();
+        // Another process (simulated by another open file description)
+        // holds the slot this pid would pick first.
+        let first = std::process::id() % SLOTS;
+        let other = std::fs::File::create(slots.join(first.to_string())).unwrap();
+        // SAFETY: flock on our own descriptor.
+        assert_eq!(unsafe { libc::flock(other.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) }, 0);
+        let got = claim_slot(&slots).unwrap();
+        assert_ne!(u32::from(got), first);
+        let again = claim_slot(&slots).unwrap();
+        assert_ne!(again, got, "a slot stays claimed while its holder lives");
+    }
 
     #[test]
     fn firecracker_gets_the_image_the_disks_and_the_vsock_switch() {
