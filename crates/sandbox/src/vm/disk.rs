@@ -12,6 +12,9 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+mod snapshot;
+use snapshot::{snapshot_path, HostGuard, Snapshot};
+
 #[derive(Debug, thiserror::Error)]
 pub enum DiskError {
     #[error("{tool} was not found; install e2fsprogs")]
@@ -124,7 +127,11 @@ pub fn workspace_size(used: u64) -> u64 {
 
 /// An ext4 image holding a copy of `dir` (the workspace disk at /workspace).
 pub fn workspace_image(img: &Path, dir: &Path) -> Result<(), DiskError> {
-    mkfs(img, workspace_size(used_bytes(dir)), Some(dir))
+    // What the host tree looked like when the guest got its copy: copy-back
+    // then leaves alone whatever the host changed during the run.
+    let snap = Snapshot::of(dir);
+    mkfs(img, workspace_size(used_bytes(dir)), Some(dir))?;
+    snap.save(&snapshot_path(img))
 }
 
 /// Reads the workspace disk back into `dir` after the run: files the
@@ -168,7 +175,19 @@ pub fn copy_back(img: &Path, dir: &Path, scratch: &Path) -> Result<(), DiskError
     if !keep_lost_found {
         let _ = fs::remove_dir_all(out.join("lost+found"));
     }
-    let r = mirror(&out, dir, owner, !keep_lost_found);
+    let snap_file = snapshot_path(img);
+    let mut guard = HostGuard { root: dir, snap: Snapshot::load(&snap_file), kept: Vec::new() };
+    let r = mirror(&out, dir, owner, !keep_lost_found, &mut guard);
+    if !guard.kept.is_empty() {
+        let shown: Vec<_> = guard.kept.iter().take(5).map(|p| p.display().to_string()).collect();
+        let more = guard.kept.len().saturating_sub(shown.len());
+        let more = if more > 0 { format!(" and {more} more") } else { String::new() };
+        eprintln!(
+            "clawkeep: warning: changed on the host during the run, kept as the host has them (the guest's version was not copied back): {}{more}",
+            shown.join(", ")
+        );
+    }
+    let _ = fs::remove_file(&snap_file);
     let _ = fs::remove_dir_all(&out);
     r
 }
@@ -258,7 +277,7 @@ fn remove_any(p: &Path) -> Result<(), DiskError> {
 
 /// Makes `dst` look like `src` (regular files, directories, symlinks),
 /// never following a symlink in `dst`.
-fn mirror(src: &Path, dst: &Path, owner: (u32, u32), top_skip_lost_found: bool) -> Result<(), DiskError> {
+fn mirror(src: &Path, dst: &Path, owner: (u32, u32), top_skip_lost_found: bool, guard: &mut HostGuard<'_>) -> Result<(), DiskError> {
     let entries: Vec<_> = fs::read_dir(src).map_err(io_err("read", src))?.flatten().collect();
     let names: std::collections::HashSet<_> = entries.iter().map(|e| e.file_name()).collect();
     for e in &entries {
@@ -275,10 +294,13 @@ fn mirror(src: &Path, dst: &Path, owner: (u32, u32), top_skip_lost_found: bool) 
                 chown(&d, owner);
             }
             let _ = fs::set_permissions(&d, fs::Permissions::from_mode(mode));
-            mirror(&s, &d, owner, false)?;
+            mirror(&s, &d, owner, false, guard)?;
         } else if sm.file_type().is_symlink() {
             let target = fs::read_link(&s).map_err(io_err("readlink", &s))?;
             if dm.as_ref().is_some_and(|m| m.file_type().is_symlink()) && fs::read_link(&d).ok().as_ref() == Some(&target) {
+                continue;
+            }
+            if !guard.may_touch(&d) {
                 continue;
             }
             remove_any(&d)?;
@@ -286,7 +308,7 @@ fn mirror(src: &Path, dst: &Path, owner: (u32, u32), top_skip_lost_found: bool) 
             chown(&d, owner);
         } else if sm.is_file() {
             let same = dm.as_ref().is_some_and(|m| m.is_file() && m.len() == sm.len()) && same_content(&s, &d).unwrap_or(false);
-            if !same {
+            if !same && guard.may_touch(&d) {
                 let fresh = dm.as_ref().is_none_or(|m| !m.is_file());
                 if fresh {
                     remove_any(&d)?;
@@ -317,99 +339,11 @@ fn mirror(src: &Path, dst: &Path, owner: (u32, u32), top_skip_lost_found: bool) 
         // devices on the host were never copied in, so are never removed.
         let plain = e.file_type().is_ok_and(|t| t.is_file() || t.is_dir() || t.is_symlink());
         if plain && !names.contains(&name) {
-            remove_any(&e.path())?;
+            guard.remove(&e.path())?;
         }
     }
     Ok(())
 }
 
 #[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::*;
-
-    #[test]
-    fn a_sparse_file_cannot_blow_up_on_the_host() {
-        if tool("mkfs.ext4").get_program() == "mkfs.ext4" || tool("debugfs").get_program() == "debugfs" {
-            println!("skipped: a_sparse_file_cannot_blow_up_on_the_host: e2fsprogs not installed");
-            return;
-        }
-        let t = tempfile::tempdir().unwrap();
-        let (src, dest, scratch) = (t.path().join("src"), t.path().join("dest"), t.path().join("scratch"));
-        for d in [&src, &dest, &scratch] {
-            fs::create_dir(d).unwrap();
-        }
-        // 4 GiB of holes in a 64 MiB disk, as a guest's `truncate -s 4G` leaves it.
-        fs::File::create(src.join("holes")).unwrap().set_len(4 << 30).unwrap();
-        fs::write(dest.join("mine"), "host data").unwrap();
-        let img = t.path().join("ws.img");
-        mkfs(&img, 64 << 20, Some(&src)).unwrap();
-        let err = copy_back(&img, &dest, &scratch).unwrap_err();
-        assert!(matches!(err, DiskError::TooLarge { .. }), "{err}");
-        assert!(!scratch.join("workspace").exists(), "the partial dump is removed");
-        assert_eq!(fs::read_to_string(dest.join("mine")).unwrap(), "host data");
-        assert!(!dest.join("holes").exists());
-    }
-
-    #[test]
-    fn copy_back_works_under_a_path_with_spaces() {
-        if tool("mkfs.ext4").get_program() == "mkfs.ext4" || tool("debugfs").get_program() == "debugfs" {
-            println!("skipped: copy_back_works_under_a_path_with_spaces: e2fsprogs not installed");
-            return;
-        }
-        let t = tempfile::tempdir().unwrap();
-        let base = t.path().join("a dir with spaces");
-        let (src, dest, scratch) = (base.join("src"), base.join("dest"), base.join("scr atch"));
-        for d in [&src, &dest, &scratch] {
-            fs::create_dir_all(d).unwrap();
-        }
-        fs::write(src.join("new.txt"), "from the guest").unwrap();
-        let img = base.join("ws.img");
-        workspace_image(&img, &src).unwrap();
-        copy_back(&img, &dest, &scratch).unwrap();
-        assert_eq!(fs::read_to_string(dest.join("new.txt")).unwrap(), "from the guest");
-    }
-
-    #[test]
-    fn sweep_removes_only_dirs_of_dead_processes() {
-        let t = tempfile::tempdir().unwrap();
-        let mine = private_dir(t.path(), "vm").unwrap();
-        let dead = t.path().join(format!("vm-{}-0", u32::MAX - 1));
-        let other = t.path().join("unrelated");
-        fs::create_dir(&dead).unwrap();
-        fs::create_dir(&other).unwrap();
-        sweep_stale(t.path());
-        assert!(mine.exists() && other.exists());
-        assert!(!dead.exists());
-    }
-
-    #[test]
-    fn workspace_size_is_at_least_256_mib_and_twice_the_data() {
-        assert_eq!(workspace_size(0), 256 << 20);
-        assert_eq!(workspace_size(200 << 20), 400 << 20);
-        assert_eq!(workspace_size((200 << 20) + 1) % (1 << 20), 0);
-    }
-
-    #[test]
-    fn mirror_writes_changes_removes_deleted_and_never_follows_links() {
-        let t = tempfile::tempdir().unwrap();
-        let (src, dst, outside) = (t.path().join("s"), t.path().join("d"), t.path().join("outside"));
-        for d in [&src, &dst, &outside] {
-            fs::create_dir(d).unwrap();
-        }
-        fs::write(src.join("new.txt"), "new").unwrap();
-        fs::create_dir(src.join("sub")).unwrap();
-        fs::write(src.join("sub/f"), "f").unwrap();
-        fs::write(dst.join("gone.txt"), "x").unwrap();
-        // The host has a symlink where the guest now has a directory.
-        std::os::unix::fs::symlink(&outside, dst.join("sub")).unwrap();
-        std::os::unix::fs::symlink("/etc/passwd", src.join("l")).unwrap();
-        mirror(&src, &dst, (0, 0), true).unwrap();
-        assert_eq!(fs::read_to_string(dst.join("new.txt")).unwrap(), "new");
-        assert!(!dst.join("gone.txt").exists());
-        assert!(dst.join("sub").symlink_metadata().unwrap().is_dir());
-        assert_eq!(fs::read_to_string(dst.join("sub/f")).unwrap(), "f");
-        assert!(fs::read_dir(&outside).unwrap().next().is_none(), "wrote through a host symlink");
-        assert_eq!(fs::read_link(dst.join("l")).unwrap(), PathBuf::from("/etc/passwd"));
-    }
-}
+mod tests;
