@@ -1,6 +1,7 @@
 //! The gate inside `clawkeep run`: the agent's sockets, the supervisor and
 //! the operator API on a runtime thread of their own, and the executor
-//! adapter that sends approved commands into the jail.
+//! adapter that sends approved commands into the jail (the VM run brings
+//! its own executor, `vm_gate.rs`).
 
 use crate::gate_cmd::{agent_dir, gate_db};
 use crate::proxy_run::ProxyPrep;
@@ -87,6 +88,12 @@ pub fn prepare(state: &Path, agent: &str, policy_path: Option<PathBuf>) -> Resul
     Ok(GatePrep { agent: agent.to_string(), dir, gate_socket, gate_listener, api_listener, policy: None, policy_path })
 }
 
+/// The jail's executor: approved commands go to the in-jail executor on
+/// the helper's exec channel `exec`.
+pub fn jail_executor(exec: OwnedFd) -> Arc<dyn Executor> {
+    Arc::new(JailExec(ExecClient::new(exec)))
+}
+
 struct JailExec(ExecClient);
 struct JobAdapter(JobHandle);
 
@@ -136,7 +143,7 @@ pub fn start(
     prep: GatePrep,
     state: &Path,
     session: String,
-    exec: OwnedFd,
+    executor: Arc<dyn Executor>,
     kill: Arc<dyn Fn(clawkeep_gate::Switch) -> Result<(), String> + Send + Sync>,
     audit: Arc<AuditLog>,
     inflight: Arc<std::sync::atomic::AtomicUsize>,
@@ -145,7 +152,6 @@ pub fn start(
     let Services { api_tcp, prompt, proxy } = services;
     let state_dir = state.to_path_buf();
     let db = gate_db(state);
-    let exec = ExecClient::new(exec);
     let GatePrep { agent, gate_socket, gate_listener, api_listener, policy, policy_path, .. } = prep;
     let policy = policy.ok_or_else(|| Failure::runtime("the gate started without a policy"))?;
     std::thread::Builder::new()
@@ -179,7 +185,7 @@ pub fn start(
                 policy_path,
                 store,
                 audit: Some(audit),
-                executor: Arc::new(JailExec(exec)),
+                executor,
                 request_timeout: Duration::from_secs(5),
                 kill,
                 inflight,

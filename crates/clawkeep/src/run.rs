@@ -207,7 +207,16 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs) -> Result<u8, Failure> {
                 // socket's backlog; starting it after the agent keeps it off
                 // the start-up path.
                 let services = gate_run::Services { api_tcp, prompt: prompt_ours, proxy: proxy.take() };
-                if let Err(f) = gate_run::start(gate, &dir, run_id.clone(), exec_ours, kill, log.clone(), inflight.clone(), services) {
+                if let Err(f) = gate_run::start(
+                    gate,
+                    &dir,
+                    run_id.clone(),
+                    gate_run::jail_executor(exec_ours),
+                    kill,
+                    log.clone(),
+                    inflight.clone(),
+                    services,
+                ) {
                     eprintln!("clawkeep: warning: {}; gated commands will fail", f.message);
                 }
                 launched.wait()

@@ -6,8 +6,18 @@
 //! trusted) before anything boots; the run is recorded as `run.start` /
 //! `run.exit`; the VM, its socket, its disks and every temp file are gone
 //! when this returns.
+//!
+//! Gated commands work as in the jail: the policy (`--policy FILE` or the
+//! built-in default) names them, the guest masks them with its shim before
+//! the command starts, and the agent's gate (same Gate, store and operator
+//! API as a jail agent) decides; approved ones run in the guest through
+//! [`vm_gate::VmExecutor`].
+
+#[path = "vm_gate.rs"]
+mod vm_gate;
 
 use crate::cli::RunArgs;
+use crate::gate_run;
 use crate::proxy_run::{ProxyPrep, PROXY_PORT};
 use crate::Failure;
 use clawkeep_audit::AuditLog;
@@ -47,7 +57,6 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs) -> Result<u8, Failure> {
     // Jail-only options are refused rather than silently ignored.
     for (set, flag, why) in [
         (args.rootfs.is_some(), "--rootfs", "the VM's root is its image"),
-        (args.policy.is_some(), "--policy", "gated commands do not reach into VMs yet"),
         (args.api_tcp.is_some(), "--api-tcp", "the operator API serves jail runs only for now"),
     ] {
         if set {
@@ -59,6 +68,7 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs) -> Result<u8, Failure> {
     // channel's) so none of those gets one. One that arrives before the
     // command runs abandons the boot.
     block_forwarded();
+    let policy_load = gate_run::PolicyLoad::start(args.policy.clone());
     let signals = Arc::new(Signals::default());
     take_signals(signals.clone());
     let env = AgentEnv::build(|k| std::env::var(k).ok(), &args.env, &args.allow_secret_env).map_err(|e| Failure::usage(e.to_string()))?;
@@ -71,6 +81,8 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs) -> Result<u8, Failure> {
         }
     }
 
+    // A broken policy file fails before anything boots.
+    let policy = policy_load.join()?;
     let key = trust::configured_pubkey(&state).map_err(image_failure)?;
     let image = ImageStore::new(&state).open(&name).and_then(|i| i.verify(key.as_ref())).map_err(image_failure)?;
     let mut cfg = VmConfig {
@@ -138,6 +150,22 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs) -> Result<u8, Failure> {
         cfg.cmdline = format!("{} clawkeep.proxyport={PROXY_PORT}", cfg.cmdline);
         cfg.relays.insert(Service::Proxy, dir.join("proxy.sock"));
     }
+    // The gate: the agent's sockets (so `clawkeep approvals` and friends
+    // find it) and the policy; the guest's `gate` relay reaches gate.sock.
+    let gate = match gate_run::prepare(&state, &agent, args.policy.clone()) {
+        Ok(mut g) => {
+            g.policy = Some(policy);
+            g
+        }
+        Err(f) => {
+            if let Some((_, _, dir, _)) = &proxy {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            return Err(f);
+        }
+    };
+    let gated = gate.policy.as_ref().map(|p| p.gated_commands()).unwrap_or_default();
+    cfg.relays.insert(Service::Gate, gate.gate_socket.clone());
     let start = json!({
         "run_id": run_id,
         "backend": "vm",
@@ -153,12 +181,18 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs) -> Result<u8, Failure> {
         "cpus": cfg.cpus,
         "timeout_ms": args.timeout.map(|t| t.as_millis() as u64),
         "agent": agent,
+        "policy": args.policy,
+        "gated": gated,
         "proxy": proxy.as_ref().map(|p| &p.0),
         "isolation": "vm",
     });
+    let gate_dir = gate.dir.clone();
     let (revoke, proxy_dir) = match proxy {
         Some((_, revoke, dir, prep)) => {
-            prep.serve_unix(&state, agent.clone(), run_id.clone(), log.clone(), &dir.join("proxy.sock"))?;
+            if let Err(f) = prep.serve_unix(&state, agent.clone(), run_id.clone(), log.clone(), &dir.join("proxy.sock")) {
+                gate_run::cleanup(&gate_dir);
+                return Err(f);
+            }
             (Some(revoke), Some(dir))
         }
         None => (None, None),
@@ -166,13 +200,38 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs) -> Result<u8, Failure> {
     let started = log.append("run.start", start);
     if let Err(e) = started {
         proxy_dir.map(std::fs::remove_dir_all);
+        gate_run::cleanup(&gate_dir);
         return Err(Failure::runtime(format!("{e}; the command was not started")));
+    }
+    let executor = vm_gate::VmExecutor::default();
+    let inflight: Arc<std::sync::atomic::AtomicUsize> = Arc::default();
+    // The kill switch ends the agent's command (the VM goes down with it);
+    // freezing a VM is not offered yet.
+    let kill: Arc<dyn Fn(clawkeep_gate::Switch) -> Result<(), String> + Send + Sync> = {
+        let signals = signals.clone();
+        Arc::new(move |s| match s {
+            clawkeep_gate::Switch::Kill => {
+                signals.deliver(libc::SIGKILL);
+                Ok(())
+            }
+            other => Err(format!("{other:?} is not supported for VM agents yet; use kill")),
+        })
+    };
+    let services = gate_run::Services { api_tcp: None, prompt: None, proxy: None };
+    if let Err(f) = gate_run::start(gate, &state, run_id.clone(), Arc::new(executor.clone()), kill, log.clone(), inflight.clone(), services)
+    {
+        eprintln!("clawkeep: warning: {}; gated commands will fail", f.message);
     }
 
     cfg.cancel = Some(signals.cancel.clone());
     let t0 = Instant::now();
     let mut backend = VmBackend::new(cfg);
-    let result = run_in_vm(&mut backend, &args, env, &signals);
+    let gating = vm_gate::Gating { commands: gated, executor };
+    let result = run_in_vm(&mut backend, &args, env, &signals, &gating);
+    // The last gated command's records are written after its shim got
+    // the answer: wait for them before the run's own exit record.
+    gate_run::drain(&inflight, Duration::from_secs(5));
+    gate_run::cleanup(&gate_dir);
     let stopped = backend.stop();
     let _ = backend.destroy();
     if let Some(revoke) = revoke {
@@ -213,7 +272,13 @@ struct RunResult {
     boot_ms: u64,
 }
 
-fn run_in_vm(backend: &mut VmBackend, args: &RunArgs, env: Vec<(String, String)>, signals: &Signals) -> Result<RunResult, Failure> {
+fn run_in_vm(
+    backend: &mut VmBackend,
+    args: &RunArgs,
+    env: Vec<(String, String)>,
+    signals: &Signals,
+    gating: &vm_gate::Gating,
+) -> Result<RunResult, Failure> {
     let spec = AgentSpec { name: "run".into(), workspace: args.workspace.clone() };
     backend.create(&spec).map_err(|e| Failure::runtime(e.to_string()))?;
     match backend.start() {
@@ -226,6 +291,8 @@ fn run_in_vm(backend: &mut VmBackend, args: &RunArgs, env: Vec<(String, String)>
         Err(e) => return Err(Failure::runtime(e.to_string())),
     }
     let boot_ms = backend.vm().map(|v| v.boot_time.as_millis() as u64).unwrap_or(0);
+    // Fail closed: no command runs before its gated commands are masked.
+    gating.setup(backend.vm().ok_or_else(|| Failure::runtime("the VM is not running"))?).map_err(Failure::runtime)?;
     let cmd = ExecSpec { argv: args.command.clone(), env, cwd: Some("/workspace".into()), uid: AGENT_ID, gid: AGENT_ID };
     let mut proc = backend.exec(&cmd).map_err(|e| Failure::runtime(e.to_string()))?;
     let control: Arc<dyn ProcessControl> = Arc::from(proc.control());

@@ -271,7 +271,7 @@ async fn official_sdks_in_the_jail_use_the_proxy_unchanged() {
         );
         return;
     };
-    let (env, fake, cfg) = provider_and_sealed_keys().await;
+    let (env, _fake, cfg) = provider_and_sealed_keys().await;
     // The jail sees only /usr, /bin, /lib* and the workspace: the SDKs go in
     // the workspace, run by Debian's python3.
     let copied = std::process::Command::new("cp").arg("-r").arg(&lib).arg(env.workspace.path().join("pylib")).status().unwrap();

@@ -154,6 +154,12 @@ fn vm_runs_commands_keeps_the_workspace_and_catches_tampering() {
     assert!(text(&out.stderr).contains("No space left on device"), "stderr: {}", text(&out.stderr));
     assert!(!env.workspace.path().join("big").exists());
 
+    // Gated commands inside the VM: the guest masks them with its shim;
+    // the host's gate decides (deny, allow, ask answered by the CLI).
+    // Full paths: the image's busybox sh runs applets it knows by name
+    // in-process (FEATURE_SH_STANDALONE), which no mask can see.
+    gated_commands_reach_the_host_gate(&env);
+
     // A command the guest cannot find: 127 and its name, like the jail.
     let (out, _) = vm_run(&env, "t", &[], &["no-such-command"]);
     assert_eq!(out.status.code(), Some(127), "stderr: {}", text(&out.stderr));
@@ -222,6 +228,74 @@ fn vm_runs_commands_keeps_the_workspace_and_catches_tampering() {
     assert_nothing_left(&env);
 }
 
+const POLICY: &str = r#"
+default_action: deny
+allowed_paths: ["/workspace", "/workspace/**"]
+rules:
+  - command: wget
+    action: deny
+    reason: no downloads from the VM
+  - command: ls
+    action: allow
+  - command: cat
+    action: allow
+  - command: uname
+    action: ask
+    reason: uname needs a human
+"#;
+
+fn gated_commands_reach_the_host_gate(env: &Env) {
+    let policy = env.state.path().join("vm-policy.yaml");
+    fs::write(&policy, POLICY).unwrap();
+    let script = "/bin/ls /workspace >/dev/null && echo ls-ok; /bin/cat in.txt; /bin/wget http://x; echo full=$?; \
+        /bin/uname -s; echo uname=$?";
+    let mut c = std::process::Command::new(common::bin());
+    c.env("CLAWKEEP_STATE_DIR", env.state.path()).env_remove("CLAWKEEP_IMAGE_PUBKEY");
+    c.args(["run", "--backend", "vm", "--image", "t", "--agent", "vm-a", "--policy"]).arg(&policy);
+    c.arg("--workspace").arg(env.workspace.path()).args(["--", "sh", "-c", script]);
+    let child = c.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let mut id = None;
+    let queued = common::wait_for(
+        || {
+            let out = env.cmd().args(["approvals", "--json"]).output().unwrap();
+            let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+            id = list.as_array().and_then(|a| a.first()).and_then(|a| a["id"].as_i64());
+            id.is_some()
+        },
+        90,
+    );
+    if !queued {
+        let out = child.wait_with_output().unwrap();
+        panic!("uname never reached the queue; stdout: {}; stderr: {}", text(&out.stdout), text(&out.stderr));
+    }
+    let id = id.unwrap().to_string();
+    let out = env.cmd().args(["approve", &id]).output().unwrap();
+    assert!(out.status.success(), "approve: {}", text(&out.stderr));
+    let out = child.wait_with_output().unwrap();
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    println!("gated run: stdout: {stdout}\nstderr: {stderr}");
+    assert_eq!(out.status.code(), Some(0), "stderr: {stderr}");
+    assert_eq!(stdout, "ls-ok\nfrom the host\nfull=126\nLinux\nuname=0\n", "stderr: {stderr}");
+    assert!(stderr.contains("clawkeep: wget: denied: no downloads from the VM"), "stderr: {stderr}");
+    assert!(stderr.contains(&format!("waiting for an operator to approve request #{id}")), "stderr: {stderr}");
+    let audit = env.audit();
+    let decisions: Vec<_> = audit.iter().filter(|e| e["kind"] == "gate.decision").collect();
+    for (cmd, outcome) in [("ls", "allowed"), ("cat", "allowed"), ("wget", "denied"), ("uname", "approved")] {
+        assert!(
+            decisions.iter().any(|e| e["command"] == cmd && e["outcome"] == outcome && e["agent"] == "vm-a"),
+            "no {outcome} decision for {cmd}: {decisions:?}"
+        );
+    }
+    let hist = env.cmd().args(["history", "--agent", "vm-a", "--json"]).output().unwrap();
+    let hist: serde_json::Value = serde_json::from_slice(&hist.stdout).unwrap();
+    let cmds: Vec<&str> = hist["items"].as_array().unwrap().iter().filter_map(|h| h["command"].as_str()).collect();
+    for cmd in ["ls", "cat", "wget", "uname"] {
+        assert!(cmds.contains(&cmd), "history lacks {cmd}: {hist}");
+    }
+    assert!(!env.state.path().join("agents/vm-a").exists(), "the agent's sockets outlived the run");
+    assert_nothing_left(env);
+}
+
 #[test]
 fn images_that_cannot_boot_fail_before_booting() {
     if !vm_available("images_that_cannot_boot_fail_before_booting") {
@@ -236,6 +310,12 @@ fn images_that_cannot_boot_fail_before_booting() {
     let out = env.cmd().args(["run", "--backend", "vm", "--image", "t", "--rootfs", "/", "--", "true"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("--rootfs does not apply"), "{}", text(&out.stderr));
+    // --policy applies (gated commands reach into the VM); a broken one
+    // fails before anything boots.
+    let bad = env.state.path().join("nope-policy.yaml");
+    let out = env.cmd().args(["run", "--backend", "vm", "--image", "t", "--policy"]).arg(&bad).args(["--", "true"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("nope-policy.yaml"), "{}", text(&out.stderr));
     // --backend vm without --image.
     let out = env.cmd().args(["run", "--backend", "vm", "--", "true"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));

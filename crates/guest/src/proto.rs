@@ -23,6 +23,10 @@
 //! | Signal | 0x03 | host→guest | JSON `{"signo": N}` |
 //! | Health | 0x04 | host→guest | empty |
 //! | Shutdown | 0x05 | host→guest | empty |
+//! | GateConfig | 0x06 | host→guest | JSON [`GateSetup`], stream 0, once, before the first Exec |
+//! | GatedExec | 0x07 | host→guest | JSON [`GatedJob`], on the gate relay stream |
+//! | GatedRelease | 0x08 | host→guest | empty: exec the prepared job |
+//! | GatedSignal | 0x09 | host→guest | JSON `{"signo": N}` |
 //! | Open | 0x41 | guest→host | JSON `{"service": "proxy"\|"gate"}` |
 //! | Data | 0x42 | both | bytes |
 //! | Close | 0x43 | both | empty |
@@ -33,6 +37,13 @@
 //! | Exit | 0x85 | guest→host | JSON [`ExitStatus`] |
 //! | HealthOk | 0x86 | guest→host | JSON [`HealthInfo`] |
 //! | Error | 0x87 | guest→host | JSON `{"message": "..."}` |
+//! | GateReady | 0x88 | guest→host | JSON `{"masked": N}`, stream 0: masks in place |
+//! | GatedExit | 0x89 | guest→host | JSON [`GatedExitStatus`], on the gate relay stream |
+//!
+//! Gated commands: after GateConfig the gated names are the guest's own
+//! binary (a shim); a shim's request travels on a guest-opened `gate`
+//! relay stream (odd id) to the host's gate, which answers with GatedExec
+//! on that same stream id once the policy (or an operator) allows it.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -55,6 +66,10 @@ pub enum Kind {
     Signal = 0x03,
     Health = 0x04,
     Shutdown = 0x05,
+    GateConfig = 0x06,
+    GatedExec = 0x07,
+    GatedRelease = 0x08,
+    GatedSignal = 0x09,
     Open = 0x41,
     Data = 0x42,
     Close = 0x43,
@@ -65,6 +80,8 @@ pub enum Kind {
     Exit = 0x85,
     HealthOk = 0x86,
     Error = 0x87,
+    GateReady = 0x88,
+    GatedExit = 0x89,
 }
 
 impl Kind {
@@ -76,6 +93,10 @@ impl Kind {
             0x03 => Signal,
             0x04 => Health,
             0x05 => Shutdown,
+            0x06 => GateConfig,
+            0x07 => GatedExec,
+            0x08 => GatedRelease,
+            0x09 => GatedSignal,
             0x41 => Open,
             0x42 => Data,
             0x43 => Close,
@@ -86,6 +107,8 @@ impl Kind {
             0x85 => Exit,
             0x86 => HealthOk,
             0x87 => Error,
+            0x88 => GateReady,
+            0x89 => GatedExit,
             _ => return None,
         })
     }
@@ -231,6 +254,34 @@ pub struct HealthInfo {
     pub running: u32,
 }
 
+/// Which command names the guest masks with its gate shim.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GateSetup {
+    pub commands: Vec<String>,
+}
+
+/// A command the host's gate approved, to run for the shim on this stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GatedJob {
+    pub command: String,
+    pub args: Vec<String>,
+    pub cwd: String,
+    pub env: Vec<(String, String)>,
+    /// The policy's limit; the host enforces it (GatedSignal SIGKILL).
+    pub timeout_ms: Option<u64>,
+}
+
+/// How a gated command ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GatedExitStatus {
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+    /// The guest enforces no timeout today: false (the host knows).
+    pub timed_out: bool,
+    /// Output goes straight to the shim's descriptors, uncounted: None.
+    pub bytes_out: Option<u64>,
+}
+
 /// A guest-initiated relay: which host service the guest wants to reach.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -247,6 +298,10 @@ pub enum Message {
     Signal { signo: i32 },
     Health,
     Shutdown,
+    GateConfig(GateSetup),
+    GatedExec(GatedJob),
+    GatedRelease,
+    GatedSignal { signo: i32 },
     Open { service: Service },
     Data(Vec<u8>),
     Close,
@@ -257,6 +312,8 @@ pub enum Message {
     Exit(ExitStatus),
     HealthOk(HealthInfo),
     Error { message: String },
+    GateReady { masked: u32 },
+    GatedExit(GatedExitStatus),
 }
 
 #[derive(Serialize, Deserialize)]
@@ -270,6 +327,10 @@ struct Pid {
 #[derive(Serialize, Deserialize)]
 struct Msg {
     message: String,
+}
+#[derive(Serialize, Deserialize)]
+struct Masked {
+    masked: u32,
 }
 #[derive(Serialize, Deserialize)]
 struct Svc {
@@ -293,6 +354,10 @@ impl Message {
             Message::Signal { .. } => Kind::Signal,
             Message::Health => Kind::Health,
             Message::Shutdown => Kind::Shutdown,
+            Message::GateConfig(_) => Kind::GateConfig,
+            Message::GatedExec(_) => Kind::GatedExec,
+            Message::GatedRelease => Kind::GatedRelease,
+            Message::GatedSignal { .. } => Kind::GatedSignal,
             Message::Open { .. } => Kind::Open,
             Message::Data(_) => Kind::Data,
             Message::Close => Kind::Close,
@@ -303,6 +368,8 @@ impl Message {
             Message::Exit(_) => Kind::Exit,
             Message::HealthOk(_) => Kind::HealthOk,
             Message::Error { .. } => Kind::Error,
+            Message::GateReady { .. } => Kind::GateReady,
+            Message::GatedExit(_) => Kind::GatedExit,
         }
     }
 
@@ -312,7 +379,12 @@ impl Message {
             Message::Exec(r) => json(&r),
             Message::Stdin(d) | Message::Data(d) | Message::Stdout(d) | Message::Stderr(d) => d,
             Message::Signal { signo } => json(&Signo { signo }),
-            Message::Health | Message::Shutdown | Message::Close => Vec::new(),
+            Message::Health | Message::Shutdown | Message::Close | Message::GatedRelease => Vec::new(),
+            Message::GateConfig(g) => json(&g),
+            Message::GatedExec(j) => json(&j),
+            Message::GatedSignal { signo } => json(&Signo { signo }),
+            Message::GateReady { masked } => json(&Masked { masked }),
+            Message::GatedExit(s) => json(&s),
             Message::Open { service } => json(&Svc { service }),
             Message::Ready(r) => json(&r),
             Message::Started { pid } => json(&Pid { pid }),
@@ -332,6 +404,10 @@ impl Message {
             Kind::Signal => Message::Signal { signo: parse::<Signo>(k, &p)?.signo },
             Kind::Health => Message::Health,
             Kind::Shutdown => Message::Shutdown,
+            Kind::GateConfig => Message::GateConfig(parse(k, &p)?),
+            Kind::GatedExec => Message::GatedExec(parse(k, &p)?),
+            Kind::GatedRelease => Message::GatedRelease,
+            Kind::GatedSignal => Message::GatedSignal { signo: parse::<Signo>(k, &p)?.signo },
             Kind::Open => Message::Open { service: parse::<Svc>(k, &p)?.service },
             Kind::Data => Message::Data(p),
             Kind::Close => Message::Close,
@@ -342,6 +418,8 @@ impl Message {
             Kind::Exit => Message::Exit(parse(k, &p)?),
             Kind::HealthOk => Message::HealthOk(parse(k, &p)?),
             Kind::Error => Message::Error { message: parse::<Msg>(k, &p)?.message },
+            Kind::GateReady => Message::GateReady { masked: parse::<Masked>(k, &p)?.masked },
+            Kind::GatedExit => Message::GatedExit(parse(k, &p)?),
         })
     }
 }

@@ -25,6 +25,18 @@ fn all() -> Vec<Message> {
         Message::Exit(ExitStatus { code: Some(3), signal: None }),
         Message::HealthOk(HealthInfo { uptime_ms: 1, mem_available_kb: Some(2), running: 0 }),
         Message::Error { message: "no".into() },
+        Message::GateConfig(GateSetup { commands: vec!["wget".into(), "git".into()] }),
+        Message::GatedExec(GatedJob {
+            command: "git".into(),
+            args: vec!["push".into()],
+            cwd: "/workspace".into(),
+            env: vec![("HOME".into(), "/workspace".into())],
+            timeout_ms: Some(5000),
+        }),
+        Message::GatedRelease,
+        Message::GatedSignal { signo: 2 },
+        Message::GateReady { masked: 7 },
+        Message::GatedExit(GatedExitStatus { code: None, signal: Some(9), timed_out: true, bytes_out: None }),
     ]
 }
 
@@ -108,4 +120,20 @@ fn arbitrary_bytes_never_panic() {
         let _ = decode(&bytes[start..]);
         let _ = read_frame(&mut &bytes[start..]).map(|f| f.map(Message::from_frame));
     }
+}
+
+#[test]
+fn gated_kinds_have_their_wire_values_and_json() {
+    let b = Message::GatedRelease.into_frame(3).encode().unwrap();
+    assert_eq!(b, [0, 0, 0, 5, 0x08, 0, 0, 0, 3]);
+    let f = Message::GatedSignal { signo: 15 }.into_frame(5);
+    assert_eq!((f.kind as u8, &f.payload[..]), (0x09, &br#"{"signo":15}"#[..]));
+    let f = Message::GateReady { masked: 2 }.into_frame(0);
+    assert_eq!((f.kind as u8, &f.payload[..]), (0x88, &br#"{"masked":2}"#[..]));
+    for (k, v) in [(Kind::GateConfig, 0x06), (Kind::GatedExec, 0x07), (Kind::GatedExit, 0x89)] {
+        assert_eq!(Kind::from_u8(v), Some(k));
+    }
+    // A GatedExec without its fields is refused, not defaulted.
+    let f = Frame { kind: Kind::GatedExec, stream: 1, payload: br#"{"command":"x"}"#.to_vec() };
+    assert!(matches!(Message::from_frame(f), Err(ProtoError::Payload { kind: Kind::GatedExec, .. })));
 }

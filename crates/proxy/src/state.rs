@@ -44,8 +44,11 @@ struct Inner {
     observer: Option<UsageObserver>,
     /// Provider keys read from the sealed store in the last
     /// [`KEY_CACHE_TTL`]: a changed or removed secret takes effect within it.
-    key_cache: std::sync::Mutex<std::collections::HashMap<String, (Zeroizing<Vec<u8>>, Instant)>>,
+    key_cache: std::sync::Mutex<std::collections::HashMap<String, CachedKey>>,
 }
+
+/// A provider key and when it was read from the sealed store.
+type CachedKey = (Zeroizing<Vec<u8>>, Instant);
 
 /// How long a provider key read from the sealed store is reused.
 const KEY_CACHE_TTL: Duration = Duration::from_secs(5);

@@ -7,9 +7,12 @@
 //! most 1 MiB, an exec stream queues at most [`STREAM_QUEUE`] frames (then
 //! the reader waits, which stalls the guest's writes: backpressure), and
 //! control messages nobody asked for are dropped once [`CONTROL_QUEUE`]
-//! are waiting.
+//! are waiting. `gate` relay streams are special (`gate_relay.rs`): their
+//! first frame gets placeholder descriptors, and the GatedExit the guest
+//! sends on them goes to whoever ran [`Channel::gated`].
 
-use clawkeep_guest::proto::{self, ExecRequest, Kind, Message, ReadyInfo, Service};
+use super::gate_relay::{GateConn, GateStreams};
+use clawkeep_guest::proto::{self, ExecRequest, GatedJob, Kind, Message, ReadyInfo, Service};
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -47,6 +50,8 @@ pub struct Channel {
     routes: Routes,
     control: Arc<Mutex<Receiver<Message>>>,
     next: Arc<AtomicU32>,
+    /// Which guest `gate` stream each placeholder descriptor stands for.
+    pub gate_streams: GateStreams,
 }
 
 impl Channel {
@@ -78,6 +83,7 @@ impl Channel {
             routes: Arc::default(),
             control: Arc::new(Mutex::new(ctl_rx)),
             next: Arc::new(AtomicU32::new(2)),
+            gate_streams: GateStreams::default(),
         };
         let (routes, me) = (ch.routes.clone(), ch.clone());
         std::thread::spawn(move || read_loop(reader, routes, ctl_tx, me, relays));
@@ -127,6 +133,16 @@ impl Channel {
         self.routes.lock().map_err(|_| ChannelError::Closed)?.insert(id, tx);
         self.send(id, Message::Exec(req))?;
         Ok(ExecStream { id, rx, ch: self.clone() })
+    }
+
+    /// Runs an approved job for the shim on guest `gate` stream `stream`;
+    /// its Error/GatedExit arrive on the returned stream. It execs only
+    /// after `send(stream, GatedRelease)`.
+    pub fn gated(&self, stream: u32, job: GatedJob) -> Result<ExecStream, ChannelError> {
+        let (tx, rx) = mpsc::sync_channel(STREAM_QUEUE);
+        self.routes.lock().map_err(|_| ChannelError::Closed)?.insert(stream, tx);
+        self.send(stream, Message::GatedExec(job))?;
+        Ok(ExecStream { id: stream, rx, ch: self.clone() })
     }
 }
 
@@ -201,11 +217,11 @@ fn send_stdin(ch: &Channel, id: u32, data: &[u8]) -> Result<(), ChannelError> {
 }
 
 fn read_loop(mut r: UnixStream, routes: Routes, control: SyncSender<Message>, ch: Channel, relays: HashMap<Service, PathBuf>) {
-    let mut relay_conns: HashMap<u32, UnixStream> = HashMap::new();
+    let mut relay_conns: HashMap<u32, RelayConn> = HashMap::new();
     while let Ok(Some(frame)) = proto::read_frame(&mut r) {
         let (stream, kind) = (frame.stream, frame.kind);
         let Ok(msg) = Message::from_frame(frame) else { continue };
-        if stream % 2 == 1 {
+        if stream % 2 == 1 && !matches!(kind, Kind::GatedExit | Kind::Error) {
             relay(&ch, &relays, &mut relay_conns, stream, msg);
             continue;
         }
@@ -217,7 +233,7 @@ fn read_loop(mut r: UnixStream, routes: Routes, control: SyncSender<Message>, ch
         if let Some(tx) = tx {
             let _ = tx.send(msg);
         }
-        if kind == Kind::Exit {
+        if matches!(kind, Kind::Exit | Kind::GatedExit) {
             if let Ok(mut r) = routes.lock() {
                 r.remove(&stream);
             }
@@ -229,17 +245,35 @@ fn read_loop(mut r: UnixStream, routes: Routes, control: SyncSender<Message>, ch
     }
 }
 
+/// The host end of a guest-opened stream.
+enum RelayConn {
+    Plain(UnixStream),
+    Gate(Box<GateConn>),
+}
+
+impl RelayConn {
+    fn sock(&self) -> &UnixStream {
+        match self {
+            RelayConn::Plain(s) => s,
+            RelayConn::Gate(g) => &g.sock,
+        }
+    }
+}
+
 /// A guest-opened stream: joined to the service's Unix socket when the
 /// host configured one, refused (Close) otherwise.
-fn relay(ch: &Channel, relays: &HashMap<Service, PathBuf>, conns: &mut HashMap<u32, UnixStream>, stream: u32, msg: Message) {
+fn relay(ch: &Channel, relays: &HashMap<Service, PathBuf>, conns: &mut HashMap<u32, RelayConn>, stream: u32, msg: Message) {
     match msg {
         Message::Open { service } => {
-            let conn = relays.get(&service).and_then(|p| UnixStream::connect(p).ok());
+            let conn = relays.get(&service).and_then(|p| match service {
+                Service::Gate => GateConn::connect(p).ok().map(|g| RelayConn::Gate(Box::new(g))),
+                Service::Proxy => UnixStream::connect(p).ok().map(RelayConn::Plain),
+            });
             let Some(conn) = conn else {
                 let _ = ch.send(stream, Message::Close);
                 return;
             };
-            if let Ok(mut from) = conn.try_clone() {
+            if let Ok(mut from) = conn.sock().try_clone() {
                 let ch = ch.clone();
                 std::thread::spawn(move || {
                     let mut buf = vec![0u8; 32 * 1024];
@@ -255,14 +289,21 @@ fn relay(ch: &Channel, relays: &HashMap<Service, PathBuf>, conns: &mut HashMap<u
         }
         Message::Data(d) => {
             if let Some(c) = conns.get_mut(&stream) {
-                if c.write_all(&d).is_err() {
-                    let _ = c.shutdown(std::net::Shutdown::Both);
+                let r = match c {
+                    RelayConn::Plain(s) => s.write_all(&d),
+                    RelayConn::Gate(g) => g.data(&d, stream, &ch.gate_streams),
+                };
+                if r.is_err() {
+                    let _ = c.sock().shutdown(std::net::Shutdown::Both);
                 }
             }
         }
         Message::Close => {
             if let Some(c) = conns.remove(&stream) {
-                let _ = c.shutdown(std::net::Shutdown::Both);
+                let _ = c.sock().shutdown(std::net::Shutdown::Both);
+                if let RelayConn::Gate(_) = c {
+                    ch.gate_streams.remove_stream(stream);
+                }
             }
         }
         _ => {}

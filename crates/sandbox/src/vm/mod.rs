@@ -10,17 +10,21 @@
 //!
 //! Modules: `qemu` (command line, process), `channel` (host end of the
 //! guest protocol), `disk` (runtime and workspace disks), `kvm` (whether
-//! KVM can boot a guest here), `firecracker` (the Firecracker driver) and
-//! `fc_boot` (a clawkeep image under it, channel on vsock).
+//! KVM can boot a guest here), `firecracker` (the Firecracker driver),
+//! `fc_boot` (a clawkeep image under it, channel on vsock) and
+//! `gate_relay` (the host end of a guest shim's gate requests).
 
 pub mod channel;
 pub mod disk;
 pub mod fc_boot;
 pub mod firecracker;
+pub mod gate_relay;
 pub mod kvm;
 pub mod qemu;
 
 use channel::{Channel, ChannelError};
+/// The guest protocol, for hosts that drive gated commands.
+pub use clawkeep_guest::proto as guest_proto;
 pub use clawkeep_guest::proto::Service;
 use clawkeep_guest::proto::{Message, ReadyInfo};
 use serde::Serialize;

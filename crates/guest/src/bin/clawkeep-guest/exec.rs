@@ -98,6 +98,39 @@ impl Table {
         unsafe { libc::kill(-1, libc::SIGKILL) };
     }
 
+    /// Forks a child that runs `child` (async-signal-safe calls only; it
+    /// must exec or `_exit`) and registers it on `stream` like a command:
+    /// [`Table::signal`] reaches it and its exit arrives on the receiver.
+    pub fn fork_on(&self, stream: u32, child: impl FnOnce()) -> Result<(i32, Receiver<ExitStatus>), String> {
+        let (exit_tx, exit_rx) = mpsc::channel();
+        let mut inner = self.inner.lock().map_err(|_| "table poisoned")?;
+        if inner.streams.contains_key(&stream) {
+            return Err(format!("stream {stream} is already running a command"));
+        }
+        // SAFETY: as in try_exec: the child only runs `child`.
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            return Err(format!("fork: {}", std::io::Error::last_os_error()));
+        }
+        if pid == 0 {
+            child();
+            // SAFETY: _exit is async-signal-safe; `child` should not return.
+            unsafe { libc::_exit(126) };
+        }
+        inner.exits.insert(pid, exit_tx);
+        inner.streams.insert(stream, Proc { pid, stdin: None });
+        drop(inner);
+        let _ = self.wake.send(());
+        Ok((pid, exit_rx))
+    }
+
+    /// Drops `stream` from the table once its command was reaped.
+    pub fn forget(&self, stream: u32) {
+        if let Ok(mut i) = self.inner.lock() {
+            i.streams.remove(&stream);
+        }
+    }
+
     /// Starts `req` on `stream`; every outcome, even a failed exec, ends in
     /// one Exit frame on that stream.
     pub fn exec(&self, out: &Out, stream: u32, req: ExecRequest) {

@@ -7,23 +7,28 @@
 //! listen on that vsock port); say Ready; serve the channel.
 //! Any boot step that fails prints one console line naming the step and
 //! powers the VM off, so the host learns of it at once.
+//!
+//! Run as any other pid, it is a gated command's shim (`shim.rs`): pid 1
+//! binds this binary over the gated commands (`masks.rs`, `gate.rs`).
 
 mod cmdline;
 mod dm;
 mod exec;
+mod gate;
+mod masks;
 mod modules;
 mod mounts;
 mod port;
 mod power;
 mod relay;
 mod serve;
+mod shim;
 
 use std::time::Duration;
 
 fn main() {
     if std::process::id() != 1 {
-        eprintln!("clawkeep-guest: this is the init of a clawkeep VM; it only runs as pid 1 inside one");
-        std::process::exit(2);
+        shim::main();
     }
     let (transport, params) = boot();
     serve::serve(transport, params)

@@ -2,7 +2,7 @@
 //! writers share the port behind a mutex, one frame per write.
 
 use crate::exec::{send, Out, Table};
-use crate::{cmdline::BootParams, mounts, power, relay};
+use crate::{cmdline::BootParams, gate, mounts, power, relay};
 use clawkeep_guest::proto::{self, HealthInfo, Kind, Message, ReadyInfo};
 use std::fs::File;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -65,6 +65,7 @@ pub fn serve(transport: Transport, params: BootParams) -> ! {
     let out: Out = Arc::new(Mutex::new(writer));
     let table = Table::start();
     let relays = relay::Relays::start(out.clone(), &params);
+    let gate = gate::Gate::new(out.clone(), relays.clone(), table.clone());
     let mut conn = Some(conn);
     loop {
         // Each (re)connection starts with Ready; commands keep running
@@ -80,13 +81,13 @@ pub fn serve(transport: Transport, params: BootParams) -> ! {
             *o = w;
         }
         send(&out, 0, Message::Ready(ReadyInfo { kernel: kernel_release(), uptime_ms: uptime_ms() }));
-        serve_connection(c, &out, &table, &relays);
+        serve_connection(c, &out, &table, &relays, &gate);
         // The host went away (EOF); wait for it to come back.
         std::thread::sleep(Duration::from_millis(50));
     }
 }
 
-fn serve_connection(conn: File, out: &Out, table: &Table, relays: &relay::Relays) {
+fn serve_connection(conn: File, out: &Out, table: &Table, relays: &relay::Relays, gate: &gate::Gate) {
     let mut reader = std::io::BufReader::with_capacity(64 * 1024, conn);
     loop {
         let frame = match proto::read_frame(&mut reader) {
@@ -110,6 +111,15 @@ fn serve_connection(conn: File, out: &Out, table: &Table, relays: &relay::Relays
                 Message::HealthOk(HealthInfo { uptime_ms: uptime_ms(), mem_available_kb: mem_available_kb(), running: table.running() }),
             ),
             Ok(Message::Shutdown) => shutdown(table),
+            // Synchronous: the masks are in place before the next frame
+            // (the command's Exec) is even read.
+            Ok(Message::GateConfig(g)) => match gate.configure(&g) {
+                Ok(masked) => send(out, 0, Message::GateReady { masked }),
+                Err(message) => send(out, 0, Message::Error { message: format!("gate masks: {message}") }),
+            },
+            Ok(Message::GatedExec(job)) => gate.exec(stream, job),
+            Ok(Message::GatedRelease) => gate.release(stream),
+            Ok(Message::GatedSignal { signo }) => gate.signal(stream, signo),
             Ok(Message::Data(d)) if relay_kind => relays.data(stream, d),
             Ok(Message::Close) => relays.close(stream),
             Ok(other) => send(out, stream, Message::Error { message: format!("unexpected {:?} from the host", other.kind()) }),
