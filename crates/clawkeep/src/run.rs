@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-fn run_id() -> String {
+pub(crate) fn run_id() -> String {
     let mut b = [0u8; 8];
     // SAFETY: b is valid for 8 bytes; getrandom fills it.
     let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };

@@ -37,6 +37,10 @@ use std::time::{Duration, Instant};
 const AGENT_ID: u32 = 1000;
 const FORWARDED: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
 
+/// After --timeout, how long the command has to die on the channel's
+/// SIGKILL before the VMM itself is killed.
+const TIMEOUT_GRACE: Duration = Duration::from_secs(3);
+
 fn ready_timeout(accel: Accel) -> Duration {
     let secs = std::env::var("CLAWKEEP_VM_READY_TIMEOUT").ok().and_then(|v| v.parse::<u64>().ok());
     Duration::from_secs(secs.unwrap_or(match accel {
@@ -48,6 +52,7 @@ fn ready_timeout(accel: Accel) -> Duration {
 fn image_failure(e: ImageError) -> Failure {
     match e {
         ImageError::NotFound { .. } => Failure::usage(format!("{e}; build one with `clawkeep image build --name NAME`")),
+        other if other.is_usage() => Failure::usage(format!("the image cannot be used: {other}")),
         other => Failure::runtime(format!("the image cannot be used: {other}")),
     }
 }
@@ -126,7 +131,7 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs) -> Result<u8, Failure> {
     cfg.accel = accel;
     cfg.ready_timeout = ready_timeout(accel);
 
-    let run_id = new_run_id();
+    let run_id = crate::run::run_id();
     let agent = args.agent.clone().unwrap_or_else(|| format!("run-{}", &run_id[..8]));
     let mut env_names = env.names();
     let mut env = env.into_pairs();
@@ -137,6 +142,8 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs) -> Result<u8, Failure> {
         None
     } else {
         let prep = ProxyPrep::prepare(&state, &agent, args.proxy_config.as_deref(), args.timeout)?;
+        // From here on every way out of this function revokes the token.
+        let revoke = RevokeOnDrop(Some(Box::new(prep.revoker())));
         for (k, v) in prep.env() {
             env.retain(|(name, _)| *name != k);
             env_names.retain(|name| *name != k);
@@ -144,7 +151,7 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs) -> Result<u8, Failure> {
             env.push((k, v));
         }
         let dir = disk::private_dir(&cfg.run_root, "px").map_err(|e| Failure::runtime(format!("proxy socket directory: {e}")))?;
-        Some((prep.describe(), prep.revoker(), dir, prep))
+        Some((prep.describe(), revoke, dir, prep))
     };
     if let Some((_, _, dir, _)) = &proxy {
         cfg.cmdline = format!("{} clawkeep.proxyport={PROXY_PORT}", cfg.cmdline);
@@ -234,9 +241,7 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs) -> Result<u8, Failure> {
     gate_run::cleanup(&gate_dir);
     let stopped = backend.stop();
     let _ = backend.destroy();
-    if let Some(revoke) = revoke {
-        revoke();
-    }
+    drop(revoke);
     if let Some(dir) = proxy_dir {
         let _ = std::fs::remove_dir_all(dir);
     }
@@ -291,6 +296,9 @@ fn run_in_vm(
         Err(e) => return Err(Failure::runtime(e.to_string())),
     }
     let boot_ms = backend.vm().map(|v| v.boot_time.as_millis() as u64).unwrap_or(0);
+    if let Some(pid) = backend.vm().and_then(|v| v.pid()) {
+        signals.vmm.store(pid as i32, Ordering::SeqCst);
+    }
     // Fail closed: no command runs before its gated commands are masked.
     gating.setup(backend.vm().ok_or_else(|| Failure::runtime("the VM is not running"))?).map_err(Failure::runtime)?;
     let cmd = ExecSpec { argv: args.command.clone(), env, cwd: Some("/workspace".into()), uid: AGENT_ID, gid: AGENT_ID };
@@ -301,15 +309,36 @@ fn run_in_vm(
     let timed_out = Arc::new(AtomicBool::new(false));
     if let Some(t) = args.timeout {
         let (c, flag) = (control.clone(), timed_out.clone());
+        let vmm = signals.vmm.load(Ordering::SeqCst);
         std::thread::spawn(move || {
             std::thread::sleep(t);
             flag.store(true, Ordering::SeqCst);
-            let _ = c.signal(libc::SIGKILL);
+            // The kill travels on the channel, which the guest can jam; if
+            // the command is not gone soon after, the VMM itself is killed.
+            std::thread::spawn(move || {
+                let _ = c.signal(libc::SIGKILL);
+            });
+            std::thread::sleep(TIMEOUT_GRACE);
+            if vmm > 0 {
+                // SAFETY: kill has no memory-safety preconditions. After
+                // a normal exit the run is over and this process gone.
+                unsafe { libc::kill(vmm, libc::SIGKILL) };
+            }
         });
     }
     let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr());
     loop {
-        match proc.next().map_err(|e| Failure::runtime(format!("the VM stopped answering: {e}")))? {
+        let next = match proc.next() {
+            Ok(ev) => ev,
+            // The VMM was killed on purpose: the run ends as the command would have.
+            Err(_) if timed_out.load(Ordering::SeqCst) => return Ok(RunResult { code: 124, signal: None, timed_out: true, boot_ms }),
+            Err(_) if signals.hard_killed.load(Ordering::SeqCst) != 0 => {
+                let sig = signals.hard_killed.load(Ordering::SeqCst);
+                return Ok(RunResult { code: 128 + sig, signal: Some(sig), timed_out: false, boot_ms });
+            }
+            Err(e) => return Err(Failure::runtime(format!("the VM stopped answering: {e}"))),
+        };
+        match next {
             Event::Started { .. } => {}
             Event::Stdout(d) => {
                 let _ = out.write_all(&d).and_then(|_| out.flush());
@@ -373,6 +402,12 @@ struct Signals {
     target: Mutex<Option<Arc<dyn ProcessControl>>>,
     early: AtomicI32,
     cancel: Arc<AtomicBool>,
+    /// The VMM, killed outright on a second interrupt: the channel a signal
+    /// travels on can be jammed by what runs in the guest.
+    vmm: AtomicI32,
+    interrupts: std::sync::atomic::AtomicU32,
+    /// Set when the VMM was killed from here (signal number).
+    hard_killed: AtomicI32,
 }
 
 impl Signals {
@@ -388,7 +423,22 @@ impl Signals {
         }
     }
 
+    /// Kills the VMM process itself (never through the channel).
+    fn kill_vmm(&self, why: i32) {
+        let pid = self.vmm.load(Ordering::SeqCst);
+        if pid > 0 {
+            self.hard_killed.store(why, Ordering::SeqCst);
+            // SAFETY: kill has no memory-safety preconditions; pid is our child.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+
     fn deliver(&self, sig: i32) {
+        if matches!(sig, libc::SIGINT | libc::SIGTERM | libc::SIGHUP) && self.interrupts.fetch_add(1, Ordering::SeqCst) >= 1 {
+            eprintln!("clawkeep: second interrupt: killing the VM");
+            self.kill_vmm(sig);
+            return;
+        }
         let Ok(t) = self.target.lock() else { return };
         match &*t {
             Some(c) => {
@@ -414,13 +464,14 @@ fn take_signals(signals: Arc<Signals>) {
     });
 }
 
-fn new_run_id() -> String {
-    let mut b = [0u8; 8];
-    // SAFETY: b is valid for 8 bytes; getrandom fills at most that.
-    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
-    if n != 8 {
-        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-        b = (t.as_nanos() as u64 ^ u64::from(std::process::id())).to_le_bytes();
+/// Revokes the run's token when dropped: on every error path as well as
+/// at the end of the run.
+struct RevokeOnDrop(Option<Box<dyn FnOnce() + Send>>);
+
+impl Drop for RevokeOnDrop {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            f();
+        }
     }
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }

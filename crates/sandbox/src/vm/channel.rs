@@ -239,11 +239,19 @@ fn read_loop(mut r: UnixStream, routes: Routes, control: SyncSender<Message>, ch
             }
         }
     }
-    // Dropping every route sender ends every waiting ExecStream.
+    // Dropping every route sender ends every waiting ExecStream; shutting
+    // every relay connection down ends its reader thread.
     if let Ok(mut r) = routes.lock() {
         r.clear();
     }
+    for c in relay_conns.values() {
+        let _ = c.sock().shutdown(std::net::Shutdown::Both);
+    }
 }
+
+/// Guest-opened streams served at once: each costs a host thread and a
+/// connection, and the guest decides how many it opens.
+pub const MAX_RELAYS: usize = 64;
 
 /// The host end of a guest-opened stream.
 enum RelayConn {
@@ -265,6 +273,12 @@ impl RelayConn {
 fn relay(ch: &Channel, relays: &HashMap<Service, PathBuf>, conns: &mut HashMap<u32, RelayConn>, stream: u32, msg: Message) {
     match msg {
         Message::Open { service } => {
+            // A stream id in use, or one too many: refused, never replaced
+            // (replacing would orphan the old connection and its thread).
+            if conns.contains_key(&stream) || conns.len() >= MAX_RELAYS {
+                let _ = ch.send(stream, Message::Close);
+                return;
+            }
             let conn = relays.get(&service).and_then(|p| match service {
                 Service::Gate => GateConn::connect(p).ok().map(|g| RelayConn::Gate(Box::new(g))),
                 Service::Proxy => UnixStream::connect(p).ok().map(RelayConn::Plain),

@@ -107,3 +107,39 @@ fn a_guest_opened_proxy_stream_is_joined_to_the_host_socket() {
     assert!(got.contains(&(5, Message::Close)), "{got:?}");
     assert!(got.contains(&(3, Message::Data(b"HELLO".to_vec()))), "{got:?}");
 }
+
+#[test]
+fn a_guest_cannot_open_unbounded_relays_or_reuse_a_stream() {
+    let svc = tempfile::tempdir().unwrap();
+    let svc_sock = svc.path().join("proxy.sock");
+    let l = UnixListener::bind(&svc_sock).unwrap();
+    // The host service accepts everything and holds the connections open.
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in l.incoming() {
+            held.push(c);
+        }
+    });
+    let (tx, rx) = mpsc::channel();
+    let (_d, sock) = fake_guest(move |mut s| {
+        let extra = 3u32;
+        for i in 0..(MAX_RELAYS as u32 + extra) {
+            write(&mut s, 2 * i + 1, Message::Open { service: Service::Proxy });
+        }
+        // Stream 1 is in use: opening it again is refused too.
+        write(&mut s, 1, Message::Open { service: Service::Proxy });
+        let mut closed = Vec::new();
+        while closed.len() < extra as usize + 1 {
+            if let (id, Message::Close) = read(&mut s) {
+                closed.push(id);
+            }
+        }
+        tx.send(closed).unwrap();
+    });
+    let relays = HashMap::from([(Service::Proxy, svc_sock)]);
+    let _ch = Channel::connect(&sock, Instant::now() + Duration::from_secs(5), || true, relays).unwrap();
+    let mut closed = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    closed.sort_unstable();
+    let over: Vec<u32> = (MAX_RELAYS as u32..MAX_RELAYS as u32 + 3).map(|i| 2 * i + 1).collect();
+    assert_eq!(closed, [vec![1], over].concat(), "the 65th..67th and the reused stream are refused");
+}
