@@ -142,16 +142,13 @@ fn run(cfg: &HelperConfig, exec_chan: Option<OwnedFd>, prompt_chan: Option<Owned
         // SAFETY: pid is our child.
         unsafe { libc::kill(pid, sig) };
     };
-    let prepared =
-        cfg.cgroups.join(pid).map_err(|e| SetupFailure::new(Step::JoinCgroup, "cgroup.procs", &e)).and_then(|()| maps.write(pid));
-    if let Err(f) = prepared {
+    if let Err(f) = maps.write(pid) {
         kill(libc::SIGKILL);
         reap(pid);
         finish(cfg);
         return (setup_failed(f), false);
     }
     let _ = sys::write_all(go_w.as_raw_fd(), b"g");
-    drop(go_w);
     // Built while init sets up; init waits for it only when it attaches
     // /workspace.
     if deferred_idmap {
@@ -172,6 +169,18 @@ fn run(cfg: &HelperConfig, exec_chan: Option<OwnedFd>, prompt_chan: Option<Owned
             return (setup_failed(first.unwrap_or(f)), false);
         }
     }
+    // Joined while init builds the root: the first migration into a v1
+    // cgroup waits out an RCU grace period (5-15 ms here), the largest
+    // single start-up cost. Init forks nothing (and enters no cgroup
+    // namespace) before the second byte on the go pipe says it is in.
+    if let Err(e) = cfg.cgroups.join(pid) {
+        kill(libc::SIGKILL);
+        reap(pid);
+        finish(cfg);
+        return (setup_failed(SetupFailure::new(Step::JoinCgroup, "cgroup.procs", &e)), false);
+    }
+    let _ = sys::write_all(go_w.as_raw_fd(), b"j");
+    drop(go_w);
     // Compiled while init builds the root; sent with the exec gate.
     let filters = match seccomp::compile_encoded() {
         Ok(f) => f,

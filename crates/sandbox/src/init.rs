@@ -62,16 +62,11 @@ fn setup_and_supervise(args: InitArgs<'_>, status_fd: i32) -> Result<i32, SetupF
         // SAFETY: see run().
         unsafe { libc::_exit(1) };
     }
-    drop(args.go);
     if args.has_root {
         // SAFETY: id syscalls; the maps make 0 valid in this namespace.
         if unsafe { libc::setresgid(0, 0, 0) } < 0 || unsafe { libc::setresuid(0, 0, 0) } < 0 {
             return Err(SetupFailure::new(Step::SetIds, "inside root", &io::Error::last_os_error()));
         }
-    }
-    // SAFETY: unshare with a namespace flag has no memory-safety preconditions.
-    if unsafe { libc::unshare(libc::CLONE_NEWCGROUP) } < 0 {
-        return Err(SetupFailure::new(Step::UnshareCgroup, "cgroup namespace", &io::Error::last_os_error()));
     }
     set_name(c"clawkeep-init");
 
@@ -90,6 +85,18 @@ fn setup_and_supervise(args: InitArgs<'_>, status_fd: i32) -> Result<i32, SetupF
         pty::send_fd(chan.as_raw_fd(), listener.as_raw_fd()).map_err(|e| SetupFailure::new(Step::Loopback, "proxy socket", &e))?;
     }
 
+    // The helper moves us into the run's cgroups while we built the root;
+    // nothing is forked, and the cgroup namespace (rooted where we are) is
+    // not entered, before it says we are in. End of file: it died.
+    if sys::read_some(args.go.as_raw_fd(), &mut b).unwrap_or(0) == 0 {
+        // SAFETY: see run().
+        unsafe { libc::_exit(1) };
+    }
+    drop(args.go);
+    // SAFETY: unshare with a namespace flag has no memory-safety preconditions.
+    if unsafe { libc::unshare(libc::CLONE_NEWCGROUP) } < 0 {
+        return Err(SetupFailure::new(Step::UnshareCgroup, "cgroup namespace", &io::Error::last_os_error()));
+    }
     if let Some(chan) = args.exec_chan {
         // SAFETY: init is single-threaded; the executor never returns.
         let pid = unsafe { libc::fork() };
