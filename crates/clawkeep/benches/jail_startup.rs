@@ -106,6 +106,12 @@ fn main() {
         c.env("CLAWKEEP_STATE_DIR", state.path()).arg("run").arg("--workspace").arg(ws.path()).args(["--", "/bin/true"]);
         c
     });
+    let (ck_noproxy, _) = measure("clawkeep run --no-proxy", || {
+        let mut c = Command::new(clawkeep);
+        c.env("CLAWKEEP_STATE_DIR", state.path()).args(["run", "--no-proxy", "--workspace"]).arg(ws.path()).args(["--", "/bin/true"]);
+        c
+    });
+    let migration = first_cgroup_migration();
     // The same run with the audit log on tmpfs: what the two fsyncs of the
     // audit events (start, exit) cost on this machine's disk.
     let shm = Path::new("/dev/shm");
@@ -131,4 +137,40 @@ fn main() {
         }
     }
     println!("  peak RSS of clawkeep run (launcher, helper, init; max) = {:.1} MB   (target <= 15 MB)", rss_kib as f64 / 1024.0);
+    println!("  where the time goes (same run):");
+    println!("    the inference proxy (token, listener, revocation) {:>6.2} ms", (ck.as_secs_f64() - ck_noproxy.as_secs_f64()) * 1e3);
+    match migration {
+        Some(m) => println!(
+            "    first move of a process into a v1 memory cgroup   {:>6.2} ms (an RCU grace period; overlapped with building the root)",
+            m.as_secs_f64() * 1e3
+        ),
+        None => println!("    cgroup migration: no v1 memory controller here"),
+    }
+}
+
+/// What moving one fresh process into a fresh v1 memory cgroup costs here
+/// (median of a few): the kernel waits out an RCU grace period on the
+/// first migration, which every run pays once.
+fn first_cgroup_migration() -> Option<Duration> {
+    let root = Path::new("/sys/fs/cgroup/memory");
+    if !root.join("cgroup.procs").exists() {
+        return None;
+    }
+    let mut times = Vec::new();
+    for i in 0..7 {
+        let dir = root.join(format!("clawkeep-bench-{}-{i}", std::process::id()));
+        std::fs::create_dir(&dir).ok()?;
+        let mut child = Command::new("/bin/sleep").arg("5").spawn().ok()?;
+        let t = Instant::now();
+        let moved = std::fs::write(dir.join("cgroup.procs"), child.id().to_string());
+        let took = t.elapsed();
+        let _ = child.kill();
+        let _ = child.wait();
+        let _ = std::fs::remove_dir(&dir);
+        moved.ok()?;
+        times.push(took);
+        // Let the kernel go back to its fast path, as between two runs.
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Some(median(times))
 }

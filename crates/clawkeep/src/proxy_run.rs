@@ -189,7 +189,22 @@ impl ProxyPrep {
                 _ => return,
             };
             let std_listener = std::net::TcpListener::from(listener);
-            let listener = match std_listener.set_nonblocking(true).and_then(|()| tokio::net::TcpListener::from_std(std_listener)) {
+            if let Err(e) = std_listener.set_nonblocking(true) {
+                return eprintln!("clawkeep: proxy: cannot use the jail's listener: {e}");
+            }
+            // Most runs never call a model: the sealed store and the usage
+            // database are opened when the first connection is waiting,
+            // not while the jail starts (they would compete for the CPU).
+            let std_listener = match tokio::task::spawn_blocking(move || {
+                wait_readable(&std_listener);
+                std_listener
+            })
+            .await
+            {
+                Ok(l) => l,
+                Err(_) => return,
+            };
+            let listener = match tokio::net::TcpListener::from_std(std_listener) {
                 Ok(l) => l,
                 Err(e) => return eprintln!("clawkeep: proxy: cannot use the jail's listener: {e}"),
             };
@@ -200,6 +215,13 @@ impl ProxyPrep {
             let _ = clawkeep_proxy::serve_tcp(listener, proxy).await;
         });
     }
+}
+
+/// Blocks until a connection waits on `l` (or it fails).
+fn wait_readable(l: &std::net::TcpListener) {
+    let mut pfd = libc::pollfd { fd: l.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    // SAFETY: pfd is one valid pollfd; -1 waits without a timeout.
+    while unsafe { libc::poll(&mut pfd, 1, -1) } < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {}
 }
 
 fn open_state(
