@@ -8,8 +8,10 @@
 //! SCM_RIGHTS descriptors, so an approved command reads and writes the
 //! agent's own stdio; the supervisor answers with [`Reply`] frames.
 
+pub mod client;
 pub mod fdpass;
 pub mod frame;
+pub mod root;
 
 use serde::{Deserialize, Serialize};
 
