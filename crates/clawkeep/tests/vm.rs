@@ -19,36 +19,16 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-fn tool(name: &str) -> bool {
-    ["/usr/sbin", "/sbin", "/usr/bin", "/bin"].iter().any(|d| Path::new(d).join(name).is_file())
-}
-
-fn kernel_dir() -> PathBuf {
-    std::env::var_os("CLAWKEEP_KERNEL_DIR")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| "/var/cache/clawkeep/kernel".into())
-}
-
 /// True when a VM can be built and booted here; otherwise prints why not.
 fn vm_available(test: &str) -> bool {
-    for (t, pkg) in [
+    let tools = [
         ("qemu-system-x86_64", "qemu-system-x86"),
         ("mkfs.ext4", "e2fsprogs"),
         ("debugfs", "e2fsprogs"),
         ("veritysetup", "cryptsetup-bin"),
         ("busybox", "busybox-static"),
-    ] {
-        if !tool(t) {
-            println!("skipped: {test}: {t} not installed (apt-get install {pkg})");
-            return false;
-        }
-    }
-    let boot = kernel_dir().join("boot");
-    let has_kernel =
-        fs::read_dir(&boot).map(|d| d.flatten().any(|e| e.file_name().to_string_lossy().starts_with("vmlinuz-"))).unwrap_or(false);
-    if !has_kernel {
-        println!("skipped: {test}: no Debian kernel in {} (run .ci/fetch-kernel)", boot.display());
+    ];
+    if !common::image_tools_available(test, &tools) {
         return false;
     }
     let guest = common::bin().parent().unwrap().join("clawkeep-guest");

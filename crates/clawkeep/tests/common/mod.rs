@@ -155,3 +155,30 @@ pub fn reachable_by_others(p: &Path) -> bool {
     p.ancestors().skip(1).all(|d| std::fs::metadata(d).map(|m| m.permissions().mode() & 0o001 != 0).unwrap_or(false))
         && std::fs::metadata(p).map(|m| m.permissions().mode() & 0o001 != 0).unwrap_or(false)
 }
+
+/// Where .ci/fetch-kernel extracts Debian's kernel (or $CLAWKEEP_KERNEL_DIR).
+pub fn kernel_dir() -> PathBuf {
+    std::env::var_os("CLAWKEEP_KERNEL_DIR")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "/var/cache/clawkeep/kernel".into())
+}
+
+/// True when every (tool, Debian package) is installed and the kernel is
+/// extracted; otherwise prints why `test` is skipped.
+pub fn image_tools_available(test: &str, tools: &[(&str, &str)]) -> bool {
+    for (t, pkg) in tools {
+        if !["/usr/sbin", "/sbin", "/usr/bin", "/bin"].iter().any(|d| Path::new(d).join(t).is_file()) {
+            println!("skipped: {test}: {t} not installed (apt-get install {pkg})");
+            return false;
+        }
+    }
+    let boot = kernel_dir().join("boot");
+    let has_kernel =
+        std::fs::read_dir(&boot).map(|d| d.flatten().any(|e| e.file_name().to_string_lossy().starts_with("vmlinuz-"))).unwrap_or(false);
+    if !has_kernel {
+        println!("skipped: {test}: no Debian kernel in {} (run .ci/fetch-kernel)", boot.display());
+        return false;
+    }
+    true
+}
