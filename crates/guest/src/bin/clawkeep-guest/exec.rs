@@ -194,7 +194,8 @@ fn raw(fd: &OwnedFd) -> i32 {
     std::os::fd::AsRawFd::as_raw_fd(fd)
 }
 
-fn pipe() -> Result<[OwnedFd; 2], String> {
+/// A close-on-exec pipe, [read, write].
+pub fn pipe() -> Result<[OwnedFd; 2], String> {
     let mut fds = [0i32; 2];
     // SAFETY: fds is valid for two ints.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {

@@ -9,7 +9,7 @@
 //! descriptors as stdio, but only execs on GatedRelease; its exit goes
 //! back as GatedExit. Commands never see the pristine root.
 
-use crate::exec::{send, Out, Table};
+use crate::exec::{pipe, send, Out, Table};
 use crate::masks;
 use crate::relay::{self, Relays};
 use clawkeep_guest::proto::{GateSetup, GatedExitStatus, GatedJob, Message, Service};
@@ -145,16 +145,6 @@ impl Gate {
     pub fn signal(&self, stream: u32, signo: i32) {
         self.table.signal(stream, signo);
     }
-}
-
-fn pipe() -> Result<[OwnedFd; 2], String> {
-    let mut fds = [0i32; 2];
-    // SAFETY: fds is valid for two ints.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(format!("pipe: {}", std::io::Error::last_os_error()));
-    }
-    // SAFETY: pipe2 returned two fresh fds that nothing else owns.
-    Ok(unsafe { [OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])] })
 }
 
 /// Everything the child needs, allocated (and the binary opened, as root)
