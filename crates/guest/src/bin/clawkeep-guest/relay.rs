@@ -12,6 +12,7 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 
 /// The guest end of one relay.
@@ -47,9 +48,31 @@ pub fn next_stream() -> u32 {
     NEXT.fetch_add(2, Ordering::Relaxed)
 }
 
+/// Host data waiting to be written to one relay's connection. A reader
+/// that lets more than this pile up loses its connection: pid 1's channel
+/// reader never waits on an agent's socket.
+const RELAY_QUEUE: usize = 64;
+
+/// One relay: its connection, and the queue its writer thread drains.
+struct Entry {
+    conn: Conn,
+    tx: SyncSender<Vec<u8>>,
+}
+
 #[derive(Clone, Default)]
 pub struct Relays {
-    conns: Arc<Mutex<HashMap<u32, Conn>>>,
+    conns: Arc<Mutex<HashMap<u32, Entry>>>,
+}
+
+/// Writes the host's data for one relay; when the host closes the stream
+/// (the queue's sender is dropped), what was queued is written first.
+fn writer(mut w: Conn, rx: Receiver<Vec<u8>>) {
+    for d in rx {
+        if w.write_all(&d).is_err() {
+            break;
+        }
+    }
+    w.shutdown();
 }
 
 impl Relays {
@@ -69,8 +92,8 @@ impl Relays {
         for conn in l.incoming().flatten() {
             let stream = next_stream();
             let Ok(reader) = conn.try_clone() else { continue };
-            if let Ok(mut c) = self.conns.lock() {
-                c.insert(stream, Conn::Tcp(conn));
+            if !self.register(stream, Conn::Tcp(conn)) {
+                continue;
             }
             send(&out, stream, Message::Open { service });
             let (out, me) = (out.clone(), self.clone());
@@ -82,8 +105,8 @@ impl Relays {
     /// with `first` (bytes already read from it); returns when it closes.
     pub fn relay_unix(&self, conn: UnixStream, out: &Out, stream: u32, service: Service, first: Vec<u8>) {
         let Ok(reader) = conn.try_clone() else { return };
-        if let Ok(mut c) = self.conns.lock() {
-            c.insert(stream, Conn::Unix(conn));
+        if !self.register(stream, Conn::Unix(conn)) {
+            return;
         }
         send(out, stream, Message::Open { service });
         if !first.is_empty() {
@@ -103,18 +126,73 @@ impl Relays {
         send(&out, stream, Message::Close);
     }
 
+    /// Starts the writer of a new relay; false if it could not.
+    fn register(&self, stream: u32, conn: Conn) -> bool {
+        let Ok(w) = conn.try_clone() else { return false };
+        let (tx, rx) = sync_channel(RELAY_QUEUE);
+        if std::thread::Builder::new().name("relay-writer".into()).spawn(move || writer(w, rx)).is_err() {
+            return false;
+        }
+        match self.conns.lock() {
+            Ok(mut c) => {
+                c.insert(stream, Entry { conn, tx });
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Queues host data for the relay's writer; never blocks.
     pub fn data(&self, stream: u32, d: Vec<u8>) {
-        let conn = self.conns.lock().ok().and_then(|c| c.get(&stream).and_then(|s| s.try_clone().ok()));
-        if let Some(mut s) = conn {
-            if s.write_all(&d).is_err() {
-                s.shutdown();
+        let Ok(mut c) = self.conns.lock() else { return };
+        let Some(e) = c.get(&stream) else { return };
+        match e.tx.try_send(d) {
+            Ok(()) => {}
+            // The agent stopped reading (or the writer is gone): drop it.
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                if let Some(e) = c.remove(&stream) {
+                    e.conn.shutdown();
+                }
             }
         }
     }
 
+    /// The host closed the stream: the writer flushes what is queued, then
+    /// shuts the connection down.
     pub fn close(&self, stream: u32) {
-        if let Some(s) = self.conns.lock().ok().and_then(|mut c| c.remove(&stream)) {
-            s.shutdown();
+        let _ = self.conns.lock().ok().and_then(|mut c| c.remove(&stream));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_agent_that_stops_reading_loses_its_relay_without_stalling_pid_1() {
+        let (agent, ours) = UnixStream::pair().unwrap_or_else(|e| panic!("socketpair: {e}"));
+        let relays = Relays::default();
+        assert!(relays.register(7, Conn::Unix(ours)));
+        let t = std::time::Instant::now();
+        // Far more than the socket buffer plus the queue; the agent never reads.
+        for _ in 0..400 {
+            relays.data(7, vec![0u8; 32 * 1024]);
         }
+        assert!(t.elapsed() < std::time::Duration::from_secs(2), "data() waited on the agent's socket");
+        assert!(!relays.conns.lock().map(|c| c.contains_key(&7)).unwrap_or(true), "the relay was dropped");
+        drop(agent);
+    }
+
+    #[test]
+    fn queued_data_is_written_before_a_close_ends_the_relay() {
+        let (mut agent, ours) = UnixStream::pair().unwrap_or_else(|e| panic!("socketpair: {e}"));
+        let relays = Relays::default();
+        assert!(relays.register(9, Conn::Unix(ours)));
+        relays.data(9, b"hello ".to_vec());
+        relays.data(9, b"world".to_vec());
+        relays.close(9);
+        let mut got = String::new();
+        agent.read_to_string(&mut got).unwrap_or_else(|e| panic!("read: {e}"));
+        assert_eq!(got, "hello world");
     }
 }
