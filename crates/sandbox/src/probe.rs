@@ -90,7 +90,7 @@ fn kvm_usable() -> Result<String, String> {
     }
     // SAFETY: vm is a descriptor we own.
     unsafe { libc::close(vm) };
-    Ok("present; KVM_CREATE_VM works (a guest boot test comes with the vm backend)".into())
+    Ok("present; KVM_CREATE_VM works (whether a guest really boots: see 'vm backend' below)".into())
 }
 
 fn check(name: &str, status: Status, detail: impl Into<String>, cost: Option<&str>, required: bool) -> Check {
