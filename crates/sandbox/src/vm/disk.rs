@@ -138,10 +138,22 @@ pub fn workspace_image(img: &Path, dir: &Path) -> Result<(), DiskError> {
 /// guest created or changed are written, files it removed are removed.
 /// `scratch` is a private directory that is emptied afterwards.
 pub fn copy_back(img: &Path, dir: &Path, scratch: &Path) -> Result<(), DiskError> {
+    let out = scratch.join("workspace");
+    fs::create_dir(&out).map_err(io_err("create", &out))?;
+    // e2fsck and debugfs parse a filesystem the guest wrote: as root they
+    // run as an unprivileged uid of their own that owns only this disk and
+    // the scratch directory, and reach the disk through an inherited fd.
+    let confined = Confinement::prepare(img, scratch, &out)?;
+    let disk_arg = confined.as_ref().map_or_else(|| img.to_path_buf(), |c| c.disk_arg.clone());
     // A guest killed before it unmounted leaves a journal to replay:
     // e2fsck does that (and any repair) in user space. Exit codes 1 and 2
     // mean "fixed"; 4 and above, "could not".
-    match tool("e2fsck").arg("-p").arg(img).output() {
+    let mut fsck = tool("e2fsck");
+    fsck.arg("-p").arg(&disk_arg);
+    if confined.is_some() {
+        confine(&mut fsck);
+    }
+    match fsck.output() {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(DiskError::ToolMissing { tool: "e2fsck" }),
         Err(e) => return Err(DiskError::ToolFailed { tool: "e2fsck", path: img.into(), detail: e.to_string() }),
         Ok(o) if o.status.code().is_none_or(|c| c >= 4) => {
@@ -150,13 +162,14 @@ pub fn copy_back(img: &Path, dir: &Path, scratch: &Path) -> Result<(), DiskError
         }
         Ok(_) => {}
     }
-    let out = scratch.join("workspace");
-    fs::create_dir(&out).map_err(io_err("create", &out))?;
     // Relative to its cwd: no path of ours is parsed by debugfs's command
     // line (a space would split it).
     let limit = fs::metadata(img).map_err(io_err("stat", img))?.len();
     let mut cmd = tool("debugfs");
-    cmd.arg("-R").arg("rdump / workspace").arg(img).current_dir(scratch);
+    cmd.arg("-R").arg("rdump / workspace").arg(&disk_arg).current_dir(scratch);
+    if confined.is_some() {
+        confine(&mut cmd);
+    }
     let stderr = match bounded_rdump(cmd, img, scratch, limit) {
         Ok(s) => s,
         Err(e) => {
@@ -166,7 +179,10 @@ pub fn copy_back(img: &Path, dir: &Path, scratch: &Path) -> Result<(), DiskError
     };
     // debugfs exits 0 even when a dump fails: any line but its banner is
     // an error, and a partial dump must never delete host files.
-    if let Some(line) = stderr.lines().find(|l| !l.trim().is_empty() && !l.starts_with("debugfs ")) {
+    // Confined, debugfs cannot give the files their guest owners (copy-back
+    // gives new files the workspace owner's anyway): that one is expected.
+    let expected = |l: &str| confined.is_some() && l.contains("while changing ownership of");
+    if let Some(line) = stderr.lines().find(|l| !l.trim().is_empty() && !l.starts_with("debugfs ") && !expected(l)) {
         let _ = fs::remove_dir_all(&out);
         return Err(DiskError::ToolFailed { tool: "debugfs", path: img.into(), detail: line.to_string() });
     }
@@ -190,6 +206,57 @@ pub fn copy_back(img: &Path, dir: &Path, scratch: &Path) -> Result<(), DiskError
     let _ = fs::remove_file(&snap_file);
     let _ = fs::remove_dir_all(&out);
     r
+}
+
+/// The uid and gid e2fsck and debugfs run as on a guest-written disk
+/// (root callers): owns nothing on the host but that disk and the scratch
+/// directory of one copy-back.
+pub const DISK_TOOL_ID: u32 = crate::idmap::JAIL_UID_BASE + 3;
+
+/// The disk, opened for the confined tools; `None` when not root.
+struct Confinement {
+    _disk: fs::File,
+    disk_arg: PathBuf,
+}
+
+impl Confinement {
+    fn prepare(img: &Path, scratch: &Path, out: &Path) -> Result<Option<Confinement>, DiskError> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return Ok(None);
+        }
+        for p in [img, scratch, out] {
+            std::os::unix::fs::lchown(p, Some(DISK_TOOL_ID), Some(DISK_TOOL_ID)).map_err(io_err("chown", p))?;
+        }
+        let disk = fs::OpenOptions::new().read(true).write(true).custom_flags(libc::O_NOFOLLOW).open(img).map_err(io_err("open", img))?;
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&disk);
+        // SAFETY: F_SETFD on a descriptor we own: the tools inherit it.
+        if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } < 0 {
+            return Err(DiskError::Io { op: "keep open", path: img.into(), source: io::Error::last_os_error() });
+        }
+        Ok(Some(Confinement { _disk: disk, disk_arg: PathBuf::from(format!("/proc/self/fd/{fd}")) }))
+    }
+}
+
+/// Drops the child to [`DISK_TOOL_ID`] with no supplementary groups and
+/// no_new_privs, after std changed into its working directory.
+fn confine(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: setgroups, setresgid, setresuid and prctl are async-signal-safe
+    // and the closure allocates nothing.
+    unsafe {
+        cmd.pre_exec(|| {
+            let id = DISK_TOOL_ID;
+            if libc::setgroups(0, std::ptr::null()) != 0
+                || libc::setresgid(id, id, id) != 0
+                || libc::setresuid(id, id, id) != 0
+                || libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
 }
 
 /// Runs `debugfs rdump` while watching the scratch filesystem: rdump

@@ -123,3 +123,21 @@ fn mirror_writes_changes_removes_deleted_and_never_follows_links() {
     assert!(fs::read_dir(&outside).unwrap().next().is_none(), "wrote through a host symlink");
     assert_eq!(fs::read_link(dst.join("l")).unwrap(), PathBuf::from("/etc/passwd"));
 }
+
+#[test]
+fn the_disk_tools_run_unprivileged() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        println!("skipped: the_disk_tools_run_unprivileged: needs root (CI runs as root)");
+        return;
+    }
+    let mut cmd = Command::new("/bin/sh");
+    cmd.args(["-c", "id -u; id -G; grep NoNewPrivs /proc/self/status"]);
+    confine(&mut cmd);
+    let out = cmd.output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], DISK_TOOL_ID.to_string(), "{text}");
+    assert_eq!(lines[1], DISK_TOOL_ID.to_string(), "no supplementary groups: {text}");
+    assert!(lines[2].ends_with('1'), "{text}");
+}
