@@ -252,6 +252,16 @@ fn batch_approve_and_the_event_stream() {
     let mut sse = UnixStream::connect(&sock).unwrap();
     sse.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     sse.write_all(b"GET /api/events HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    // The response's headers come once the stream is subscribed: only then
+    // can no event be missed, however the server schedules the requests.
+    let mut seen = String::new();
+    let mut buf = [0u8; 4096];
+    while !seen.contains("\r\n\r\n") {
+        match sse.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+        }
+    }
     assert!(wait_for(|| pending(&env).len() == 2, 20), "both requests should wait: {:?}", pending(&env));
     let ids: Vec<String> = pending(&env).iter().map(|a| a["id"].as_i64().unwrap().to_string()).collect();
     let mut args = vec!["approve".to_string()];
@@ -259,8 +269,6 @@ fn batch_approve_and_the_event_stream() {
     env.cmd().args(&args).assert().success();
     let (code, stdout, stderr) = finish(child);
     assert_eq!((code, stdout.trim()), (0, "2"), "{stderr}");
-    let mut seen = String::new();
-    let mut buf = [0u8; 4096];
     while !(seen.contains("event: resolved") && seen.matches("event: queued").count() >= 1) {
         match sse.read(&mut buf) {
             Ok(0) | Err(_) => break,
