@@ -141,7 +141,7 @@ fn main() {
     println!("    the inference proxy (token, listener, revocation) {:>6.2} ms", (ck.as_secs_f64() - ck_noproxy.as_secs_f64()) * 1e3);
     match migration {
         Some(m) => println!(
-            "    first move of a process into a v1 memory cgroup   {:>6.2} ms (an RCU grace period; overlapped with building the root)",
+            "    first move of a process into a v1 memory cgroup   {:>6.2} ms (an RCU grace period; started with the run, overlapped with planning and the root)",
             m.as_secs_f64() * 1e3
         ),
         None => println!("    cgroup migration: no v1 memory controller here"),

@@ -36,6 +36,10 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs) -> Result<u8, Failure> {
     if args.backend == "vm" {
         return crate::vm_run::run(state_dir, args);
     }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        clawkeep_sandbox::cgroup::warm_migration();
+    }
     let policy_load = gate_run::PolicyLoad::start(args.policy.clone());
     let env = AgentEnv::build(|k| std::env::var(k).ok(), &args.env, &args.allow_secret_env).map_err(|e| Failure::usage(e.to_string()))?;
     let audit_file = audit_path(state_dir)?;

@@ -351,6 +351,35 @@ fn read_u64(p: &Path) -> Option<u64> {
 }
 
 /// The cgroup name for a run launched by `launcher_pid`.
+/// Starts, on a thread of its own, a no-op move of this process into the
+/// v1 memory cgroup it is already in.
+///
+/// Why: every move into a v1 cgroup takes the kernel's cgroup threadgroup
+/// lock, whose first writer waits out a full RCU grace period (7-16 ms on
+/// the development machines, more than bwrap's whole run); writers that
+/// come while that period is running or just over do not wait again.
+/// Started when `clawkeep run` starts, the grace period runs while the run
+/// is planned and the helper starts, and the real join of the jail's init
+/// a few milliseconds later rides on it. Root with a v1 memory hierarchy
+/// only; any failure just leaves the join to pay for itself.
+pub fn warm_migration() {
+    let root = Path::new("/sys/fs/cgroup/memory");
+    if !root.join("cgroup.procs").exists() {
+        return;
+    }
+    let _ = std::thread::Builder::new().name("cgroup-warm".into()).spawn(move || {
+        let Ok(own) = fs::read_to_string("/proc/self/cgroup") else { return };
+        let Some(path) = own.lines().find_map(|l| {
+            let mut parts = l.splitn(3, ':');
+            let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+            controllers.split(',').any(|c| c == "memory").then(|| path.trim_start_matches('/').to_string())
+        }) else {
+            return;
+        };
+        let _ = fs::write(root.join(path).join("cgroup.procs"), std::process::id().to_string());
+    });
+}
+
 pub fn run_cgroup_name(launcher_pid: u32, run_id: &str) -> String {
     format!("clawkeep-{launcher_pid}-{run_id}")
 }
