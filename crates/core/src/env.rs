@@ -14,7 +14,8 @@ pub const AGENT_PATH: &str = "/usr/local/bin:/usr/local/sbin:/usr/bin:/usr/sbin:
 /// The agent's home, which is also its workspace and its cwd.
 pub const AGENT_HOME: &str = "/workspace";
 
-const SECRET_SUFFIXES: &[&str] = &["_API_KEY", "_TOKEN", "_SECRET"];
+/// `_KEY` covers names like CLAWKEEP_MASTER_KEY and AWS_SECRET_ACCESS_KEY.
+const SECRET_SUFFIXES: &[&str] = &["_API_KEY", "_KEY", "_TOKEN", "_SECRET", "_PASSWORD"];
 
 /// True when a variable name looks like it holds a credential.
 pub fn is_secret_name(name: &str) -> bool {
@@ -137,10 +138,19 @@ mod tests {
 
     #[test]
     fn secret_names() {
-        for s in ["ANTHROPIC_API_KEY", "openai_api_key", "GITHUB_TOKEN", "AWS_SECRET", "TOKEN"] {
+        for s in [
+            "ANTHROPIC_API_KEY",
+            "openai_api_key",
+            "GITHUB_TOKEN",
+            "AWS_SECRET",
+            "TOKEN",
+            "CLAWKEEP_MASTER_KEY",
+            "AWS_SECRET_ACCESS_KEY",
+            "DB_PASSWORD",
+        ] {
             assert!(is_secret_name(s), "{s}");
         }
-        for s in ["PATH", "TOKENIZER", "SECRETARY_NAME", "HOME"] {
+        for s in ["PATH", "TOKENIZER", "SECRETARY_NAME", "HOME", "KEYBOARD", "CLAWKEEP_IMAGE_PUBKEY"] {
             assert!(!is_secret_name(s), "{s}");
         }
     }

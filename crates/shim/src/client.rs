@@ -38,9 +38,11 @@ fn command_name(argv0: &str) -> Option<String> {
     map.values().any(|c| *c == base).then_some(base)
 }
 
+/// What a gated command's request never carries: a credential-looking
+/// variable (the same rule that keeps them out of the sandbox) or a loader
+/// override.
 fn is_secret(name: &str) -> bool {
-    let n = name.to_ascii_uppercase();
-    ["_API_KEY", "_TOKEN", "_SECRET"].iter().any(|s| n.ends_with(s)) || n.starts_with("LD_")
+    clawkeep_core::is_secret_name(name) || name.to_ascii_uppercase().starts_with("LD_")
 }
 
 /// Runs this process as the shim: asks the gate to run the command this

@@ -79,7 +79,7 @@ pub fn uid() -> Outcome {
 }
 
 const SECRET_NAMES: [&str; 2] = ["ANTHROPIC_API_KEY", "OPENAI_API_KEY"];
-const SECRET_SUFFIXES: [&str; 3] = ["_API_KEY", "_TOKEN", "_SECRET"];
+const SECRET_SUFFIXES: [&str; 5] = ["_API_KEY", "_KEY", "_TOKEN", "_SECRET", "_PASSWORD"];
 
 /// No credential-looking variable reached the agent. Only names are printed,
 /// never values.
