@@ -42,6 +42,24 @@ routes:
   - { prefix: "claude-", provider: anthropic }
 "#;
 
+/// Revokes the run's token when dropped, or on a thread of its own with
+/// [`TokenRevoker::spawn`] (its fsyncs then overlap the run's exit event).
+pub struct TokenRevoker(Option<Box<dyn FnOnce() + Send>>);
+
+impl TokenRevoker {
+    pub fn spawn(mut self) -> Option<std::thread::JoinHandle<()>> {
+        self.0.take().and_then(|f| std::thread::Builder::new().name("clawkeep-revoke".into()).spawn(f).ok())
+    }
+}
+
+impl Drop for TokenRevoker {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            f();
+        }
+    }
+}
+
 /// The usage ledger every run's proxy writes and `clawkeep usage` reads.
 pub fn ledger_path(state: &Path) -> PathBuf {
     state.join("usage.db")
@@ -138,14 +156,27 @@ impl ProxyPrep {
         })
     }
 
-    /// Ends the token's life with the run.
-    pub fn revoker(&self) -> impl FnOnce() + Send + 'static {
+    /// Puts the proxy's URLs and the agent's token into `env` (and their
+    /// names into `names`), replacing whatever the host or --env had under
+    /// those names: a real key never goes in.
+    pub fn apply_env(&self, env: &mut Vec<(String, String)>, names: &mut Vec<String>) {
+        for (k, v) in self.env() {
+            env.retain(|(name, _)| *name != k);
+            names.retain(|name| *name != k);
+            names.push(k.clone());
+            env.push((k, v));
+        }
+    }
+
+    /// Ends the token's life with the run: take it right after `prepare`
+    /// and hold it until the run is over; every early return revokes too.
+    pub fn revoker(&self) -> TokenRevoker {
         let (keys, jti, exp) = (self.keys.clone(), self.token.claims.jti.clone(), self.token.claims.exp);
-        move || {
+        TokenRevoker(Some(Box::new(move || {
             if let Err(e) = keys.revoke(&jti, exp) {
                 eprintln!("clawkeep: warning: the agent's token could not be revoked ({e}); it expires on its own");
             }
-        }
+        })))
     }
 
     /// Serves the proxy on a Unix socket at `path`, on a runtime thread of

@@ -3,7 +3,7 @@
 use crate::audit_cmd::audit_path;
 use crate::cli::RunArgs;
 use crate::gate_run;
-use crate::proxy_run::{ProxyPrep, PROXY_PORT};
+use crate::proxy_run::{ProxyPrep, TokenRevoker, PROXY_PORT};
 use crate::Failure;
 use clawkeep_audit::AuditLog;
 use clawkeep_core::{AgentEnv, Limits, RunSpec};
@@ -76,6 +76,8 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs) -> Result<u8, Failure> {
             }
         },
     };
+    // Held for the whole run: any way out of it revokes the agent's token.
+    let revoke = proxy.as_ref().map(ProxyPrep::revoker);
     let mut env_names = env.names();
     let mut env = env.into_pairs();
     for (k, v) in env.iter_mut() {
@@ -83,13 +85,8 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs) -> Result<u8, Failure> {
             *v = format!("{}:{v}", clawkeep_shim::JAIL_SHIM_DIR);
         }
     }
-    // The proxy's URL and the agent's own token replace whatever the host
-    // had under these names: a real key never goes in.
-    for (k, v) in proxy.as_ref().map(ProxyPrep::env).unwrap_or_default() {
-        env.retain(|(name, _)| *name != k);
-        env_names.retain(|name| *name != k);
-        env_names.push(k.clone());
-        env.push((k, v));
+    if let Some(p) = &proxy {
+        p.apply_env(&mut env, &mut env_names);
     }
     let spec = RunSpec {
         run_id: run_id.clone(),
@@ -179,7 +176,6 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs) -> Result<u8, Failure> {
         return Err(Failure::runtime(format!("{e}; the command was not started")));
     }
 
-    let revoke = proxy.as_ref().map(ProxyPrep::revoker);
     let usage_ledger = proxy.as_ref().map(ProxyPrep::ledger);
     let t0 = Instant::now();
     let gate_dir = gate.dir.clone();
@@ -235,7 +231,7 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs) -> Result<u8, Failure> {
     }
     gate_run::cleanup(&gate_dir);
     // Its fsyncs overlap the exit event's.
-    let revoking = revoke.map(std::thread::spawn);
+    let revoking = revoke.and_then(TokenRevoker::spawn);
     // The helper removes the cgroups before it reports; without a report
     // (it died), the launcher does.
     if result.is_err() {

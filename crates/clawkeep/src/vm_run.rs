@@ -143,13 +143,8 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs) -> Result<u8, Failure> {
     } else {
         let prep = ProxyPrep::prepare(&state, &agent, args.proxy_config.as_deref(), args.timeout)?;
         // From here on every way out of this function revokes the token.
-        let revoke = RevokeOnDrop(Some(Box::new(prep.revoker())));
-        for (k, v) in prep.env() {
-            env.retain(|(name, _)| *name != k);
-            env_names.retain(|name| *name != k);
-            env_names.push(k.clone());
-            env.push((k, v));
-        }
+        let revoke = prep.revoker();
+        prep.apply_env(&mut env, &mut env_names);
         let dir = disk::private_dir(&cfg.run_root, "px").map_err(|e| Failure::runtime(format!("proxy socket directory: {e}")))?;
         Some((prep.describe(), revoke, dir, prep))
     };
@@ -462,16 +457,4 @@ fn take_signals(signals: Arc<Signals>) {
             signals.deliver(sig);
         }
     });
-}
-
-/// Revokes the run's token when dropped: on every error path as well as
-/// at the end of the run.
-struct RevokeOnDrop(Option<Box<dyn FnOnce() + Send>>);
-
-impl Drop for RevokeOnDrop {
-    fn drop(&mut self) {
-        if let Some(f) = self.0.take() {
-            f();
-        }
-    }
 }

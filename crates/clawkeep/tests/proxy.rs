@@ -308,3 +308,19 @@ async fn official_sdks_in_the_jail_use_the_proxy_unchanged() {
         assert!(!contains(&bytes, OPENAI_KEY) && !contains(&bytes, ANTHROPIC_KEY), "the real key leaked into {}", path.display());
     }
 }
+
+#[test]
+fn a_run_that_fails_to_start_revokes_the_token_it_issued() {
+    if !jail_available("a_run_that_fails_to_start_revokes_the_token_it_issued") {
+        return;
+    }
+    let env = Env::new();
+    let bad = env.state.path().join("bad-policy.yaml");
+    std::fs::write(&bad, "rules: [ {").unwrap();
+    let out = env.run(&["--policy", bad.to_str().unwrap()], &["true"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    // The token was issued before the policy was found bad: it is revoked.
+    let revoked = std::fs::read_to_string(env.state.path().join("identity/keys/revoked.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&revoked).unwrap();
+    assert_eq!(v["revoked"].as_object().map(|m| m.len()), Some(1), "{revoked}");
+}
