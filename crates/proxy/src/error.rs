@@ -27,8 +27,10 @@ pub enum ProxyError {
     RateLimited { what: &'static str, retry_after: u64 },
     #[error("{0}; the budget resets at the start of the next period")]
     BudgetExhausted(String),
-    #[error("provider `{0}` has no key in the sealed store; ask the operator to run `clawkeep secret set`")]
-    MissingProviderKey(String),
+    #[error("provider `{provider}` has no key in the sealed store; ask the operator to run `clawkeep secret set {secret}`")]
+    MissingProviderKey { provider: String, secret: String },
+    #[error("the key sealed as `{secret}` for provider `{provider}` cannot be sent (a stray newline or control character?); ask the operator to seal it again with `clawkeep secret set {secret}`")]
+    BadProviderKey { provider: String, secret: String },
     #[error("the proxy could not read its state: {0}")]
     Internal(String),
     #[error("upstream provider `{0}` did not answer in time")]
@@ -49,7 +51,9 @@ impl ProxyError {
             }
             ProxyError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::BudgetExhausted(_) => StatusCode::PAYMENT_REQUIRED,
-            ProxyError::MissingProviderKey(_) | ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ProxyError::MissingProviderKey { .. } | ProxyError::BadProviderKey { .. } | ProxyError::Internal(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
             ProxyError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::UpstreamStatus { .. } | ProxyError::UpstreamUnreachable(_) => StatusCode::BAD_GATEWAY,
         }
@@ -65,7 +69,7 @@ impl ProxyError {
             ProxyError::Unpriced(_) => "model_unpriced",
             ProxyError::RateLimited { .. } => "rate_limited",
             ProxyError::BudgetExhausted(_) => "budget_exhausted",
-            ProxyError::MissingProviderKey(_) | ProxyError::Internal(_) => "proxy_error",
+            ProxyError::MissingProviderKey { .. } | ProxyError::BadProviderKey { .. } | ProxyError::Internal(_) => "proxy_error",
             ProxyError::UpstreamTimeout(_) => "upstream_timeout",
             ProxyError::UpstreamStatus { .. } | ProxyError::UpstreamUnreachable(_) => "upstream_error",
         }

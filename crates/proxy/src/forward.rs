@@ -206,7 +206,8 @@ fn upstream_request(
             (HeaderName::from_static("x-api-key"), Zeroizing::new(key.to_vec()))
         }
     };
-    let mut value = HeaderValue::from_bytes(&value).map_err(|_| ProxyError::MissingProviderKey(provider.name.clone()))?;
+    let mut value = HeaderValue::from_bytes(&value)
+        .map_err(|_| ProxyError::BadProviderKey { provider: provider.name.clone(), secret: provider.secret.clone() })?;
     value.set_sensitive(true);
     out.insert(name, value);
     Ok(state.client().post(url).headers(out).body(body))

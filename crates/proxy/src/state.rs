@@ -129,7 +129,7 @@ impl ProxyState {
                 cache.insert(provider.secret.clone(), (key.clone(), Instant::now()));
                 Ok(key)
             }
-            Ok(None) => Err(ProxyError::MissingProviderKey(provider.name.clone())),
+            Ok(None) => Err(ProxyError::MissingProviderKey { provider: provider.name.clone(), secret: provider.secret.clone() }),
             Err(e) => Err(ProxyError::Internal(e.to_string())),
         }
     }

@@ -92,6 +92,8 @@ async fn missing_provider_key_is_500_and_not_charged() {
     assert_eq!(resp.status(), 500);
     let v: Value = resp.json().await.unwrap();
     assert_eq!(v["error"]["type"], "proxy_error");
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("clawkeep secret set no-such-secret"), "the error says what to run: {msg}");
     assert!(h.upstream.received().is_empty());
     let rows = h.state.usage(Some("agent-k"), None).unwrap();
     assert_eq!(rows.len(), 1, "a refusal is recorded");
