@@ -33,7 +33,11 @@ pub enum DiskError {
 fn tool(name: &'static str) -> Command {
     let dirs = std::env::var("PATH").unwrap_or_default();
     let found = dirs.split(':').chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"]).map(|d| Path::new(d).join(name)).find(|p| p.is_file());
-    Command::new(found.unwrap_or_else(|| PathBuf::from(name)))
+    let mut cmd = Command::new(found.unwrap_or_else(|| PathBuf::from(name)));
+    // They read guest-written disks: none of our environment (which may
+    // hold the master key or a provider key) goes with them.
+    cmd.env_clear().env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin").env("LANG", "C");
+    cmd
 }
 
 fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> DiskError {

@@ -93,7 +93,9 @@ pub fn args(c: &QemuConfig) -> Vec<OsString> {
 pub fn spawn(c: &QemuConfig, stderr_log: &Path) -> std::io::Result<Child> {
     let err = std::fs::File::create(stderr_log)?;
     let mut cmd = Command::new(&c.binary);
-    cmd.args(args(c)).stdin(Stdio::null()).stdout(Stdio::null()).stderr(err);
+    // QEMU gets none of our environment: it may hold the master key or a
+    // host provider key, and a VMM escape would read its environ first.
+    cmd.env_clear().args(args(c)).stdin(Stdio::null()).stdout(Stdio::null()).stderr(err);
     let parent = std::process::id() as libc::pid_t;
     // SAFETY: sigprocmask and prctl are async-signal-safe; the closure
     // allocates nothing.

@@ -141,3 +141,12 @@ fn the_disk_tools_run_unprivileged() {
     assert_eq!(lines[1], DISK_TOOL_ID.to_string(), "no supplementary groups: {text}");
     assert!(lines[2].ends_with('1'), "{text}");
 }
+
+#[test]
+fn the_disk_tools_get_none_of_our_environment() {
+    let out = tool("env").output().unwrap();
+    let mut names: Vec<String> =
+        String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.split_once('=').map(|(k, _)| k.to_string())).collect();
+    names.sort();
+    assert_eq!(names, ["LANG", "PATH"]);
+}
