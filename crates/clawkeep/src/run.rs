@@ -36,10 +36,6 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs) -> Result<u8, Failure> {
     if args.backend == "vm" {
         return crate::vm_run::run(state_dir, args);
     }
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        clawkeep_sandbox::cgroup::warm_migration();
-    }
     let policy_load = gate_run::PolicyLoad::start(args.policy.clone());
     let env = AgentEnv::build(|k| std::env::var(k).ok(), &args.env, &args.allow_secret_env).map_err(|e| Failure::usage(e.to_string()))?;
     let audit_file = audit_path(state_dir)?;
@@ -180,9 +176,11 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs) -> Result<u8, Failure> {
     let t0 = Instant::now();
     let gate_dir = gate.dir.clone();
     let inflight: Arc<std::sync::atomic::AtomicUsize> = Arc::default();
+    // Reaped after the exit event: the helper removes the cgroups meanwhile.
+    let mut ending = None;
     let result = match plan.launch_spawned(helper) {
         Err(e) => Err(e),
-        Ok(launched) => match log.sync() {
+        Ok(mut launched) => match log.sync() {
             Err(e) => {
                 launched.abort();
                 gate_run::cleanup(&gate_dir);
@@ -219,7 +217,9 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs) -> Result<u8, Failure> {
                 ) {
                     eprintln!("clawkeep: warning: {}; gated commands will fail", f.message);
                 }
-                launched.wait()
+                let report = launched.wait();
+                ending = Some(launched);
+                report
             }
         },
     };
@@ -261,6 +261,9 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs) -> Result<u8, Failure> {
     }
     if let Some(t) = revoking {
         let _ = t.join();
+    }
+    if let Some(helper) = ending {
+        helper.reap();
     }
     match result {
         Err(e) => Err(Failure::runtime(e.to_string())),

@@ -48,10 +48,16 @@ pub fn main() -> i32 {
     let proxy_chan = cfg.proxy_port.filter(|_| sys::set_cloexec(PROXY_FD).is_ok()).map(|_| unsafe { OwnedFd::from_raw_fd(PROXY_FD) });
     let (report, parent_gone) = run(&cfg, exec_chan, prompt_chan, proxy_chan);
     if parent_gone {
+        finish(&cfg);
         record_abort(&cfg, &report);
-    } else if let Ok(mut line) = serde_json::to_vec(&report) {
-        line.push(b'\n');
-        let _ = sys::write_all(REPORT_FD, &line);
+    } else {
+        // Reported first: the launcher records the exit while the cgroups
+        // are removed, and waits for this process to end before it does.
+        if let Ok(mut line) = serde_json::to_vec(&report) {
+            line.push(b'\n');
+            let _ = sys::write_all(REPORT_FD, &line);
+        }
+        finish(&cfg);
     }
     0
 }
@@ -108,8 +114,18 @@ fn run(cfg: &HelperConfig, exec_chan: Option<OwnedFd>, prompt_chan: Option<Owned
         Err(e) => return (setup_failed(SetupFailure::new(Step::CloneNamespaces, "pipe", &e)), false),
     };
 
+    // Init is cloned from inside the run's v1 cgroups, so it is born there
+    // and no process ever migrates (see `CgroupSet::visit_v1`). On error
+    // init is moved in after the clone instead, the slow way.
+    let visit = cfg.cgroups.visit_v1().ok();
     // SAFETY: the helper is single-threaded (it never starts a thread).
-    let pid = match unsafe { sys::clone_fork(NS_FLAGS as libc::c_ulong) } {
+    let cloned = unsafe { sys::clone_fork(NS_FLAGS as libc::c_ulong) };
+    let came_back = match visit {
+        Some(v) if !matches!(cloned, Ok(0)) => Some(v.leave()),
+        // The child stays: it is the jail's init.
+        _ => None,
+    };
+    let pid = match cloned {
         Ok(p) => p,
         Err(e) => return (setup_failed(SetupFailure::new(Step::CloneNamespaces, "clone", &e)), false),
     };
@@ -142,6 +158,14 @@ fn run(cfg: &HelperConfig, exec_chan: Option<OwnedFd>, prompt_chan: Option<Owned
         // SAFETY: pid is our child.
         unsafe { libc::kill(pid, sig) };
     };
+    if let Some(Err(e)) = &came_back {
+        // Still inside the run's cgroups, the helper would be killed with
+        // the jail and keep its cgroups from being removed.
+        kill(libc::SIGKILL);
+        reap(pid);
+        finish(cfg);
+        return (setup_failed(SetupFailure::new(Step::JoinCgroup, "leaving the run's cgroups", e)), false);
+    }
     if let Err(f) = maps.write(pid) {
         kill(libc::SIGKILL);
         reap(pid);
@@ -169,11 +193,11 @@ fn run(cfg: &HelperConfig, exec_chan: Option<OwnedFd>, prompt_chan: Option<Owned
             return (setup_failed(first.unwrap_or(f)), false);
         }
     }
-    // Joined while init builds the root: the first migration into a v1
-    // cgroup waits out an RCU grace period (5-15 ms here), the largest
-    // single start-up cost. Init forks nothing (and enters no cgroup
-    // namespace) before the second byte on the go pipe says it is in.
-    if let Err(e) = cfg.cgroups.join(pid) {
+    // Joined while init builds the root: a process migration waits out an
+    // RCU grace period (about 7 ms here). Init forks nothing (and enters no
+    // cgroup namespace) before the second byte on the go pipe says it is in.
+    let joined = if came_back.is_some() { cfg.cgroups.join_v2(pid) } else { cfg.cgroups.join(pid) };
+    if let Err(e) = joined {
         kill(libc::SIGKILL);
         reap(pid);
         finish(cfg);
@@ -211,7 +235,6 @@ fn run(cfg: &HelperConfig, exec_chan: Option<OwnedFd>, prompt_chan: Option<Owned
             _ => None,
         }),
     };
-    finish(cfg);
     (report, mon.parent_gone)
 }
 

@@ -159,12 +159,21 @@ impl Launched {
         HELPER_PID.store(0, Ordering::SeqCst);
     }
 
-    /// Waits for the jail to end and returns the helper's report.
-    pub fn wait(mut self) -> Result<JailReport, SandboxError> {
+    /// Waits for the jail to end and returns the helper's report. The
+    /// helper is then still removing the run's cgroups: `reap` waits for it.
+    pub fn wait(&mut self) -> Result<JailReport, SandboxError> {
+        let line = sys::read_line(self.report.as_raw_fd()).map_err(SandboxError::HelperIo)?;
+        if let Ok(report) = serde_json::from_slice(&line) {
+            return Ok(report);
+        }
         let status = self.child.wait().map_err(SandboxError::HelperIo)?;
         HELPER_PID.store(0, Ordering::SeqCst);
-        drop(self.lifeline);
-        let bytes = sys::read_to_end(self.report.as_raw_fd()).map_err(SandboxError::HelperIo)?;
-        serde_json::from_slice(&bytes).map_err(|_| SandboxError::HelperDied { status: status.to_string() })
+        Err(SandboxError::HelperDied { status: status.to_string() })
+    }
+
+    /// Waits for the helper to exit; after it nothing of the jail remains.
+    pub fn reap(mut self) {
+        let _ = self.child.wait();
+        HELPER_PID.store(0, Ordering::SeqCst);
     }
 }
