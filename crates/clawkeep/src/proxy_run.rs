@@ -269,9 +269,10 @@ fn open_state(
     let secrets = SealedStore::open(&paths.secrets, master).map_err(|e| e.to_string())?;
     let ledger = Arc::new(Ledger::open(&ledger_path(state)).map_err(|e| e.to_string())?);
     let _ = handle.0.set(ledger.clone());
-    let observer = UsageObserver(Arc::new(move |row: &UsageRow| {
-        // Counts and timings only: prompts and replies never reach the audit.
-        let fields = json!({
+    let observer = UsageObserver(Arc::new(move |row: &UsageRow, prompt: Option<&[u8]>| {
+        // Counts and timings; the prompt only when the config's
+        // `audit_prompts` opted in. Replies never reach the audit.
+        let mut fields = json!({
             "run_id": run_id,
             "agent": row.agent,
             "model": row.model,
@@ -282,12 +283,34 @@ fn open_state(
             "cost_usd": row.cost_usd,
             "latency_ms": row.latency_ms,
         });
+        if let Some(body) = prompt {
+            let (value, truncated) = prompt_field(body);
+            fields["prompt"] = value;
+            if truncated {
+                fields["prompt_truncated"] = json!(true);
+            }
+        }
         if let Err(e) = audit.append("llm.call", fields) {
             eprintln!("clawkeep: warning: an inference call could not be audited: {e}");
         }
     }));
     let proxy = ProxyState::with_observer(config, keys, Arc::new(secrets), ledger, Some(observer)).map_err(|e| e.to_string())?;
     Ok(proxy.bound_to(agent))
+}
+
+/// Largest prompt kept in one audit event; a longer one is cut (as text).
+pub const AUDIT_PROMPT_MAX: usize = 64 * 1024;
+
+/// An opted-in prompt as an audit field: the request's JSON as it was, or
+/// its first [`AUDIT_PROMPT_MAX`] bytes as text when longer (`true`).
+fn prompt_field(body: &[u8]) -> (serde_json::Value, bool) {
+    if body.len() <= AUDIT_PROMPT_MAX {
+        if let Ok(v) = serde_json::from_slice(body) {
+            return (v, false);
+        }
+    }
+    let cut = &body[..body.len().min(AUDIT_PROMPT_MAX)];
+    (json!(String::from_utf8_lossy(cut)), body.len() > AUDIT_PROMPT_MAX)
 }
 
 /// `clawkeep usage`: what the proxy recorded.
@@ -351,6 +374,18 @@ mod tests {
         assert_eq!(clawkeep_proxy::routing::route(&c, "gpt-4o").unwrap().provider.name, "openai");
         assert_eq!(clawkeep_proxy::routing::route(&c, "claude-sonnet-4").unwrap().provider.name, "anthropic");
         assert!(clawkeep_proxy::routing::route(&c, "llama-3").is_none());
+    }
+
+    #[test]
+    fn prompts_are_kept_as_json_and_cut_when_long() {
+        let (v, cut) = prompt_field(br#"{"model":"m","messages":[]}"#);
+        assert_eq!((v["model"].as_str(), cut), (Some("m"), false));
+        let (v, cut) = prompt_field(b"not json");
+        assert_eq!((v.as_str(), cut), (Some("not json"), false));
+        let long = format!(r#"{{"model":"m","x":"{}"}}"#, "a".repeat(AUDIT_PROMPT_MAX));
+        let (v, cut) = prompt_field(long.as_bytes());
+        assert!(cut);
+        assert_eq!(v.as_str().map(str::len), Some(AUDIT_PROMPT_MAX));
     }
 
     #[test]

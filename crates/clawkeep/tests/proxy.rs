@@ -190,6 +190,38 @@ async fn agent_calls_both_providers_and_no_key_leaks() {
     assert_eq!(String::from_utf8_lossy(&none.stdout).trim(), "[]");
 }
 
+const ONE_CALL: &str = r#"
+import json, os, urllib.request
+body = json.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": "the plan is 42"}]}).encode()
+req = urllib.request.Request(os.environ["OPENAI_BASE_URL"] + "/chat/completions", data=body,
+    headers={"Authorization": "Bearer " + os.environ["OPENAI_API_KEY"], "Content-Type": "application/json"})
+print(urllib.request.urlopen(req, timeout=10).status)
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opted_in_prompts_reach_the_audit() {
+    if !jail_available("opted_in_prompts_reach_the_audit") {
+        return;
+    }
+    let (env, _fake, cfg) = provider_and_sealed_keys().await;
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text.push_str("audit_prompts: true\n");
+    std::fs::write(&cfg, text).unwrap();
+    std::fs::write(env.workspace.path().join("call.py"), ONE_CALL).unwrap();
+    let extra = vec!["--agent".into(), "talker".into(), "--proxy-config".into(), cfg.display().to_string()];
+    let out = run_agent(&env, extra, vec!["python3".into(), "/workspace/call.py".into()]).await;
+    assert!(out.status.success(), "stdout: {}\nstderr: {}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let audit = env.audit();
+    let call = audit.iter().find(|e| e["kind"] == "llm.call").expect("no llm.call event");
+    // The body as the agent sent it; never the token (a header) or a key.
+    assert_eq!(call["prompt"]["messages"][0]["content"], "the plan is 42", "{call}");
+    assert_eq!(call["prompt"]["model"], "gpt-4o");
+    assert!(call.get("prompt_truncated").is_none());
+    let line = call.to_string();
+    assert!(!line.contains(OPENAI_KEY) && !line.contains("Bearer"), "{line}");
+    env.cmd().args(["audit", "verify"]).assert().success();
+}
+
 #[test]
 fn no_proxy_means_no_token_and_no_url() {
     if !jail_available("no_proxy_means_no_token_and_no_url") {

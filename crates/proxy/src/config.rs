@@ -39,6 +39,11 @@ pub struct ProxyConfig {
     /// Output tokens reserved when a request sets no `max_tokens`.
     #[serde(default = "default_max_output_tokens")]
     pub default_max_output_tokens: u64,
+    /// Hands each admitted request's body (the prompt, as the agent sent
+    /// it) to the usage observer, which puts it in the call's audit event.
+    /// Off by default: a prompt holds whatever the agent read.
+    #[serde(default)]
+    pub audit_prompts: bool,
 }
 
 impl ProxyConfig {

@@ -110,6 +110,9 @@ async fn forward(
     let request = upstream_request(&state, &provider, endpoint, &headers, body, &secret)?;
     let mut ticket = state.admit(&agent, &model, &provider.name, price, reserved, endpoint.billable())?;
     seen.admitted = true;
+    if config.audit_prompts {
+        ticket.prompt = Some(raw.clone());
+    }
 
     let started = Instant::now();
     let sent = tokio::time::timeout(config.upstream_timeout, request.send()).await;

@@ -38,6 +38,8 @@ pub struct Ticket {
     pub(crate) started: Instant,
     pub(crate) done: bool,
     pub(crate) observer: Option<crate::state::UsageObserver>,
+    /// The request body, kept only when the config audits prompts.
+    pub(crate) prompt: Option<axum::body::Bytes>,
 }
 
 impl Ticket {
@@ -77,7 +79,7 @@ impl Ticket {
             tracing::error!(error = %e, agent = %self.agent, "could not record usage");
         }
         if let Some(o) = &self.observer {
-            (o.0)(&row);
+            (o.0)(&row, self.prompt.as_deref());
         }
         tracing::info!(
             agent = %self.agent, model = %self.model, provider = %self.provider, status,

@@ -23,7 +23,10 @@ pub struct ProxyState {
 /// Told about every settled request, after its ledger row is written (the
 /// binary turns these into audit events). Never sees a body or a key.
 #[derive(Clone)]
-pub struct UsageObserver(pub Arc<dyn Fn(&UsageRow) + Send + Sync>);
+/// Told about every settled or refused request: its ledger row and, when
+/// the config's `audit_prompts` is on and the request was admitted, the
+/// body the agent sent.
+pub struct UsageObserver(pub Arc<dyn Fn(&UsageRow, Option<&[u8]>) + Send + Sync>);
 
 impl std::fmt::Debug for UsageObserver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -154,7 +157,7 @@ impl ProxyState {
             tracing::error!(error = %e, agent, "could not record a refused request");
         }
         if let Some(o) = &self.inner.observer {
-            (o.0)(&row);
+            (o.0)(&row, None);
         }
     }
 
@@ -200,6 +203,7 @@ impl ProxyState {
             started: Instant::now(),
             done: false,
             observer: self.inner.observer.clone(),
+            prompt: None,
         })
     }
 }
