@@ -79,7 +79,9 @@ fn allowed_runs_and_denied_prints_the_reason() {
         return;
     }
     let (env, policy) = env_with_policy();
-    let out = run_gated(&env, &policy, "t-allow", "uname -s; touch /workspace/x; echo touch=$?");
+    // The agent's own proxy token on a command line is redacted in every
+    // record (the command itself would get it unchanged).
+    let out = run_gated(&env, &policy, "t-allow", "uname -s; touch /workspace/x \"Bearer $OPENAI_API_KEY\"; echo touch=$?");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(stdout, "Linux\ntouch=126\n", "{stderr}");
@@ -91,6 +93,8 @@ fn allowed_runs_and_denied_prints_the_reason() {
     assert!(outcomes.contains(&"allowed") && outcomes.contains(&"denied"), "{v}");
     let audit = std::fs::read_to_string(env.state.path().join("audit.jsonl")).unwrap();
     assert!(audit.contains("\"kind\":\"gate.decision\"") && audit.contains("\"kind\":\"gate.exit\""));
+    assert!(audit.contains("Bearer [redacted token]") && !audit.contains("Bearer eyJ"), "{audit}");
+    assert!(v.to_string().contains("Bearer [redacted token]") && !v.to_string().contains("Bearer eyJ"), "{v}");
     env.cmd().args(["audit", "verify"]).assert().success();
 }
 

@@ -15,6 +15,7 @@ pub mod api;
 pub mod conn;
 pub mod events;
 pub mod executor;
+pub mod shown;
 pub mod supervisor;
 
 pub use events::GateEvent;

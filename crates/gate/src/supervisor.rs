@@ -226,7 +226,10 @@ async fn audit_async(inner: &Arc<Inner>, kind: &'static str, fields: serde_json:
 /// The facts about one request that every record repeats.
 struct Req {
     command: String,
+    /// What the command gets.
     args: Vec<String>,
+    /// What every record shows: `args` with tokens redacted (`shown.rs`).
+    shown: Vec<String>,
     cwd: String,
     env: Vec<(String, String)>,
     tty: bool,
@@ -258,7 +261,8 @@ async fn handle(inner: Arc<Inner>, stream: UnixStream) {
         let _ = conn.send(&Reply::Error { message: "the request must carry stdin, stdout and stderr".into() }).await;
         return;
     };
-    let r = Req { command, args, cwd, env, tty, uid: cred.as_ref().map(|c| c.uid()), pid: cred.and_then(|c| c.pid()) };
+    let shown = crate::shown::shown_args(&args);
+    let r = Req { command, args, shown, cwd, env, tty, uid: cred.as_ref().map(|c| c.uid()), pid: cred.and_then(|c| c.pid()) };
     decide(&inner, &mut conn, r, stdio).await;
 }
 
@@ -267,7 +271,7 @@ async fn decide(inner: &Arc<Inner>, conn: &mut Conn, r: Req, stdio: [OwnedFd; 3]
     let policy = cfg.policy.current();
     let d = policy.evaluate(&PolicyRequest { command: &r.command, args: &r.args, cwd: Path::new(&r.cwd) });
     let base = json!({
-        "agent": cfg.agent, "command": r.command, "args": r.args, "cwd": r.cwd, "uid": r.uid, "pid": r.pid,
+        "agent": cfg.agent, "command": r.command, "args": r.shown, "cwd": r.cwd, "uid": r.uid, "pid": r.pid,
         "rule": d.rule, "rule_line": d.line, "decision": d.action.to_string(), "reason": d.reason,
     });
     let mut approved_by: Option<String> = None;
@@ -281,7 +285,7 @@ async fn decide(inner: &Arc<Inner>, conn: &mut Conn, r: Req, stdio: [OwnedFd; 3]
         }
         Action::Allow => {}
         Action::Ask => {
-            if cfg.store.session_allows(&cfg.agent, &cfg.session, &r.command, &r.args).unwrap_or(false) {
+            if cfg.store.session_allows(&cfg.agent, &cfg.session, &r.command, &r.shown).unwrap_or(false) {
                 approved_by = Some("session grant".into());
                 scope = Some(Scope::Session);
             } else {
@@ -393,7 +397,7 @@ async fn wait_for_operator(inner: &Arc<Inner>, conn: &mut Conn, r: &Req, rule: O
         agent: cfg.agent.clone(),
         session: cfg.session.clone(),
         command: r.command.clone(),
-        args: r.args.clone(),
+        args: r.shown.clone(),
         cwd: r.cwd.clone(),
         uid: r.uid.unwrap_or(0),
         rule,
@@ -412,7 +416,7 @@ async fn wait_for_operator(inner: &Arc<Inner>, conn: &mut Conn, r: &Req, rule: O
     audit_async(
         inner,
         "gate.queued",
-        json!({"agent": cfg.agent, "id": approval.id, "command": r.command, "args": r.args, "cwd": r.cwd, "reason": reason}),
+        json!({"agent": cfg.agent, "id": approval.id, "command": r.command, "args": r.shown, "cwd": r.cwd, "reason": reason}),
     )
     .await;
     let _ = conn.send(&Reply::Pending { id: approval.id, reason: reason.to_string() }).await;
@@ -461,7 +465,7 @@ fn new_decision(
         agent: cfg.agent.clone(),
         session: cfg.session.clone(),
         command: r.command.clone(),
-        args: r.args.clone(),
+        args: r.shown.clone(),
         cwd: r.cwd.clone(),
         uid: r.uid.unwrap_or(0),
         rule,
