@@ -39,6 +39,17 @@
 //! | Error | 0x87 | guest→host | JSON `{"message": "..."}` |
 //! | GateReady | 0x88 | guest→host | JSON `{"masked": N}`, stream 0: masks in place |
 //! | GatedExit | 0x89 | guest→host | JSON [`GatedExitStatus`], on the gate relay stream |
+//! | StdinCredit | 0x8A | guest→host | JSON `{"bytes": N}`, on an exec stream |
+//!
+//! Stdin flow control: a guest whose Ready carries a non-zero
+//! `stdin_window` accepts at most that many Stdin bytes per exec stream
+//! that it has not yet written into the command's stdin pipe; each write
+//! into the pipe is answered with StdinCredit for the bytes written. The
+//! host sends Stdin only against credit (it starts with the window), so a
+//! command that never reads its stdin costs the guest at most the window
+//! (plus the pipe's own buffer); bytes beyond it are dropped. EOF (an empty
+//! Stdin) needs no credit. A window of 0 (a guest older than this frame)
+//! means no flow control: the host sends without limit.
 //!
 //! Gated commands: after GateConfig the gated names are the guest's own
 //! binary (a shim); a shim's request travels on a guest-opened `gate`
@@ -57,6 +68,9 @@ pub const HEADER: usize = 9;
 pub const MAX_PAYLOAD: usize = MAX_FRAME - 5;
 /// The virtio-serial port name the guest serves on.
 pub const PORT_NAME: &str = "org.clawkeep.0";
+/// Stdin bytes per exec stream the guest holds before they reach the
+/// command's pipe: what it announces in [`ReadyInfo::stdin_window`].
+pub const STDIN_WINDOW: u32 = 256 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -82,6 +96,7 @@ pub enum Kind {
     Error = 0x87,
     GateReady = 0x88,
     GatedExit = 0x89,
+    StdinCredit = 0x8A,
 }
 
 impl Kind {
@@ -109,6 +124,7 @@ impl Kind {
             0x87 => Error,
             0x88 => GateReady,
             0x89 => GatedExit,
+            0x8A => StdinCredit,
             _ => return None,
         })
     }
@@ -231,6 +247,11 @@ pub struct ExecRequest {
     pub cwd: Option<String>,
     pub uid: u32,
     pub gid: u32,
+    /// The host takes StdinCredit frames. A host built before flow control
+    /// would end the channel on one; for it (false, absent) the guest sends
+    /// none and queues that command's stdin unbounded, as it used to.
+    #[serde(default)]
+    pub stdin_credit: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -238,6 +259,10 @@ pub struct ReadyInfo {
     /// The guest kernel's release (uname -r).
     pub kernel: String,
     pub uptime_ms: u64,
+    /// Stdin bytes per exec stream the guest accepts ahead of StdinCredit;
+    /// 0 (absent: a guest built before flow control) = no limit.
+    #[serde(default)]
+    pub stdin_window: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -314,6 +339,7 @@ pub enum Message {
     Error { message: String },
     GateReady { masked: u32 },
     GatedExit(GatedExitStatus),
+    StdinCredit { bytes: u32 },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -331,6 +357,10 @@ struct Msg {
 #[derive(Serialize, Deserialize)]
 struct Masked {
     masked: u32,
+}
+#[derive(Serialize, Deserialize)]
+struct Bytes {
+    bytes: u32,
 }
 #[derive(Serialize, Deserialize)]
 struct Svc {
@@ -370,6 +400,7 @@ impl Message {
             Message::Error { .. } => Kind::Error,
             Message::GateReady { .. } => Kind::GateReady,
             Message::GatedExit(_) => Kind::GatedExit,
+            Message::StdinCredit { .. } => Kind::StdinCredit,
         }
     }
 
@@ -391,6 +422,7 @@ impl Message {
             Message::Exit(s) => json(&s),
             Message::HealthOk(h) => json(&h),
             Message::Error { message } => json(&Msg { message }),
+            Message::StdinCredit { bytes } => json(&Bytes { bytes }),
         };
         Frame { kind, stream, payload }
     }
@@ -420,6 +452,7 @@ impl Message {
             Kind::Error => Message::Error { message: parse::<Msg>(k, &p)?.message },
             Kind::GateReady => Message::GateReady { masked: parse::<Masked>(k, &p)?.masked },
             Kind::GatedExit => Message::GatedExit(parse(k, &p)?),
+            Kind::StdinCredit => Message::StdinCredit { bytes: parse::<Bytes>(k, &p)?.bytes },
         })
     }
 }

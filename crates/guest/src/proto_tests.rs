@@ -9,6 +9,7 @@ fn all() -> Vec<Message> {
             cwd: Some("/workspace".into()),
             uid: 1000,
             gid: 1000,
+            stdin_credit: true,
         }),
         Message::Stdin(b"abc".to_vec()),
         Message::Stdin(Vec::new()),
@@ -18,7 +19,7 @@ fn all() -> Vec<Message> {
         Message::Open { service: Service::Proxy },
         Message::Data(vec![0, 1, 2, 255]),
         Message::Close,
-        Message::Ready(ReadyInfo { kernel: "6.1.0".into(), uptime_ms: 4200 }),
+        Message::Ready(ReadyInfo { kernel: "6.1.0".into(), uptime_ms: 4200, stdin_window: STDIN_WINDOW }),
         Message::Started { pid: 42 },
         Message::Stdout(b"out".to_vec()),
         Message::Stderr(b"err".to_vec()),
@@ -37,6 +38,7 @@ fn all() -> Vec<Message> {
         Message::GatedSignal { signo: 2 },
         Message::GateReady { masked: 7 },
         Message::GatedExit(GatedExitStatus { code: None, signal: Some(9), timed_out: true, bytes_out: None }),
+        Message::StdinCredit { bytes: 65536 },
     ]
 }
 
@@ -136,4 +138,30 @@ fn gated_kinds_have_their_wire_values_and_json() {
     // A GatedExec without its fields is refused, not defaulted.
     let f = Frame { kind: Kind::GatedExec, stream: 1, payload: br#"{"command":"x"}"#.to_vec() };
     assert!(matches!(Message::from_frame(f), Err(ProtoError::Payload { kind: Kind::GatedExec, .. })));
+}
+
+#[test]
+fn stdin_credit_has_its_wire_value_and_json() {
+    let b = Message::StdinCredit { bytes: 7 }.into_frame(2).encode().unwrap();
+    assert_eq!(b, [&[0, 0, 0, 16, 0x8a, 0, 0, 0, 2][..], br#"{"bytes":7}"#].concat());
+    assert_eq!(Kind::from_u8(0x8a), Some(Kind::StdinCredit));
+    let f = Frame { kind: Kind::StdinCredit, stream: 2, payload: br#"{"bytes":4294967295}"#.to_vec() };
+    assert_eq!(Message::from_frame(f).unwrap(), Message::StdinCredit { bytes: u32::MAX });
+}
+
+#[test]
+fn a_bad_stdin_credit_is_refused_not_defaulted() {
+    // Missing, negative, over u32, wrong type, not JSON, empty.
+    for p in [&br#"{}"#[..], br#"{"bytes":-1}"#, br#"{"bytes":4294967296}"#, br#"{"bytes":"9"}"#, b"{bytes", b""] {
+        let f = Frame { kind: Kind::StdinCredit, stream: 2, payload: p.to_vec() };
+        let r = Message::from_frame(f);
+        assert!(matches!(r, Err(ProtoError::Payload { kind: Kind::StdinCredit, .. })), "{p:?}: {r:?}");
+    }
+}
+
+#[test]
+fn a_ready_without_a_window_is_an_old_guest_without_flow_control() {
+    let f = Frame { kind: Kind::Ready, stream: 0, payload: br#"{"kernel":"6.1.0","uptime_ms":9}"#.to_vec() };
+    let Message::Ready(r) = Message::from_frame(f).unwrap() else { panic!("not Ready") };
+    assert_eq!(r.stdin_window, 0);
 }

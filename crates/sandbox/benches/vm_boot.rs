@@ -104,7 +104,14 @@ fn main() {
             let t = Instant::now();
             let s = vm
                 .channel
-                .exec(ExecRequest { argv: vec!["true".into()], env: vec![], cwd: Some("/".into()), uid: 1000, gid: 1000 })
+                .exec(ExecRequest {
+                    argv: vec!["true".into()],
+                    env: vec![],
+                    cwd: Some("/".into()),
+                    uid: 1000,
+                    gid: 1000,
+                    stdin_credit: true,
+                })
                 .unwrap();
             while !matches!(s.recv().unwrap(), Message::Exit(_)) {}
             t.elapsed()

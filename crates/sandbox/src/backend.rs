@@ -144,7 +144,14 @@ impl Backend for VmBackend {
 
     fn exec(&mut self, cmd: &ExecSpec) -> Result<Box<dyn Process>, BackendError> {
         let Some(vm) = &self.vm else { return Err(BackendError::State { op: "exec", status: self.status }) };
-        let req = ExecRequest { argv: cmd.argv.clone(), env: cmd.env.clone(), cwd: cmd.cwd.clone(), uid: cmd.uid, gid: cmd.gid };
+        let req = ExecRequest {
+            argv: cmd.argv.clone(),
+            env: cmd.env.clone(),
+            cwd: cmd.cwd.clone(),
+            uid: cmd.uid,
+            gid: cmd.gid,
+            stdin_credit: true,
+        };
         Ok(Box::new(VmProcess(vm.channel.exec(req)?)))
     }
 

@@ -10,6 +10,14 @@
 //! are waiting. `gate` relay streams are special (`gate_relay.rs`): their
 //! first frame gets placeholder descriptors, and the GatedExit the guest
 //! sends on them goes to whoever ran [`Channel::gated`].
+//!
+//! Stdin is flow-controlled when the guest's Ready announces a window
+//! (proto.rs): an exec stream starts with that much credit, the reader
+//! adds each StdinCredit the guest sends, and `stdin()` sends only against
+//! credit, waiting for more when it runs out. The wait always ends: when
+//! the command's Exit arrives, its [`ExecStream`] is dropped or the channel
+//! closes, a waiting `stdin()` returns `Err(ChannelError::Closed)`. A
+//! window of 0 (a guest older than flow control) means no limit.
 
 use super::gate_relay::{GateConn, GateStreams};
 use clawkeep_guest::proto::{self, ExecRequest, GatedJob, Kind, Message, ReadyInfo, Service};
@@ -19,7 +27,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 #[derive(Debug, thiserror::Error)]
@@ -41,7 +49,84 @@ pub const STREAM_QUEUE: usize = 64;
 /// Unread control messages kept; later ones are dropped.
 pub const CONTROL_QUEUE: usize = 16;
 
+/// Largest Stdin frame the host sends.
+const STDIN_CHUNK: usize = 64 * 1024;
+
 type Routes = Arc<Mutex<HashMap<u32, SyncSender<Message>>>>;
+
+/// One exec stream's stdin credit, shared by its senders and the reader.
+#[derive(Debug)]
+struct Credit {
+    state: Mutex<CreditState>,
+    more: Condvar,
+}
+
+#[derive(Debug)]
+struct CreditState {
+    /// Bytes the guest will accept now.
+    bytes: u64,
+    /// The stream ended: nothing more may be sent, nobody may wait.
+    closed: bool,
+}
+
+impl Credit {
+    fn new(bytes: u32) -> Credit {
+        Credit { state: Mutex::new(CreditState { bytes: u64::from(bytes), closed: false }), more: Condvar::new() }
+    }
+
+    /// Takes up to `max` bytes of credit (at least 1), waiting while there
+    /// is none; `Err(Closed)` once the stream ended.
+    fn take(&self, max: usize) -> Result<usize, ChannelError> {
+        let mut st = self.state.lock().map_err(|_| ChannelError::Closed)?;
+        loop {
+            if st.closed {
+                return Err(ChannelError::Closed);
+            }
+            if st.bytes > 0 {
+                let n = st.bytes.min(max as u64);
+                st.bytes -= n;
+                return Ok(n as usize);
+            }
+            st = self.more.wait(st).map_err(|_| ChannelError::Closed)?;
+        }
+    }
+
+    /// The guest's StdinCredit. Saturating: a guest granting absurd credit
+    /// only gets sent more of the caller's data, never more host memory.
+    fn grant(&self, bytes: u32) {
+        if let Ok(mut st) = self.state.lock() {
+            st.bytes = st.bytes.saturating_add(u64::from(bytes));
+            self.more.notify_all();
+        }
+    }
+
+    fn close(&self) {
+        if let Ok(mut st) = self.state.lock() {
+            st.closed = true;
+            self.more.notify_all();
+        }
+    }
+}
+
+/// The credit of every flow-controlled exec stream.
+#[derive(Debug, Default)]
+struct CreditTable {
+    streams: HashMap<u32, Arc<Credit>>,
+    /// The reader ended: streams added from now on start closed, so no
+    /// sender can wait for a credit that will never come.
+    closed: bool,
+}
+
+type Credits = Arc<Mutex<CreditTable>>;
+
+/// Ends `stream`'s credit (its command exited, or its owner went away).
+/// Every way a credit leaves the table closes it, so a credit not in the
+/// table is closed.
+fn close_credit(credits: &Credits, stream: u32) {
+    if let Some(c) = credits.lock().ok().and_then(|mut t| t.streams.remove(&stream)) {
+        c.close();
+    }
+}
 
 /// A connected channel; cheap to clone (all clones share the socket).
 #[derive(Clone, Debug)]
@@ -50,6 +135,9 @@ pub struct Channel {
     routes: Routes,
     control: Arc<Mutex<Receiver<Message>>>,
     next: Arc<AtomicU32>,
+    /// The guest's stdin window, from its Ready; 0 = no flow control.
+    stdin_window: Arc<AtomicU32>,
+    credits: Credits,
     /// Which guest `gate` stream each placeholder descriptor stands for.
     pub gate_streams: GateStreams,
 }
@@ -83,6 +171,8 @@ impl Channel {
             routes: Arc::default(),
             control: Arc::new(Mutex::new(ctl_rx)),
             next: Arc::new(AtomicU32::new(2)),
+            stdin_window: Arc::default(),
+            credits: Arc::default(),
             gate_streams: GateStreams::default(),
         };
         let (routes, me) = (ch.routes.clone(), ch.clone());
@@ -107,7 +197,8 @@ impl Channel {
     }
 
     /// Waits for the guest's Ready, polling `alive()` so a VM that died is
-    /// noticed at once rather than at the timeout.
+    /// noticed at once rather than at the timeout. Commands started after
+    /// it returns get the stdin window the guest announced.
     pub fn wait_ready(&self, timeout: Duration, alive: impl Fn() -> bool) -> Result<ReadyInfo, ChannelError> {
         let end = Instant::now() + timeout;
         loop {
@@ -116,7 +207,10 @@ impl Channel {
                 return Err(ChannelError::Timeout(timeout));
             }
             match self.control(left.min(Duration::from_millis(200))) {
-                Ok(Message::Ready(r)) => return Ok(r),
+                Ok(Message::Ready(r)) => {
+                    self.stdin_window.store(r.stdin_window, Ordering::Relaxed);
+                    return Ok(r);
+                }
                 Ok(_) => {}
                 Err(ChannelError::Timeout(_)) if alive() => {}
                 Err(ChannelError::Timeout(_)) => return Err(ChannelError::Closed),
@@ -127,12 +221,30 @@ impl Channel {
 
     /// Starts a command; its Started/Stdout/Stderr/Error/Exit arrive on the
     /// returned stream.
-    pub fn exec(&self, req: ExecRequest) -> Result<ExecStream, ChannelError> {
+    pub fn exec(&self, mut req: ExecRequest) -> Result<ExecStream, ChannelError> {
+        // This host takes StdinCredit (the reader below consumes it).
+        req.stdin_credit = true;
         let id = self.next.fetch_add(2, Ordering::Relaxed);
         let (tx, rx) = mpsc::sync_channel(STREAM_QUEUE);
         self.routes.lock().map_err(|_| ChannelError::Closed)?.insert(id, tx);
+        let credit = match self.stdin_window.load(Ordering::Relaxed) {
+            0 => None,
+            window => {
+                let c = Arc::new(Credit::new(window));
+                let mut t = self.credits.lock().map_err(|_| ChannelError::Closed)?;
+                if t.closed {
+                    c.close();
+                } else {
+                    t.streams.insert(id, c.clone());
+                }
+                Some(c)
+            }
+        };
+        // Built before the Exec goes out, so a failed send drops it and
+        // with it the route and the credit.
+        let stream = ExecStream { id, rx, ch: self.clone(), credit };
         self.send(id, Message::Exec(req))?;
-        Ok(ExecStream { id, rx, ch: self.clone() })
+        Ok(stream)
     }
 
     /// Runs an approved job for the shim on guest `gate` stream `stream`;
@@ -142,7 +254,8 @@ impl Channel {
         let (tx, rx) = mpsc::sync_channel(STREAM_QUEUE);
         self.routes.lock().map_err(|_| ChannelError::Closed)?.insert(stream, tx);
         self.send(stream, Message::GatedExec(job))?;
-        Ok(ExecStream { id: stream, rx, ch: self.clone() })
+        // A gated job uses the shim's own stdio: no Stdin, no credit.
+        Ok(ExecStream { id: stream, rx, ch: self.clone(), credit: None })
     }
 }
 
@@ -152,6 +265,8 @@ pub struct ExecStream {
     pub id: u32,
     rx: Receiver<Message>,
     ch: Channel,
+    /// None: the guest has no stdin window (no flow control).
+    credit: Option<Arc<Credit>>,
 }
 
 impl ExecStream {
@@ -168,9 +283,14 @@ impl ExecStream {
         }
     }
 
-    /// Sends stdin in frame-sized pieces; an empty slice is EOF.
+    /// Sends stdin in frame-sized pieces; an empty slice is EOF. Blocks
+    /// while the guest grants no credit (its command does not read);
+    /// `Err(Closed)` when the stream ends first (see the module docs).
+    /// Credit arrives through the reader, which waits while this stream's
+    /// queue is full: receive from another thread meanwhile (as with a
+    /// child's stdin and stdout pipes).
     pub fn stdin(&self, data: &[u8]) -> Result<(), ChannelError> {
-        send_stdin(&self.ch, self.id, data)
+        send_stdin(&self.ch, self.id, self.credit.as_deref(), data)
     }
 
     pub fn signal(&self, signo: i32) -> Result<(), ChannelError> {
@@ -179,7 +299,7 @@ impl ExecStream {
 
     /// A handle that can send stdin and signals from another thread.
     pub fn sender(&self) -> StreamSender {
-        StreamSender { id: self.id, ch: self.ch.clone() }
+        StreamSender { id: self.id, ch: self.ch.clone(), credit: self.credit.clone() }
     }
 }
 
@@ -188,6 +308,11 @@ impl Drop for ExecStream {
         if let Ok(mut r) = self.ch.routes.lock() {
             r.remove(&self.id);
         }
+        // Wakes a StreamSender waiting for credit: nobody reads this
+        // stream's frames any more, credit included.
+        if self.credit.is_some() {
+            close_credit(&self.ch.credits, self.id);
+        }
     }
 }
 
@@ -195,23 +320,36 @@ impl Drop for ExecStream {
 pub struct StreamSender {
     id: u32,
     ch: Channel,
+    credit: Option<Arc<Credit>>,
 }
 
 impl StreamSender {
+    /// As [`ExecStream::stdin`].
     pub fn stdin(&self, data: &[u8]) -> Result<(), ChannelError> {
-        send_stdin(&self.ch, self.id, data)
+        send_stdin(&self.ch, self.id, self.credit.as_deref(), data)
     }
     pub fn signal(&self, signo: i32) -> Result<(), ChannelError> {
         self.ch.send(self.id, Message::Signal { signo })
     }
 }
 
-fn send_stdin(ch: &Channel, id: u32, data: &[u8]) -> Result<(), ChannelError> {
+/// Sends `data` as Stdin frames of at most [`STDIN_CHUNK`] bytes, each
+/// only against `credit` (None: no limit). EOF needs no credit: it costs
+/// the guest nothing to hold.
+fn send_stdin(ch: &Channel, id: u32, credit: Option<&Credit>, data: &[u8]) -> Result<(), ChannelError> {
     if data.is_empty() {
         return ch.send(id, Message::Stdin(Vec::new()));
     }
-    for chunk in data.chunks(64 * 1024) {
-        ch.send(id, Message::Stdin(chunk.to_vec()))?;
+    let mut rest = data;
+    while !rest.is_empty() {
+        let max = rest.len().min(STDIN_CHUNK);
+        let n = match credit {
+            Some(c) => c.take(max)?,
+            None => max,
+        };
+        let (now, later) = rest.split_at(n);
+        ch.send(id, Message::Stdin(now.to_vec()))?;
+        rest = later;
     }
     Ok(())
 }
@@ -221,6 +359,14 @@ fn read_loop(mut r: UnixStream, routes: Routes, control: SyncSender<Message>, ch
     while let Ok(Some(frame)) = proto::read_frame(&mut r) {
         let (stream, kind) = (frame.stream, frame.kind);
         let Ok(msg) = Message::from_frame(frame) else { continue };
+        // Credit is the senders' business, never a message for the
+        // stream's reader; credit for a stream without any is dropped.
+        if let Message::StdinCredit { bytes } = msg {
+            if let Some(c) = ch.credits.lock().ok().and_then(|t| t.streams.get(&stream).cloned()) {
+                c.grant(bytes);
+            }
+            continue;
+        }
         if stream % 2 == 1 && !matches!(kind, Kind::GatedExit | Kind::Error) {
             relay(&ch, &relays, &mut relay_conns, stream, msg);
             continue;
@@ -237,12 +383,20 @@ fn read_loop(mut r: UnixStream, routes: Routes, control: SyncSender<Message>, ch
             if let Ok(mut r) = routes.lock() {
                 r.remove(&stream);
             }
+            close_credit(&ch.credits, stream);
         }
     }
-    // Dropping every route sender ends every waiting ExecStream; shutting
-    // every relay connection down ends its reader thread.
+    // Dropping every route sender ends every waiting ExecStream; closing
+    // every credit ends every waiting stdin sender; shutting every relay
+    // connection down ends its reader thread.
     if let Ok(mut r) = routes.lock() {
         r.clear();
+    }
+    if let Ok(mut t) = ch.credits.lock() {
+        t.closed = true;
+        for (_, c) in t.streams.drain() {
+            c.close();
+        }
     }
     for c in relay_conns.values() {
         let _ = c.sock().shutdown(std::net::Shutdown::Both);

@@ -1,6 +1,6 @@
 #![allow(clippy::unwrap_used)]
 use super::*;
-use clawkeep_guest::proto::{ExitStatus, ReadyInfo};
+use clawkeep_guest::proto::{ExitStatus, Frame, ReadyInfo, STDIN_WINDOW};
 use std::os::unix::net::UnixListener;
 
 /// A fake guest on a Unix socket: it accepts once and hands the stream
@@ -25,7 +25,7 @@ fn read(s: &mut UnixStream) -> (u32, Message) {
 #[test]
 fn ready_then_an_exec_is_routed_to_its_stream() {
     let (_d, sock) = fake_guest(|mut s| {
-        write(&mut s, 0, Message::Ready(ReadyInfo { kernel: "k".into(), uptime_ms: 5 }));
+        write(&mut s, 0, Message::Ready(ReadyInfo { kernel: "k".into(), uptime_ms: 5, stdin_window: STDIN_WINDOW }));
         let (id, m) = read(&mut s);
         assert!(matches!(m, Message::Exec(ref r) if r.argv == ["echo", "hi"]));
         // Noise on a stream nobody opened is dropped, not misrouted.
@@ -40,7 +40,7 @@ fn ready_then_an_exec_is_routed_to_its_stream() {
     let ch = Channel::connect(&sock, Instant::now() + Duration::from_secs(5), || true, HashMap::new()).unwrap();
     let ready = ch.wait_ready(Duration::from_secs(5), || true).unwrap();
     assert_eq!(ready.kernel, "k");
-    let req = ExecRequest { argv: vec!["echo".into(), "hi".into()], env: vec![], cwd: None, uid: 1000, gid: 1000 };
+    let req = ExecRequest { argv: vec!["echo".into(), "hi".into()], env: vec![], cwd: None, uid: 1000, gid: 1000, stdin_credit: true };
     let ex = ch.exec(req).unwrap();
     assert_eq!(ex.recv().unwrap(), Message::Started { pid: 7 });
     assert_eq!(ex.recv().unwrap(), Message::Stdout(b"hi\n".to_vec()));
@@ -56,7 +56,7 @@ fn a_guest_that_goes_away_ends_waiting_streams() {
         drop(s);
     });
     let ch = Channel::connect(&sock, Instant::now() + Duration::from_secs(5), || true, HashMap::new()).unwrap();
-    let ex = ch.exec(ExecRequest { argv: vec!["x".into()], env: vec![], cwd: None, uid: 0, gid: 0 }).unwrap();
+    let ex = ch.exec(ExecRequest { argv: vec!["x".into()], env: vec![], cwd: None, uid: 0, gid: 0, stdin_credit: true }).unwrap();
     assert!(matches!(ex.recv(), Err(ChannelError::Closed)));
     assert!(matches!(ch.wait_ready(Duration::from_secs(1), || true), Err(ChannelError::Closed)));
 }
@@ -145,4 +145,168 @@ fn a_guest_cannot_open_unbounded_relays_or_reuse_a_stream() {
     closed.sort_unstable();
     let over: Vec<u32> = (MAX_RELAYS as u32..MAX_RELAYS as u32 + 3).map(|i| 2 * i + 1).collect();
     assert_eq!(closed, [vec![1], over].concat(), "the 65th..67th and the reused stream are refused");
+}
+
+/// A fake guest the test drives by hand: it writes frames to the host on
+/// `to_host`, and every frame the host sends arrives on `frames`.
+struct Puppet {
+    _dir: tempfile::TempDir,
+    ch: Channel,
+    to_host: UnixStream,
+    frames: Receiver<(u32, Message)>,
+}
+
+/// A connected puppet that said Ready; `window: None` is a guest from
+/// before flow control (its Ready has no `stdin_window` at all).
+fn puppet(window: Option<u32>) -> Puppet {
+    let (sock_tx, sock_rx) = mpsc::channel();
+    let (frames_tx, frames) = mpsc::channel();
+    let (dir, sock) = fake_guest(move |mut s| {
+        sock_tx.send(s.try_clone().unwrap()).unwrap();
+        while let Ok(Some(f)) = proto::read_frame(&mut s) {
+            if frames_tx.send((f.stream, Message::from_frame(f).unwrap())).is_err() {
+                return;
+            }
+        }
+    });
+    let ch = Channel::connect(&sock, Instant::now() + Duration::from_secs(5), || true, HashMap::new()).unwrap();
+    let mut to_host = sock_rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    let ready = match window {
+        Some(w) => Message::Ready(ReadyInfo { kernel: "k".into(), uptime_ms: 5, stdin_window: w }).into_frame(0),
+        None => Frame { kind: Kind::Ready, stream: 0, payload: br#"{"kernel":"k","uptime_ms":5}"#.to_vec() },
+    };
+    proto::write_frame(&mut to_host, &ready).unwrap();
+    assert_eq!(ch.wait_ready(Duration::from_secs(5), || true).unwrap().stdin_window, window.unwrap_or(0));
+    Puppet { _dir: dir, ch, to_host, frames }
+}
+
+impl Puppet {
+    /// Starts a command; returns its stream and the id the guest saw.
+    fn exec(&self) -> (ExecStream, u32) {
+        let ex = self
+            .ch
+            .exec(ExecRequest { argv: vec!["cat".into()], env: vec![], cwd: None, uid: 1000, gid: 1000, stdin_credit: true })
+            .unwrap();
+        let (id, m) = self.next();
+        assert!(matches!(m, Message::Exec(_)), "{m:?}");
+        (ex, id)
+    }
+
+    fn next(&self) -> (u32, Message) {
+        self.frames.recv_timeout(Duration::from_secs(5)).unwrap()
+    }
+
+    fn write(&mut self, stream: u32, m: Message) {
+        write(&mut self.to_host, stream, m);
+    }
+
+    /// Stdin frames on `id` until `n` bytes arrived (no frame over the
+    /// host's chunk size); returns what arrived, which may be more.
+    fn stdin(&self, id: u32, n: usize) -> Vec<u8> {
+        let mut got = Vec::new();
+        while got.len() < n {
+            match self.next() {
+                (s, Message::Stdin(d)) if s == id && !d.is_empty() => {
+                    assert!(d.len() <= STDIN_CHUNK, "a {}-byte frame", d.len());
+                    got.extend(d);
+                }
+                other => panic!("expected stdin on {id}, got {other:?}"),
+            }
+        }
+        got
+    }
+
+    /// Nothing arrives for a while.
+    fn quiet(&self) -> bool {
+        matches!(self.frames.recv_timeout(Duration::from_millis(300)), Err(RecvTimeoutError::Timeout))
+    }
+}
+
+/// `data` sent by a thread of its own, as `clawkeep run` forwards stdin.
+fn stdin_in_background(s: StreamSender, data: Vec<u8>) -> Receiver<Result<(), ChannelError>> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || tx.send(s.stdin(&data)).unwrap());
+    rx
+}
+
+fn pattern(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i % 251) as u8).collect()
+}
+
+#[test]
+fn stdin_beyond_the_window_waits_for_the_guests_credit() {
+    const TOTAL: usize = 1 << 20;
+    let win = STDIN_WINDOW as usize;
+    let mut p = puppet(Some(STDIN_WINDOW));
+    let (ex, id) = p.exec();
+    let data = pattern(TOTAL);
+    let done = stdin_in_background(ex.sender(), data.clone());
+    let mut got = p.stdin(id, win);
+    assert_eq!(got.len(), win, "exactly the window goes out");
+    assert!(p.quiet(), "nothing more without credit");
+    assert!(matches!(done.try_recv(), Err(mpsc::TryRecvError::Empty)), "the sender waits for credit");
+    // A small credit is a small frame: never more than was granted.
+    p.write(id, Message::StdinCredit { bytes: 1000 });
+    assert_eq!(p.next(), (id, Message::Stdin(data[win..win + 1000].to_vec())));
+    assert!(p.quiet());
+    // Credit for the rest: it flows in chunk-sized frames.
+    let rest = (TOTAL - win - 1000) as u32;
+    p.write(id, Message::StdinCredit { bytes: rest });
+    got.extend(data[win..win + 1000].iter());
+    got.extend(p.stdin(id, rest as usize));
+    assert!(done.recv_timeout(Duration::from_secs(5)).unwrap().is_ok());
+    assert!(got == data, "the bytes arrive whole and in order");
+    // EOF needs no credit (none is left).
+    ex.stdin(&[]).unwrap();
+    assert_eq!(p.next(), (id, Message::Stdin(Vec::new())));
+    // Credit is never a message for the stream's reader.
+    p.write(id, Message::StdinCredit { bytes: 5 });
+    p.write(id, Message::Exit(ExitStatus { code: Some(0), signal: None }));
+    assert_eq!(ex.recv().unwrap(), Message::Exit(ExitStatus { code: Some(0), signal: None }));
+}
+
+#[test]
+fn a_sender_waiting_for_credit_returns_when_the_command_exits() {
+    let mut p = puppet(Some(STDIN_WINDOW));
+    let (ex, id) = p.exec();
+    let done = stdin_in_background(ex.sender(), pattern(1 << 20));
+    p.stdin(id, STDIN_WINDOW as usize);
+    assert!(p.quiet());
+    assert!(matches!(done.try_recv(), Err(mpsc::TryRecvError::Empty)), "the sender waits for credit");
+    p.write(id, Message::Exit(ExitStatus { code: Some(0), signal: None }));
+    assert!(matches!(done.recv_timeout(Duration::from_secs(2)).unwrap(), Err(ChannelError::Closed)));
+    assert_eq!(ex.recv().unwrap(), Message::Exit(ExitStatus { code: Some(0), signal: None }));
+    // After the exit stdin fails at once; EOF still goes out (free, harmless).
+    assert!(matches!(ex.stdin(b"late"), Err(ChannelError::Closed)));
+    ex.stdin(&[]).unwrap();
+    assert_eq!(p.next(), (id, Message::Stdin(Vec::new())));
+}
+
+#[test]
+fn a_sender_waiting_for_credit_returns_when_its_stream_is_dropped_or_the_channel_closes() {
+    let p = puppet(Some(STDIN_WINDOW));
+    let (ex, id) = p.exec();
+    let done = stdin_in_background(ex.sender(), pattern(1 << 20));
+    p.stdin(id, STDIN_WINDOW as usize);
+    drop(ex);
+    assert!(matches!(done.recv_timeout(Duration::from_secs(2)).unwrap(), Err(ChannelError::Closed)));
+    let (ex, id) = p.exec();
+    let done = stdin_in_background(ex.sender(), pattern(1 << 20));
+    p.stdin(id, STDIN_WINDOW as usize);
+    assert!(matches!(done.try_recv(), Err(mpsc::TryRecvError::Empty)), "the sender waits for credit");
+    p.to_host.shutdown(std::net::Shutdown::Both).unwrap();
+    assert!(matches!(done.recv_timeout(Duration::from_secs(2)).unwrap(), Err(ChannelError::Closed)));
+    assert!(matches!(ex.recv(), Err(ChannelError::Closed)));
+}
+
+#[test]
+fn a_guest_without_a_window_gets_stdin_without_limit() {
+    let p = puppet(None);
+    let (ex, id) = p.exec();
+    let data = pattern(1 << 20);
+    // No credit ever comes, and none is needed.
+    ex.stdin(&data).unwrap();
+    assert!(p.stdin(id, data.len()) == data);
+    ex.stdin(&[]).unwrap();
+    assert_eq!(p.next(), (id, Message::Stdin(Vec::new())));
 }

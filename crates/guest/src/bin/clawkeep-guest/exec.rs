@@ -5,6 +5,12 @@
 //! lock from fork until the pid is registered, so no exit is ever reaped
 //! before its owner is known. A child only calls async-signal-safe
 //! functions between fork and exec (the process is multi-threaded).
+//!
+//! Stdin is flow-controlled (see proto.rs): a command holds at most
+//! [`proto::STDIN_WINDOW`] bytes of the host's Stdin in the guest, queued
+//! for its pipe; each chunk written into the pipe is credited back to the
+//! host, and bytes beyond the window are dropped, so a command that never
+//! reads its stdin cannot make pid 1 grow.
 
 use clawkeep_guest::proto::{self, ExecRequest, ExitStatus, Message};
 use std::collections::HashMap;
@@ -32,7 +38,83 @@ pub fn send(out: &Out, stream: u32, msg: Message) {
 
 struct Proc {
     pid: i32,
-    stdin: Option<Sender<Vec<u8>>>,
+    stdin: Option<StdinQueue>,
+}
+
+/// Stdin bytes one command holds in the guest: admitted from the host but
+/// not yet written into its pipe. Never more than `limit`.
+#[derive(Debug)]
+struct Window {
+    limit: u32,
+    queued: u32,
+    /// An overrun was reported once; later ones are dropped silently (a
+    /// misbehaving host must not flood the console).
+    overrun_reported: bool,
+}
+
+impl Window {
+    fn new(limit: u32) -> Window {
+        Window { limit, queued: 0, overrun_reported: false }
+    }
+
+    /// Admits what fits of `n` arriving bytes; returns how many (the
+    /// caller drops the rest).
+    fn admit(&mut self, n: usize) -> usize {
+        let room = self.limit.saturating_sub(self.queued);
+        let kept = u32::try_from(n).unwrap_or(u32::MAX).min(room);
+        self.queued += kept;
+        kept as usize
+    }
+
+    /// `n` admitted bytes reached the pipe.
+    fn written(&mut self, n: usize) {
+        self.queued = self.queued.saturating_sub(u32::try_from(n).unwrap_or(u32::MAX));
+    }
+}
+
+/// One command's stdin: chunks queued for a feed thread that writes them
+/// into the pipe, bounded by a [`Window`].
+struct StdinQueue {
+    tx: Sender<Vec<u8>>,
+    window: Arc<Mutex<Window>>,
+}
+
+impl StdinQueue {
+    /// Starts the feed thread for `pipe`; it credits `stream` on `out`
+    /// when the host takes credit (else nothing bounds the queue: a host
+    /// built before flow control never waits for credit).
+    fn start(out: Out, stream: u32, pipe: File, credit: bool) -> StdinQueue {
+        let (tx, rx) = mpsc::channel();
+        let window = Arc::new(Mutex::new(Window::new(if credit { proto::STDIN_WINDOW } else { u32::MAX })));
+        let w = window.clone();
+        std::thread::spawn(move || feed(out, stream, pipe, rx, w, credit));
+        StdinQueue { tx, window }
+    }
+
+    /// Queues what the window admits of `data` (empty = EOF, always queued).
+    fn push(&self, stream: u32, mut data: Vec<u8>) {
+        if !data.is_empty() {
+            // A poisoned window admits nothing: fail closed.
+            let Ok(mut w) = self.window.lock() else { return };
+            let kept = w.admit(data.len());
+            if kept < data.len() {
+                if !std::mem::replace(&mut w.overrun_reported, true) {
+                    eprintln!(
+                        "clawkeep-guest: stream {stream}: the host sent stdin beyond the {}-byte window; the excess is dropped",
+                        w.limit
+                    );
+                }
+                if kept == 0 {
+                    // Never forwarded as an empty chunk: that would be EOF.
+                    return;
+                }
+                data.truncate(kept);
+            }
+        }
+        // Fails only once the feed thread ended (EOF or a closed pipe):
+        // nothing reads stdin any more, and no credit is owed.
+        let _ = self.tx.send(data);
+    }
 }
 
 #[derive(Default)]
@@ -66,8 +148,8 @@ impl Table {
         let Ok(mut i) = self.inner.lock() else { return };
         let Some(p) = i.streams.get_mut(&stream) else { return };
         let eof = data.is_empty();
-        if let Some(tx) = &p.stdin {
-            let _ = tx.send(data);
+        if let Some(q) = &p.stdin {
+            q.push(stream, data);
         }
         if eof {
             p.stdin = None;
@@ -148,7 +230,6 @@ impl Table {
         let [err_r, err_w] = pipe()?;
         let [st_r, st_w] = pipe()?;
         let (exit_tx, exit_rx) = mpsc::channel();
-        let (stdin_tx, stdin_rx) = mpsc::channel();
         let mut inner = self.inner.lock().map_err(|_| "table poisoned")?;
         if inner.streams.contains_key(&stream) {
             return Err(format!("stream {stream} is already running a command"));
@@ -163,7 +244,8 @@ impl Table {
             child(&prepared, [raw(&in_r), raw(&out_w), raw(&err_w)], raw(&st_w));
         }
         inner.exits.insert(pid, exit_tx);
-        inner.streams.insert(stream, Proc { pid, stdin: Some(stdin_tx) });
+        let stdin = StdinQueue::start(out.clone(), stream, File::from(in_w), req.stdin_credit);
+        inner.streams.insert(stream, Proc { pid, stdin: Some(stdin) });
         drop(inner);
         let _ = self.wake.send(());
         drop((in_r, out_w, err_w, st_w));
@@ -183,7 +265,6 @@ impl Table {
         let (done_tx, done_rx) = mpsc::channel();
         pump(out.clone(), stream, File::from(out_r), true, done_tx.clone());
         pump(out.clone(), stream, File::from(err_r), false, done_tx);
-        std::thread::spawn(move || feed(File::from(in_w), stdin_rx));
         let (out, inner) = (out.clone(), self.inner.clone());
         std::thread::spawn(move || supervise(out, inner, stream, exit_rx, done_rx));
         Ok(())
@@ -312,10 +393,20 @@ fn pump(out: Out, stream: u32, mut from: File, stdout: bool, done: Sender<()>) {
     });
 }
 
-fn feed(mut to: File, rx: Receiver<Vec<u8>>) {
+/// Writes queued chunks into the pipe until EOF or a write error (the
+/// command closed its stdin or exited), crediting each written chunk.
+fn feed(out: Out, stream: u32, mut to: File, rx: Receiver<Vec<u8>>, window: Arc<Mutex<Window>>, credit: bool) {
     while let Ok(d) = rx.recv() {
         if d.is_empty() || to.write_all(&d).is_err() {
             break;
+        }
+        // The window shrinks before the credit is sent, so the host's next
+        // chunk (sent against this credit) always finds room.
+        if let Ok(mut w) = window.lock() {
+            w.written(d.len());
+        }
+        if credit {
+            send(&out, stream, Message::StdinCredit { bytes: u32::try_from(d.len()).unwrap_or(u32::MAX) });
         }
     }
 }
@@ -367,5 +458,62 @@ mod tests {
         assert_eq!(resolve("/bin/x", "/nope"), "/bin/x");
         assert_eq!(resolve("sh", "/nonexistent:/bin"), "/bin/sh");
         assert_eq!(resolve("no-such-cmd-xyz", "/bin"), "no-such-cmd-xyz");
+    }
+
+    #[test]
+    fn the_window_admits_up_to_its_limit_and_reopens_as_bytes_are_written() {
+        let mut w = Window::new(10);
+        assert_eq!(w.admit(4), 4);
+        assert_eq!(w.admit(8), 6, "only what fits");
+        assert_eq!(w.admit(1), 0, "full");
+        w.written(4);
+        assert_eq!(w.admit(5), 4);
+        w.written(100);
+        assert_eq!(w.queued, 0, "more written than queued saturates, never wraps");
+        assert_eq!(w.admit(usize::MAX), 10);
+    }
+
+    #[test]
+    fn a_stdin_nobody_reads_holds_at_most_the_window_and_credits_what_it_writes() {
+        let [r, w] = pipe().unwrap();
+        // The smallest pipe (one page), so the window is what bounds.
+        // SAFETY: fcntl on a pipe we own; no pointers.
+        assert!(unsafe { libc::fcntl(raw(&w), libc::F_SETPIPE_SZ, 4096) } > 0);
+        let [credits_r, credits_w] = pipe().unwrap();
+        let q = StdinQueue::start(Arc::new(Mutex::new(File::from(credits_w))), 2, File::from(w), true);
+        let (mut r, mut credits_r, win) = (File::from(r), File::from(credits_r), proto::STDIN_WINDOW as usize);
+        let mut credit = || proto::read_frame(&mut credits_r).unwrap().map(|f| (f.stream, Message::from_frame(f).unwrap()));
+        q.push(2, vec![1; win + 100]);
+        // The feed is stuck on the full pipe: all of this is beyond the window.
+        q.push(2, vec![2; 10]);
+        let mut got = vec![0; win];
+        r.read_exact(&mut got).unwrap();
+        assert!(got.iter().all(|&b| b == 1));
+        assert_eq!(credit(), Some((2, Message::StdinCredit { bytes: proto::STDIN_WINDOW })));
+        // Written and credited: the window is open again.
+        q.push(2, vec![3; 10]);
+        q.push(2, Vec::new());
+        let mut rest = Vec::new();
+        r.read_to_end(&mut rest).unwrap();
+        assert_eq!(rest, [3; 10], "the excess was dropped, and never became an early EOF");
+        assert_eq!(credit(), Some((2, Message::StdinCredit { bytes: 10 })));
+        assert_eq!(credit(), None, "EOF ends the feed and earns no credit");
+    }
+
+    #[test]
+    fn a_host_without_credit_gets_no_credit_frames_and_loses_nothing() {
+        let [r, w] = pipe().unwrap();
+        let [credits_r, credits_w] = pipe().unwrap();
+        let q = StdinQueue::start(Arc::new(Mutex::new(File::from(credits_w))), 4, File::from(w), false);
+        let big = proto::STDIN_WINDOW as usize * 2;
+        q.push(4, vec![7; big]);
+        q.push(4, Vec::new());
+        drop(q);
+        let mut got = Vec::new();
+        File::from(r).read_to_end(&mut got).unwrap();
+        assert_eq!(got.len(), big, "an old host's stdin is not cut at the window");
+        let mut credits = Vec::new();
+        File::from(credits_r).read_to_end(&mut credits).unwrap();
+        assert!(credits.is_empty(), "an old host would end the channel on a StdinCredit frame");
     }
 }

@@ -80,7 +80,7 @@ pub fn serve(transport: Transport, params: BootParams) -> ! {
         if let (Ok(w), Ok(mut o)) = (c.try_clone(), out.lock()) {
             *o = w;
         }
-        send(&out, 0, Message::Ready(ReadyInfo { kernel: kernel_release(), uptime_ms: uptime_ms() }));
+        send(&out, 0, Message::Ready(ReadyInfo { kernel: kernel_release(), uptime_ms: uptime_ms(), stdin_window: proto::STDIN_WINDOW }));
         serve_connection(c, &out, &table, &relays, &gate);
         // The host went away (EOF); wait for it to come back.
         std::thread::sleep(Duration::from_millis(50));
