@@ -189,7 +189,8 @@ fn build_in(
     std::fs::create_dir(&tree).map_err(ImageError::io("create directory", &tree))?;
     let source = match &opts.source {
         RootSource::Default => {
-            rootfs::default_tree(&tree, busybox)?;
+            let dash = rootfs::find_dash().ok_or(ImageError::ToolMissing { tool: "dash", package: "dash" })?;
+            rootfs::default_tree(&tree, busybox, &dash)?;
             "default".to_string()
         }
         RootSource::Dir(d) => {

@@ -3,30 +3,56 @@
 //! Every tree gets what a read-only root needs to boot the guest: the mount
 //! points (/proc, /sys, /dev, /tmp, /run, /workspace, /var) and
 //! `/usr/bin/clawkeep-guest`. The default tree is busybox (static) with a
-//! /bin symlink per applet, /etc/passwd and /etc/group with root and agent
-//! (uid 1000). `--from DIR` is copied (the source is never modified).
+//! /bin symlink per applet, the host's dash as /bin/sh (with the libraries
+//! it loads), /etc/passwd and /etc/group with root and agent (uid 1000).
+//! `--from DIR` is copied (the source is never modified).
+//!
+//! Why dash: busybox's own shells run every applet they know by name
+//! in-process (Debian's static build has FEATURE_SH_STANDALONE), before any
+//! PATH lookup, so `wget` typed in busybox sh would never reach the gate's
+//! mask on /bin/wget. dash looks names up in PATH and execs what it finds.
+//! No busybox shell applet is linked; `busybox sh` by hand still works.
 
 use crate::{ImageError, Result};
 use std::fs;
 use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 pub const GUEST_PATH: &str = "usr/bin/clawkeep-guest";
 pub const AGENT_UID: u32 = 1000;
 
 const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\nagent:x:1000:1000:agent:/workspace:/bin/sh\n";
 const GROUP: &str = "root:x:0:\nagent:x:1000:\n";
+/// Busybox applets that are shells: not linked in the default tree.
+const BUSYBOX_SHELLS: &[&str] = &["sh", "ash", "hush", "bash"];
+
+/// The host's dash, the default tree's /bin/sh.
+pub fn find_dash() -> Option<PathBuf> {
+    ["/bin/dash", "/usr/bin/dash"].into_iter().map(PathBuf::from).find(|p| p.is_file())
+}
 
 /// Builds the default tree in `root` (an empty directory).
-pub fn default_tree(root: &Path, busybox: &Path) -> Result<()> {
+pub fn default_tree(root: &Path, busybox: &Path, dash: &Path) -> Result<()> {
     for d in ["bin", "etc", "root", "usr/bin"] {
         mkdir(root, d, 0o755)?;
     }
     fs::set_permissions(root.join("root"), fs::Permissions::from_mode(0o700)).map_err(ImageError::io("chmod", root.join("root")))?;
     copy_file(busybox, &root.join("bin/busybox"), 0o755)?;
+    copy_file(dash, &root.join("bin/dash"), 0o755)?;
+    for lib in shared_libraries(dash)? {
+        let rel = lib.strip_prefix("/").unwrap_or(&lib);
+        let dst = root.join(rel);
+        if let Some(parent) = dst.parent() {
+            fs::create_dir_all(parent).map_err(ImageError::io("create directory", parent))?;
+        }
+        if !dst.exists() {
+            copy_file(&lib, &dst, 0o755)?;
+        }
+    }
+    symlink("dash", root.join("bin/sh")).map_err(ImageError::io("create symlink", root.join("bin/sh")))?;
     for applet in applets(busybox)? {
         let link = root.join("bin").join(&applet);
-        if applet != "busybox" && !link.exists() {
+        if applet != "busybox" && !BUSYBOX_SHELLS.contains(&applet.as_str()) && !link.exists() {
             symlink("busybox", &link).map_err(ImageError::io("create symlink", &link))?;
         }
     }
@@ -119,6 +145,37 @@ fn applets(busybox: &Path) -> Result<Vec<String>> {
         .collect())
 }
 
+/// The shared objects `exe` loads, its ELF interpreter included, as
+/// `ldd` (glibc's loader in trace mode) lists them: absolute host paths.
+fn shared_libraries(exe: &Path) -> Result<Vec<PathBuf>> {
+    let out = std::process::Command::new("ldd").arg(exe).env_clear().output().map_err(|e| ImageError::ToolFailed {
+        tool: "ldd",
+        path: exe.into(),
+        detail: format!("cannot run it: {e}"),
+    })?;
+    if !out.status.success() {
+        return Err(ImageError::ToolFailed { tool: "ldd", path: exe.into(), detail: format!("exited with {}", out.status) });
+    }
+    let libs = parse_ldd(&String::from_utf8_lossy(&out.stdout));
+    if libs.is_empty() {
+        return Err(ImageError::ToolFailed { tool: "ldd", path: exe.into(), detail: "listed no libraries for a dynamic shell".into() });
+    }
+    Ok(libs)
+}
+
+/// `libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)` and
+/// `/lib64/ld-linux-x86-64.so.2 (0x...)` lines; the vDSO has no file.
+fn parse_ldd(out: &str) -> Vec<PathBuf> {
+    out.lines()
+        .filter_map(|l| {
+            let l = l.trim();
+            let path = l.split_once("=>").map_or(l, |(_, p)| p.trim());
+            let path = path.split(" (").next()?.trim();
+            path.starts_with('/').then(|| PathBuf::from(path))
+        })
+        .collect()
+}
+
 fn mkdir(root: &Path, rel: &str, mode: u32) -> Result<()> {
     let p = root.join(rel);
     match fs::symlink_metadata(&p) {
@@ -162,9 +219,20 @@ mod tests {
             return;
         };
         let t = tempfile::tempdir().unwrap();
-        default_tree(t.path(), &bb).unwrap();
+        let Some(dash) = find_dash() else {
+            println!("skipped: default_tree_has_busybox_users_and_mount_points: dash not installed");
+            return;
+        };
+        default_tree(t.path(), &bb, &dash).unwrap();
         add_essentials(t.path(), &bb).unwrap();
-        assert_eq!(fs::read_link(t.path().join("bin/sh")).unwrap(), Path::new("busybox"));
+        // sh is dash, with its loader and libc; no busybox shell is linked.
+        assert_eq!(fs::read_link(t.path().join("bin/sh")).unwrap(), Path::new("dash"));
+        assert!(t.path().join("lib64/ld-linux-x86-64.so.2").is_file() || t.path().join("lib/ld-linux-x86-64.so.2").is_file());
+        assert!(fs::metadata(t.path().join("lib/x86_64-linux-gnu/libc.so.6")).unwrap().len() > 100_000);
+        for shell in BUSYBOX_SHELLS {
+            assert!(fs::symlink_metadata(t.path().join("bin").join(shell)).is_err() || *shell == "sh", "{shell}");
+        }
+        assert_eq!(fs::read_link(t.path().join("bin/wget")).unwrap(), Path::new("busybox"));
         assert!(fs::read_to_string(t.path().join("etc/passwd")).unwrap().contains("agent:x:1000:1000:"));
         for d in ["proc", "sys", "dev", "tmp", "workspace", "var"] {
             assert!(t.path().join(d).is_dir(), "{d}");
@@ -172,6 +240,12 @@ mod tests {
         assert!(t.path().join(GUEST_PATH).is_file());
         let (bytes, inodes) = usage(t.path()).unwrap();
         assert!(bytes > 0 && inodes > 10);
+    }
+
+    #[test]
+    fn ldd_lines_become_library_paths() {
+        let out = "\tlinux-vdso.so.1 (0x00007ffc5a9f0000)\n\tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f2b1c000000)\n\t/lib64/ld-linux-x86-64.so.2 (0x00007f2b1c3c0000)\n\tlibfoo.so => not found\n";
+        assert_eq!(parse_ldd(out), [PathBuf::from("/lib/x86_64-linux-gnu/libc.so.6"), PathBuf::from("/lib64/ld-linux-x86-64.so.2")]);
     }
 
     #[test]
