@@ -42,16 +42,7 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs) -> Result<u8, Failure> {
     let dir = audit_file.parent().map(PathBuf::from).unwrap_or_default();
     clawkeep_core::state_dir(&dir).map_err(|e| Failure::usage(e.to_string()))?;
     let log = Arc::new(AuditLog::open(&audit_file).map_err(|e| Failure::usage(e.to_string()))?);
-    let api_tcp = match args.api_tcp {
-        None => None,
-        Some(addr) if !addr.ip().is_loopback() => {
-            return Err(Failure::usage(format!("--api-tcp {addr} is not a loopback address; the API only listens on 127.0.0.1 or ::1")))
-        }
-        Some(addr) => match std::env::var("CLAWKEEP_API_TOKEN") {
-            Ok(t) if t.len() >= 16 => Some((addr, t)),
-            _ => return Err(Failure::usage("--api-tcp needs CLAWKEEP_API_TOKEN set to a token of at least 16 characters")),
-        },
-    };
+    let api_tcp = api_tcp_arg(args.api_tcp)?;
 
     let workspace = match args.workspace {
         Some(w) => w,
@@ -284,6 +275,21 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs) -> Result<u8, Failure> {
             }
             Ok(code.clamp(0, 255) as u8)
         }
+    }
+}
+
+/// `--api-tcp ADDR` checked: loopback only, and CLAWKEEP_API_TOKEN (at
+/// least 16 characters) is the bearer token it will demand.
+pub(crate) fn api_tcp_arg(addr: Option<std::net::SocketAddr>) -> Result<Option<(std::net::SocketAddr, String)>, Failure> {
+    match addr {
+        None => Ok(None),
+        Some(addr) if !addr.ip().is_loopback() => {
+            Err(Failure::usage(format!("--api-tcp {addr} is not a loopback address; the API only listens on 127.0.0.1 or ::1")))
+        }
+        Some(addr) => match std::env::var("CLAWKEEP_API_TOKEN") {
+            Ok(t) if t.len() >= 16 => Ok(Some((addr, t))),
+            _ => Err(Failure::usage("--api-tcp needs CLAWKEEP_API_TOKEN set to a token of at least 16 characters")),
+        },
     }
 }
 

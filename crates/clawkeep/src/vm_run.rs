@@ -60,14 +60,10 @@ fn image_failure(e: ImageError) -> Failure {
 pub fn run(state_dir: Option<PathBuf>, args: RunArgs) -> Result<u8, Failure> {
     let name = args.image.clone().ok_or_else(|| Failure::usage("--backend vm needs --image NAME (see 'clawkeep image list')"))?;
     // Jail-only options are refused rather than silently ignored.
-    for (set, flag, why) in [
-        (args.rootfs.is_some(), "--rootfs", "the VM's root is its image"),
-        (args.api_tcp.is_some(), "--api-tcp", "the operator API serves jail runs only for now"),
-    ] {
-        if set {
-            return Err(Failure::usage(format!("{flag} does not apply to --backend vm ({why}); drop it or use --backend jail")));
-        }
+    if args.rootfs.is_some() {
+        return Err(Failure::usage("--rootfs does not apply to --backend vm (the VM's root is its image); drop it or use --backend jail"));
     }
+    let api_tcp = crate::run::api_tcp_arg(args.api_tcp)?;
     // Signals are taken by one thread (sigwait) and forwarded to the
     // guest; blocked before any other thread exists (the proxy's, the
     // channel's) so none of those gets one. One that arrives before the
@@ -207,19 +203,22 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs) -> Result<u8, Failure> {
     }
     let executor = vm_gate::VmExecutor::default();
     let inflight: Arc<std::sync::atomic::AtomicUsize> = Arc::default();
-    // The kill switch ends the agent's command (the VM goes down with it);
-    // freezing a VM is not offered yet.
+    // The kill switch: kill ends the agent's command (the VM goes down with
+    // it); freeze and thaw stop and resume the whole VM.
     let kill: Arc<dyn Fn(clawkeep_gate::Switch) -> Result<(), String> + Send + Sync> = {
         let signals = signals.clone();
         Arc::new(move |s| match s {
             clawkeep_gate::Switch::Kill => {
+                // A frozen guest would never read the kill off the channel.
+                let _ = signals.pause_vmm(false);
                 signals.deliver(libc::SIGKILL);
                 Ok(())
             }
-            other => Err(format!("{other:?} is not supported for VM agents yet; use kill")),
+            clawkeep_gate::Switch::Freeze => signals.pause_vmm(true),
+            clawkeep_gate::Switch::Thaw => signals.pause_vmm(false),
         })
     };
-    let services = gate_run::Services { api_tcp: None, prompt: None, proxy: None };
+    let services = gate_run::Services { api_tcp, prompt: None, proxy: None };
     if let Err(f) = gate_run::start(gate, &state, run_id.clone(), Arc::new(executor.clone()), kill, log.clone(), inflight.clone(), services)
     {
         eprintln!("clawkeep: warning: {}; gated commands will fail", f.message);
@@ -426,6 +425,23 @@ impl Signals {
             // SAFETY: kill has no memory-safety preconditions; pid is our child.
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
+    }
+
+    /// Freezes (SIGSTOP) or thaws (SIGCONT) the VMM process. Every vCPU
+    /// is one of its threads, so the guest stops whole, as the jail's
+    /// cgroup freezer stops every process in it; the host side of the
+    /// channel just sees no traffic meanwhile.
+    fn pause_vmm(&self, stop: bool) -> Result<(), String> {
+        let pid = self.vmm.load(Ordering::SeqCst);
+        if pid <= 0 {
+            return Err("the VM is not running yet".into());
+        }
+        let sig = if stop { libc::SIGSTOP } else { libc::SIGCONT };
+        // SAFETY: kill has no memory-safety preconditions; pid is our child.
+        if unsafe { libc::kill(pid, sig) } != 0 {
+            return Err(format!("cannot {} the VM: {}", if stop { "freeze" } else { "thaw" }, std::io::Error::last_os_error()));
+        }
+        Ok(())
     }
 
     fn deliver(&self, sig: i32) {

@@ -17,6 +17,8 @@ use common::{processes_with, Env};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Output;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// True when a VM can be built and booted here; otherwise prints why not.
@@ -125,7 +127,16 @@ fn vm_runs_commands_keeps_the_workspace_and_catches_tampering() {
     // (fallocate: writing 256 MiB of zeros under TCG takes half a minute)
     let script = "echo $((6*7)); fallocate -l 400000000 big || echo full; rm -f big; \
         wget -q -O- --header \"Authorization: Bearer $OPENAI_API_KEY\" $OPENAI_BASE_URL/models; echo; kill -TERM $$";
-    let (out, took) = vm_run(&env, "t", &[], &["sh", "-c", script]);
+    // wget is an `ask` in the built-in policy (and dash, the image's sh,
+    // does reach the gate by name): this run's policy allows it.
+    let allow = env.state.path().join("allow-wget.yaml");
+    fs::write(&allow, "default_action: allow\nrules: []\n").unwrap();
+    let mut c = env.cmd();
+    c.env_remove("CLAWKEEP_IMAGE_PUBKEY").args(["run", "--backend", "vm", "--image", "t", "--policy"]).arg(&allow);
+    c.arg("--workspace").arg(env.workspace.path()).args(["--", "sh", "-c", script]);
+    let t = Instant::now();
+    let out = c.output().unwrap();
+    let took = t.elapsed();
     println!("second run: {took:?}");
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(128 + 15), "stderr: {}", text(&out.stderr));
@@ -136,9 +147,10 @@ fn vm_runs_commands_keeps_the_workspace_and_catches_tampering() {
 
     // Gated commands inside the VM: the guest masks them with its shim;
     // the host's gate decides (deny, allow, ask answered by the CLI).
-    // Full paths: the image's busybox sh runs applets it knows by name
-    // in-process (FEATURE_SH_STANDALONE), which no mask can see.
+    // Bare names typed in the image's sh (dash, which looks them up in
+    // PATH) and full paths both reach the gate.
     gated_commands_reach_the_host_gate(&env);
+    the_kill_switch_freezes_and_thaws_the_vm(&env);
 
     // A command the guest cannot find: 127 and its name, like the jail.
     let (out, _) = vm_run(&env, "t", &[], &["no-such-command"]);
@@ -227,11 +239,14 @@ rules:
 fn gated_commands_reach_the_host_gate(env: &Env) {
     let policy = env.state.path().join("vm-policy.yaml");
     fs::write(&policy, POLICY).unwrap();
-    let script = "/bin/ls /workspace >/dev/null && echo ls-ok; /bin/cat in.txt; /bin/wget http://x; echo full=$?; \
-        /bin/uname -s; echo uname=$?";
+    let script = "ls /workspace >/dev/null && echo ls-ok; cat in.txt; wget http://x; echo bare=$?; /bin/wget http://x; echo full=$?; \
+        uname -s; echo uname=$?";
+    // The operator API on TCP too, as for a jail run.
+    let addr = format!("127.0.0.1:{}", std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port());
+    let token = "vm-api-token-0123456789";
     let mut c = std::process::Command::new(common::bin());
-    c.env("CLAWKEEP_STATE_DIR", env.state.path()).env_remove("CLAWKEEP_IMAGE_PUBKEY");
-    c.args(["run", "--backend", "vm", "--image", "t", "--agent", "vm-a", "--policy"]).arg(&policy);
+    c.env("CLAWKEEP_STATE_DIR", env.state.path()).env_remove("CLAWKEEP_IMAGE_PUBKEY").env("CLAWKEEP_API_TOKEN", token);
+    c.args(["run", "--backend", "vm", "--image", "t", "--agent", "vm-a", "--api-tcp", &addr, "--policy"]).arg(&policy);
     c.arg("--workspace").arg(env.workspace.path()).args(["--", "sh", "-c", script]);
     let child = c.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
     let mut id = None;
@@ -249,13 +264,26 @@ fn gated_commands_reach_the_host_gate(env: &Env) {
         panic!("uname never reached the queue; stdout: {}; stderr: {}", text(&out.stdout), text(&out.stderr));
     }
     let id = id.unwrap().to_string();
+    let status = {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(&addr).expect("the VM run's TCP API is not listening");
+        s.write_all(
+            format!("GET /api/status HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {token}\r\n\r\n").as_bytes(),
+        )
+        .unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out
+    };
+    assert!(status.starts_with("HTTP/1.1 200") && status.contains("vm-a"), "{status}");
     let out = env.cmd().args(["approve", &id]).output().unwrap();
     assert!(out.status.success(), "approve: {}", text(&out.stderr));
     let out = child.wait_with_output().unwrap();
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     println!("gated run: stdout: {stdout}\nstderr: {stderr}");
     assert_eq!(out.status.code(), Some(0), "stderr: {stderr}");
-    assert_eq!(stdout, "ls-ok\nfrom the host\nfull=126\nLinux\nuname=0\n", "stderr: {stderr}");
+    assert_eq!(stdout, "ls-ok\nfrom the host\nbare=126\nfull=126\nLinux\nuname=0\n", "stderr: {stderr}");
+    assert_eq!(stderr.matches("clawkeep: wget: denied: no downloads from the VM").count(), 2, "stderr: {stderr}");
     assert!(stderr.contains("clawkeep: wget: denied: no downloads from the VM"), "stderr: {stderr}");
     assert!(stderr.contains(&format!("waiting for an operator to approve request #{id}")), "stderr: {stderr}");
     let audit = env.audit();
@@ -273,6 +301,47 @@ fn gated_commands_reach_the_host_gate(env: &Env) {
         assert!(cmds.contains(&cmd), "history lacks {cmd}: {hist}");
     }
     assert!(!env.state.path().join("agents/vm-a").exists(), "the agent's sockets outlived the run");
+    assert_nothing_left(env);
+}
+
+/// `clawkeep kill --freeze/--thaw/kill` on a VM agent: the guest's output
+/// stops while frozen, resumes when thawed, and kill ends the run (137)
+/// even from frozen.
+fn the_kill_switch_freezes_and_thaws_the_vm(env: &Env) {
+    use std::io::{BufRead, BufReader};
+    let policy = env.state.path().join("vm-policy.yaml");
+    let mut c = std::process::Command::new(common::bin());
+    c.env("CLAWKEEP_STATE_DIR", env.state.path()).env_remove("CLAWKEEP_IMAGE_PUBKEY");
+    c.args(["run", "--backend", "vm", "--image", "t", "--agent", "vm-f", "--policy"]).arg(&policy);
+    c.arg("--workspace").arg(env.workspace.path()).args(["--", "sh", "-c", "i=0; while :; do i=$((i+1)); echo $i; sleep 0.02; done"]);
+    let mut child = c.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let last = Arc::new(AtomicU64::new(0));
+    let reader = {
+        let (last, out) = (last.clone(), child.stdout.take().unwrap());
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if let Ok(n) = line.trim().parse() {
+                    last.store(n, Ordering::SeqCst);
+                }
+            }
+        })
+    };
+    let read = || last.load(Ordering::SeqCst);
+    assert!(common::wait_for(|| read() > 5, 90), "the loop never printed");
+    env.cmd().args(["kill", "vm-f", "--freeze"]).assert().success();
+    std::thread::sleep(Duration::from_millis(500));
+    let frozen_at = read();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(read(), frozen_at, "the VM kept running while frozen");
+    env.cmd().args(["kill", "vm-f", "--thaw"]).assert().success();
+    assert!(common::wait_for(|| read() > frozen_at, 30), "the VM did not resume");
+    env.cmd().args(["kill", "vm-f", "--freeze"]).assert().success();
+    env.cmd().args(["kill", "vm-f"]).assert().success();
+    let status = child.wait().unwrap();
+    let _ = reader.join();
+    let mut err = String::new();
+    let _ = std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err);
+    assert_eq!(status.code(), Some(137), "stderr: {err}");
     assert_nothing_left(env);
 }
 
