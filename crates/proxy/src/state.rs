@@ -26,7 +26,10 @@ pub struct ProxyState {
 /// Told about every settled or refused request: its ledger row and, when
 /// the config's `audit_prompts` is on and the request was admitted, the
 /// body the agent sent.
-pub struct UsageObserver(pub Arc<dyn Fn(&UsageRow, Option<&[u8]>) + Send + Sync>);
+pub struct UsageObserver(pub Arc<ObserveFn>);
+
+/// The observer's callback: the row, and the prompt when audited.
+pub type ObserveFn = dyn Fn(&UsageRow, Option<&[u8]>) + Send + Sync;
 
 impl std::fmt::Debug for UsageObserver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
