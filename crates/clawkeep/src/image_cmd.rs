@@ -56,6 +56,7 @@ fn build_image(state: &Path, opts: &BuildOptions) -> Result<u8, Failure> {
     let store = ImageStore::new(state);
     let mut progress = Progress::stderr("image build", clawkeep_image::build::STEPS);
     let m = build(&store, opts, &mut progress).map_err(failure)?;
+    progress.finish();
     let total = m.kernel.size + m.vmlinux.as_ref().map_or(0, |v| v.size) + m.initramfs.size + m.rootfs.size;
     println!("built image {} in {} ({}, root hash {})", m.name, store.root().join(&m.name).display(), human(total), m.rootfs.root_hash);
     println!("sign it with 'clawkeep image sign {}'", m.name);
