@@ -167,11 +167,21 @@ fn ask_can_be_approved_through_the_api_and_denied_with_a_reason() {
         ));
         next.unwrap()
     };
-    env.cmd().args(["deny", &id2.to_string(), "--reason", "not today"]).assert().success();
-    let history = http(&sock, "GET /api/history?outcome=approved&limit=5", "");
-    assert!(history.starts_with("HTTP/1.1 200") && history.contains("\"approved_by\":\"test\""), "{history}");
+    // Asked while the run still waits on id2 (once it is denied the run
+    // ends, and its API socket with it). The approved command's history row
+    // is written just after it ran.
+    let mut history = String::new();
+    let recorded = wait_for(
+        || {
+            history = http(&sock, "GET /api/history?outcome=approved&limit=5", "");
+            history.starts_with("HTTP/1.1 200") && history.contains("\"approved_by\":\"test\"")
+        },
+        10,
+    );
+    assert!(recorded, "{history}");
     let again = http(&sock, &format!("POST /api/queue/{id}/approve"), body);
     assert!(again.starts_with("HTTP/1.1 409"), "approving twice is a conflict: {again}");
+    env.cmd().args(["deny", &id2.to_string(), "--reason", "not today"]).assert().success();
     let (code, stdout, stderr) = finish(child);
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(stdout, "first=0\nsecond=126\n", "{stderr}");
