@@ -2,6 +2,13 @@
 //! behaving like the command (stdio streamed, its exit code, 128+N when
 //! killed by signal N, SIGINT/SIGTERM/SIGHUP forwarded, 124 on --timeout).
 //!
+//! When clawkeep's stdin is a terminal the command gets one too, as in
+//! the jail: a pty in the guest of the user's size, following it on
+//! SIGWINCH. The user's terminal is in raw mode while the command runs
+//! (restored on every way out of [`run_in_vm`] but SIGKILL), so its keys
+//! reach the guest as bytes: Ctrl-C is the guest terminal's SIGINT for
+//! the command's foreground process group, not this process's.
+//!
 //! The image is verified (and its signature checked when a key is
 //! trusted) before anything boots; the run is recorded as `run.start` /
 //! `run.exit`; the VM, its socket, its disks and every temp file are gone
@@ -24,6 +31,7 @@ use clawkeep_audit::AuditLog;
 use clawkeep_core::AgentEnv;
 use clawkeep_image::{trust, ImageError, ImageStore};
 use clawkeep_sandbox::backend::{AgentSpec, Backend, BackendError, Event, ExecSpec, ProcessControl, VmBackend};
+use clawkeep_sandbox::pty;
 use clawkeep_sandbox::vm::{disk, kvm, Accel, Service, VmConfig, VmError, Vmm};
 use serde_json::json;
 use std::collections::HashMap;
@@ -67,8 +75,8 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs) -> Result<u8, Failure> {
     // Signals are taken by one thread (sigwait) and forwarded to the
     // guest; blocked before any other thread exists (the proxy's, the
     // channel's) so none of those gets one. One that arrives before the
-    // command runs abandons the boot.
-    block_forwarded();
+    // command runs abandons the boot (SIGWINCH never does: it is a resize).
+    block_taken();
     let policy_load = gate_run::PolicyLoad::start(args.policy.clone());
     let signals = Arc::new(Signals::default());
     take_signals(signals.clone());
@@ -295,8 +303,15 @@ fn run_in_vm(
     }
     // Fail closed: no command runs before its gated commands are masked.
     gating.setup(backend.vm().ok_or_else(|| Failure::runtime("the VM is not running"))?).map_err(Failure::runtime)?;
-    let cmd = ExecSpec { argv: args.command.clone(), env, cwd: Some("/workspace".into()), uid: AGENT_ID, gid: AGENT_ID };
+    let tty = pty::terminal_size(0);
+    let cmd = ExecSpec { argv: args.command.clone(), env, cwd: Some("/workspace".into()), uid: AGENT_ID, gid: AGENT_ID, tty };
     let mut proc = backend.exec(&cmd).map_err(|e| Failure::runtime(e.to_string()))?;
+    if tty.is_some() && !proc.tty() {
+        let image = args.image.as_deref().unwrap_or_default();
+        eprintln!("clawkeep: warning: image {image}'s guest predates terminals, so the command runs without one; rebuild the image");
+    }
+    // Held to the end of this function: every return restores the terminal.
+    let raw = if proc.tty() { pty::RawMode::enter(0) } else { None };
     let control: Arc<dyn ProcessControl> = Arc::from(proc.control());
     forward_stdin(control.clone());
     signals.attach(control.clone());
@@ -340,7 +355,8 @@ fn run_in_vm(
             Event::Stderr(d) => {
                 let _ = err.write_all(&d);
             }
-            Event::Error(m) => eprintln!("clawkeep: {m}"),
+            // A raw terminal moves down on \n without going back to the start of the line.
+            Event::Error(m) => eprint!("clawkeep: {m}{}", if raw.is_some() { "\r\n" } else { "\n" }),
             Event::Exit { code, signal } => {
                 let timed_out = timed_out.load(Ordering::SeqCst);
                 // Never trust the guest's numbers with arithmetic that can overflow.
@@ -376,25 +392,32 @@ fn signal_set() -> libc::sigset_t {
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
-        for s in FORWARDED {
+        // SIGWINCH too: the user's terminal changed size, which resizes
+        // the command's (it is never forwarded as a signal).
+        for s in FORWARDED.into_iter().chain([libc::SIGWINCH]) {
             libc::sigaddset(&mut set, s);
         }
         set
     }
 }
 
-fn block_forwarded() {
+/// Blocks every signal the sigwait thread takes.
+fn block_taken() {
     let set = signal_set();
     // SAFETY: set is initialised; the old mask is not needed.
     unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
 }
 
 /// Where forwarded signals go: the command once it runs; before that, the
-/// first one is remembered and cancels the boot.
+/// first one is remembered and cancels the boot. SIGWINCH resizes the
+/// command's terminal (a no-op for a command without one); one before the
+/// command runs is remembered, never cancels anything.
 #[derive(Default)]
 struct Signals {
     target: Mutex<Option<Arc<dyn ProcessControl>>>,
     early: AtomicI32,
+    /// The user's terminal changed size before the command ran.
+    winch: AtomicBool,
     cancel: Arc<AtomicBool>,
     /// The VMM, killed outright on a second interrupt: the channel a signal
     /// travels on can be jammed by what runs in the guest.
@@ -406,14 +429,29 @@ struct Signals {
 
 impl Signals {
     /// The command started: it gets the signals, including one that
-    /// arrived between the boot and now.
+    /// arrived between the boot and now, and the size the user's terminal
+    /// took meanwhile (under the lock [`Signals::resize`] takes, so none is
+    /// lost).
     fn attach(&self, control: Arc<dyn ProcessControl>) {
         if let Ok(mut t) = self.target.lock() {
             let early = self.early.load(Ordering::SeqCst);
             if early != 0 {
                 let _ = control.signal(early);
             }
+            if self.winch.load(Ordering::SeqCst) {
+                follow_terminal(&*control);
+            }
             *t = Some(control);
+        }
+    }
+
+    /// The user's terminal changed size: the command's follows, now or
+    /// when it starts.
+    fn resize(&self) {
+        let Ok(t) = self.target.lock() else { return };
+        match &*t {
+            Some(c) => follow_terminal(&**c),
+            None => self.winch.store(true, Ordering::SeqCst),
         }
     }
 
@@ -445,7 +483,11 @@ impl Signals {
     }
 
     fn deliver(&self, sig: i32) {
-        if matches!(sig, libc::SIGINT | libc::SIGTERM | libc::SIGHUP) && self.interrupts.fetch_add(1, Ordering::SeqCst) >= 1 {
+        if sig == libc::SIGWINCH {
+            self.resize();
+            return;
+        }
+        if FORWARDED.contains(&sig) && self.interrupts.fetch_add(1, Ordering::SeqCst) >= 1 {
             eprintln!("clawkeep: second interrupt: killing the VM");
             self.kill_vmm(sig);
             return;
@@ -460,6 +502,13 @@ impl Signals {
                 self.cancel.store(true, Ordering::SeqCst);
             }
         }
+    }
+}
+
+/// Gives the command's terminal the size of the user's (stdin's).
+fn follow_terminal(control: &dyn ProcessControl) {
+    if let Some(size) = pty::terminal_size(0) {
+        let _ = control.resize(size);
     }
 }
 

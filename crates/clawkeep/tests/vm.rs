@@ -1,7 +1,8 @@
 //! `clawkeep run --backend vm` end to end under QEMU (TCG here; KVM where a
 //! boot test proves it works): stdio and exit code, the workspace disk
 //! round trip, dm-verity catching a changed block at read time, a guest
-//! that never becomes ready, and images that cannot boot. Needs
+//! that never becomes ready, images that cannot boot, and a user's
+//! terminal (size, resize, Ctrl-C) reaching the command. Needs
 //! qemu-system-x86_64, e2fsprogs, veritysetup, busybox and the kernel
 //! .ci/fetch-kernel extracts; skips with the reason otherwise.
 //!
@@ -151,6 +152,7 @@ fn vm_runs_commands_keeps_the_workspace_and_catches_tampering() {
     // PATH) and full paths both reach the gate.
     gated_commands_reach_the_host_gate(&env);
     the_kill_switch_freezes_and_thaws_the_vm(&env);
+    a_terminal_reaches_the_command_in_the_vm(&env);
 
     // A command the guest cannot find: 127 and its name, like the jail.
     let (out, _) = vm_run(&env, "t", &[], &["no-such-command"]);
@@ -342,6 +344,117 @@ fn the_kill_switch_freezes_and_thaws_the_vm(env: &Env) {
     let mut err = String::new();
     let _ = std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err);
     assert_eq!(status.code(), Some(137), "stderr: {err}");
+    assert_nothing_left(env);
+}
+
+/// `clawkeep run --backend vm --image t -- sh -c SCRIPT` under util-linux
+/// `script`, so its stdin is a terminal of 30x100; script's stdin and
+/// stdout (the terminal's both ways) are piped to the test. After the
+/// run, the shell says whether the terminal is back in cooked mode.
+fn vm_in_terminal(env: &Env, script: &str) -> std::process::Child {
+    let inner = format!(
+        "stty rows 30 cols 100; {} run --backend vm --image t --workspace {} -- sh -c '{script}'; rc=$?; \
+         stty -a | grep -q -- -icanon && echo still-raw || echo cooked-again; exit $rc",
+        common::bin().display(),
+        env.workspace.path().display()
+    );
+    let mut c = std::process::Command::new("script");
+    c.env("CLAWKEEP_STATE_DIR", env.state.path()).env_remove("CLAWKEEP_IMAGE_PUBKEY").args(["-qefc", &inner, "/dev/null"]);
+    c.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().unwrap()
+}
+
+/// Lines from `out` until one contains `marker`; all of them.
+fn read_until(out: &mut impl std::io::BufRead, marker: &str) -> String {
+    let mut seen = String::new();
+    while !seen.contains(marker) {
+        let mut line = String::new();
+        assert!(out.read_line(&mut line).unwrap() > 0, "no {marker:?} before EOF: {seen}");
+        seen.push_str(&line);
+    }
+    seen
+}
+
+/// The terminal this env's clawkeep run has as its stdin.
+fn the_runs_terminal(env: &Env) -> fs::File {
+    let bin = fs::canonicalize(common::bin()).unwrap();
+    let pid = processes_with(&env.workspace.path().to_string_lossy())
+        .into_iter()
+        .find(|p| fs::canonicalize(format!("/proc/{p}/exe")).is_ok_and(|e| e == bin))
+        .expect("no clawkeep run in a terminal");
+    fs::OpenOptions::new().read(true).write(true).open(format!("/proc/{pid}/fd/0")).unwrap()
+}
+
+/// Whether `tty` is in raw mode: no line editing, no signal keys.
+fn is_raw(tty: &fs::File) -> bool {
+    use std::os::fd::AsRawFd;
+    // SAFETY: termios is plain data; tcgetattr fills it from an open tty.
+    let mut t: libc::termios = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::tcgetattr(tty.as_raw_fd(), &mut t) }, 0);
+    t.c_lflag & (libc::ICANON | libc::ISIG) == 0
+}
+
+/// Resizes `tty` as a terminal emulator would (its foreground process
+/// group gets SIGWINCH).
+fn resize(tty: &fs::File, rows: u16, cols: u16) {
+    use std::os::fd::AsRawFd;
+    let ws = libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
+    // SAFETY: TIOCSWINSZ reads one valid winsize; tty is open.
+    assert_eq!(unsafe { libc::ioctl(tty.as_raw_fd(), libc::TIOCSWINSZ, &ws) }, 0);
+}
+
+/// From a terminal, the command in the VM gets one of its own (a pty in
+/// the guest) of the user's size, which follows the user's (SIGWINCH);
+/// Ctrl-C typed there interrupts the command (130), as in the jail; the
+/// user's terminal leaves raw mode when the run ends.
+fn a_terminal_reaches_the_command_in_the_vm(env: &Env) {
+    use std::io::{BufReader, Read, Write};
+    if !Path::new("/usr/bin/script").exists() {
+        println!("skipped: a_terminal_reaches_the_command_in_the_vm: util-linux `script` not installed");
+        return;
+    }
+    // Size, then a resize while the command runs (the loop is bounded:
+    // without the resize the run still ends, and the asserts say why).
+    let script = "tty; test -t 0 && test -t 1 && echo both-tty; stty size; trap \"echo got-winch\" WINCH; echo ready; \
+        i=0; while [ \"$(stty size)\" != \"40 120\" ] && [ $i -lt 300 ]; do i=$((i+1)); sleep 0.1; done; stty size";
+    let mut child = vm_in_terminal(env, script);
+    let stdin = child.stdin.take().unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let seen = read_until(&mut out, "ready");
+    let tty = the_runs_terminal(env);
+    // Raw: Ctrl-C and friends are bytes for the guest's terminal, never
+    // signals for clawkeep.
+    assert!(is_raw(&tty), "the user's terminal is not raw while the command runs");
+    resize(&tty, 40, 120);
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).unwrap();
+    drop(stdin);
+    let status = child.wait().unwrap();
+    println!("vm tty run: {seen}{rest}");
+    assert!(seen.contains("/dev/pts/") && seen.contains("both-tty"), "{seen}{rest}");
+    assert!(seen.contains("30 100"), "the user's size did not reach the command: {seen}");
+    assert!(rest.contains("got-winch") && rest.contains("40 120"), "the resize did not reach the command: {seen}{rest}");
+    assert!(rest.contains("cooked-again"), "the terminal was left raw: {rest}");
+    assert_eq!(status.code(), Some(0), "{seen}{rest}");
+    assert_nothing_left(env);
+
+    // Ctrl-C is a byte on the user's (raw) terminal, typed into the
+    // guest's terminal, whose line discipline sends SIGINT.
+    let mut child = vm_in_terminal(env, "echo ready; exec sleep 120");
+    let mut stdin = child.stdin.take().unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let seen = read_until(&mut out, "ready");
+    let t = Instant::now();
+    stdin.write_all(b"\x03").unwrap();
+    stdin.flush().unwrap();
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).unwrap();
+    drop(stdin);
+    let status = child.wait().unwrap();
+    println!("vm tty ctrl-c: ended {:?} after the key: {seen}{rest}", t.elapsed());
+    assert_eq!(status.code(), Some(130), "{seen}{rest}");
+    assert!(t.elapsed() < Duration::from_secs(60), "Ctrl-C did not end the command promptly: {:?}", t.elapsed());
+    assert!(rest.contains("cooked-again"), "the terminal was left raw: {rest}");
     assert_nothing_left(env);
 }
 

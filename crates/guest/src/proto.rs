@@ -27,6 +27,7 @@
 //! | GatedExec | 0x07 | host→guest | JSON [`GatedJob`], on the gate relay stream |
 //! | GatedRelease | 0x08 | host→guest | empty: exec the prepared job |
 //! | GatedSignal | 0x09 | host→guest | JSON `{"signo": N}` |
+//! | Resize | 0x0A | host→guest | JSON [`TtySize`], on an exec stream with a terminal |
 //! | Open | 0x41 | guest→host | JSON `{"service": "proxy"\|"gate"}` |
 //! | Data | 0x42 | both | bytes |
 //! | Close | 0x43 | both | empty |
@@ -50,6 +51,17 @@
 //! (plus the pipe's own buffer); bytes beyond it are dropped. EOF (an empty
 //! Stdin) needs no credit. A window of 0 (a guest older than this frame)
 //! means no flow control: the host sends without limit.
+//!
+//! Terminals: an Exec whose `tty` is set runs the command on a pty the
+//! guest allocates, of that size: the command's stdin, stdout and stderr
+//! are its slave (its controlling terminal), all output arrives as Stdout,
+//! Stdin is typed into it (Ctrl-C is the byte 0x03: the guest's line
+//! discipline turns it into SIGINT), and Resize changes its size (the
+//! command's foreground process group gets SIGWINCH). EOF on Stdin stops
+//! the typing; a terminal has no EOF of its own. A guest announces that it
+//! understands this with `tty` in its Ready; the host sends neither a tty
+//! nor Resize to one that does not (a guest built before this frame would
+//! lose the channel's framing on it).
 //!
 //! Gated commands: after GateConfig the gated names are the guest's own
 //! binary (a shim); a shim's request travels on a guest-opened `gate`
@@ -84,6 +96,7 @@ pub enum Kind {
     GatedExec = 0x07,
     GatedRelease = 0x08,
     GatedSignal = 0x09,
+    Resize = 0x0A,
     Open = 0x41,
     Data = 0x42,
     Close = 0x43,
@@ -112,6 +125,7 @@ impl Kind {
             0x07 => GatedExec,
             0x08 => GatedRelease,
             0x09 => GatedSignal,
+            0x0A => Resize,
             0x41 => Open,
             0x42 => Data,
             0x43 => Close,
@@ -252,6 +266,17 @@ pub struct ExecRequest {
     /// none and queues that command's stdin unbounded, as it used to.
     #[serde(default)]
     pub stdin_credit: bool,
+    /// Run on a terminal of this size (see the module docs); None (absent:
+    /// a host built before terminals) = pipes.
+    #[serde(default)]
+    pub tty: Option<TtySize>,
+}
+
+/// A terminal's size in character cells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TtySize {
+    pub rows: u16,
+    pub cols: u16,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -263,6 +288,10 @@ pub struct ReadyInfo {
     /// 0 (absent: a guest built before flow control) = no limit.
     #[serde(default)]
     pub stdin_window: u32,
+    /// The guest runs commands on a terminal when asked and takes Resize;
+    /// false (absent: a guest built before terminals) = it does neither.
+    #[serde(default)]
+    pub tty: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -327,6 +356,7 @@ pub enum Message {
     GatedExec(GatedJob),
     GatedRelease,
     GatedSignal { signo: i32 },
+    Resize(TtySize),
     Open { service: Service },
     Data(Vec<u8>),
     Close,
@@ -388,6 +418,7 @@ impl Message {
             Message::GatedExec(_) => Kind::GatedExec,
             Message::GatedRelease => Kind::GatedRelease,
             Message::GatedSignal { .. } => Kind::GatedSignal,
+            Message::Resize(_) => Kind::Resize,
             Message::Open { .. } => Kind::Open,
             Message::Data(_) => Kind::Data,
             Message::Close => Kind::Close,
@@ -414,6 +445,7 @@ impl Message {
             Message::GateConfig(g) => json(&g),
             Message::GatedExec(j) => json(&j),
             Message::GatedSignal { signo } => json(&Signo { signo }),
+            Message::Resize(s) => json(&s),
             Message::GateReady { masked } => json(&Masked { masked }),
             Message::GatedExit(s) => json(&s),
             Message::Open { service } => json(&Svc { service }),
@@ -440,6 +472,7 @@ impl Message {
             Kind::GatedExec => Message::GatedExec(parse(k, &p)?),
             Kind::GatedRelease => Message::GatedRelease,
             Kind::GatedSignal => Message::GatedSignal { signo: parse::<Signo>(k, &p)?.signo },
+            Kind::Resize => Message::Resize(parse(k, &p)?),
             Kind::Open => Message::Open { service: parse::<Svc>(k, &p)?.service },
             Kind::Data => Message::Data(p),
             Kind::Close => Message::Close,

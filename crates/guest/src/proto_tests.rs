@@ -10,7 +10,19 @@ fn all() -> Vec<Message> {
             uid: 1000,
             gid: 1000,
             stdin_credit: true,
+            tty: None,
         }),
+        Message::Exec(ExecRequest {
+            argv: vec!["sh".into()],
+            env: vec![],
+            cwd: None,
+            uid: 1000,
+            gid: 1000,
+            stdin_credit: true,
+            tty: Some(TtySize { rows: 24, cols: 80 }),
+        }),
+        Message::Resize(TtySize { rows: 50, cols: 132 }),
+        Message::Resize(TtySize { rows: u16::MAX, cols: 0 }),
         Message::Stdin(b"abc".to_vec()),
         Message::Stdin(Vec::new()),
         Message::Signal { signo: 15 },
@@ -19,7 +31,7 @@ fn all() -> Vec<Message> {
         Message::Open { service: Service::Proxy },
         Message::Data(vec![0, 1, 2, 255]),
         Message::Close,
-        Message::Ready(ReadyInfo { kernel: "6.1.0".into(), uptime_ms: 4200, stdin_window: STDIN_WINDOW }),
+        Message::Ready(ReadyInfo { kernel: "6.1.0".into(), uptime_ms: 4200, stdin_window: STDIN_WINDOW, tty: true }),
         Message::Started { pid: 42 },
         Message::Stdout(b"out".to_vec()),
         Message::Stderr(b"err".to_vec()),
@@ -164,4 +176,49 @@ fn a_ready_without_a_window_is_an_old_guest_without_flow_control() {
     let f = Frame { kind: Kind::Ready, stream: 0, payload: br#"{"kernel":"6.1.0","uptime_ms":9}"#.to_vec() };
     let Message::Ready(r) = Message::from_frame(f).unwrap() else { panic!("not Ready") };
     assert_eq!(r.stdin_window, 0);
+}
+
+#[test]
+fn resize_has_its_wire_value_and_json() {
+    let b = Message::Resize(TtySize { rows: 40, cols: 120 }).into_frame(2).encode().unwrap();
+    assert_eq!(b, [&[0, 0, 0, 27, 0x0a, 0, 0, 0, 2][..], br#"{"rows":40,"cols":120}"#].concat());
+    assert_eq!(Kind::from_u8(0x0a), Some(Kind::Resize));
+}
+
+#[test]
+fn a_bad_resize_is_refused_not_defaulted() {
+    // Missing a field, negative, over u16, wrong type, not JSON, empty.
+    for p in
+        [&br#"{"rows":40}"#[..], br#"{"rows":-1,"cols":80}"#, br#"{"rows":65536,"cols":80}"#, br#"{"rows":"40","cols":80}"#, b"{rows", b""]
+    {
+        let f = Frame { kind: Kind::Resize, stream: 2, payload: p.to_vec() };
+        let r = Message::from_frame(f);
+        assert!(matches!(r, Err(ProtoError::Payload { kind: Kind::Resize, .. })), "{p:?}: {r:?}");
+    }
+}
+
+#[test]
+fn an_exec_without_a_tty_is_an_old_host_and_runs_on_pipes() {
+    let p = br#"{"argv":["true"],"env":[],"cwd":null,"uid":1000,"gid":1000,"stdin_credit":true}"#;
+    let f = Frame { kind: Kind::Exec, stream: 2, payload: p.to_vec() };
+    let Message::Exec(r) = Message::from_frame(f).unwrap() else { panic!("not Exec") };
+    assert_eq!(r.tty, None);
+}
+
+#[test]
+fn fields_a_guest_does_not_know_are_ignored_so_an_old_guest_runs_a_tty_request_on_pipes() {
+    // No proto struct denies unknown fields: a guest built before `tty`
+    // reads this Exec (and a future field) as the request it knows.
+    let p = br#"{"argv":["true"],"env":[],"cwd":null,"uid":1000,"gid":1000,"stdin_credit":true,
+        "tty":{"rows":24,"cols":80},"from_the_future":{"x":1}}"#;
+    let f = Frame { kind: Kind::Exec, stream: 2, payload: p.to_vec() };
+    let Message::Exec(r) = Message::from_frame(f).unwrap() else { panic!("not Exec") };
+    assert_eq!(r.tty, Some(TtySize { rows: 24, cols: 80 }));
+}
+
+#[test]
+fn a_ready_without_tty_is_an_old_guest_without_terminals() {
+    let f = Frame { kind: Kind::Ready, stream: 0, payload: br#"{"kernel":"6.1.0","uptime_ms":9,"stdin_window":5}"#.to_vec() };
+    let Message::Ready(r) = Message::from_frame(f).unwrap() else { panic!("not Ready") };
+    assert!(!r.tty);
 }

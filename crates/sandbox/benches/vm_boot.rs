@@ -111,6 +111,7 @@ fn main() {
                     uid: 1000,
                     gid: 1000,
                     stdin_credit: true,
+                    tty: None,
                 })
                 .unwrap();
             while !matches!(s.recv().unwrap(), Message::Exit(_)) {}

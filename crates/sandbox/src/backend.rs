@@ -5,9 +5,10 @@
 //! Implemented by [`VmBackend`] (one microVM per agent). The jail predates
 //! this trait and is driven through `launcher` directly for now.
 
+use crate::pty::TtySize;
 use crate::vm::channel::{ChannelError, ExecStream, StreamSender};
 use crate::vm::{disk, Vm, VmConfig, VmError};
-use clawkeep_guest::proto::{ExecRequest, Message};
+use clawkeep_guest::proto::{self, ExecRequest, Message};
 use serde::Serialize;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -29,6 +30,8 @@ pub struct ExecSpec {
     pub cwd: Option<String>,
     pub uid: u32,
     pub gid: u32,
+    /// Run on a terminal of this size (the user's is one); None = pipes.
+    pub tty: Option<TtySize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -72,12 +75,19 @@ pub trait Process: Send {
     fn next(&mut self) -> Result<Event, BackendError>;
     /// A handle to feed stdin and send signals from another thread.
     fn control(&self) -> Box<dyn ProcessControl>;
+    /// Whether the command runs on a terminal: [`ExecSpec::tty`] asked
+    /// and the backend could (a guest built before terminals cannot).
+    /// Then its stdin is typed into the terminal, its output arrives as
+    /// stdout, and [`ProcessControl::resize`] follows the user's.
+    fn tty(&self) -> bool;
 }
 
 pub trait ProcessControl: Send + Sync {
     /// Writes to the command's stdin; an empty slice closes it.
     fn stdin(&self, data: &[u8]) -> Result<(), BackendError>;
     fn signal(&self, signo: i32) -> Result<(), BackendError>;
+    /// Resizes the command's terminal; nothing happens without one.
+    fn resize(&self, size: TtySize) -> Result<(), BackendError>;
 }
 
 pub trait Backend {
@@ -151,6 +161,7 @@ impl Backend for VmBackend {
             uid: cmd.uid,
             gid: cmd.gid,
             stdin_credit: true,
+            tty: cmd.tty.map(wire_size),
         };
         Ok(Box::new(VmProcess(vm.channel.exec(req)?)))
     }
@@ -188,6 +199,10 @@ impl Drop for VmBackend {
     }
 }
 
+fn wire_size(s: TtySize) -> proto::TtySize {
+    proto::TtySize { rows: s.rows, cols: s.cols }
+}
+
 struct VmProcess(ExecStream);
 
 impl Process for VmProcess {
@@ -207,6 +222,10 @@ impl Process for VmProcess {
     fn control(&self) -> Box<dyn ProcessControl> {
         Box::new(VmControl(self.0.sender()))
     }
+
+    fn tty(&self) -> bool {
+        self.0.tty()
+    }
 }
 
 struct VmControl(StreamSender);
@@ -217,5 +236,8 @@ impl ProcessControl for VmControl {
     }
     fn signal(&self, signo: i32) -> Result<(), BackendError> {
         Ok(self.0.signal(signo)?)
+    }
+    fn resize(&self, size: TtySize) -> Result<(), BackendError> {
+        Ok(self.0.resize(wire_size(size))?)
     }
 }

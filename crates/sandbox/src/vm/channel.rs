@@ -18,14 +18,19 @@
 //! the command's Exit arrives, its [`ExecStream`] is dropped or the channel
 //! closes, a waiting `stdin()` returns `Err(ChannelError::Closed)`. A
 //! window of 0 (a guest older than flow control) means no limit.
+//!
+//! Terminals: a command gets one only when its request asks and the
+//! guest's Ready said it takes terminals; otherwise the request goes out
+//! without, and its stream never sends Resize (a guest built before
+//! terminals would lose the channel's framing on that unknown frame).
 
 use super::gate_relay::{GateConn, GateStreams};
-use clawkeep_guest::proto::{self, ExecRequest, GatedJob, Kind, Message, ReadyInfo, Service};
+use clawkeep_guest::proto::{self, ExecRequest, GatedJob, Kind, Message, ReadyInfo, Service, TtySize};
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -137,6 +142,8 @@ pub struct Channel {
     next: Arc<AtomicU32>,
     /// The guest's stdin window, from its Ready; 0 = no flow control.
     stdin_window: Arc<AtomicU32>,
+    /// The guest takes terminals (and Resize), from its Ready.
+    tty: Arc<AtomicBool>,
     credits: Credits,
     /// Which guest `gate` stream each placeholder descriptor stands for.
     pub gate_streams: GateStreams,
@@ -172,6 +179,7 @@ impl Channel {
             control: Arc::new(Mutex::new(ctl_rx)),
             next: Arc::new(AtomicU32::new(2)),
             stdin_window: Arc::default(),
+            tty: Arc::default(),
             credits: Arc::default(),
             gate_streams: GateStreams::default(),
         };
@@ -198,7 +206,8 @@ impl Channel {
 
     /// Waits for the guest's Ready, polling `alive()` so a VM that died is
     /// noticed at once rather than at the timeout. Commands started after
-    /// it returns get the stdin window the guest announced.
+    /// it returns get the stdin window the guest announced, and terminals
+    /// when it takes them.
     pub fn wait_ready(&self, timeout: Duration, alive: impl Fn() -> bool) -> Result<ReadyInfo, ChannelError> {
         let end = Instant::now() + timeout;
         loop {
@@ -209,6 +218,7 @@ impl Channel {
             match self.control(left.min(Duration::from_millis(200))) {
                 Ok(Message::Ready(r)) => {
                     self.stdin_window.store(r.stdin_window, Ordering::Relaxed);
+                    self.tty.store(r.tty, Ordering::Relaxed);
                     return Ok(r);
                 }
                 Ok(_) => {}
@@ -220,10 +230,15 @@ impl Channel {
     }
 
     /// Starts a command; its Started/Stdout/Stderr/Error/Exit arrive on the
-    /// returned stream.
+    /// returned stream. A terminal is asked for only from a guest that
+    /// takes them (see [`ExecStream::tty`]).
     pub fn exec(&self, mut req: ExecRequest) -> Result<ExecStream, ChannelError> {
         // This host takes StdinCredit (the reader below consumes it).
         req.stdin_credit = true;
+        if !self.tty.load(Ordering::Relaxed) {
+            req.tty = None;
+        }
+        let tty = req.tty.is_some();
         let id = self.next.fetch_add(2, Ordering::Relaxed);
         let (tx, rx) = mpsc::sync_channel(STREAM_QUEUE);
         self.routes.lock().map_err(|_| ChannelError::Closed)?.insert(id, tx);
@@ -242,7 +257,7 @@ impl Channel {
         };
         // Built before the Exec goes out, so a failed send drops it and
         // with it the route and the credit.
-        let stream = ExecStream { id, rx, ch: self.clone(), credit };
+        let stream = ExecStream { id, rx, ch: self.clone(), credit, tty };
         self.send(id, Message::Exec(req))?;
         Ok(stream)
     }
@@ -255,7 +270,7 @@ impl Channel {
         self.routes.lock().map_err(|_| ChannelError::Closed)?.insert(stream, tx);
         self.send(stream, Message::GatedExec(job))?;
         // A gated job uses the shim's own stdio: no Stdin, no credit.
-        Ok(ExecStream { id: stream, rx, ch: self.clone(), credit: None })
+        Ok(ExecStream { id: stream, rx, ch: self.clone(), credit: None, tty: false })
     }
 }
 
@@ -267,9 +282,17 @@ pub struct ExecStream {
     ch: Channel,
     /// None: the guest has no stdin window (no flow control).
     credit: Option<Arc<Credit>>,
+    /// The command runs on a terminal.
+    tty: bool,
 }
 
 impl ExecStream {
+    /// Whether the command runs on a terminal: asked for, and the guest
+    /// takes terminals.
+    pub fn tty(&self) -> bool {
+        self.tty
+    }
+
     /// The next message; `Err(Closed)` when the channel ended first.
     pub fn recv(&self) -> Result<Message, ChannelError> {
         self.rx.recv().map_err(|_| ChannelError::Closed)
@@ -297,9 +320,9 @@ impl ExecStream {
         self.ch.send(self.id, Message::Signal { signo })
     }
 
-    /// A handle that can send stdin and signals from another thread.
+    /// A handle that can send stdin, signals and resizes from another thread.
     pub fn sender(&self) -> StreamSender {
-        StreamSender { id: self.id, ch: self.ch.clone(), credit: self.credit.clone() }
+        StreamSender { id: self.id, ch: self.ch.clone(), credit: self.credit.clone(), tty: self.tty }
     }
 }
 
@@ -321,6 +344,7 @@ pub struct StreamSender {
     id: u32,
     ch: Channel,
     credit: Option<Arc<Credit>>,
+    tty: bool,
 }
 
 impl StreamSender {
@@ -330,6 +354,15 @@ impl StreamSender {
     }
     pub fn signal(&self, signo: i32) -> Result<(), ChannelError> {
         self.ch.send(self.id, Message::Signal { signo })
+    }
+
+    /// Resizes the command's terminal (its foreground process group gets
+    /// SIGWINCH); nothing is sent for a command without one.
+    pub fn resize(&self, size: TtySize) -> Result<(), ChannelError> {
+        if !self.tty {
+            return Ok(());
+        }
+        self.ch.send(self.id, Message::Resize(size))
     }
 }
 

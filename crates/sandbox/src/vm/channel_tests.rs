@@ -1,6 +1,6 @@
 #![allow(clippy::unwrap_used)]
 use super::*;
-use clawkeep_guest::proto::{ExitStatus, Frame, ReadyInfo, STDIN_WINDOW};
+use clawkeep_guest::proto::{ExitStatus, Frame, ReadyInfo, TtySize, STDIN_WINDOW};
 use std::os::unix::net::UnixListener;
 
 /// A fake guest on a Unix socket: it accepts once and hands the stream
@@ -25,7 +25,7 @@ fn read(s: &mut UnixStream) -> (u32, Message) {
 #[test]
 fn ready_then_an_exec_is_routed_to_its_stream() {
     let (_d, sock) = fake_guest(|mut s| {
-        write(&mut s, 0, Message::Ready(ReadyInfo { kernel: "k".into(), uptime_ms: 5, stdin_window: STDIN_WINDOW }));
+        write(&mut s, 0, Message::Ready(ReadyInfo { kernel: "k".into(), uptime_ms: 5, stdin_window: STDIN_WINDOW, tty: true }));
         let (id, m) = read(&mut s);
         assert!(matches!(m, Message::Exec(ref r) if r.argv == ["echo", "hi"]));
         // Noise on a stream nobody opened is dropped, not misrouted.
@@ -40,7 +40,8 @@ fn ready_then_an_exec_is_routed_to_its_stream() {
     let ch = Channel::connect(&sock, Instant::now() + Duration::from_secs(5), || true, HashMap::new()).unwrap();
     let ready = ch.wait_ready(Duration::from_secs(5), || true).unwrap();
     assert_eq!(ready.kernel, "k");
-    let req = ExecRequest { argv: vec!["echo".into(), "hi".into()], env: vec![], cwd: None, uid: 1000, gid: 1000, stdin_credit: true };
+    let req =
+        ExecRequest { argv: vec!["echo".into(), "hi".into()], env: vec![], cwd: None, uid: 1000, gid: 1000, stdin_credit: true, tty: None };
     let ex = ch.exec(req).unwrap();
     assert_eq!(ex.recv().unwrap(), Message::Started { pid: 7 });
     assert_eq!(ex.recv().unwrap(), Message::Stdout(b"hi\n".to_vec()));
@@ -56,7 +57,8 @@ fn a_guest_that_goes_away_ends_waiting_streams() {
         drop(s);
     });
     let ch = Channel::connect(&sock, Instant::now() + Duration::from_secs(5), || true, HashMap::new()).unwrap();
-    let ex = ch.exec(ExecRequest { argv: vec!["x".into()], env: vec![], cwd: None, uid: 0, gid: 0, stdin_credit: true }).unwrap();
+    let ex =
+        ch.exec(ExecRequest { argv: vec!["x".into()], env: vec![], cwd: None, uid: 0, gid: 0, stdin_credit: true, tty: None }).unwrap();
     assert!(matches!(ex.recv(), Err(ChannelError::Closed)));
     assert!(matches!(ch.wait_ready(Duration::from_secs(1), || true), Err(ChannelError::Closed)));
 }
@@ -157,7 +159,7 @@ struct Puppet {
 }
 
 /// A connected puppet that said Ready; `window: None` is a guest from
-/// before flow control (its Ready has no `stdin_window` at all).
+/// before flow control and terminals (its Ready has neither field).
 fn puppet(window: Option<u32>) -> Puppet {
     let (sock_tx, sock_rx) = mpsc::channel();
     let (frames_tx, frames) = mpsc::channel();
@@ -172,7 +174,7 @@ fn puppet(window: Option<u32>) -> Puppet {
     let ch = Channel::connect(&sock, Instant::now() + Duration::from_secs(5), || true, HashMap::new()).unwrap();
     let mut to_host = sock_rx.recv_timeout(Duration::from_secs(5)).unwrap();
     let ready = match window {
-        Some(w) => Message::Ready(ReadyInfo { kernel: "k".into(), uptime_ms: 5, stdin_window: w }).into_frame(0),
+        Some(w) => Message::Ready(ReadyInfo { kernel: "k".into(), uptime_ms: 5, stdin_window: w, tty: true }).into_frame(0),
         None => Frame { kind: Kind::Ready, stream: 0, payload: br#"{"kernel":"k","uptime_ms":5}"#.to_vec() },
     };
     proto::write_frame(&mut to_host, &ready).unwrap();
@@ -183,13 +185,19 @@ fn puppet(window: Option<u32>) -> Puppet {
 impl Puppet {
     /// Starts a command; returns its stream and the id the guest saw.
     fn exec(&self) -> (ExecStream, u32) {
-        let ex = self
-            .ch
-            .exec(ExecRequest { argv: vec!["cat".into()], env: vec![], cwd: None, uid: 1000, gid: 1000, stdin_credit: true })
-            .unwrap();
-        let (id, m) = self.next();
-        assert!(matches!(m, Message::Exec(_)), "{m:?}");
+        let (ex, id, _) = self.exec_on(None);
         (ex, id)
+    }
+
+    /// Starts a command asking for terminal `tty`; also returns the
+    /// terminal the guest was asked for.
+    fn exec_on(&self, tty: Option<TtySize>) -> (ExecStream, u32, Option<TtySize>) {
+        let req = ExecRequest { argv: vec!["cat".into()], env: vec![], cwd: None, uid: 1000, gid: 1000, stdin_credit: true, tty };
+        let ex = self.ch.exec(req).unwrap();
+        match self.next() {
+            (id, Message::Exec(r)) => (ex, id, r.tty),
+            other => panic!("expected Exec, got {other:?}"),
+        }
     }
 
     fn next(&self) -> (u32, Message) {
@@ -309,4 +317,31 @@ fn a_guest_without_a_window_gets_stdin_without_limit() {
     assert!(p.stdin(id, data.len()) == data);
     ex.stdin(&[]).unwrap();
     assert_eq!(p.next(), (id, Message::Stdin(Vec::new())));
+}
+
+#[test]
+fn a_resize_goes_out_on_the_stream_of_a_command_on_a_terminal() {
+    let p = puppet(Some(STDIN_WINDOW));
+    let size = TtySize { rows: 30, cols: 100 };
+    let (ex, id, asked) = p.exec_on(Some(size));
+    assert_eq!(asked, Some(size));
+    assert!(ex.tty());
+    let big = TtySize { rows: 40, cols: 120 };
+    ex.sender().resize(big).unwrap();
+    assert_eq!(p.next(), (id, Message::Resize(big)));
+    // A command on pipes has nothing to resize: nothing goes out.
+    let (ex, _, asked) = p.exec_on(None);
+    assert!(asked.is_none() && !ex.tty());
+    ex.sender().resize(big).unwrap();
+    assert!(p.quiet());
+}
+
+#[test]
+fn a_guest_without_terminals_is_never_asked_for_one_nor_sent_a_resize() {
+    let p = puppet(None);
+    let (ex, _, asked) = p.exec_on(Some(TtySize { rows: 30, cols: 100 }));
+    assert_eq!(asked, None, "an old guest runs the command on pipes");
+    assert!(!ex.tty());
+    ex.sender().resize(TtySize { rows: 40, cols: 120 }).unwrap();
+    assert!(p.quiet(), "a Resize would cost an old guest the channel's framing");
 }

@@ -1,5 +1,6 @@
-//! Commands the host runs in the guest: fork/exec with pipes, exit reports,
-//! signals, and pid 1's duty of reaping every zombie.
+//! Commands the host runs in the guest: fork/exec with pipes or a
+//! terminal (`stdio.rs`), exit reports, signals, resizes, and pid 1's duty
+//! of reaping every zombie.
 //!
 //! One reaper thread owns `waitpid(-1)`; the forking thread holds the table
 //! lock from fork until the pid is registered, so no exit is ever reaped
@@ -10,9 +11,13 @@
 //! [`proto::STDIN_WINDOW`] bytes of the host's Stdin in the guest, queued
 //! for its pipe; each chunk written into the pipe is credited back to the
 //! host, and bytes beyond the window are dropped, so a command that never
-//! reads its stdin cannot make pid 1 grow.
+//! reads its stdin cannot make pid 1 grow. On a terminal the same queue
+//! feeds the pty's master: what the command has not read stays in the
+//! window (plus the terminal's own input buffer).
 
-use clawkeep_guest::proto::{self, ExecRequest, ExitStatus, Message};
+use crate::stdio::Stdio;
+use crate::tty;
+use clawkeep_guest::proto::{self, ExecRequest, ExitStatus, Message, TtySize};
 use std::collections::HashMap;
 use std::ffi::CString;
 use std::fs::File;
@@ -39,6 +44,8 @@ pub fn send(out: &Out, stream: u32, msg: Message) {
 struct Proc {
     pid: i32,
     stdin: Option<StdinQueue>,
+    /// The command's terminal (its pty's master), when it has one.
+    tty: Option<File>,
 }
 
 /// Stdin bytes one command holds in the guest: admitted from the host but
@@ -156,6 +163,17 @@ impl Table {
         }
     }
 
+    /// Resizes the command's terminal; a command without one (or one that
+    /// is gone) has nothing to resize.
+    pub fn resize(&self, stream: u32, size: TtySize) {
+        let Ok(i) = self.inner.lock() else { return };
+        if let Some(master) = i.streams.get(&stream).and_then(|p| p.tty.as_ref()) {
+            if let Err(e) = tty::set_size(master, size) {
+                eprintln!("clawkeep-guest: stream {stream}: resize the terminal: {e}");
+            }
+        }
+    }
+
     /// Signals the command's process group (it leads its own session).
     pub fn signal(&self, stream: u32, signo: i32) {
         let pid = self.inner.lock().ok().and_then(|i| i.streams.get(&stream).map(|p| p.pid));
@@ -200,7 +218,7 @@ impl Table {
             unsafe { libc::_exit(126) };
         }
         inner.exits.insert(pid, exit_tx);
-        inner.streams.insert(stream, Proc { pid, stdin: None });
+        inner.streams.insert(stream, Proc { pid, stdin: None, tty: None });
         drop(inner);
         let _ = self.wake.send(());
         Ok((pid, exit_rx))
@@ -225,9 +243,7 @@ impl Table {
     fn try_exec(&self, out: &Out, stream: u32, req: ExecRequest) -> Result<(), String> {
         let argv0 = req.argv.first().filter(|a| !a.is_empty()).ok_or("empty argv")?.clone();
         let prepared = Prepared::new(&req)?;
-        let [in_r, in_w] = pipe()?;
-        let [out_r, out_w] = pipe()?;
-        let [err_r, err_w] = pipe()?;
+        let stdio = Stdio::new(req.tty, req.uid, req.gid)?;
         let [st_r, st_w] = pipe()?;
         let (exit_tx, exit_rx) = mpsc::channel();
         let mut inner = self.inner.lock().map_err(|_| "table poisoned")?;
@@ -241,14 +257,15 @@ impl Table {
             return Err(format!("fork: {}", std::io::Error::last_os_error()));
         }
         if pid == 0 {
-            child(&prepared, [raw(&in_r), raw(&out_w), raw(&err_w)], raw(&st_w));
+            child(&prepared, stdio.fds, stdio.ctty, raw(&st_w));
         }
         inner.exits.insert(pid, exit_tx);
-        let stdin = StdinQueue::start(out.clone(), stream, File::from(in_w), req.stdin_credit);
-        inner.streams.insert(stream, Proc { pid, stdin: Some(stdin) });
+        let Stdio { child: child_ends, stdin, outputs, master, .. } = stdio;
+        let stdin = StdinQueue::start(out.clone(), stream, stdin, req.stdin_credit);
+        inner.streams.insert(stream, Proc { pid, stdin: Some(stdin), tty: master });
         drop(inner);
         let _ = self.wake.send(());
-        drop((in_r, out_w, err_w, st_w));
+        drop((child_ends, st_w));
         let mut report = [0u8; 8];
         match File::from(st_r).read(&mut report) {
             Ok(8) => {
@@ -256,15 +273,17 @@ impl Table {
                     i32::from_ne_bytes([report[0], report[1], report[2], report[3]]),
                     i32::from_ne_bytes([report[4], report[5], report[6], report[7]]),
                 );
-                let step = ["setsid", "setgroups", "setgid", "setuid", "chdir", "exec"].get(step as usize).unwrap_or(&"exec");
+                let step = STEPS.get(step as usize).unwrap_or(&"exec");
                 let e = std::io::Error::from_raw_os_error(errno);
                 send(out, stream, Message::Error { message: format!("{argv0}: {step}: {e}") });
             }
             _ => send(out, stream, Message::Started { pid }),
         }
         let (done_tx, done_rx) = mpsc::channel();
-        pump(out.clone(), stream, File::from(out_r), true, done_tx.clone());
-        pump(out.clone(), stream, File::from(err_r), false, done_tx);
+        for (from, is_stdout) in outputs {
+            pump(out.clone(), stream, from, is_stdout, done_tx.clone());
+        }
+        drop(done_tx);
         let (out, inner) = (out.clone(), self.inner.clone());
         std::thread::spawn(move || supervise(out, inner, stream, exit_rx, done_rx));
         Ok(())
@@ -327,8 +346,14 @@ pub fn resolve(cmd: &str, path: &str) -> String {
     cmd.to_string()
 }
 
-/// The child between fork and exec: async-signal-safe calls only.
-fn child(p: &Prepared, stdio: [i32; 3], status: i32) -> ! {
+/// The child's steps as numbered in its status report (see `child`).
+const STEPS: [&str; 7] = ["setsid", "setgroups", "setgid", "setuid", "chdir", "exec", "controlling terminal"];
+
+/// The child between fork and exec: async-signal-safe calls only. With
+/// `ctty`, `stdio[0]` (a pty's slave) becomes the controlling terminal of
+/// the new session, its process group the terminal's foreground group,
+/// which gets the signals the terminal's keys raise (Ctrl-C: SIGINT).
+fn child(p: &Prepared, stdio: [i32; 3], ctty: bool, status: i32) -> ! {
     let fail = |step: i32| -> ! {
         // SAFETY: errno location is thread-local and valid; write and _exit
         // are async-signal-safe; the buffer is on our stack.
@@ -346,6 +371,9 @@ fn child(p: &Prepared, stdio: [i32; 3], status: i32) -> ! {
     unsafe {
         if libc::setsid() < 0 {
             fail(0);
+        }
+        if ctty && libc::ioctl(stdio[0], libc::TIOCSCTTY, 0) < 0 {
+            fail(6);
         }
         for (i, fd) in stdio.iter().enumerate() {
             libc::dup2(*fd, i as i32);
@@ -375,6 +403,9 @@ fn child(p: &Prepared, stdio: [i32; 3], status: i32) -> ! {
     fail(5)
 }
 
+/// Sends what `from` yields until its end: EOF on a pipe, EIO on a
+/// terminal's master once no slave is open (after the output still
+/// buffered in it).
 fn pump(out: Out, stream: u32, mut from: File, stdout: bool, done: Sender<()>) {
     std::thread::spawn(move || {
         let mut buf = vec![0u8; 32 * 1024];
@@ -393,8 +424,10 @@ fn pump(out: Out, stream: u32, mut from: File, stdout: bool, done: Sender<()>) {
     });
 }
 
-/// Writes queued chunks into the pipe until EOF or a write error (the
-/// command closed its stdin or exited), crediting each written chunk.
+/// Writes queued chunks into the pipe (or the terminal's master) until EOF
+/// or a write error (the command closed its stdin or exited: a master's
+/// write fails with EIO once no slave is open), crediting each written
+/// chunk. EOF only stops the typing on a terminal, which has no EOF.
 fn feed(out: Out, stream: u32, mut to: File, rx: Receiver<Vec<u8>>, window: Arc<Mutex<Window>>, credit: bool) {
     while let Ok(d) = rx.recv() {
         if d.is_empty() || to.write_all(&d).is_err() {
@@ -411,14 +444,14 @@ fn feed(out: Out, stream: u32, mut to: File, rx: Receiver<Vec<u8>>, window: Arc<
     }
 }
 
-/// Waits for the exit, then for the output to drain (bounded: a daemon
-/// the command left behind may hold the pipes), then reports.
+/// Waits for the exit, then for every output pump to drain (bounded: a
+/// daemon the command left behind may hold the pipes or the terminal; each
+/// pump's sender is dropped when it ends, so the wait ends with the last
+/// one), then reports.
 fn supervise(out: Out, inner: Arc<Mutex<Inner>>, stream: u32, exit: Receiver<ExitStatus>, done: Receiver<()>) {
     let status = exit.recv().unwrap_or(ExitStatus { code: None, signal: Some(libc::SIGKILL) });
     let end = Instant::now() + Duration::from_secs(2);
-    for _ in 0..2 {
-        let _ = done.recv_timeout(end.saturating_duration_since(Instant::now()));
-    }
+    while done.recv_timeout(end.saturating_duration_since(Instant::now())).is_ok() {}
     if let Ok(mut i) = inner.lock() {
         i.streams.remove(&stream);
     }

@@ -23,6 +23,8 @@ mod power;
 mod relay;
 mod serve;
 mod shim;
+mod stdio;
+mod tty;
 
 use std::time::Duration;
 

@@ -80,7 +80,11 @@ pub fn serve(transport: Transport, params: BootParams) -> ! {
         if let (Ok(w), Ok(mut o)) = (c.try_clone(), out.lock()) {
             *o = w;
         }
-        send(&out, 0, Message::Ready(ReadyInfo { kernel: kernel_release(), uptime_ms: uptime_ms(), stdin_window: proto::STDIN_WINDOW }));
+        send(
+            &out,
+            0,
+            Message::Ready(ReadyInfo { kernel: kernel_release(), uptime_ms: uptime_ms(), stdin_window: proto::STDIN_WINDOW, tty: true }),
+        );
         serve_connection(c, &out, &table, &relays, &gate);
         // The host went away (EOF); wait for it to come back.
         std::thread::sleep(Duration::from_millis(50));
@@ -105,6 +109,7 @@ fn serve_connection(conn: File, out: &Out, table: &Table, relays: &relay::Relays
             Ok(Message::Exec(req)) => table.exec(out, stream, req),
             Ok(Message::Stdin(d)) => table.stdin(stream, d),
             Ok(Message::Signal { signo }) => table.signal(stream, signo),
+            Ok(Message::Resize(size)) => table.resize(stream, size),
             Ok(Message::Health) => send(
                 out,
                 stream,
