@@ -241,8 +241,9 @@ pub struct RunArgs {
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub memory: Option<u64>,
 
-    /// Maximum number of processes and threads
-    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    /// Maximum number of processes and threads, the jail's own included
+    /// (its init and the gate's executor); at least 4
+    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = parse_pids)]
     pub pids: u64,
 
     /// CPU bandwidth in CPUs, e.g. 0.5 or 2
@@ -314,6 +315,20 @@ fn parse_agent(s: &str) -> Result<String, String> {
         Ok(s.to_string())
     } else {
         Err(format!("invalid agent name '{s}'; use up to 48 letters, digits, - and _"))
+    }
+}
+
+/// The fewest tasks a jail can start a command with: init, the gate's
+/// executor, the command, and one child of it.
+const MIN_PIDS: u64 = 4;
+
+fn parse_pids(s: &str) -> Result<u64, String> {
+    match s.parse::<u64>() {
+        Ok(n) if n >= MIN_PIDS => Ok(n),
+        Ok(n) => Err(format!(
+            "{n} is too few; the jail's init and the gate's executor count too, so use at least {MIN_PIDS} (default 1024)"
+        )),
+        Err(_) => Err(format!("invalid process count '{s}'; use a whole number like 64")),
     }
 }
 

@@ -43,6 +43,8 @@ fn invalid_size_and_duration_and_cpus() {
     one_line_error(&env.run(&["--timeout", "5x"], &["true"]).output().unwrap(), "5x");
     one_line_error(&env.run(&["--cpus", "lots"], &["true"]).output().unwrap(), "lots");
     one_line_error(&env.run(&["--pids", "0"], &["true"]).output().unwrap(), "0");
+    one_line_error(&env.run(&["--pids", "2"], &["true"]).output().unwrap(), "at least 4");
+    one_line_error(&env.run(&["--pids", "many"], &["true"]).output().unwrap(), "many");
 }
 
 #[test]

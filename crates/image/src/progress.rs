@@ -107,7 +107,7 @@ impl Drop for Progress {
 
 /// `[#####...............]`: `done` of `total` (a total of 0 is empty).
 pub fn bar(done: u64, total: u64) -> String {
-    let filled = if total == 0 { 0 } else { (done.min(total) * WIDTH as u64 / total) as usize };
+    let filled = (done.min(total) * WIDTH as u64).checked_div(total).unwrap_or(0) as usize;
     format!("[{}{}]", "#".repeat(filled), ".".repeat(WIDTH - filled))
 }
 
