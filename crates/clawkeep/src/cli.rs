@@ -325,9 +325,9 @@ const MIN_PIDS: u64 = 4;
 fn parse_pids(s: &str) -> Result<u64, String> {
     match s.parse::<u64>() {
         Ok(n) if n >= MIN_PIDS => Ok(n),
-        Ok(n) => Err(format!(
-            "{n} is too few; the jail's init and the gate's executor count too, so use at least {MIN_PIDS} (default 1024)"
-        )),
+        Ok(n) => {
+            Err(format!("{n} is too few; the jail's init and the gate's executor count too, so use at least {MIN_PIDS} (default 1024)"))
+        }
         Err(_) => Err(format!("invalid process count '{s}'; use a whole number like 64")),
     }
 }

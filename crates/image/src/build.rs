@@ -198,7 +198,9 @@ fn build_in(
             format!("dir:{}", d.display())
         }
         RootSource::Oci(t) => {
-            oci::unpack(t, &dir.join("oci"), &tree, |i, n, bytes| progress.part(&format!("layer {i}/{n} ({})", human(bytes)), i as u64, n as u64))?;
+            oci::unpack(t, &dir.join("oci"), &tree, |i, n, bytes| {
+                progress.part(&format!("layer {i}/{n} ({})", human(bytes)), i as u64, n as u64)
+            })?;
             let _ = std::fs::remove_dir_all(dir.join("oci"));
             format!("oci:{}", t.display())
         }
