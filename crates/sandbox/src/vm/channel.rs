@@ -140,6 +140,9 @@ pub struct Channel {
     routes: Routes,
     control: Arc<Mutex<Receiver<Message>>>,
     next: Arc<AtomicU32>,
+    /// The reader ended (the guest hung up or sent a frame it could not
+    /// decode): a stream opened from now on would wait forever.
+    reader_done: Arc<AtomicBool>,
     /// The guest's stdin window, from its Ready; 0 = no flow control.
     stdin_window: Arc<AtomicU32>,
     /// The guest takes terminals (and Resize), from its Ready.
@@ -178,6 +181,7 @@ impl Channel {
             routes: Arc::default(),
             control: Arc::new(Mutex::new(ctl_rx)),
             next: Arc::new(AtomicU32::new(2)),
+            reader_done: Arc::default(),
             stdin_window: Arc::default(),
             tty: Arc::default(),
             credits: Arc::default(),
@@ -229,6 +233,16 @@ impl Channel {
         }
     }
 
+    /// Routes `stream`'s frames to `tx`, unless the reader already ended.
+    fn add_route(&self, stream: u32, tx: SyncSender<Message>) -> Result<(), ChannelError> {
+        let mut routes = self.routes.lock().map_err(|_| ChannelError::Closed)?;
+        if self.reader_done.load(Ordering::SeqCst) {
+            return Err(ChannelError::Closed);
+        }
+        routes.insert(stream, tx);
+        Ok(())
+    }
+
     /// Starts a command; its Started/Stdout/Stderr/Error/Exit arrive on the
     /// returned stream. A terminal is asked for only from a guest that
     /// takes them (see [`ExecStream::tty`]).
@@ -241,7 +255,7 @@ impl Channel {
         let tty = req.tty.is_some();
         let id = self.next.fetch_add(2, Ordering::Relaxed);
         let (tx, rx) = mpsc::sync_channel(STREAM_QUEUE);
-        self.routes.lock().map_err(|_| ChannelError::Closed)?.insert(id, tx);
+        self.add_route(id, tx)?;
         let credit = match self.stdin_window.load(Ordering::Relaxed) {
             0 => None,
             window => {
@@ -267,7 +281,7 @@ impl Channel {
     /// after `send(stream, GatedRelease)`.
     pub fn gated(&self, stream: u32, job: GatedJob) -> Result<ExecStream, ChannelError> {
         let (tx, rx) = mpsc::sync_channel(STREAM_QUEUE);
-        self.routes.lock().map_err(|_| ChannelError::Closed)?.insert(stream, tx);
+        self.add_route(stream, tx)?;
         self.send(stream, Message::GatedExec(job))?;
         // A gated job uses the shim's own stdio: no Stdin, no credit.
         Ok(ExecStream { id: stream, rx, ch: self.clone(), credit: None, tty: false })
@@ -419,6 +433,9 @@ fn read_loop(mut r: UnixStream, routes: Routes, control: SyncSender<Message>, ch
             close_credit(&ch.credits, stream);
         }
     }
+    // Set before the routes are cleared: a route added after the clear
+    // sees it (both sides take the routes lock) and is refused.
+    ch.reader_done.store(true, Ordering::SeqCst);
     // Dropping every route sender ends every waiting ExecStream; closing
     // every credit ends every waiting stdin sender; shutting every relay
     // connection down ends its reader thread.

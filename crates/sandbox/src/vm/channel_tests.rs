@@ -64,6 +64,20 @@ fn a_guest_that_goes_away_ends_waiting_streams() {
 }
 
 #[test]
+fn a_stream_opened_after_the_reader_stopped_is_refused_not_left_waiting() {
+    // A frame of an unknown kind ends the reader while the socket stays
+    // open: a later Exec would go out, and its stream would wait forever.
+    let (_d, sock) = fake_guest(|mut s| {
+        s.write_all(&[0, 0, 0, 5, 0x7f, 0, 0, 0, 0]).unwrap();
+        std::thread::sleep(Duration::from_secs(3));
+    });
+    let ch = Channel::connect(&sock, Instant::now() + Duration::from_secs(5), || true, HashMap::new()).unwrap();
+    assert!(matches!(ch.wait_ready(Duration::from_secs(2), || true), Err(ChannelError::Closed)));
+    let req = ExecRequest { argv: vec!["x".into()], env: vec![], cwd: None, uid: 0, gid: 0, stdin_credit: true, tty: None };
+    assert!(matches!(ch.exec(req), Err(ChannelError::Closed)));
+}
+
+#[test]
 fn ready_wait_is_bounded() {
     let (_d, sock) = fake_guest(|s| {
         std::thread::sleep(Duration::from_secs(3));
