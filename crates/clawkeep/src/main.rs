@@ -16,6 +16,7 @@ mod run;
 mod secret_cmd;
 mod vm_doctor;
 mod vm_run;
+mod vm_signals;
 
 use clap::Parser;
 use std::process::ExitCode;

@@ -460,51 +460,5 @@ pub fn sweep_stale(host: &HostCgroups) -> Vec<PathBuf> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const MOUNTINFO: &str = "\
-22 27 0:21 / /proc rw,relatime - proc proc rw
-30 29 0:26 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
-33 29 0:29 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
-37 29 0:33 / /sys/fs/cgroup/pids rw,relatime - cgroup cgroup rw,pids
-39 29 0:35 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
-";
-    const OWN: &str = "8:pids:/\n4:memory:/process_api/abc\n1:cpu:/\n0::/\n";
-
-    #[test]
-    fn dirty_pages_are_seen_in_v1_memory_stat() {
-        let clean = "cache 21061632\nrss 0\ndirty 0\nwriteback 0\ntotal_cache 21061632\ntotal_dirty 0\ntotal_writeback 0\n";
-        assert!(!has_dirty_pages(clean));
-        assert!(has_dirty_pages(&clean.replace("total_dirty 0", "total_dirty 4096")));
-        assert!(has_dirty_pages(&clean.replace("writeback 0\ntotal_cache", "writeback 8192\ntotal_cache")));
-        assert!(!has_dirty_pages("mapped_file 0\ndirtyish 5\n"));
-    }
-
-    #[test]
-    fn v1_fallback_when_v2_is_empty() {
-        let host = HostCgroups::parse(MOUNTINFO, OWN, |_| Some(String::new()));
-        let mem = host.for_controller("memory").unwrap();
-        assert_eq!(mem.version, Version::V1);
-        assert_eq!(mem.own_dir, PathBuf::from("/sys/fs/cgroup/memory/process_api/abc"));
-        assert_eq!(host.for_controller("pids").unwrap().own_dir, PathBuf::from("/sys/fs/cgroup/pids"));
-        assert!(host.for_controller("io").is_none());
-    }
-
-    #[test]
-    fn v2_preferred_when_it_offers_the_controller() {
-        let host = HostCgroups::parse(MOUNTINFO, OWN, |_| Some("cpu memory pids\n".into()));
-        assert_eq!(host.for_controller("memory").unwrap().version, Version::V2);
-        assert_eq!(host.for_controller("memory").unwrap().own_dir, PathBuf::from("/sys/fs/cgroup/unified"));
-    }
-
-    #[test]
-    fn missing_controller_is_reported_not_dropped() {
-        let host = HostCgroups::parse("", "", |_| None);
-        let limits = Limits { memory_bytes: Some(1 << 20), pids: Some(10), cpus: Some(0.5) };
-        let (set, degraded) = CgroupSet::create(&host, "x", &limits);
-        assert!(set.dirs.is_empty());
-        let names: Vec<_> = degraded.iter().map(|d| d.guarantee.as_str()).collect();
-        assert_eq!(names, ["cgroup.memory", "cgroup.pids", "cgroup.cpu"]);
-    }
-}
+#[path = "cgroup_tests.rs"]
+mod tests;

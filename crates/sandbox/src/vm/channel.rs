@@ -24,6 +24,9 @@
 //! without, and its stream never sends Resize (a guest built before
 //! terminals would lose the channel's framing on that unknown frame).
 
+#[cfg(test)]
+use super::credit::STDIN_CHUNK;
+use super::credit::{close_credit, send_stdin, Credit, Credits};
 use super::gate_relay::{GateConn, GateStreams};
 use clawkeep_guest::proto::{self, ExecRequest, GatedJob, Kind, Message, ReadyInfo, Service, TtySize};
 use std::collections::HashMap;
@@ -32,7 +35,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 #[derive(Debug, thiserror::Error)]
@@ -54,84 +57,7 @@ pub const STREAM_QUEUE: usize = 64;
 /// Unread control messages kept; later ones are dropped.
 pub const CONTROL_QUEUE: usize = 16;
 
-/// Largest Stdin frame the host sends.
-const STDIN_CHUNK: usize = 64 * 1024;
-
 type Routes = Arc<Mutex<HashMap<u32, SyncSender<Message>>>>;
-
-/// One exec stream's stdin credit, shared by its senders and the reader.
-#[derive(Debug)]
-struct Credit {
-    state: Mutex<CreditState>,
-    more: Condvar,
-}
-
-#[derive(Debug)]
-struct CreditState {
-    /// Bytes the guest will accept now.
-    bytes: u64,
-    /// The stream ended: nothing more may be sent, nobody may wait.
-    closed: bool,
-}
-
-impl Credit {
-    fn new(bytes: u32) -> Credit {
-        Credit { state: Mutex::new(CreditState { bytes: u64::from(bytes), closed: false }), more: Condvar::new() }
-    }
-
-    /// Takes up to `max` bytes of credit (at least 1), waiting while there
-    /// is none; `Err(Closed)` once the stream ended.
-    fn take(&self, max: usize) -> Result<usize, ChannelError> {
-        let mut st = self.state.lock().map_err(|_| ChannelError::Closed)?;
-        loop {
-            if st.closed {
-                return Err(ChannelError::Closed);
-            }
-            if st.bytes > 0 {
-                let n = st.bytes.min(max as u64);
-                st.bytes -= n;
-                return Ok(n as usize);
-            }
-            st = self.more.wait(st).map_err(|_| ChannelError::Closed)?;
-        }
-    }
-
-    /// The guest's StdinCredit. Saturating: a guest granting absurd credit
-    /// only gets sent more of the caller's data, never more host memory.
-    fn grant(&self, bytes: u32) {
-        if let Ok(mut st) = self.state.lock() {
-            st.bytes = st.bytes.saturating_add(u64::from(bytes));
-            self.more.notify_all();
-        }
-    }
-
-    fn close(&self) {
-        if let Ok(mut st) = self.state.lock() {
-            st.closed = true;
-            self.more.notify_all();
-        }
-    }
-}
-
-/// The credit of every flow-controlled exec stream.
-#[derive(Debug, Default)]
-struct CreditTable {
-    streams: HashMap<u32, Arc<Credit>>,
-    /// The reader ended: streams added from now on start closed, so no
-    /// sender can wait for a credit that will never come.
-    closed: bool,
-}
-
-type Credits = Arc<Mutex<CreditTable>>;
-
-/// Ends `stream`'s credit (its command exited, or its owner went away).
-/// Every way a credit leaves the table closes it, so a credit not in the
-/// table is closed.
-fn close_credit(credits: &Credits, stream: u32) {
-    if let Some(c) = credits.lock().ok().and_then(|mut t| t.streams.remove(&stream)) {
-        c.close();
-    }
-}
 
 /// A connected channel; cheap to clone (all clones share the socket).
 #[derive(Clone, Debug)]
@@ -378,27 +304,6 @@ impl StreamSender {
         }
         self.ch.send(self.id, Message::Resize(size))
     }
-}
-
-/// Sends `data` as Stdin frames of at most [`STDIN_CHUNK`] bytes, each
-/// only against `credit` (None: no limit). EOF needs no credit: it costs
-/// the guest nothing to hold.
-fn send_stdin(ch: &Channel, id: u32, credit: Option<&Credit>, data: &[u8]) -> Result<(), ChannelError> {
-    if data.is_empty() {
-        return ch.send(id, Message::Stdin(Vec::new()));
-    }
-    let mut rest = data;
-    while !rest.is_empty() {
-        let max = rest.len().min(STDIN_CHUNK);
-        let n = match credit {
-            Some(c) => c.take(max)?,
-            None => max,
-        };
-        let (now, later) = rest.split_at(n);
-        ch.send(id, Message::Stdin(now.to_vec()))?;
-        rest = later;
-    }
-    Ok(())
 }
 
 fn read_loop(mut r: UnixStream, routes: Routes, control: SyncSender<Message>, ch: Channel, relays: HashMap<Service, PathBuf>) {

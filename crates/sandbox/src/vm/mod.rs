@@ -9,12 +9,14 @@
 //! [`Vm::shutdown`] and [`Vm::kill`] (and `Drop`) remove with the process.
 //!
 //! Modules: `qemu` (command line, process), `channel` (host end of the
-//! guest protocol), `disk` (runtime and workspace disks), `kvm` (whether
-//! KVM can boot a guest here), `firecracker` (the Firecracker driver),
-//! `fc_boot` (a clawkeep image under it, channel on vsock) and
-//! `gate_relay` (the host end of a guest shim's gate requests).
+//! guest protocol), `credit` (its stdin flow control), `disk` (runtime
+//! and workspace disks), `kvm` (whether KVM can boot a guest here),
+//! `firecracker` (the Firecracker driver), `fc_boot` (a clawkeep image
+//! under it, channel on vsock) and `gate_relay` (the host end of a guest
+//! shim's gate requests).
 
 pub mod channel;
+mod credit;
 pub mod disk;
 pub mod fc_boot;
 pub mod firecracker;

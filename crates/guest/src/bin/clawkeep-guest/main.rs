@@ -23,6 +23,7 @@ mod power;
 mod relay;
 mod serve;
 mod shim;
+mod stdin;
 mod stdio;
 mod tty;
 
