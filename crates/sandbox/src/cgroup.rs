@@ -250,6 +250,16 @@ impl CgroupSet {
         [&self.memory, &self.pids, &self.cpu, &self.freezer].into_iter().flatten().any(|(v, x)| *v == Version::V2 && x == d)
     }
 
+    /// Moves `pid` into the set's v1 cgroups only (it was born in the v2
+    /// one).
+    pub fn join_v1(&self, pid: libc::pid_t) -> io::Result<()> {
+        for d in self.dirs.iter().filter(|d| !self.is_v2(d)) {
+            fs::write(d.join("cgroup.procs"), pid.to_string())
+                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", d.join("cgroup.procs").display())))?;
+        }
+        Ok(())
+    }
+
     /// Moves `pid` into the set's v2 cgroup only (the v1 ones were entered
     /// through `visit_v1`).
     pub fn join_v2(&self, pid: libc::pid_t) -> io::Result<()> {

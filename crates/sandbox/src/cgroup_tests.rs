@@ -1,6 +1,6 @@
 //! Unit tests for `cgroup.rs`: the v1/v2 hierarchy chosen from sample
 //! mountinfo and /proc/self/cgroup, dirty pages seen in a v1 memory.stat,
-//! and a missing controller reported as degraded.
+//! a missing controller reported as degraded, and clone3 into a v2 cgroup.
 
 use super::*;
 
@@ -47,4 +47,51 @@ fn missing_controller_is_reported_not_dropped() {
     assert!(set.dirs.is_empty());
     let names: Vec<_> = degraded.iter().map(|d| d.guarantee.as_str()).collect();
     assert_eq!(names, ["cgroup.memory", "cgroup.pids", "cgroup.cpu"]);
+}
+
+/// clone3's CLONE_INTO_CGROUP, as the helper uses it on v2: the child is a
+/// member of the directory from its first instruction. Runs on the host's
+/// cgroup2 mount (it needs no controllers), as root.
+#[test]
+fn a_child_cloned_into_a_v2_cgroup_is_born_there() {
+    use std::os::fd::AsRawFd;
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        println!("skipped: a_child_cloned_into_a_v2_cgroup_is_born_there: needs root");
+        return;
+    }
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let Some(mount) = mountinfo.lines().find(|l| l.contains(" - cgroup2 ")).and_then(|l| l.split_whitespace().nth(4)) else {
+        println!("skipped: a_child_cloned_into_a_v2_cgroup_is_born_there: no cgroup2 mount");
+        return;
+    };
+    let own = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let own = own.lines().find_map(|l| l.strip_prefix("0::")).unwrap_or("/").trim_start_matches('/').to_string();
+    let name = format!("clawkeep-clone3-test-{}", std::process::id());
+    let dir = Path::new(mount).join(&own).join(&name);
+    if let Err(e) = fs::create_dir(&dir) {
+        println!("skipped: a_child_cloned_into_a_v2_cgroup_is_born_there: cannot create {}: {e}", dir.display());
+        return;
+    }
+    let fd = crate::sys::open_path(&dir, libc::O_PATH | libc::O_DIRECTORY).unwrap();
+    let (r, w) = crate::sys::pipe().unwrap();
+    // SAFETY: the child only calls close, read and _exit (async-signal-safe).
+    let pid = unsafe { crate::sys::clone_into_cgroup(0, fd.as_raw_fd()) }.unwrap();
+    if pid == 0 {
+        let mut b = [0u8; 1];
+        // SAFETY: plain syscalls on descriptors this process holds.
+        unsafe {
+            libc::close(w.as_raw_fd());
+            libc::read(r.as_raw_fd(), b.as_mut_ptr().cast(), 1);
+            libc::_exit(0);
+        }
+    }
+    let member = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+    drop(w);
+    let mut st = 0;
+    // SAFETY: pid is our child; st is a valid out-pointer.
+    unsafe { libc::waitpid(pid, &mut st, 0) };
+    let removed = fs::remove_dir(&dir);
+    assert!(member.lines().any(|l| l.starts_with("0::") && l.trim_end().ends_with(&format!("/{name}"))), "{member}");
+    removed.unwrap();
 }

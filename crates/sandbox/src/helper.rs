@@ -114,12 +114,26 @@ fn run(cfg: &HelperConfig, exec_chan: Option<OwnedFd>, prompt_chan: Option<Owned
         Err(e) => return (setup_failed(SetupFailure::new(Step::CloneNamespaces, "pipe", &e)), false),
     };
 
-    // Init is cloned from inside the run's v1 cgroups, so it is born there
-    // and no process ever migrates (see `CgroupSet::visit_v1`). On error
-    // init is moved in after the clone instead, the slow way.
+    // Init is born in the run's cgroups, so no process ever migrates (a
+    // migration waits out an RCU grace period): cloned from inside the v1
+    // ones (see `CgroupSet::visit_v1`) and, on v2, straight into its
+    // directory (clone3's CLONE_INTO_CGROUP). Whatever fails here is made
+    // up for after the clone, the slow way.
     let visit = cfg.cgroups.visit_v1().ok();
-    // SAFETY: the helper is single-threaded (it never starts a thread).
-    let cloned = unsafe { sys::clone_fork(NS_FLAGS as libc::c_ulong) };
+    let v2 = cfg.cgroups.v2_dir().and_then(|d| sys::open_path(d, libc::O_PATH | libc::O_DIRECTORY).ok());
+    let clone_plain = || {
+        // SAFETY: the helper is single-threaded (it never starts a thread).
+        unsafe { sys::clone_fork(NS_FLAGS as libc::c_ulong) }
+    };
+    let (cloned, born_in_v2) = match &v2 {
+        // SAFETY: as above; the descriptor is open.
+        Some(fd) => match unsafe { sys::clone_into_cgroup(NS_FLAGS as libc::c_ulong, fd.as_raw_fd()) } {
+            Ok(p) => (Ok(p), true),
+            Err(_) => (clone_plain(), false),
+        },
+        None => (clone_plain(), false),
+    };
+    drop(v2);
     let came_back = match visit {
         Some(v) if !matches!(cloned, Ok(0)) => Some(v.leave()),
         // The child stays: it is the jail's init.
@@ -196,7 +210,12 @@ fn run(cfg: &HelperConfig, exec_chan: Option<OwnedFd>, prompt_chan: Option<Owned
     // Joined while init builds the root: a process migration waits out an
     // RCU grace period (about 7 ms here). Init forks nothing (and enters no
     // cgroup namespace) before the second byte on the go pipe says it is in.
-    let joined = if came_back.is_some() { cfg.cgroups.join_v2(pid) } else { cfg.cgroups.join(pid) };
+    let joined = match (came_back.is_some(), born_in_v2) {
+        (true, true) => Ok(()),
+        (true, false) => cfg.cgroups.join_v2(pid),
+        (false, true) => cfg.cgroups.join_v1(pid),
+        (false, false) => cfg.cgroups.join(pid),
+    };
     if let Err(e) = joined {
         kill(libc::SIGKILL);
         reap(pid);
