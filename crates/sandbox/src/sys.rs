@@ -236,7 +236,7 @@ const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 /// As for [`clone_fork`].
 pub unsafe fn clone_into_cgroup(flags: libc::c_ulong, cgroup: RawFd) -> io::Result<libc::pid_t> {
     let args = CloneArgs {
-        flags: flags as u64 | CLONE_INTO_CGROUP,
+        flags: flags | CLONE_INTO_CGROUP,
         exit_signal: libc::SIGCHLD as u64,
         cgroup: cgroup as u64,
         ..CloneArgs::default()
