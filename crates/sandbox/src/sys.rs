@@ -235,12 +235,8 @@ const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 /// # Safety
 /// As for [`clone_fork`].
 pub unsafe fn clone_into_cgroup(flags: libc::c_ulong, cgroup: RawFd) -> io::Result<libc::pid_t> {
-    let args = CloneArgs {
-        flags: flags | CLONE_INTO_CGROUP,
-        exit_signal: libc::SIGCHLD as u64,
-        cgroup: cgroup as u64,
-        ..CloneArgs::default()
-    };
+    let args =
+        CloneArgs { flags: flags | CLONE_INTO_CGROUP, exit_signal: libc::SIGCHLD as u64, cgroup: cgroup as u64, ..CloneArgs::default() };
     // SAFETY: args is a valid clone_args of the size given; a zero stack
     // makes the child run on a copy of ours, like fork; the caller upholds
     // single-threadedness.
