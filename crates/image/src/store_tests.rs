@@ -1,5 +1,5 @@
 use super::*;
-use crate::manifest::{cmdline_for, RootfsPart, INITRAMFS_FILE, KERNEL_FILE, ROOTFS_FILE};
+use crate::manifest::{cmdline_for, INITRAMFS_FILE, KERNEL_FILE, ROOTFS_FILE};
 
 /// A store with one image "img" made of small fake parts.
 fn fixture() -> (tempfile::TempDir, ImageStore) {
@@ -12,32 +12,14 @@ fn fixture() -> (tempfile::TempDir, ImageStore) {
         let (sha256, size) = private_fs::sha256_file(&dir.join(file)).unwrap();
         Part { file: file.into(), sha256, size }
     };
-    let kernel = part(KERNEL_FILE, b"kernel");
-    let initramfs = part(INITRAMFS_FILE, b"initramfs");
+    // The sample manifest, with parts that exist and hash as recorded.
+    let mut m = crate::manifest::sample();
+    m.name = "img".into();
+    m.kernel = part(KERNEL_FILE, b"kernel");
+    m.initramfs = part(INITRAMFS_FILE, b"initramfs");
     let r = part(ROOTFS_FILE, &[7u8; 3 * 4096]);
-    let rootfs = RootfsPart {
-        file: r.file,
-        sha256: r.sha256,
-        size: r.size,
-        data_blocks: 2,
-        hash_offset: 8192,
-        data_block_size: 4096,
-        hash_block_size: 4096,
-        hash_algorithm: "sha256".into(),
-        root_hash: "ab".repeat(32),
-        salt: "cd".repeat(32),
-    };
-    let m = Manifest {
-        version: 1,
-        name: "img".into(),
-        created: "2026-01-01T00:00:00.000Z".into(),
-        kernel,
-        vmlinux: None,
-        initramfs,
-        cmdline: cmdline_for(&rootfs),
-        rootfs,
-        source: "default".into(),
-    };
+    (m.rootfs.file, m.rootfs.sha256, m.rootfs.size) = (r.file, r.sha256, r.size);
+    m.cmdline = cmdline_for(&m.rootfs);
     private_fs::write(&dir.join(MANIFEST_FILE), &serde_json::to_vec_pretty(&m).unwrap()).unwrap();
     (t, store)
 }

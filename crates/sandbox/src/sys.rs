@@ -168,27 +168,24 @@ pub fn read_exact(fd: RawFd, mut buf: &mut [u8]) -> io::Result<()> {
 
 /// Reads up to and without the first newline, or to end of file.
 pub fn read_line(fd: RawFd) -> io::Result<Vec<u8>> {
-    let mut out = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        let n = read_some(fd, &mut buf)?;
-        if n == 0 {
-            return Ok(out);
-        }
-        if let Some(i) = buf[..n].iter().position(|b| *b == b'\n') {
-            out.extend_from_slice(&buf[..i]);
-            return Ok(out);
-        }
-        out.extend_from_slice(&buf[..n]);
-    }
+    read_until(fd, Some(b'\n'))
 }
 
 pub fn read_to_end(fd: RawFd) -> io::Result<Vec<u8>> {
+    read_until(fd, None)
+}
+
+/// Reads to end of file, or up to (without) `stop`.
+fn read_until(fd: RawFd, stop: Option<u8>) -> io::Result<Vec<u8>> {
     let mut out = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
         let n = read_some(fd, &mut buf)?;
         if n == 0 {
+            return Ok(out);
+        }
+        if let Some(i) = stop.and_then(|c| buf[..n].iter().position(|b| *b == c)) {
+            out.extend_from_slice(&buf[..i]);
             return Ok(out);
         }
         out.extend_from_slice(&buf[..n]);

@@ -121,12 +121,25 @@ impl Table {
     /// must exec or `_exit`) and registers it on `stream` like a command:
     /// [`Table::signal`] reaches it and its exit arrives on the receiver.
     pub fn fork_on(&self, stream: u32, child: impl FnOnce()) -> Result<(i32, Receiver<ExitStatus>), String> {
+        self.fork_registered(stream, child, |pid| Proc { pid, stdin: None, tty: None })
+    }
+
+    /// Forks `child` once `stream` is known to be free (async-signal-safe
+    /// calls only; it must exec or `_exit`) and registers it as `make(pid)`
+    /// under the same lock, so the reaper never sees an unknown pid.
+    fn fork_registered(
+        &self,
+        stream: u32,
+        child: impl FnOnce(),
+        make: impl FnOnce(i32) -> Proc,
+    ) -> Result<(i32, Receiver<ExitStatus>), String> {
         let (exit_tx, exit_rx) = mpsc::channel();
         let mut inner = self.inner.lock().map_err(|_| "table poisoned")?;
         if inner.streams.contains_key(&stream) {
             return Err(format!("stream {stream} is already running a command"));
         }
-        // SAFETY: as in try_exec: the child only runs `child`.
+        // SAFETY: fork in a multi-threaded process: the child only runs
+        // `child`, which calls async-signal-safe functions and execs or exits.
         let pid = unsafe { libc::fork() };
         if pid < 0 {
             return Err(format!("fork: {}", std::io::Error::last_os_error()));
@@ -137,7 +150,7 @@ impl Table {
             unsafe { libc::_exit(126) };
         }
         inner.exits.insert(pid, exit_tx);
-        inner.streams.insert(stream, Proc { pid, stdin: None, tty: None });
+        inner.streams.insert(stream, make(pid));
         drop(inner);
         let _ = self.wake.send(());
         Ok((pid, exit_rx))
@@ -164,26 +177,12 @@ impl Table {
         let prepared = Prepared::new(&req)?;
         let stdio = Stdio::new(req.tty, req.uid, req.gid)?;
         let [st_r, st_w] = pipe()?;
-        let (exit_tx, exit_rx) = mpsc::channel();
-        let mut inner = self.inner.lock().map_err(|_| "table poisoned")?;
-        if inner.streams.contains_key(&stream) {
-            return Err(format!("stream {stream} is already running a command"));
-        }
-        // SAFETY: fork in a multi-threaded process: the child only calls
-        // async-signal-safe functions (see `child`) and then execs or exits.
-        let pid = unsafe { libc::fork() };
-        if pid < 0 {
-            return Err(format!("fork: {}", std::io::Error::last_os_error()));
-        }
-        if pid == 0 {
-            child(&prepared, stdio.fds, stdio.ctty, raw(&st_w));
-        }
-        inner.exits.insert(pid, exit_tx);
-        let Stdio { child: child_ends, stdin, outputs, master, .. } = stdio;
-        let stdin = StdinQueue::start(out.clone(), stream, stdin, req.stdin_credit);
-        inner.streams.insert(stream, Proc { pid, stdin: Some(stdin), tty: master });
-        drop(inner);
-        let _ = self.wake.send(());
+        let Stdio { fds, ctty, child: child_ends, stdin, outputs, master } = stdio;
+        let (pid, exit_rx) = self.fork_registered(
+            stream,
+            || child(&prepared, fds, ctty, raw(&st_w)),
+            |pid| Proc { pid, stdin: Some(StdinQueue::start(out.clone(), stream, stdin, req.stdin_credit)), tty: master },
+        )?;
         drop((child_ends, st_w));
         let mut report = [0u8; 8];
         match File::from(st_r).read(&mut report) {
