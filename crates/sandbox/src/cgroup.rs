@@ -206,9 +206,10 @@ impl CgroupSet {
         Ok(dir)
     }
 
-    /// Moves `pid` into every cgroup of the set.
-    pub fn join(&self, pid: libc::pid_t) -> io::Result<()> {
-        for d in &self.dirs {
+    /// Moves `pid` into the set's v1 cgroups (when `v1`) and its v2 one
+    /// (when `v2`): those it was not born in (see `visit_v1`).
+    pub fn join(&self, pid: libc::pid_t, v1: bool, v2: bool) -> io::Result<()> {
+        for d in self.dirs.iter().filter(|d| if self.is_v2(d) { v2 } else { v1 }) {
             fs::write(d.join("cgroup.procs"), pid.to_string())
                 .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", d.join("cgroup.procs").display())))?;
         }
@@ -222,8 +223,8 @@ impl CgroupSet {
     /// takes the kernel's global threadgroup lock, whose first writer waits
     /// out a full RCU grace period (about 7 ms here, more than bwrap's whole
     /// run). A thread moving itself (`0` into `tasks`) skips that lock and
-    /// costs some 0.1 ms each way. v2 directories are left to
-    /// `join_v2` (or clone3's CLONE_INTO_CGROUP).
+    /// costs some 0.1 ms each way. v2 directories are left to clone3's
+    /// CLONE_INTO_CGROUP (or `join`).
     ///
     /// On error the thread is already back where it started.
     pub fn visit_v1(&self) -> io::Result<Visit> {
@@ -248,24 +249,6 @@ impl CgroupSet {
 
     fn is_v2(&self, d: &Path) -> bool {
         [&self.memory, &self.pids, &self.cpu, &self.freezer].into_iter().flatten().any(|(v, x)| *v == Version::V2 && x == d)
-    }
-
-    /// Moves `pid` into the set's v1 cgroups only (it was born in the v2
-    /// one).
-    pub fn join_v1(&self, pid: libc::pid_t) -> io::Result<()> {
-        for d in self.dirs.iter().filter(|d| !self.is_v2(d)) {
-            fs::write(d.join("cgroup.procs"), pid.to_string())
-                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", d.join("cgroup.procs").display())))?;
-        }
-        Ok(())
-    }
-
-    /// Moves `pid` into the set's v2 cgroup only (the v1 ones were entered
-    /// through `visit_v1`).
-    pub fn join_v2(&self, pid: libc::pid_t) -> io::Result<()> {
-        let Some(d) = self.v2_dir() else { return Ok(()) };
-        fs::write(d.join("cgroup.procs"), pid.to_string())
-            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", d.join("cgroup.procs").display())))
     }
 
     pub fn peak_memory(&self) -> Option<u64> {

@@ -210,13 +210,7 @@ fn run(cfg: &HelperConfig, exec_chan: Option<OwnedFd>, prompt_chan: Option<Owned
     // Joined while init builds the root: a process migration waits out an
     // RCU grace period (about 7 ms here). Init forks nothing (and enters no
     // cgroup namespace) before the second byte on the go pipe says it is in.
-    let joined = match (came_back.is_some(), born_in_v2) {
-        (true, true) => Ok(()),
-        (true, false) => cfg.cgroups.join_v2(pid),
-        (false, true) => cfg.cgroups.join_v1(pid),
-        (false, false) => cfg.cgroups.join(pid),
-    };
-    if let Err(e) = joined {
+    if let Err(e) = cfg.cgroups.join(pid, came_back.is_none(), !born_in_v2) {
         kill(libc::SIGKILL);
         reap(pid);
         finish(cfg);
