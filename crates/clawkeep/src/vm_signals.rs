@@ -96,7 +96,7 @@ impl Signals {
     pub(crate) fn pause_vmm(&self, stop: bool) -> Result<(), String> {
         let pid = self.vmm.load(Ordering::SeqCst);
         if pid <= 0 {
-            return Err("the VM is not running yet".into());
+            return Err("the VM is still starting; try again once its command runs".into());
         }
         let sig = if stop { libc::SIGSTOP } else { libc::SIGCONT };
         // SAFETY: kill has no memory-safety preconditions; pid is our child.
