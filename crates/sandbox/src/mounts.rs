@@ -19,9 +19,9 @@ use crate::shims::{self, GateMounts};
 use crate::sys::{self, cpath};
 use std::ffi::CString;
 use std::fs;
-use std::io;
+use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::fs::{symlink, DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{symlink, DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 /// Where the new root is assembled, inside the private mount namespace.
@@ -88,7 +88,10 @@ pub enum RootSource {
 /// A source opened before the base tmpfs hides anything.
 enum Entry {
     Dir(String, OwnedFd),
+    /// Bound: a file too large to copy.
     File(String, OwnedFd),
+    /// Copied: a small file, open for reading, with its permission bits.
+    Small(String, fs::File, u32),
     Link(String, PathBuf),
 }
 
@@ -219,6 +222,9 @@ fn open_entries(dir: &Path, names: impl Iterator<Item = String>) -> R<Vec<Entry>
         let ft = meta.file_type();
         if ft.is_symlink() {
             out.push(Entry::Link(name, fs::read_link(&p).map_err(fail(Step::OpenSource, &p))?));
+        } else if ft.is_file() && meta.len() <= COPY_MAX {
+            let fd = sys::open_path(&p, libc::O_RDONLY | libc::O_NOFOLLOW).map_err(fail(Step::OpenSource, &p))?;
+            out.push(Entry::Small(name, fs::File::from(fd), meta.mode() & 0o7777));
         } else if ft.is_dir() || ft.is_file() {
             let fd = sys::open_path(&p, libc::O_PATH | libc::O_NOFOLLOW).map_err(fail(Step::OpenSource, &p))?;
             out.push(if ft.is_dir() { Entry::Dir(name, fd) } else { Entry::File(name, fd) });
@@ -237,17 +243,20 @@ fn place(e: &Entry, parent: &Path) -> R<()> {
         }
         // Small files are copied rather than bound: every mount costs at set-up
         // and again when the namespace is torn down, and the copy is as
-        // read-only as a bind once the base turns read-only.
+        // read-only as a bind once the base turns read-only. One read and
+        // one write each (std's copy tries copy_file_range and sendfile,
+        // and fchmods: three times the system calls, ~40 us a file here).
+        Entry::Small(name, src, mode) => {
+            let t = parent.join(name);
+            let mut body = Vec::new();
+            (&*src).read_to_end(&mut body).map_err(fail(Step::OpenSource, &t))?;
+            let mut out = fs::OpenOptions::new().write(true).create_new(true).mode(*mode).open(&t).map_err(fail(Step::WriteFile, &t))?;
+            out.write_all(&body).map_err(fail(Step::WriteFile, &t))
+        }
         Entry::File(name, fd) => {
             let t = parent.join(name);
-            let src = fd_path(fd);
-            match fs::metadata(&src) {
-                Ok(m) if m.len() <= COPY_MAX => fs::copy(&src, &t).map(drop).map_err(fail(Step::WriteFile, &t)),
-                _ => {
-                    touch(&t)?;
-                    bind(&src, &t)
-                }
-            }
+            touch(&t)?;
+            bind(&fd_path(fd), &t)
         }
     }
 }
