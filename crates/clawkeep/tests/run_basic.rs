@@ -190,22 +190,6 @@ fn audit_records_start_and_exit_and_verifies() {
     assert_eq!((dir_mode, file_mode), (0o700, 0o600));
 }
 
-/// Copies `bin` and the shared libraries `ldd` names into `root`.
-fn copy_with_libs(bin: &str, root: &std::path::Path) {
-    let mut files = vec![bin.to_string()];
-    let ldd = std::process::Command::new("ldd").arg(bin).output().unwrap();
-    for line in String::from_utf8_lossy(&ldd.stdout).lines() {
-        if let Some(path) = line.split_whitespace().find(|w| w.starts_with('/')) {
-            files.push(path.to_string());
-        }
-    }
-    for f in files {
-        let dst = root.join(f.trim_start_matches('/'));
-        std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
-        std::fs::copy(&f, &dst).unwrap();
-    }
-}
-
 #[test]
 fn rootfs_uses_a_prepared_tree() {
     if !jail_available("rootfs") {
@@ -213,8 +197,8 @@ fn rootfs_uses_a_prepared_tree() {
     }
     let env = Env::new();
     let root = tempfile::tempdir().unwrap();
-    copy_with_libs("/bin/dash", root.path());
-    copy_with_libs("/usr/bin/cat", root.path());
+    common::copy_with_libs("/bin/dash", root.path());
+    common::copy_with_libs("/usr/bin/cat", root.path());
     std::fs::create_dir(root.path().join("etc")).unwrap();
     std::fs::write(root.path().join("etc/marker"), "prepared\n").unwrap();
     let script = "cat /etc/marker; if test -e /usr/bin/ls; then echo host-visible; else echo host-hidden; fi; echo x > /etc/y || echo ro";

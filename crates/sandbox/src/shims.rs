@@ -13,7 +13,7 @@ use crate::error::{SetupFailure, Step};
 use crate::sys;
 pub use clawkeep_shim::root::resolve_in;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ffi::CString;
 use std::fs;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -102,73 +102,65 @@ pub fn install(base: &Path, g: &GateMounts, src: &GateSources) -> Result<Vec<Pat
     // Every mask is a bind of the attached shim, now in this namespace.
     let shim_src = sys::cpath(&run.join("shim")).map_err(|e| SetupFailure::new(Step::MountBind, "shim", &e))?;
 
+    let dirs = path_dirs(base);
     // Every real file a command name reaches, and the names that reach it.
     let mut targets: BTreeMap<PathBuf, String> = BTreeMap::new();
-    let mut inodes: HashMap<(u64, u64), PathBuf> = HashMap::new();
     let mut manifest: BTreeMap<PathBuf, String> = BTreeMap::new();
+    // Covered files with other hard links: where each lives, how many
+    // links it has, and the covered paths found so far.
+    let mut linked: HashMap<(u64, u64), Linked> = HashMap::new();
     for cmd in &g.commands {
         if cmd.is_empty() || cmd.contains('/') {
             continue;
         }
         symlink("../shim", run.join("shims").join(cmd)).map_err(|e| SetupFailure::new(Step::MakeNode, cmd.clone(), &e))?;
-        for dir in PATH_DIRS {
-            let p = base.join(dir).join(cmd);
-            let Some(real) = resolve_in(base, &Path::new(dir).join(cmd)) else { continue };
-            let Ok(meta) = fs::metadata(&real) else { continue };
-            if !meta.is_file() || !real.starts_with(base) {
-                continue;
-            }
+        for (real_dir, spellings) in &dirs {
+            let Some((real, meta)) = lookup(base, real_dir, cmd) else { continue };
             if meta.nlink() > 1 {
-                inodes.insert((meta.dev(), meta.ino()), real.clone());
+                let l = linked.entry((meta.dev(), meta.ino())).or_insert_with(|| Linked::new(&real, meta.nlink()));
+                l.found.insert(real.clone());
             }
             targets.insert(real.clone(), cmd.clone());
             manifest.insert(jail_path(base, &real), cmd.clone());
-            manifest.insert(jail_path(base, &p), cmd.clone());
-        }
-    }
-    // Hard links to a covered file under another name in the PATH dirs
-    // (scanned only when some covered file has more than one link).
-    if !inodes.is_empty() {
-        for dir in PATH_DIRS {
-            let d = base.join(dir);
-            if fs::symlink_metadata(&d).map(|m| m.file_type().is_symlink()).unwrap_or(true) {
-                continue;
-            }
-            let Ok(rd) = fs::read_dir(&d) else { continue };
-            for e in rd.flatten() {
-                // d_ino comes free with readdir; stat only the candidates.
-                use std::os::unix::fs::DirEntryExt;
-                if !inodes.keys().any(|(_, ino)| *ino == e.ino()) {
-                    continue;
-                }
-                let Ok(m) = e.metadata() else { continue };
-                if let Some(real) = inodes.get(&(m.dev(), m.ino())) {
-                    let cmd = targets[real].clone();
-                    targets.entry(e.path()).or_insert_with(|| cmd.clone());
-                    manifest.insert(jail_path(base, &e.path()), cmd);
-                }
+            for dir in spellings {
+                manifest.insert(Path::new("/").join(dir).join(cmd), cmd.clone());
             }
         }
     }
-    for t in targets.keys() {
-        bind_file(&shim_src, t)?;
+    // Hard links to a covered file under other names: first in its own
+    // directory, then (see below) in its prefix's libexec and lib, and in
+    // the other PATH dirs only while some link is still unaccounted for
+    // (reading /usr/bin whole costs more than the rest of the set-up).
+    let own: BTreeSet<PathBuf> =
+        linked.values().filter_map(|l| l.real.parent().map(Path::to_path_buf)).filter(|d| dirs.iter().any(|(r, _)| r == d)).collect();
+    for dir in &own {
+        scan_links(base, dir, &mut linked, &mut targets, &mut manifest);
+    }
+    for bind in targets.keys() {
+        bind_file(&shim_src, bind)?;
     }
     // Hard links outside the PATH dirs (git's libexec/git-core holds ~140):
     // hide each directory that holds one under an empty read-only tmpfs.
     // One mount instead of one per link; only the gated tool uses them, and
     // it runs in the executor's namespace, where they are uncovered.
     let mut hidden = Vec::new();
-    for ((_, ino), real) in &inodes {
-        let Ok(meta) = fs::metadata(real) else { continue };
-        let found = targets.iter().filter(|(p, _)| fs::metadata(p).map(|m| m.ino() == *ino).unwrap_or(false)).count() as u64;
-        if found >= meta.nlink() {
-            continue;
-        }
-        let Some(prefix) = real.parent().and_then(Path::parent) else { continue };
+    for ((dev, ino), l) in &mut linked {
+        let mut missing = l.missing();
+        let Some(prefix) = l.real.parent().and_then(Path::parent).filter(|_| missing > 0) else { continue };
         let mut budget = 20_000usize;
-        let mut missing = meta.nlink() - found;
         for root in [prefix.join("libexec"), prefix.join("lib")] {
-            find_link_dirs(&root, *ino, meta.dev(), 3, &mut budget, &mut missing, &mut hidden);
+            find_link_dirs(&root, *ino, *dev, 3, &mut budget, &mut missing, &mut hidden);
+        }
+        l.elsewhere = l.missing() - missing;
+    }
+    if linked.values().any(|l| l.missing() > l.elsewhere) {
+        let late: Vec<PathBuf> = dirs.iter().map(|(r, _)| r.clone()).filter(|d| !own.contains(d)).collect();
+        let before: BTreeSet<PathBuf> = targets.keys().cloned().collect();
+        for dir in &late {
+            scan_links(base, dir, &mut linked, &mut targets, &mut manifest);
+        }
+        for bind in targets.keys().filter(|t| !before.contains(*t)) {
+            bind_file(&shim_src, bind)?;
         }
     }
     hidden.sort();
@@ -188,6 +180,84 @@ pub fn install(base: &Path, g: &GateMounts, src: &GateSources) -> Result<Vec<Pat
     let mpath = run.join("manifest");
     fs::write(&mpath, text).map_err(|e| SetupFailure::new(Step::WriteFile, mpath.display().to_string(), &e))?;
     Ok(targets.keys().chain(hidden.iter()).map(|t| jail_path(base, t)).collect())
+}
+
+/// A covered file with more than one hard link.
+struct Linked {
+    real: PathBuf,
+    nlink: u64,
+    /// Covered paths with this inode (each gets its own bind).
+    found: BTreeSet<PathBuf>,
+    /// Links found outside the PATH dirs (hidden with their directory).
+    elsewhere: u64,
+}
+
+impl Linked {
+    fn new(real: &Path, nlink: u64) -> Linked {
+        Linked { real: real.to_path_buf(), nlink, found: BTreeSet::new(), elsewhere: 0 }
+    }
+
+    fn missing(&self) -> u64 {
+        self.nlink.saturating_sub(self.found.len() as u64)
+    }
+}
+
+/// The PATH dirs as they resolve under `base`: each real directory once,
+/// with the spellings that reach it (`bin` and `usr/bin` on merged-/usr).
+fn path_dirs(base: &Path) -> Vec<(PathBuf, Vec<&'static str>)> {
+    let mut out: Vec<(PathBuf, Vec<&'static str>)> = Vec::new();
+    for dir in PATH_DIRS {
+        let Some(real) = resolve_in(base, Path::new(dir)) else { continue };
+        if !real.starts_with(base) || !real.is_dir() {
+            continue;
+        }
+        match out.iter_mut().find(|(r, _)| *r == real) {
+            Some((_, spellings)) => spellings.push(dir),
+            None => out.push((real, vec![dir])),
+        }
+    }
+    out
+}
+
+/// The regular file `cmd` in `real_dir` reaches under `base` (following
+/// symlinks as the jail will), with its metadata.
+fn lookup(base: &Path, real_dir: &Path, cmd: &str) -> Option<(PathBuf, fs::Metadata)> {
+    let p = real_dir.join(cmd);
+    let lmeta = fs::symlink_metadata(&p).ok()?;
+    let (real, meta) = if lmeta.file_type().is_symlink() {
+        let real = resolve_in(base, p.strip_prefix(base).ok()?)?;
+        let meta = fs::metadata(&real).ok()?;
+        (real, meta)
+    } else {
+        (p, lmeta)
+    };
+    (meta.is_file() && real.starts_with(base)).then_some((real, meta))
+}
+
+/// Covers the hard links in PATH dir `dir` to the files in `linked`.
+fn scan_links(
+    base: &Path,
+    dir: &Path,
+    linked: &mut HashMap<(u64, u64), Linked>,
+    targets: &mut BTreeMap<PathBuf, String>,
+    manifest: &mut BTreeMap<PathBuf, String>,
+) {
+    let Ok(rd) = fs::read_dir(dir) else { return };
+    for e in rd.flatten() {
+        // d_ino comes free with readdir; stat only the candidates.
+        use std::os::unix::fs::DirEntryExt;
+        if !linked.keys().any(|(_, ino)| *ino == e.ino()) {
+            continue;
+        }
+        let Ok(m) = e.metadata() else { continue };
+        let Some(l) = linked.get_mut(&(m.dev(), m.ino())) else { continue };
+        if !m.is_file() || !l.found.insert(e.path()) {
+            continue;
+        }
+        let cmd = targets[&l.real].clone();
+        manifest.insert(jail_path(base, &e.path()), cmd.clone());
+        targets.insert(e.path(), cmd);
+    }
 }
 
 /// Directories under `dir` (to `depth` levels, within `budget` entries)

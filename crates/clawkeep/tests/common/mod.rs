@@ -182,3 +182,19 @@ pub fn image_tools_available(test: &str, tools: &[(&str, &str)]) -> bool {
     }
     true
 }
+
+/// Copies `bin` and the shared libraries `ldd` names into `root`.
+pub fn copy_with_libs(bin: &str, root: &std::path::Path) {
+    let mut files = vec![bin.to_string()];
+    let ldd = std::process::Command::new("ldd").arg(bin).output().unwrap();
+    for line in String::from_utf8_lossy(&ldd.stdout).lines() {
+        if let Some(path) = line.split_whitespace().find(|w| w.starts_with('/')) {
+            files.push(path.to_string());
+        }
+    }
+    for f in files {
+        let dst = root.join(f.trim_start_matches('/'));
+        std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
+        std::fs::copy(&f, &dst).unwrap();
+    }
+}
