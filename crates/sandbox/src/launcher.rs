@@ -1,16 +1,20 @@
 //! The launcher side: starts the helper, forwards signals to it, collects
-//! its report. Safe to call from a multi-threaded program: the only code
-//! between fork and exec is two dup2 calls (std's Command does the rest).
+//! its report. Safe to call from a multi-threaded program: the helper is
+//! started with posix_spawn (glibc: clone with CLONE_VM|CLONE_VFORK, then
+//! only the listed dup2 calls before exec), so no fork copies the
+//! launcher's address space and no Rust code runs in the child.
 
 use crate::error::SandboxError;
 use crate::protocol::{
     write_frame, HelperConfig, JailReport, CONFIG_FD, EXEC_FD, HELPER_ARG, KILL, PROCEED, PROMPT_FD, PROXY_FD, REPORT_FD,
 };
 use crate::{init::FORWARDED, sys};
+use std::ffi::CString;
+use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::process::CommandExt;
+use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::{Child, Command};
+use std::process::ExitStatus;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Arc;
 
@@ -100,25 +104,11 @@ pub fn spawn(exe: &Path, chans: Channels) -> Result<Spawned, SandboxError> {
     let pr: RawFd = prompt_chan.as_ref().map_or(-1, |f| f.as_raw_fd());
     let proxy_chan = proxy_chan.map(high_fd).transpose().map_err(io)?;
     let px: RawFd = proxy_chan.as_ref().map_or(-1, |f| f.as_raw_fd());
-    let mut cmd = Command::new(exe);
-    cmd.arg(HELPER_ARG).env_clear();
-    // SAFETY: dup2 is async-signal-safe; nothing else runs between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::dup2(cr, CONFIG_FD) < 0
-                || libc::dup2(rw, REPORT_FD) < 0
-                || (ex >= 0 && libc::dup2(ex, EXEC_FD) < 0)
-                || (pr >= 0 && libc::dup2(pr, PROMPT_FD) < 0)
-                || (px >= 0 && libc::dup2(px, PROXY_FD) < 0)
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let child = cmd.spawn().map_err(|source| SandboxError::SpawnHelper { exe: exe.to_path_buf(), source })?;
+    let maps = [(cr, CONFIG_FD), (rw, REPORT_FD), (ex, EXEC_FD), (pr, PROMPT_FD), (px, PROXY_FD)];
+    let pid = posix_spawn(exe, &maps).map_err(|source| SandboxError::SpawnHelper { exe: exe.to_path_buf(), source })?;
+    let child = Child { pid, reaped: false };
     drop((cfg_r, rep_w, exec_chan, prompt_chan, proxy_chan));
-    HELPER_PID.store(child.id() as i32, Ordering::SeqCst);
+    HELPER_PID.store(pid, Ordering::SeqCst);
     for sig in FORWARDED {
         // SAFETY: installing an async-signal-safe handler.
         unsafe {
@@ -129,6 +119,78 @@ pub fn spawn(exe: &Path, chans: Channels) -> Result<Spawned, SandboxError> {
         }
     }
     Ok(Spawned { child, lifeline: cfg_w, report: rep_r })
+}
+
+/// The helper process; waited for once.
+#[derive(Debug)]
+struct Child {
+    pid: libc::pid_t,
+    reaped: bool,
+}
+
+impl Child {
+    fn id(&self) -> u32 {
+        self.pid as u32
+    }
+
+    fn wait(&mut self) -> io::Result<ExitStatus> {
+        if self.reaped {
+            return Err(io::Error::from_raw_os_error(libc::ECHILD));
+        }
+        let mut st = 0;
+        loop {
+            // SAFETY: pid is our child, not yet reaped; st is a valid out-pointer.
+            if unsafe { libc::waitpid(self.pid, &mut st, 0) } >= 0 {
+                self.reaped = true;
+                return Ok(ExitStatus::from_raw(st));
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+    }
+}
+
+/// Starts `exe __sandbox-helper` with an empty environment, the default
+/// signal mask and SIGPIPE at its default, and each `(from, to)` of `maps`
+/// (from >= 0) dup2'd into place.
+fn posix_spawn(exe: &Path, maps: &[(RawFd, RawFd)]) -> io::Result<libc::pid_t> {
+    let path = sys::cpath(exe)?;
+    let arg = CString::new(HELPER_ARG).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let argv = [path.as_ptr().cast_mut(), arg.as_ptr().cast_mut(), std::ptr::null_mut()];
+    let envp = [std::ptr::null_mut()];
+    let rc_err = |rc: libc::c_int| if rc == 0 { Ok(()) } else { Err(io::Error::from_raw_os_error(rc)) };
+    // SAFETY: the actions and attributes are initialised before use and
+    // destroyed after; argv and envp are NULL-terminated arrays of valid
+    // C strings that outlive the call.
+    unsafe {
+        let mut actions: libc::posix_spawn_file_actions_t = std::mem::zeroed();
+        let mut attr: libc::posix_spawnattr_t = std::mem::zeroed();
+        rc_err(libc::posix_spawn_file_actions_init(&mut actions))?;
+        rc_err(libc::posix_spawnattr_init(&mut attr))?;
+        let mut pid = 0;
+        let result = (|| {
+            for &(from, to) in maps.iter().filter(|(from, _)| *from >= 0) {
+                rc_err(libc::posix_spawn_file_actions_adddup2(&mut actions, from, to))?;
+            }
+            let mut none: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut none);
+            let mut pipe_only: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut pipe_only);
+            libc::sigaddset(&mut pipe_only, libc::SIGPIPE);
+            rc_err(libc::posix_spawnattr_setsigmask(&mut attr, &none))?;
+            rc_err(libc::posix_spawnattr_setsigdefault(&mut attr, &pipe_only))?;
+            rc_err(libc::posix_spawnattr_setflags(
+                &mut attr,
+                (libc::POSIX_SPAWN_SETSIGMASK | libc::POSIX_SPAWN_SETSIGDEF) as libc::c_short,
+            ))?;
+            rc_err(libc::posix_spawn(&mut pid, path.as_ptr(), &actions, &attr, argv.as_ptr(), envp.as_ptr()))
+        })();
+        libc::posix_spawn_file_actions_destroy(&mut actions);
+        libc::posix_spawnattr_destroy(&mut attr);
+        result.map(|()| pid)
+    }
 }
 
 impl Launched {
