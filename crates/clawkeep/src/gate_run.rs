@@ -157,18 +157,9 @@ pub fn start(
     std::thread::Builder::new()
         .name("clawkeep-gate".into())
         .spawn(move || {
-            let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
-                Ok(rt) => rt,
-                Err(e) => return eprintln!("clawkeep: gate: cannot start its runtime: {e}"),
-            };
-            if let Some(p) = proxy {
-                p.spawn(&rt, &state_dir, agent.clone(), session.clone(), audit.clone());
-            }
-            let store = match Store::open(&db) {
-                Ok(s) => Arc::new(s),
-                Err(e) => return eprintln!("clawkeep: gate: {e}; gated commands will fail"),
-            };
             let handle = Arc::new(PolicyHandle::new(policy));
+            // Watched from the start, so an edit made before the gate wakes
+            // is still seen as a change.
             if let Some(p) = &policy_path {
                 let shown = p.display().to_string();
                 let _watch = handle.watch(p.clone(), Duration::from_millis(500), move |ev| {
@@ -177,6 +168,28 @@ pub fn start(
                     }
                 });
             }
+            // The jail's init opens the proxy's listener while it sets up.
+            let proxy = proxy.and_then(|p| p.recv_listener().map(|l| (p, l)));
+            // Nothing else starts until someone waits on a socket: a shim,
+            // the operator, the agent's first model call (each waits in its
+            // listen backlog meanwhile). Most short runs never need any of
+            // it, and its start-up would compete with the jail's for the CPU.
+            if api_tcp.is_none() {
+                let mut fds = vec![gate_listener.as_raw_fd(), api_listener.as_raw_fd()];
+                fds.extend(proxy.as_ref().map(|(_, l)| l.as_raw_fd()));
+                wait_any_readable(&fds);
+            }
+            let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => return eprintln!("clawkeep: gate: cannot start its runtime: {e}"),
+            };
+            if let Some((p, listener)) = proxy {
+                p.spawn(&rt, listener, &state_dir, agent.clone(), session.clone(), audit.clone());
+            }
+            let store = match Store::open(&db) {
+                Ok(s) => Arc::new(s),
+                Err(e) => return eprintln!("clawkeep: gate: {e}; gated commands will fail"),
+            };
             let gate = Gate::new(GateConfig {
                 agent,
                 session,
@@ -212,6 +225,15 @@ pub fn start(
         })
         .map_err(|e| Failure::runtime(format!("cannot start the gate thread: {e}")))?;
     Ok(())
+}
+
+/// Blocks until one of `fds` is readable (a connection waits on it).
+fn wait_any_readable(fds: &[std::os::fd::RawFd]) {
+    let mut pfds: Vec<libc::pollfd> = fds.iter().map(|&fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 }).collect();
+    // SAFETY: pfds is a valid array of pollfd; -1 waits without a timeout.
+    while unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, -1) } < 0
+        && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
+    {}
 }
 
 /// Shows queued approvals at the user's terminal (through the helper,

@@ -207,25 +207,35 @@ impl ProxyPrep {
         Ok(())
     }
 
-    /// Serves the proxy on `rt` once the jail's listener arrives. Runs off
-    /// the start-up path: the agent's first request waits in the backlog.
-    pub fn spawn(self, rt: &tokio::runtime::Runtime, state: &Path, agent: String, run_id: String, audit: Arc<AuditLog>) {
-        let state = state.to_path_buf();
-        let ProxyPrep { config, keys, chan, ledger, .. } = self;
-        rt.spawn(async move {
-            let received = tokio::task::spawn_blocking(move || clawkeep_sandbox::pty::recv_fd(chan.as_raw_fd())).await;
-            let listener = match received {
-                Ok(Ok(Some(fd))) => fd,
-                // The jail failed before listening; its own report says why.
-                _ => return,
-            };
-            let std_listener = std::net::TcpListener::from(listener);
-            if let Err(e) = std_listener.set_nonblocking(true) {
-                return eprintln!("clawkeep: proxy: cannot use the jail's listener: {e}");
+    /// The listening socket the jail's init opens on its loopback; blocks
+    /// until it arrives. None when the jail failed first (its own report
+    /// says why).
+    pub fn recv_listener(&self) -> Option<std::net::TcpListener> {
+        let fd = clawkeep_sandbox::pty::recv_fd(self.chan.as_raw_fd()).ok().flatten()?;
+        let listener = std::net::TcpListener::from(fd);
+        match listener.set_nonblocking(true) {
+            Ok(()) => Some(listener),
+            Err(e) => {
+                eprintln!("clawkeep: proxy: cannot use the jail's listener: {e}");
+                None
             }
-            // Most runs never call a model: the sealed store and the usage
-            // database are opened when the first connection is waiting,
-            // not while the jail starts (they would compete for the CPU).
+        }
+    }
+
+    /// Serves the proxy on `rt` from the jail's `listener`. Runs off the
+    /// start-up path: the agent's first request waits in the backlog.
+    pub fn spawn(
+        self,
+        rt: &tokio::runtime::Runtime,
+        std_listener: std::net::TcpListener,
+        state: &Path,
+        agent: String,
+        run_id: String,
+        audit: Arc<AuditLog>,
+    ) {
+        let state = state.to_path_buf();
+        let ProxyPrep { config, keys, ledger, .. } = self;
+        rt.spawn(async move {
             let std_listener = match tokio::task::spawn_blocking(move || {
                 wait_readable(&std_listener);
                 std_listener
