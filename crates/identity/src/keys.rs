@@ -2,7 +2,7 @@
 //!
 //! Layout: `<dir>/<kid>.key` (32 secret bytes, 0600), `<dir>/index.json`
 //! (which key is current and when each was made and retired) and
-//! `<dir>/revoked.json` (see `revocation`). `kid` is the first 16 hex digits
+//! `<dir>/revoked.log` (see `revocation`). `kid` is the first 16 hex digits
 //! of SHA-256 over the public key, so it names the key and nothing else.
 //!
 //! Guarantees: after `open` there is exactly one current key; a retired key
@@ -22,7 +22,9 @@ use std::sync::{Mutex, PoisonError, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const INDEX_FILE: &str = "index.json";
-const REVOKED_FILE: &str = "revoked.json";
+const REVOKED_LOG: &str = "revoked.log";
+/// The revocation file of earlier versions (read, then folded into the log).
+const REVOKED_LEGACY: &str = "revoked.json";
 
 /// A set of Ed25519 keys: one signs new tokens, all verify. Share it behind
 /// an `Arc`; every method takes `&self`.
@@ -96,7 +98,7 @@ impl KeyRing {
         let ring = KeyRing {
             dir: dir.to_path_buf(),
             keys: RwLock::new(Keys { current: current.clone().unwrap_or_default(), by_kid }),
-            revoked: Mutex::new(RevocationList::load(dir.join(REVOKED_FILE))?),
+            revoked: Mutex::new(RevocationList::load(dir.join(REVOKED_LOG), dir.join(REVOKED_LEGACY))?),
             verified: Mutex::default(),
         };
         match current {
