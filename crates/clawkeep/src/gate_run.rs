@@ -26,24 +26,53 @@ pub struct GatePrep {
     gate_listener: UnixListener,
     api_listener: UnixListener,
     /// Set once the policy thread joined (see `PolicyLoad`).
-    pub policy: Option<Policy>,
+    pub policy: Option<RunPolicy>,
     policy_path: Option<PathBuf>,
 }
 
-/// Loads the policy on its own thread (compiling its patterns overlaps the
-/// rest of start-up); join it with [`PolicyLoad::join`].
-pub struct PolicyLoad(std::thread::JoinHandle<Result<Policy, String>>);
+/// The policy of a run, as far as start-up needs it.
+pub enum RunPolicy {
+    /// A policy file, compiled (and so checked) before the run started.
+    Compiled(Policy),
+    /// The built-in policy: only its command names are read at start-up;
+    /// it is compiled when the gate first wakes (most runs never do).
+    Builtin,
+}
+
+impl RunPolicy {
+    /// The command names the jail covers with the shim.
+    pub fn gated_commands(&self) -> Vec<String> {
+        match self {
+            RunPolicy::Compiled(p) => p.gated_commands(),
+            RunPolicy::Builtin => Policy::builtin_gated_commands(),
+        }
+    }
+}
+
+/// Loads a policy file on its own thread (compiling its patterns overlaps
+/// the rest of start-up; a bad file still stops the run before it starts);
+/// join it with [`PolicyLoad::join`].
+pub enum PolicyLoad {
+    File(std::thread::JoinHandle<Result<Policy, String>>),
+    Builtin,
+}
 
 impl PolicyLoad {
     pub fn start(path: Option<PathBuf>) -> PolicyLoad {
-        PolicyLoad(std::thread::spawn(move || match &path {
-            Some(p) => Policy::load(p).map_err(|e| e.to_string()),
-            None => Ok(Policy::builtin_default()),
-        }))
+        match path {
+            Some(p) => PolicyLoad::File(std::thread::spawn(move || Policy::load(&p).map_err(|e| e.to_string()))),
+            None => PolicyLoad::Builtin,
+        }
     }
 
-    pub fn join(self) -> Result<Policy, Failure> {
-        self.0.join().map_err(|_| Failure::runtime("loading the policy panicked"))?.map_err(Failure::usage)
+    pub fn join(self) -> Result<RunPolicy, Failure> {
+        match self {
+            PolicyLoad::Builtin => Ok(RunPolicy::Builtin),
+            PolicyLoad::File(t) => {
+                let policy = t.join().map_err(|_| Failure::runtime("loading the policy panicked"))?.map_err(Failure::usage)?;
+                Ok(RunPolicy::Compiled(policy))
+            }
+        }
     }
 }
 
@@ -157,10 +186,13 @@ pub fn start(
     std::thread::Builder::new()
         .name("clawkeep-gate".into())
         .spawn(move || {
-            let handle = Arc::new(PolicyHandle::new(policy));
-            // Watched from the start, so an edit made before the gate wakes
-            // is still seen as a change.
-            if let Some(p) = &policy_path {
+            let compiled = match policy {
+                RunPolicy::Compiled(p) => Some(Arc::new(PolicyHandle::new(p))),
+                RunPolicy::Builtin => None,
+            };
+            // A file is watched from the start, so an edit made before the
+            // gate wakes is still seen as a change.
+            if let (Some(handle), Some(p)) = (&compiled, &policy_path) {
                 let shown = p.display().to_string();
                 let _watch = handle.watch(p.clone(), Duration::from_millis(500), move |ev| {
                     if let ReloadEvent::Rejected { error } = ev {
@@ -190,6 +222,7 @@ pub fn start(
                 Ok(s) => Arc::new(s),
                 Err(e) => return eprintln!("clawkeep: gate: {e}; gated commands will fail"),
             };
+            let handle = compiled.unwrap_or_else(|| Arc::new(PolicyHandle::new(Policy::builtin_default())));
             let gate = Gate::new(GateConfig {
                 agent,
                 session,

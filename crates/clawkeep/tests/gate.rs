@@ -156,6 +156,25 @@ fn every_hard_link_of_a_gated_binary_is_covered() {
     );
 }
 
+/// Without --policy the built-in policy gates (compiled only once the
+/// gate first wakes): `su` is denied with the built-in reason.
+#[test]
+fn the_builtin_policy_gates_without_a_policy_file() {
+    if !jail_available("built-in policy") {
+        return;
+    }
+    if !std::path::Path::new("/usr/bin/su").exists() {
+        println!("skipped: built-in policy: no /usr/bin/su on this host");
+        return;
+    }
+    let env = Env::new();
+    let out = env.std_run(&["--agent", "t-builtin"], &["sh", "-c", "su -c id; echo \"su=$?\""]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stdout, "su=126\n", "stderr: {stderr}");
+    assert!(stderr.contains("never gets more privilege"), "{stderr}");
+}
+
 #[test]
 fn ask_waits_for_the_cli_and_session_scope_covers_repeats() {
     if !jail_available("gate ask via cli") {

@@ -148,6 +148,20 @@ impl Policy {
         Policy::parse(DEFAULT_YAML, DEFAULT_ORIGIN).unwrap_or_else(|_| Policy::empty(Action::Ask, DEFAULT_ORIGIN))
     }
 
+    /// The command names the built-in policy gates (what
+    /// [`Policy::gated_commands`] gives for it), read off its text without
+    /// compiling it: `clawkeep run` needs them before the jail exists, the
+    /// compiled policy only once a gated command runs.
+    pub fn builtin_gated_commands() -> Vec<String> {
+        let names: std::collections::BTreeSet<&str> = DEFAULT_YAML
+            .lines()
+            .filter_map(|l| l.trim_start().strip_prefix("- command:"))
+            .map(|c| c.trim().trim_matches(|q| q == '"' || q == '\''))
+            .filter(|c| !crate::matcher::has_glob_meta(c))
+            .collect();
+        names.into_iter().map(str::to_string).collect()
+    }
+
     /// The YAML text of the built-in default policy.
     pub fn default_yaml() -> &'static str {
         DEFAULT_YAML

@@ -103,6 +103,13 @@ fn builtin_default_parses_and_asks_by_default() {
 }
 
 #[test]
+fn builtin_gated_commands_are_the_compiled_policys() {
+    let names = Policy::builtin_gated_commands();
+    assert_eq!(names, Policy::builtin_default().gated_commands());
+    assert!(names.iter().any(|n| n == "git") && names.iter().any(|n| n == "curl"), "{names:?}");
+}
+
+#[test]
 fn load_reports_missing_files_with_the_path() {
     let e = Policy::load(Path::new("/nonexistent/clawkeep/policy.yaml")).unwrap_err();
     assert!(matches!(e, PolicyError::Io { .. }));
