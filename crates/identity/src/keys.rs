@@ -98,7 +98,7 @@ impl KeyRing {
         let ring = KeyRing {
             dir: dir.to_path_buf(),
             keys: RwLock::new(Keys { current: current.clone().unwrap_or_default(), by_kid }),
-            revoked: Mutex::new(RevocationList::load(dir.join(REVOKED_LOG), dir.join(REVOKED_LEGACY))?),
+            revoked: Mutex::new(RevocationList::open(dir.join(REVOKED_LOG), dir.join(REVOKED_LEGACY))?),
             verified: Mutex::default(),
         };
         match current {

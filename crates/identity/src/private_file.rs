@@ -66,6 +66,20 @@ pub(crate) fn read(path: &Path) -> Result<Option<Zeroizing<Vec<u8>>>, IdentityEr
     Ok(Some(buf))
 }
 
+/// What `read` checks before reading, without reading: a missing file
+/// passes; a symlink, a non-file or one others may read does not.
+pub(crate) fn check(path: &Path) -> Result<(), IdentityError> {
+    match fs::symlink_metadata(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(IdentityError::Io { op: "stat", path: path.to_path_buf(), source }),
+        Ok(m) if !m.file_type().is_file() => Err(IdentityError::NotRegular { path: path.to_path_buf() }),
+        Ok(m) if m.permissions().mode() & 0o077 != 0 => {
+            Err(IdentityError::TooOpen { path: path.to_path_buf(), mode: m.permissions().mode() & 0o777 })
+        }
+        Ok(_) => Ok(()),
+    }
+}
+
 /// Removes `path`; false if it was already gone.
 pub(crate) fn remove(path: &Path) -> Result<bool, IdentityError> {
     match fs::remove_file(path) {

@@ -6,8 +6,14 @@
 //! processes revoke at the same time (each appends its own line; a rewrite
 //! of a shared file would keep only the last writer's view). An entry is
 //! dropped when its token could no longer verify anyway (exp + leeway):
-//! the log is compacted, under an exclusive lock, once most of its lines
-//! are expired. A torn last line (a crash mid-append) is skipped.
+//! the log is compacted, under an exclusive lock, once it is past
+//! `COMPACT_MIN_BYTES` and its middle line is expired (compaction writes
+//! the lines in order of expiry and appends come later, so that says about
+//! half are). A torn last line (a crash mid-append) is skipped.
+//!
+//! The log is read when a token is first checked against it, not when the
+//! ring opens: most processes open the ring only to issue or revoke one
+//! token, and a busy host's log holds thousands of lines.
 //!
 //! `revoked.json`, the whole-file format of earlier versions, is still
 //! read; the first compaction folds it into the log and removes it.
@@ -25,19 +31,18 @@ use std::sync::PoisonError;
 use std::time::SystemTime;
 
 const MAX_JTI_LEN: usize = 128;
-/// The log is compacted when it holds more lines than this and more than
-/// twice as many as are live.
-const COMPACT_MIN_LINES: usize = 1024;
+/// The log is compacted past this size (about 1500 lines) when at least
+/// about half of it is expired.
+const COMPACT_MIN_BYTES: u64 = 64 << 10;
 
 pub(crate) struct RevocationList {
     log: PathBuf,
     legacy: PathBuf,
-    /// jti → the token's exp, in seconds since the epoch.
-    revoked: BTreeMap<String, u64>,
-    /// Lines in the log when it was last read or written by us.
-    lines: usize,
-    /// Compact past this many lines (when most are expired).
-    compact_min: usize,
+    /// jti → the token's exp, in seconds since the epoch; None until first
+    /// needed. A log that cannot be read then refuses every token.
+    revoked: Option<Result<BTreeMap<String, u64>, ()>>,
+    /// Compact past this size (when about half is expired).
+    compact_min: u64,
 }
 
 #[derive(Deserialize)]
@@ -47,34 +52,44 @@ struct LegacyFile {
 
 /// Reads the complete lines of the log (a line is complete once its
 /// newline is written: an unfinished one was never acknowledged).
-fn parse_log(bytes: &[u8], into: &mut BTreeMap<String, u64>) -> usize {
+fn parse_log(bytes: &[u8], into: &mut BTreeMap<String, u64>) {
     let complete = bytes.iter().rposition(|b| *b == b'\n').map_or(&bytes[..0], |end| &bytes[..end]);
-    let mut lines = 0;
     for line in complete.split(|b| *b == b'\n') {
-        let Ok(line) = std::str::from_utf8(line) else { continue };
-        let Some((jti, exp)) = line.split_once(' ') else { continue };
-        let Ok(exp) = exp.parse::<u64>() else { continue };
-        if jti.is_empty() || jti.len() > MAX_JTI_LEN || jti.contains(char::is_whitespace) {
-            continue;
+        if let Some((jti, exp)) = parse_line(line) {
+            into.insert(jti.to_string(), exp);
         }
-        lines += 1;
-        into.insert(jti.to_string(), exp);
     }
-    lines
 }
 
-fn read_all(log: &Path, legacy: &Path) -> Result<(BTreeMap<String, u64>, usize), IdentityError> {
+fn parse_line(line: &[u8]) -> Option<(&str, u64)> {
+    let (jti, exp) = std::str::from_utf8(line).ok()?.split_once(' ')?;
+    let exp = exp.parse::<u64>().ok()?;
+    (!jti.is_empty() && jti.len() <= MAX_JTI_LEN && !jti.contains(char::is_whitespace)).then_some((jti, exp))
+}
+
+fn read_all(log: &Path, legacy: &Path) -> Result<BTreeMap<String, u64>, IdentityError> {
     let mut revoked = BTreeMap::new();
     if let Some(bytes) = private_file::read(legacy)? {
         let file: LegacyFile =
             serde_json::from_slice(&bytes).map_err(|source| IdentityError::BadStateFile { path: legacy.to_path_buf(), source })?;
         revoked.extend(file.revoked);
     }
-    let lines = match private_file::read(log)? {
-        Some(bytes) => parse_log(&bytes, &mut revoked),
-        None => 0,
-    };
-    Ok((revoked, lines))
+    if let Some(bytes) = private_file::read(log)? {
+        parse_log(&bytes, &mut revoked);
+    }
+    Ok(revoked)
+}
+
+/// The exp of the first complete line at or after the middle of `f`
+/// (`len` bytes), when there is one.
+fn middle_exp(f: &File, len: u64) -> Option<u64> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = [0u8; 2 * MAX_JTI_LEN + 64];
+    let n = f.read_at(&mut buf, len / 2).ok()?;
+    let buf = &buf[..n];
+    let start = buf.iter().position(|b| *b == b'\n')? + 1;
+    let end = start + buf[start..].iter().position(|b| *b == b'\n')?;
+    parse_line(&buf[start..end]).map(|(_, exp)| exp)
 }
 
 /// Takes `op` (LOCK_SH or LOCK_EX) on `f`, waiting for it.
@@ -120,16 +135,34 @@ fn ends_with_newline(f: &File) -> std::io::Result<bool> {
 
 impl RevocationList {
     /// `log` is `revoked.log`; `legacy` the `revoked.json` of old versions.
-    pub(crate) fn load(log: PathBuf, legacy: PathBuf) -> Result<RevocationList, IdentityError> {
-        let (mut revoked, lines) = read_all(&log, &legacy)?;
-        let now = unix_secs(SystemTime::now());
-        revoked.retain(|_, exp| exp.saturating_add(LEEWAY.as_secs()) > now);
-        Ok(RevocationList { log, legacy, revoked, lines, compact_min: COMPACT_MIN_LINES })
+    /// Nothing is read yet, but a log others may read is refused now.
+    pub(crate) fn open(log: PathBuf, legacy: PathBuf) -> Result<RevocationList, IdentityError> {
+        for p in [&log, &legacy] {
+            private_file::check(p)?;
+        }
+        Ok(RevocationList { log, legacy, revoked: None, compact_min: COMPACT_MIN_BYTES })
+    }
+
+    /// The live entries, read on first use.
+    fn entries(&mut self) -> Option<&mut BTreeMap<String, u64>> {
+        if self.revoked.is_none() {
+            let now = unix_secs(SystemTime::now());
+            let read = read_all(&self.log, &self.legacy).map(|mut all| {
+                all.retain(|_, exp| exp.saturating_add(LEEWAY.as_secs()) > now);
+                all
+            });
+            self.revoked = Some(read.map_err(drop));
+        }
+        self.revoked.as_mut().and_then(|r| r.as_mut().ok())
+    }
+
+    /// Whether `jti` is revoked; every jti is when the log cannot be read.
+    fn contains(&mut self, jti: &str) -> bool {
+        self.entries().is_none_or(|all| all.contains_key(jti))
     }
 
     fn insert(&mut self, jti: &str, exp: u64, now: u64) -> Result<(), IdentityError> {
-        let live = |exp: &u64| exp.saturating_add(LEEWAY.as_secs()) > now;
-        {
+        let len = {
             let mut f = open_locked(&self.log, libc::LOCK_SH)?;
             // After a crash mid-append the log may end in half a line: ours
             // starts on a line of its own.
@@ -137,28 +170,32 @@ impl RevocationList {
             let line = format!("{}{jti} {exp}\n", if torn { "\n" } else { "" });
             f.write_all(line.as_bytes()).map_err(IdentityError::io("append", &self.log))?;
             f.sync_data().map_err(IdentityError::io("fsync", &self.log))?;
+            let len = f.metadata().map_err(IdentityError::io("stat", &self.log))?.len();
+            let expired = |e: u64| e.saturating_add(LEEWAY.as_secs()) <= now;
+            (len > self.compact_min && middle_exp(&f, len).is_some_and(expired)).then_some(len)
+        };
+        if let Some(Ok(all)) = &mut self.revoked {
+            all.insert(jti.to_string(), exp);
         }
-        self.revoked.insert(jti.to_string(), exp);
-        self.revoked.retain(|_, e| live(e));
-        self.lines += 1;
-        let legacy_left = self.legacy.exists();
-        if legacy_left || (self.lines > self.compact_min && self.lines > 2 * self.revoked.len()) {
+        if len.is_some() || self.legacy.exists() {
             self.compact(now)?;
         }
         Ok(())
     }
 
     /// Rewrites the log with the live entries only (every process's,
-    /// re-read under the lock) and drops the legacy file.
+    /// re-read under the lock), earliest expiry first, and drops the legacy
+    /// file.
     fn compact(&mut self, now: u64) -> Result<(), IdentityError> {
         let _held = open_locked(&self.log, libc::LOCK_EX)?;
-        let (mut all, _) = read_all(&self.log, &self.legacy)?;
+        let mut all = read_all(&self.log, &self.legacy)?;
         all.retain(|_, exp| exp.saturating_add(LEEWAY.as_secs()) > now);
-        let text: String = all.iter().map(|(jti, exp)| format!("{jti} {exp}\n")).collect();
+        let mut by_exp: Vec<(&String, &u64)> = all.iter().collect();
+        by_exp.sort_by_key(|(jti, exp)| (**exp, jti.as_str()));
+        let text: String = by_exp.iter().map(|(jti, exp)| format!("{jti} {exp}\n")).collect();
         private_file::write(&self.log, text.as_bytes())?;
         private_file::remove(&self.legacy)?;
-        self.lines = all.len();
-        self.revoked = all;
+        self.revoked = Some(Ok(all));
         Ok(())
     }
 }
@@ -176,7 +213,7 @@ impl KeyRing {
 
     /// Whether `jti` has been revoked.
     pub fn is_revoked(&self, jti: &str) -> bool {
-        self.revoked.lock().unwrap_or_else(PoisonError::into_inner).revoked.contains_key(jti)
+        self.revoked.lock().unwrap_or_else(PoisonError::into_inner).contains(jti)
     }
 }
 
@@ -185,7 +222,11 @@ mod tests {
     use super::*;
 
     fn list(dir: &Path) -> RevocationList {
-        RevocationList::load(dir.join("revoked.log"), dir.join("revoked.json")).unwrap()
+        RevocationList::open(dir.join("revoked.log"), dir.join("revoked.json")).unwrap()
+    }
+
+    fn live(dir: &Path) -> BTreeMap<String, u64> {
+        list(dir).entries().unwrap().clone()
     }
 
     #[test]
@@ -195,10 +236,13 @@ mod tests {
         let (mut a, mut b) = (list(t.path()), list(t.path()));
         a.insert("from-a", u64::MAX, 10).unwrap();
         b.insert("from-b", u64::MAX, 10).unwrap();
-        let reopened = list(t.path());
-        assert!(reopened.revoked.contains_key("from-a") && reopened.revoked.contains_key("from-b"));
-        let mode = std::fs::metadata(t.path().join("revoked.log")).unwrap().mode() & 0o777;
-        assert_eq!(mode, 0o600);
+        let reopened = live(t.path());
+        assert!(reopened.contains_key("from-a") && reopened.contains_key("from-b"));
+        let log = t.path().join("revoked.log");
+        assert_eq!(std::fs::metadata(&log).unwrap().mode() & 0o777, 0o600);
+        // A log others could read is refused when the ring opens.
+        std::fs::set_permissions(&log, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+        assert!(matches!(RevocationList::open(log, t.path().join("revoked.json")), Err(IdentityError::TooOpen { .. })));
     }
 
     #[test]
@@ -211,7 +255,7 @@ mod tests {
                 std::thread::spawn(move || {
                     // Each its own view, as separate processes have.
                     let mut l = list(&dir);
-                    l.compact_min = 16;
+                    l.compact_min = 256;
                     for i in 0..400 {
                         // Mostly expired entries, so compactions run meanwhile.
                         let (jti, exp) = if i % 40 == 0 { (format!("live-{n}-{i}"), 4_000_000_000) } else { (format!("dead-{n}-{i}"), 1) };
@@ -223,9 +267,10 @@ mod tests {
         for t in threads {
             t.join().unwrap();
         }
-        let all = list(&dir);
-        assert!(all.lines < 100, "compactions ran: {} lines left", all.lines);
-        let live: Vec<_> = all.revoked.keys().filter(|k| k.starts_with("live-")).collect();
+        let lines = std::fs::read_to_string(dir.join("revoked.log")).unwrap().lines().count();
+        assert!(lines < 400, "compactions ran: {lines} lines left");
+        let all = live(&dir);
+        let live: Vec<_> = all.keys().filter(|k| k.starts_with("live-")).collect();
         assert_eq!(live.len(), 40, "{live:?}");
     }
 
@@ -237,13 +282,13 @@ mod tests {
         let mut f = OpenOptions::new().append(true).open(t.path().join("revoked.log")).unwrap();
         // A crash in the middle of an append: the exp is cut short.
         f.write_all(b"torn 4000000000").unwrap();
-        assert_eq!(list(t.path()).revoked.keys().collect::<Vec<_>>(), ["whole"]);
+        assert_eq!(live(t.path()).keys().collect::<Vec<_>>(), ["whole"]);
         a.insert("after", 4_000_000_077, 10).unwrap();
         std::fs::OpenOptions::new().append(true).open(t.path().join("revoked.log")).unwrap().write_all(b"\xff\xfe 12\nno-exp\n").unwrap();
-        let reopened = list(t.path());
-        assert_eq!(reopened.revoked.keys().collect::<Vec<_>>(), ["after", "torn", "whole"]);
-        assert_eq!(reopened.revoked["after"], 4_000_000_077);
-        assert_eq!(reopened.revoked["torn"], 4_000_000_000);
+        let reopened = live(t.path());
+        assert_eq!(reopened.keys().collect::<Vec<_>>(), ["after", "torn", "whole"]);
+        assert_eq!(reopened["after"], 4_000_000_077);
+        assert_eq!(reopened["torn"], 4_000_000_000);
     }
 
     #[test]
@@ -251,16 +296,23 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         private_file::write(&t.path().join("revoked.json"), br#"{"revoked":{"legacy-live":4000000000,"legacy-dead":5}}"#).unwrap();
         let mut a = list(t.path());
-        assert!(a.revoked.contains_key("legacy-live"));
+        assert!(a.contains("legacy-live") && !a.contains("legacy-dead"));
         a.insert("new", 4_000_000_000, 1000).unwrap();
         assert!(!t.path().join("revoked.json").exists(), "the legacy file is folded in");
         let text = std::fs::read_to_string(t.path().join("revoked.log")).unwrap();
         assert_eq!(text, "legacy-live 4000000000\nnew 4000000000\n");
-        // Many expired lines: the next append past the threshold compacts.
-        for i in 0..COMPACT_MIN_LINES {
+        // Many expired lines: an append past the size threshold compacts.
+        a.compact_min = 4096;
+        for i in 0..400 {
             a.insert(&format!("dead-{i}"), 1, 1000).unwrap();
         }
         let text = std::fs::read_to_string(t.path().join("revoked.log")).unwrap();
-        assert!(text.lines().count() < 10 && text.contains("legacy-live 4000000000") && text.contains("new 4000000000"), "{text}");
+        assert!(text.len() < 4096 && text.contains("legacy-live 4000000000") && text.contains("new 4000000000"), "{text}");
+        // Compaction writes the earliest expiry first.
+        a.insert("later", 4_000_000_500, 1000).unwrap();
+        a.insert("sooner", 4_000_000_100, 1000).unwrap();
+        a.compact(1000).unwrap();
+        let text = std::fs::read_to_string(t.path().join("revoked.log")).unwrap();
+        assert_eq!(text, "legacy-live 4000000000\nnew 4000000000\nsooner 4000000100\nlater 4000000500\n");
     }
 }
