@@ -1,5 +1,6 @@
 //! Unit tests for `cgroup.rs`: the v1/v2 hierarchy chosen from sample
-//! mountinfo and /proc/self/cgroup, dirty pages seen in a v1 memory.stat,
+//! mountinfo and /proc/self/cgroup, dirty pages and counters read from a
+//! v1 memory.stat,
 //! a missing controller reported as degraded, and clone3 into a v2 cgroup.
 
 use super::*;
@@ -20,6 +21,9 @@ fn dirty_pages_are_seen_in_v1_memory_stat() {
     assert!(has_dirty_pages(&clean.replace("total_dirty 0", "total_dirty 4096")));
     assert!(has_dirty_pages(&clean.replace("writeback 0\ntotal_cache", "writeback 8192\ntotal_cache")));
     assert!(!has_dirty_pages("mapped_file 0\ndirtyish 5\n"));
+    assert_eq!(stat_value(clean, "total_cache"), Some(21_061_632));
+    assert_eq!(stat_value("cache 5\ntotal_cache 24576\n", "cache"), Some(5));
+    assert_eq!(stat_value("total_cache_x 1\n", "total_cache"), None);
 }
 
 #[test]
