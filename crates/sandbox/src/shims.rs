@@ -263,6 +263,12 @@ fn scan_links(
 /// Directories under `dir` (to `depth` levels, within `budget` entries)
 /// that hold a hard link to inode `ino` on `dev`.
 fn find_link_dirs(dir: &Path, ino: u64, dev: u64, depth: usize, budget: &mut usize, missing: &mut u64, out: &mut Vec<PathBuf>) {
+    // A file is on its directory's device (only a mount point could be
+    // elsewhere, and those are directories): one stat per directory, not
+    // one per matching entry (git-core holds ~140 links).
+    if fs::metadata(dir).map_or(true, |m| m.dev() != dev) {
+        return;
+    }
     let Ok(rd) = fs::read_dir(dir) else { return };
     for e in rd.flatten() {
         if *budget == 0 || *missing == 0 {
@@ -273,7 +279,7 @@ fn find_link_dirs(dir: &Path, ino: u64, dev: u64, depth: usize, budget: &mut usi
         let Ok(ft) = e.file_type() else { continue };
         if ft.is_dir() && depth > 0 {
             find_link_dirs(&e.path(), ino, dev, depth - 1, budget, missing, out);
-        } else if ft.is_file() && e.ino() == ino && e.metadata().map(|m| m.dev() == dev).unwrap_or(false) {
+        } else if ft.is_file() && e.ino() == ino {
             *missing = missing.saturating_sub(1);
             if !out.contains(&dir.to_path_buf()) {
                 out.push(dir.to_path_buf());
