@@ -98,10 +98,9 @@ pub struct ProxyPrep {
     pub source: String,
     keys: Arc<KeyRing>,
     token: IssuedToken,
-    /// Our end of the channel the jail's listener arrives on.
-    chan: OwnedFd,
-    /// The helper's end (fd 7); taken by the launcher.
-    pub jail_chan: Option<OwnedFd>,
+    /// Our end of the channel the jail's listener arrives on (jail runs;
+    /// the helper holds the other end as fd 7).
+    chan: Option<OwnedFd>,
     ledger: LedgerHandle,
 }
 
@@ -120,13 +119,19 @@ impl LedgerHandle {
 
 impl ProxyPrep {
     /// Loads the config, opens the key ring and issues the agent's token.
-    pub fn prepare(state: &Path, agent: &str, flag: Option<&Path>, run_timeout: Option<Duration>) -> Result<ProxyPrep, Failure> {
+    /// `chan` is our end of the channel a jail sends its listener on.
+    pub fn prepare(
+        state: &Path,
+        agent: &str,
+        flag: Option<&Path>,
+        run_timeout: Option<Duration>,
+        chan: Option<OwnedFd>,
+    ) -> Result<ProxyPrep, Failure> {
         let (config, source) = load_config(state, flag)?;
         let keys = KeyRing::open(&IdentityPaths::under(state).keys).map_err(|e| Failure::runtime(e.to_string()))?;
         let ttl = run_timeout.map_or(MAX_TOKEN_TTL, |t| (t + Duration::from_secs(60)).min(MAX_TOKEN_TTL));
         let token = keys.issue(agent, &["inference".to_string()], ttl).map_err(|e| Failure::runtime(e.to_string()))?;
-        let (chan, jail_chan) = clawkeep_sandbox::sys::seqpacket_pair().map_err(|e| Failure::runtime(format!("proxy channel: {e}")))?;
-        Ok(ProxyPrep { config, source, keys: Arc::new(keys), token, chan, jail_chan: Some(jail_chan), ledger: LedgerHandle::default() })
+        Ok(ProxyPrep { config, source, keys: Arc::new(keys), token, chan, ledger: LedgerHandle::default() })
     }
 
     /// What the agent's SDKs read. The keys are the agent's own token:
@@ -211,7 +216,7 @@ impl ProxyPrep {
     /// until it arrives. None when the jail failed first (its own report
     /// says why).
     pub fn recv_listener(&self) -> Option<std::net::TcpListener> {
-        let fd = clawkeep_sandbox::pty::recv_fd(self.chan.as_raw_fd()).ok().flatten()?;
+        let fd = clawkeep_sandbox::pty::recv_fd(self.chan.as_ref()?.as_raw_fd()).ok().flatten()?;
         let listener = std::net::TcpListener::from(fd);
         match listener.set_nonblocking(true) {
             Ok(()) => Some(listener),

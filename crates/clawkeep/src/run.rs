@@ -36,6 +36,26 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs) -> Result<u8, Failure> {
     if args.backend == "vm" {
         return crate::vm_run::run(state_dir, args);
     }
+    // The helper starts first: its spawn and exec overlap all of the
+    // launcher's own start-up (dropped on any way out before the plan).
+    let exe = std::env::current_exe().map_err(|e| Failure::runtime(format!("cannot find the clawkeep binary: {e}")))?;
+    let io = |e: std::io::Error| Failure::runtime(e.to_string());
+    let (exec_ours, exec_jail) = clawkeep_sandbox::exec_client::channel_pair().map_err(io)?;
+    // With a terminal, a queued approval can also be answered there.
+    let (prompt_ours, prompt_jail) = match clawkeep_sandbox::pty::terminal_size(0) {
+        Some(_) => clawkeep_sandbox::exec_client::channel_pair().map(|(a, b)| (Some(a), Some(b))).map_err(io)?,
+        None => (None, None),
+    };
+    // The jail's init sends the proxy's listener on this channel.
+    let (proxy_ours, proxy_jail) = match args.no_proxy {
+        true => (None, None),
+        false => clawkeep_sandbox::sys::seqpacket_pair().map(|(a, b)| (Some(a), Some(b))).map_err(io)?,
+    };
+    // The small helper binary when it is installed beside us, else ourselves.
+    let helper_exe = exe.parent().map(|d| d.join("clawkeep-jail")).filter(|p| p.is_file()).unwrap_or_else(|| exe.clone());
+    let chans = Channels { exec: Some(exec_jail), prompt: prompt_jail, proxy: proxy_jail };
+    let starting = clawkeep_sandbox::launcher::spawn_in_background(helper_exe, chans);
+
     let policy_load = gate_run::PolicyLoad::start(args.policy.clone());
     let env = AgentEnv::build(|k| std::env::var(k).ok(), &args.env, &args.allow_secret_env).map_err(|e| Failure::usage(e.to_string()))?;
     let audit_file = audit_path(state_dir)?;
@@ -55,7 +75,7 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs) -> Result<u8, Failure> {
     let mut gate = gate_run::prepare(&dir, &agent, args.policy.clone())?;
     let mut proxy = match args.no_proxy {
         true => None,
-        false => match ProxyPrep::prepare(&dir, &agent, args.proxy_config.as_deref(), args.timeout) {
+        false => match ProxyPrep::prepare(&dir, &agent, args.proxy_config.as_deref(), args.timeout, proxy_ours) {
             Ok(p) => Some(p),
             Err(f) => {
                 gate_run::cleanup(&gate.dir);
@@ -84,27 +104,14 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs) -> Result<u8, Failure> {
         limits: Limits { memory_bytes: args.memory, pids: Some(args.pids), cpus: args.cpus },
         timeout: args.timeout,
     };
-    // The helper's exec overlaps planning and the start event.
-    let exe = std::env::current_exe().map_err(|e| Failure::runtime(format!("cannot find the clawkeep binary: {e}")))?;
     let shim_binary = exe.parent().map(|d| d.join("clawkeep-shim")).filter(|p| p.is_file()).ok_or_else(|| {
         gate_run::cleanup(&gate.dir);
         Failure::runtime("clawkeep-shim was not found beside the clawkeep binary; install both together")
     })?;
-    let (exec_ours, exec_jail) = clawkeep_sandbox::exec_client::channel_pair().map_err(|e| Failure::runtime(e.to_string()))?;
-    // With a terminal, a queued approval can also be answered there.
-    let prompt = if clawkeep_sandbox::pty::terminal_size(0).is_some() {
-        Some(clawkeep_sandbox::exec_client::channel_pair().map_err(|e| Failure::runtime(e.to_string()))?)
-    } else {
-        None
-    };
-    let (prompt_ours, prompt_jail) = match prompt {
-        Some((a, b)) => (Some(a), Some(b)),
-        None => (None, None),
-    };
-    // The small helper binary when it is installed beside us, else ourselves.
-    let helper_exe = exe.parent().map(|d| d.join("clawkeep-jail")).filter(|p| p.is_file()).unwrap_or_else(|| exe.clone());
-    let chans = Channels { exec: Some(exec_jail), prompt: prompt_jail, proxy: proxy.as_mut().and_then(|p| p.jail_chan.take()) };
-    let helper = clawkeep_sandbox::launcher::spawn(&helper_exe, chans).map_err(|e| Failure::runtime(e.to_string()))?;
+    let helper = starting.wait().map_err(|e| {
+        gate_run::cleanup(&gate.dir);
+        Failure::runtime(e.to_string())
+    })?;
     let plan = match clawkeep_sandbox::plan(spec, Some(audit_file.clone())) {
         Ok(mut p) => {
             // Compiled on its own thread while the helper started.

@@ -145,7 +145,7 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs) -> Result<u8, Failure> {
     let proxy = if args.no_proxy {
         None
     } else {
-        let prep = ProxyPrep::prepare(&state, &agent, args.proxy_config.as_deref(), args.timeout)?;
+        let prep = ProxyPrep::prepare(&state, &agent, args.proxy_config.as_deref(), args.timeout, None)?;
         // From here on every way out of this function revokes the token.
         let revoke = prep.revoker();
         prep.apply_env(&mut env, &mut env_names);
