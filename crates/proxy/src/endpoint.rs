@@ -2,7 +2,7 @@
 
 use crate::config::ProviderKind;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Endpoint {
     ChatCompletions,
     Responses,
@@ -12,6 +12,9 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
+    pub const ALL: [Endpoint; 5] =
+        [Endpoint::ChatCompletions, Endpoint::Responses, Endpoint::Embeddings, Endpoint::Messages, Endpoint::CountTokens];
+
     pub fn path(self) -> &'static str {
         match self {
             Endpoint::ChatCompletions => "/v1/chat/completions",

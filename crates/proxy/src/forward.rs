@@ -74,8 +74,19 @@ async fn forward(
         return Err(ProxyError::BodyTooLarge { limit });
     }
     let raw = axum::body::to_bytes(body, limit).await.map_err(|_| ProxyError::BodyTooLarge { limit })?;
-    let mut json: Value = serde_json::from_slice(&raw).map_err(|e| ProxyError::BadRequest(e.to_string()))?;
-    let model = json.get("model").and_then(Value::as_str).ok_or_else(|| ProxyError::BadRequest("missing `model`".into()))?.to_string();
+    // The fields the proxy acts on, read without building the whole tree;
+    // a body it need not change is forwarded as the agent sent it.
+    let head = serde_json::from_slice::<Head<'_>>(&raw).ok();
+    let mut json: Option<Value> = None;
+    let model = match head.as_ref().and_then(|h| h.model.as_deref()) {
+        Some(m) => m.to_string(),
+        None => {
+            let v: Value = serde_json::from_slice(&raw).map_err(|e| ProxyError::BadRequest(e.to_string()))?;
+            let m = v.get("model").and_then(Value::as_str).ok_or_else(|| ProxyError::BadRequest("missing `model`".into()))?.to_string();
+            json = Some(v);
+            m
+        }
+    };
     seen.model.clone_from(&model);
     let routed = route(config, &model).ok_or_else(|| ProxyError::UnknownModel(model.clone()))?;
     let provider = routed.provider.clone();
@@ -88,25 +99,11 @@ async fn forward(
         return Err(ProxyError::WrongEndpoint { model, kind, hint });
     }
     let upstream_model = routed.model;
-    json["model"] = Value::String(upstream_model.clone());
-    let streaming = json.get("stream").and_then(Value::as_bool) == Some(true);
-    if streaming && endpoint == Endpoint::ChatCompletions {
-        // Without this OpenAI streams carry no usage and every stream would be
-        // charged its full reservation.
-        match json.get_mut("stream_options").and_then(Value::as_object_mut) {
-            Some(opts) => {
-                opts.insert("include_usage".into(), Value::Bool(true));
-            }
-            None => json["stream_options"] = serde_json::json!({ "include_usage": true }),
-        }
-    }
-
-    let reserved = reservation(&json, raw.len(), endpoint, config.default_max_output_tokens);
+    let (reserved, body) = upstream_body(&raw, head.as_ref(), json, &model, &upstream_model, endpoint, config.default_max_output_tokens)?;
     let price = config.prices.get(&upstream_model).or_else(|| config.prices.get(&model)).copied();
     // Everything that can fail before the provider is contacted happens
     // before admission, so such a failure is never charged.
     let secret = state.provider_key(&provider)?;
-    let body = serde_json::to_vec(&json).map_err(|e| ProxyError::Internal(e.to_string()))?;
     let request = upstream_request(&state, &provider, endpoint, &headers, body, &secret)?;
     let mut ticket = state.admit(&agent, &model, &provider.name, price, reserved, endpoint.billable())?;
     seen.admitted = true;
@@ -172,6 +169,75 @@ async fn forward(
     Ok(build(status, out_headers, Body::from(redact(&bytes, &secret))))
 }
 
+/// What goes upstream, and the usage to reserve for it. The body as the
+/// agent sent it when nothing needs changing; else the tree with the
+/// upstream model and, for an OpenAI chat stream, `include_usage` (without
+/// it such streams carry no usage, and every one would be charged its full
+/// reservation). `json` is the tree when it was already parsed.
+fn upstream_body(
+    raw: &Bytes,
+    head: Option<&Head<'_>>,
+    json: Option<Value>,
+    model: &str,
+    upstream_model: &str,
+    endpoint: Endpoint,
+    default_output: u64,
+) -> Result<(Usage, Bytes), ProxyError> {
+    let needs_usage = |streaming: bool| streaming && endpoint == Endpoint::ChatCompletions;
+    if let Some(h) = head.filter(|h| upstream_model == model && (!needs_usage(h.stream == Some(true)) || h.include_usage())) {
+        return Ok((h.reservation(raw.len(), endpoint, default_output), raw.clone()));
+    }
+    let mut json = match json {
+        Some(v) => v,
+        None => serde_json::from_slice(raw).map_err(|e| ProxyError::BadRequest(e.to_string()))?,
+    };
+    json["model"] = Value::String(upstream_model.to_string());
+    if needs_usage(json.get("stream").and_then(Value::as_bool) == Some(true)) {
+        match json.get_mut("stream_options").and_then(Value::as_object_mut) {
+            Some(opts) => {
+                opts.insert("include_usage".into(), Value::Bool(true));
+            }
+            None => json["stream_options"] = serde_json::json!({ "include_usage": true }),
+        }
+    }
+    let reserved = reservation(&json, raw.len(), endpoint, default_output);
+    Ok((reserved, Bytes::from(serde_json::to_vec(&json).map_err(|e| ProxyError::Internal(e.to_string()))?)))
+}
+
+/// The request fields the proxy reads. A body this does not parse (a
+/// float `max_tokens`, a duplicate key: serde refuses both here) takes the
+/// general path, which reads the whole tree.
+#[derive(serde::Deserialize)]
+struct Head<'a> {
+    #[serde(borrow)]
+    model: Option<std::borrow::Cow<'a, str>>,
+    stream: Option<bool>,
+    stream_options: Option<StreamOptions>,
+    max_tokens: Option<u64>,
+    max_completion_tokens: Option<u64>,
+    max_output_tokens: Option<u64>,
+}
+
+#[derive(serde::Deserialize)]
+struct StreamOptions {
+    include_usage: Option<bool>,
+}
+
+impl Head<'_> {
+    fn include_usage(&self) -> bool {
+        self.stream_options.as_ref().and_then(|o| o.include_usage) == Some(true)
+    }
+
+    /// As [`reservation`] reads it from the whole tree.
+    fn reservation(&self, body_len: usize, endpoint: Endpoint, default_output: u64) -> Usage {
+        let output = match endpoint.generates() {
+            true => self.max_tokens.or(self.max_completion_tokens).or(self.max_output_tokens).unwrap_or(default_output),
+            false => 0,
+        };
+        Usage { input_tokens: body_len as u64, output_tokens: output }
+    }
+}
+
 /// Tokens this request may use: the body's length bounds its input tokens
 /// (a token is at least one byte), and `max_tokens` (or the default) its output.
 fn reservation(json: &Value, body_len: usize, endpoint: Endpoint, default_output: u64) -> Usage {
@@ -191,10 +257,14 @@ fn upstream_request(
     provider: &ProviderConfig,
     endpoint: Endpoint,
     headers: &HeaderMap,
-    body: Vec<u8>,
+    body: Bytes,
     key: &[u8],
 ) -> Result<reqwest::RequestBuilder, ProxyError> {
-    let url = format!("{}{}", provider.base_url.trim_end_matches('/'), endpoint.path());
+    let url = match state.upstream_url(&provider.name, endpoint) {
+        Some(u) => u.clone(),
+        None => reqwest::Url::parse(&crate::state::upstream_url(&provider.base_url, endpoint))
+            .map_err(|e| ProxyError::Internal(format!("provider {}: bad base_url: {e}", provider.name)))?,
+    };
     let mut out = reqwest::header::HeaderMap::new();
     for name in FORWARD_REQUEST {
         if let Some(v) = headers.get(name) {
@@ -260,5 +330,50 @@ fn redacted_error(e: &reqwest::Error) -> String {
     match std::error::Error::source(e) {
         Some(source) => format!("{kind} error: {source}"),
         None => format!("{kind} error"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn send(raw: &str, upstream_model: &str, endpoint: Endpoint) -> (Usage, Bytes) {
+        let raw = Bytes::from(raw.to_string());
+        let head = serde_json::from_slice::<Head<'_>>(&raw).ok();
+        let model = head.as_ref().and_then(|h| h.model.as_deref()).unwrap_or("gpt-4o").to_string();
+        upstream_body(&raw, head.as_ref(), None, &model, upstream_model, endpoint, 4096).unwrap()
+    }
+
+    #[test]
+    fn a_body_that_needs_no_change_goes_as_sent() {
+        let raw = "{ \"messages\": [],  \"model\":\"gpt-4o\", \"max_tokens\": 7 }";
+        let (usage, body) = send(raw, "gpt-4o", Endpoint::ChatCompletions);
+        assert_eq!(body, raw.as_bytes(), "byte for byte");
+        assert_eq!(usage, Usage { input_tokens: raw.len() as u64, output_tokens: 7 });
+        let streamed = r#"{"model":"gpt-4o","stream":true,"stream_options":{"include_usage":true}}"#;
+        assert_eq!(send(streamed, "gpt-4o", Endpoint::ChatCompletions).1, streamed.as_bytes());
+        // Anthropic streams report usage themselves.
+        let anthropic = r#"{"model":"claude-x","stream":true,"max_tokens":3}"#;
+        assert_eq!(send(anthropic, "claude-x", Endpoint::Messages).1, anthropic.as_bytes());
+    }
+
+    #[test]
+    fn a_body_that_must_change_is_rewritten() {
+        let tree = |b: &Bytes| serde_json::from_slice::<Value>(b).unwrap();
+        let (_, body) = send(r#"{"model":"gpt-4o","stream":true}"#, "gpt-4o", Endpoint::ChatCompletions);
+        assert_eq!(tree(&body)["stream_options"]["include_usage"], true);
+        let (_, body) =
+            send(r#"{"model":"gpt-4o","stream":true,"stream_options":{"include_usage":false}}"#, "gpt-4o", Endpoint::ChatCompletions);
+        assert_eq!(tree(&body)["stream_options"]["include_usage"], true);
+        let (_, body) = send(r#"{"model":"openai/gpt-4o"}"#, "gpt-4o", Endpoint::ChatCompletions);
+        assert_eq!(tree(&body)["model"], "gpt-4o");
+        // A duplicate key is read the way the whole tree reads it (the last
+        // wins) and sent normalised, so the provider cannot read another.
+        let (usage, body) = send(r#"{"model":"gpt-4o","max_tokens":1,"max_tokens":900}"#, "gpt-4o", Endpoint::ChatCompletions);
+        assert_eq!((usage.output_tokens, tree(&body)["max_tokens"].as_u64()), (900, Some(900)));
+        assert_eq!(std::str::from_utf8(&body).unwrap().matches("max_tokens").count(), 1);
+        // A float max_tokens: the default reservation, as before.
+        let (usage, _) = send(r#"{"model":"gpt-4o","max_tokens":1e9}"#, "gpt-4o", Endpoint::ChatCompletions);
+        assert_eq!(usage.output_tokens, 4096);
     }
 }

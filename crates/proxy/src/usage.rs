@@ -30,10 +30,14 @@ fn from_usage_object(u: &Value) -> Option<Usage> {
     (has(&INPUT_FIELDS) || has(&OUTPUT_FIELDS)).then(|| Usage { input_tokens: sum(&INPUT_FIELDS), output_tokens: sum(&OUTPUT_FIELDS) })
 }
 
-/// Usage from a complete (non-streaming) response body.
+/// Usage from a complete (non-streaming) response body; the rest of the
+/// body is skipped, not built into a tree.
 pub fn from_body(body: &[u8]) -> Option<Usage> {
-    let v: Value = serde_json::from_slice(body).ok()?;
-    from_usage_object(v.get("usage")?)
+    #[derive(serde::Deserialize)]
+    struct WithUsage {
+        usage: Option<Value>,
+    }
+    from_usage_object(&serde_json::from_slice::<WithUsage>(body).ok()?.usage?)
 }
 
 /// Scans an SSE stream for usage without buffering more than one line.
