@@ -7,9 +7,10 @@
 //! most 1 MiB, an exec stream queues at most [`STREAM_QUEUE`] frames (then
 //! the reader waits, which stalls the guest's writes: backpressure), and
 //! control messages nobody asked for are dropped once [`CONTROL_QUEUE`]
-//! are waiting. `gate` relay streams are special (`gate_relay.rs`): their
-//! first frame gets placeholder descriptors, and the GatedExit the guest
-//! sends on them goes to whoever ran [`Channel::gated`].
+//! are waiting. Relay streams are served in `relay.rs`; `gate` ones are
+//! special (`gate_relay.rs`): their first frame gets placeholder
+//! descriptors, and the GatedExit the guest sends on them goes to whoever
+//! ran [`Channel::gated`].
 //!
 //! Stdin is flow-controlled when the guest's Ready announces a window
 //! (proto.rs): an exec stream starts with that much credit, the reader
@@ -27,10 +28,12 @@
 #[cfg(test)]
 use super::credit::STDIN_CHUNK;
 use super::credit::{close_credit, send_stdin, Credit, Credits};
-use super::gate_relay::{GateConn, GateStreams};
+use super::gate_relay::GateStreams;
+pub use super::relay::MAX_RELAYS;
+use super::relay::{relay, RelayConn};
 use clawkeep_guest::proto::{self, ExecRequest, GatedJob, Kind, Message, ReadyInfo, Service, TtySize};
 use std::collections::HashMap;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -355,81 +358,6 @@ fn read_loop(mut r: UnixStream, routes: Routes, control: SyncSender<Message>, ch
     }
     for c in relay_conns.values() {
         let _ = c.sock().shutdown(std::net::Shutdown::Both);
-    }
-}
-
-/// Guest-opened streams served at once: each costs a host thread and a
-/// connection, and the guest decides how many it opens.
-pub const MAX_RELAYS: usize = 64;
-
-/// The host end of a guest-opened stream.
-enum RelayConn {
-    Plain(UnixStream),
-    Gate(Box<GateConn>),
-}
-
-impl RelayConn {
-    fn sock(&self) -> &UnixStream {
-        match self {
-            RelayConn::Plain(s) => s,
-            RelayConn::Gate(g) => &g.sock,
-        }
-    }
-}
-
-/// A guest-opened stream: joined to the service's Unix socket when the
-/// host configured one, refused (Close) otherwise.
-fn relay(ch: &Channel, relays: &HashMap<Service, PathBuf>, conns: &mut HashMap<u32, RelayConn>, stream: u32, msg: Message) {
-    match msg {
-        Message::Open { service } => {
-            // A stream id in use, or one too many: refused, never replaced
-            // (replacing would orphan the old connection and its thread).
-            if conns.contains_key(&stream) || conns.len() >= MAX_RELAYS {
-                let _ = ch.send(stream, Message::Close);
-                return;
-            }
-            let conn = relays.get(&service).and_then(|p| match service {
-                Service::Gate => GateConn::connect(p).ok().map(|g| RelayConn::Gate(Box::new(g))),
-                Service::Proxy => UnixStream::connect(p).ok().map(RelayConn::Plain),
-            });
-            let Some(conn) = conn else {
-                let _ = ch.send(stream, Message::Close);
-                return;
-            };
-            if let Ok(mut from) = conn.sock().try_clone() {
-                let ch = ch.clone();
-                std::thread::spawn(move || {
-                    let mut buf = vec![0u8; 32 * 1024];
-                    while let Ok(n) = from.read(&mut buf) {
-                        if n == 0 || ch.send(stream, Message::Data(buf[..n].to_vec())).is_err() {
-                            break;
-                        }
-                    }
-                    let _ = ch.send(stream, Message::Close);
-                });
-            }
-            conns.insert(stream, conn);
-        }
-        Message::Data(d) => {
-            if let Some(c) = conns.get_mut(&stream) {
-                let r = match c {
-                    RelayConn::Plain(s) => s.write_all(&d),
-                    RelayConn::Gate(g) => g.data(&d, stream, &ch.gate_streams),
-                };
-                if r.is_err() {
-                    let _ = c.sock().shutdown(std::net::Shutdown::Both);
-                }
-            }
-        }
-        Message::Close => {
-            if let Some(c) = conns.remove(&stream) {
-                let _ = c.sock().shutdown(std::net::Shutdown::Both);
-                if let RelayConn::Gate(_) = c {
-                    ch.gate_streams.remove_stream(stream);
-                }
-            }
-        }
-        _ => {}
     }
 }
 

@@ -1,6 +1,7 @@
 #![allow(clippy::unwrap_used)]
 use super::*;
 use clawkeep_guest::proto::{ExitStatus, Frame, ReadyInfo, TtySize, STDIN_WINDOW};
+use std::io::Read;
 use std::os::unix::net::UnixListener;
 
 /// A fake guest on a Unix socket: it accepts once and hands the stream

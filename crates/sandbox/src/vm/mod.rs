@@ -23,6 +23,7 @@ pub mod firecracker;
 pub mod gate_relay;
 pub mod kvm;
 pub mod qemu;
+mod relay;
 
 use channel::{Channel, ChannelError};
 /// The guest protocol, for hosts that drive gated commands.
