@@ -79,16 +79,7 @@ fn load_config(state: &Path, flag: Option<&Path>) -> Result<(ProxyConfig, String
     })?;
     let config: ProxyConfig = serde_norway::from_str(&text)
         .map_err(|e| Failure::usage(format!("invalid proxy config {}: {e}; see docs/proxy.md for the keys", path.display())))?;
-    for r in &config.routes {
-        if config.provider(&r.provider).is_none() {
-            return Err(Failure::usage(format!(
-                "invalid proxy config {}: route '{}' names unknown provider '{}'",
-                path.display(),
-                r.prefix,
-                r.provider
-            )));
-        }
-    }
+    config.check().map_err(|e| Failure::usage(format!("invalid proxy config {}: {e}", path.display())))?;
     Ok((config, path.display().to_string()))
 }
 

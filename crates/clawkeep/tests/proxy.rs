@@ -249,6 +249,14 @@ fn bad_proxy_config_and_usage_input_are_usage_errors() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("bogus_key"));
 
+    // A base_url that is not a URL is named, without repeating it (it may
+    // carry credentials).
+    std::fs::write(&bad, "providers:\n  - { name: p, kind: openai, base_url: 'https://user:sekrit@', secret: p }\nroutes: []\n").unwrap();
+    let out = env.run(&["--proxy-config", bad.to_str().unwrap()], &["true"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("provider 'p': base_url is not a URL") && !err.contains("sekrit"), "{err}");
+
     let missing = env.run(&["--proxy-config", "/nonexistent/proxy.yaml"], &["true"]).output().unwrap();
     assert_eq!(missing.status.code(), Some(2));
 

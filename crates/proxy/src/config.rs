@@ -63,6 +63,23 @@ impl ProxyConfig {
     pub fn provider(&self, name: &str) -> Option<&ProviderConfig> {
         self.providers.iter().find(|p| p.name == name)
     }
+
+    /// What makes this config unusable, said so the operator can fix it: a
+    /// route naming no provider, a provider whose base_url is not a URL
+    /// (the message never repeats the URL, which may carry credentials).
+    pub fn check(&self) -> Result<(), String> {
+        for r in &self.routes {
+            if self.provider(&r.provider).is_none() {
+                return Err(format!("route '{}' names unknown provider '{}'", r.prefix, r.provider));
+            }
+        }
+        for p in &self.providers {
+            if let Err(e) = reqwest::Url::parse(&p.base_url) {
+                return Err(format!("provider '{}': base_url is not a URL ({e}); write it as https://host[:port]", p.name));
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -33,6 +33,8 @@ pub enum ProxyError {
     BadProviderKey { provider: String, secret: String },
     #[error("the proxy could not read its state: {0}")]
     Internal(String),
+    #[error("provider `{0}` has a base_url that is not a URL; ask the operator to fix it in the proxy config")]
+    BadBaseUrl(String),
     #[error("upstream provider `{0}` did not answer in time")]
     UpstreamTimeout(String),
     #[error("upstream provider `{provider}` failed with status {status}")]
@@ -51,9 +53,10 @@ impl ProxyError {
             }
             ProxyError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::BudgetExhausted(_) => StatusCode::PAYMENT_REQUIRED,
-            ProxyError::MissingProviderKey { .. } | ProxyError::BadProviderKey { .. } | ProxyError::Internal(_) => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
+            ProxyError::MissingProviderKey { .. }
+            | ProxyError::BadProviderKey { .. }
+            | ProxyError::BadBaseUrl(_)
+            | ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ProxyError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::UpstreamStatus { .. } | ProxyError::UpstreamUnreachable(_) => StatusCode::BAD_GATEWAY,
         }
@@ -69,7 +72,10 @@ impl ProxyError {
             ProxyError::Unpriced(_) => "model_unpriced",
             ProxyError::RateLimited { .. } => "rate_limited",
             ProxyError::BudgetExhausted(_) => "budget_exhausted",
-            ProxyError::MissingProviderKey { .. } | ProxyError::BadProviderKey { .. } | ProxyError::Internal(_) => "proxy_error",
+            ProxyError::MissingProviderKey { .. }
+            | ProxyError::BadProviderKey { .. }
+            | ProxyError::BadBaseUrl(_)
+            | ProxyError::Internal(_) => "proxy_error",
             ProxyError::UpstreamTimeout(_) => "upstream_timeout",
             ProxyError::UpstreamStatus { .. } | ProxyError::UpstreamUnreachable(_) => "upstream_error",
         }

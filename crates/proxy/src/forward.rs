@@ -260,11 +260,7 @@ fn upstream_request(
     body: Bytes,
     key: &[u8],
 ) -> Result<reqwest::RequestBuilder, ProxyError> {
-    let url = match state.upstream_url(&provider.name, endpoint) {
-        Some(u) => u.clone(),
-        None => reqwest::Url::parse(&crate::state::upstream_url(&provider.base_url, endpoint))
-            .map_err(|e| ProxyError::Internal(format!("provider {}: bad base_url: {e}", provider.name)))?,
-    };
+    let url = state.upstream_url(&provider.name, endpoint).ok_or_else(|| ProxyError::BadBaseUrl(provider.name.clone()))?.clone();
     let mut out = reqwest::header::HeaderMap::new();
     for name in FORWARD_REQUEST {
         if let Some(v) = headers.get(name) {

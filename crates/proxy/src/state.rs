@@ -54,14 +54,14 @@ struct Inner {
     key_cache: std::sync::Mutex<std::collections::HashMap<String, CachedKey>>,
     /// Each provider's URL for each of its endpoints, parsed once (parsing
     /// a URL, with its IDNA pass, was ~2 % of the proxy's time under load).
-    urls: std::collections::HashMap<(String, Endpoint), reqwest::Url>,
+    urls: std::collections::HashMap<String, std::collections::HashMap<Endpoint, reqwest::Url>>,
 }
 
 /// A provider key and when it was read from the sealed store.
 type CachedKey = (Zeroizing<Vec<u8>>, Instant);
 
 /// Where `endpoint` of a provider at `base_url` is.
-pub(crate) fn upstream_url(base_url: &str, endpoint: Endpoint) -> String {
+fn upstream_url(base_url: &str, endpoint: Endpoint) -> String {
     format!("{}{}", base_url.trim_end_matches('/'), endpoint.path())
 }
 
@@ -89,13 +89,19 @@ impl ProxyState {
             .build()
             .map_err(|e| ProxyError::Internal(format!("cannot build the HTTP client: {e}")))?;
         let budgets = Budgets::new(ledger.clone());
-        // A base URL that does not parse is reported by the request that
-        // needs it, as before.
+        // A base URL that does not parse (`ProxyConfig::check` refuses it
+        // first) gets no entry: the request that needs it is refused.
         let urls = config
             .providers
             .iter()
-            .flat_map(|p| Endpoint::ALL.iter().filter(|e| e.kind() == p.kind).map(move |e| (p, *e)))
-            .filter_map(|(p, e)| Some(((p.name.clone(), e), reqwest::Url::parse(&upstream_url(&p.base_url, e)).ok()?)))
+            .map(|p| {
+                let by_endpoint = Endpoint::ALL
+                    .iter()
+                    .filter(|e| e.kind() == p.kind)
+                    .filter_map(|e| Some((*e, reqwest::Url::parse(&upstream_url(&p.base_url, *e)).ok()?)))
+                    .collect();
+                (p.name.clone(), by_endpoint)
+            })
             .collect();
         let inner = Inner {
             config,
@@ -137,7 +143,7 @@ impl ProxyState {
 
     /// `provider`'s URL for `endpoint`, parsed when the proxy started.
     pub(crate) fn upstream_url(&self, provider: &str, endpoint: Endpoint) -> Option<&reqwest::Url> {
-        self.inner.urls.get(&(provider.to_string(), endpoint))
+        self.inner.urls.get(provider)?.get(&endpoint)
     }
 
     /// Recorded requests for `agent` (all if `None`) at or after `since`
