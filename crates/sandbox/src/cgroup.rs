@@ -244,11 +244,7 @@ fn stat_value(stat: &str, key: &str) -> Option<u64> {
 
 /// Whether a v1 memory.stat shows pages waiting for, or under, writeback.
 fn has_dirty_pages(stat: &str) -> bool {
-    stat.lines().any(|l| {
-        let mut it = l.split_whitespace();
-        let (Some(key), Some(val)) = (it.next(), it.next()) else { return false };
-        matches!(key, "total_dirty" | "total_writeback" | "dirty" | "writeback") && val != "0"
-    })
+    ["total_dirty", "total_writeback", "dirty", "writeback"].iter().any(|k| stat_value(stat, k).is_some_and(|v| v != 0))
 }
 
 fn remove_dir_retry(d: &Path) -> io::Result<()> {

@@ -85,13 +85,13 @@ pub enum RootSource {
     Tree(PathBuf),
 }
 
-/// A source opened before the base tmpfs hides anything.
+/// A source opened (a small file: read) before the base tmpfs hides anything.
 enum Entry {
     Dir(String, OwnedFd),
     /// Bound: a file too large to copy.
     File(String, OwnedFd),
-    /// Copied: a small file, open for reading, with its permission bits.
-    Small(String, fs::File, u32),
+    /// Copied: a small file's content and permission bits.
+    Small(String, Vec<u8>, u32),
     Link(String, PathBuf),
 }
 
@@ -224,7 +224,9 @@ fn open_entries(dir: &Path, names: impl Iterator<Item = String>) -> R<Vec<Entry>
             out.push(Entry::Link(name, fs::read_link(&p).map_err(fail(Step::OpenSource, &p))?));
         } else if ft.is_file() && meta.len() <= COPY_MAX {
             let fd = sys::open_path(&p, libc::O_RDONLY | libc::O_NOFOLLOW).map_err(fail(Step::OpenSource, &p))?;
-            out.push(Entry::Small(name, fs::File::from(fd), meta.mode() & 0o7777));
+            let mut body = Vec::with_capacity(meta.len() as usize);
+            fs::File::from(fd).read_to_end(&mut body).map_err(fail(Step::OpenSource, &p))?;
+            out.push(Entry::Small(name, body, meta.mode() & 0o7777));
         } else if ft.is_dir() || ft.is_file() {
             let fd = sys::open_path(&p, libc::O_PATH | libc::O_NOFOLLOW).map_err(fail(Step::OpenSource, &p))?;
             out.push(if ft.is_dir() { Entry::Dir(name, fd) } else { Entry::File(name, fd) });
@@ -246,12 +248,10 @@ fn place(e: &Entry, parent: &Path) -> R<()> {
         // read-only as a bind once the base turns read-only. One read and
         // one write each (std's copy tries copy_file_range and sendfile,
         // and fchmods: three times the system calls, ~40 us a file here).
-        Entry::Small(name, src, mode) => {
+        Entry::Small(name, body, mode) => {
             let t = parent.join(name);
-            let mut body = Vec::new();
-            (&*src).read_to_end(&mut body).map_err(fail(Step::OpenSource, &t))?;
             let mut out = fs::OpenOptions::new().write(true).create_new(true).mode(*mode).open(&t).map_err(fail(Step::WriteFile, &t))?;
-            out.write_all(&body).map_err(fail(Step::WriteFile, &t))
+            out.write_all(body).map_err(fail(Step::WriteFile, &t))
         }
         Entry::File(name, fd) => {
             let t = parent.join(name);

@@ -136,9 +136,6 @@ pub fn install(base: &Path, g: &GateMounts, src: &GateSources) -> Result<Vec<Pat
     for dir in &own {
         scan_links(base, dir, &mut linked, &mut targets, &mut manifest);
     }
-    for bind in targets.keys() {
-        bind_file(&shim_src, bind)?;
-    }
     // Hard links outside the PATH dirs (git's libexec/git-core holds ~140):
     // hide each directory that holds one under an empty read-only tmpfs.
     // One mount instead of one per link; only the gated tool uses them, and
@@ -154,14 +151,12 @@ pub fn install(base: &Path, g: &GateMounts, src: &GateSources) -> Result<Vec<Pat
         l.elsewhere = l.missing() - missing;
     }
     if linked.values().any(|l| l.missing() > l.elsewhere) {
-        let late: Vec<PathBuf> = dirs.iter().map(|(r, _)| r.clone()).filter(|d| !own.contains(d)).collect();
-        let before: BTreeSet<PathBuf> = targets.keys().cloned().collect();
-        for dir in &late {
+        for (dir, _) in dirs.iter().filter(|(d, _)| !own.contains(d)) {
             scan_links(base, dir, &mut linked, &mut targets, &mut manifest);
         }
-        for bind in targets.keys().filter(|t| !before.contains(*t)) {
-            bind_file(&shim_src, bind)?;
-        }
+    }
+    for bind in targets.keys() {
+        bind_file(&shim_src, bind)?;
     }
     hidden.sort();
     hidden.dedup();
