@@ -27,6 +27,7 @@ pub mod progress;
 pub mod rootfs;
 pub mod sign;
 pub mod store;
+mod tool;
 pub mod trust;
 pub mod verity;
 

@@ -129,15 +129,8 @@ pub fn usage(root: &Path) -> Result<(u64, u64)> {
 
 /// The busybox applet names (`busybox --list`).
 fn applets(busybox: &Path) -> Result<Vec<String>> {
-    let out = std::process::Command::new(busybox).arg("--list").output().map_err(|e| ImageError::ToolFailed {
-        tool: "busybox",
-        path: busybox.into(),
-        detail: format!("cannot run it: {e}"),
-    })?;
-    if !out.status.success() {
-        return Err(ImageError::ToolFailed { tool: "busybox", path: busybox.into(), detail: format!("--list exited with {}", out.status) });
-    }
-    Ok(String::from_utf8_lossy(&out.stdout)
+    let out = crate::tool::stdout("busybox", "busybox-static", busybox, std::process::Command::new(busybox).arg("--list"))?;
+    Ok(String::from_utf8_lossy(&out)
         .lines()
         .map(str::trim)
         .filter(|a| !a.is_empty() && !a.contains('/') && *a != "." && *a != "..")
@@ -148,15 +141,8 @@ fn applets(busybox: &Path) -> Result<Vec<String>> {
 /// The shared objects `exe` loads, its ELF interpreter included, as
 /// `ldd` (glibc's loader in trace mode) lists them: absolute host paths.
 fn shared_libraries(exe: &Path) -> Result<Vec<PathBuf>> {
-    let out = std::process::Command::new("ldd").arg(exe).env_clear().output().map_err(|e| ImageError::ToolFailed {
-        tool: "ldd",
-        path: exe.into(),
-        detail: format!("cannot run it: {e}"),
-    })?;
-    if !out.status.success() {
-        return Err(ImageError::ToolFailed { tool: "ldd", path: exe.into(), detail: format!("exited with {}", out.status) });
-    }
-    let libs = parse_ldd(&String::from_utf8_lossy(&out.stdout));
+    let out = crate::tool::stdout("ldd", "libc-bin", exe, std::process::Command::new("ldd").arg(exe).env_clear())?;
+    let libs = parse_ldd(&String::from_utf8_lossy(&out));
     if libs.is_empty() {
         return Err(ImageError::ToolFailed { tool: "ldd", path: exe.into(), detail: "listed no libraries for a dynamic shell".into() });
     }

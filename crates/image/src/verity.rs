@@ -17,24 +17,18 @@ pub struct VerityParams {
 /// Appends the hash tree of the first `data_blocks` blocks of `img` at
 /// `hash_offset` (bytes) in the same file; returns the root hash and salt.
 pub fn format(veritysetup: &Path, img: &Path, data_blocks: u64, hash_offset: u64) -> Result<VerityParams> {
-    let out = Command::new(veritysetup)
-        .args(["format", "--no-superblock", "--format=1", "--hash=sha256", "--data-block-size=4096", "--hash-block-size=4096"])
-        .arg(format!("--data-blocks={data_blocks}"))
-        .arg(format!("--hash-offset={hash_offset}"))
-        .arg(img)
-        .arg(img)
-        .output()
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => ImageError::ToolMissing { tool: "veritysetup", package: "cryptsetup-bin" },
-            _ => ImageError::ToolFailed { tool: "veritysetup", path: img.into(), detail: e.to_string() },
-        })?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
-        let detail = err.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("no message").to_string();
-        return Err(ImageError::ToolFailed { tool: "veritysetup", path: img.into(), detail });
-    }
-    parse(&stdout).ok_or_else(|| ImageError::ToolFailed {
+    let out = crate::tool::stdout(
+        "veritysetup",
+        "cryptsetup-bin",
+        img,
+        Command::new(veritysetup)
+            .args(["format", "--no-superblock", "--format=1", "--hash=sha256", "--data-block-size=4096", "--hash-block-size=4096"])
+            .arg(format!("--data-blocks={data_blocks}"))
+            .arg(format!("--hash-offset={hash_offset}"))
+            .arg(img)
+            .arg(img),
+    )?;
+    parse(&String::from_utf8_lossy(&out)).ok_or_else(|| ImageError::ToolFailed {
         tool: "veritysetup",
         path: img.into(),
         detail: "no 'Root hash:' and 'Salt:' in its output".into(),
