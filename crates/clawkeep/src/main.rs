@@ -14,6 +14,7 @@ mod image_cmd;
 mod proxy_run;
 mod run;
 mod secret_cmd;
+mod usage_cmd;
 mod vm_doctor;
 mod vm_run;
 mod vm_signals;
@@ -79,7 +80,7 @@ fn operator(state_dir: Option<std::path::PathBuf>, cmd: cli::Command) -> Result<
             let f = clawkeep_store::HistoryFilter { agent, command, outcome, since, limit: Some(limit), offset: Some(offset) };
             gate_cmd::history(&state, f, json)
         }
-        cli::Command::Usage { agent, since, json } => proxy_run::usage(&state, agent.as_deref(), since.as_deref(), json),
+        cli::Command::Usage { agent, since, json } => usage_cmd::run(&state, agent.as_deref(), since.as_deref(), json),
         cli::Command::Secret(cli::SecretCommand::Set { name, from_env }) => secret_cmd::set(&state, &name, from_env.as_deref()),
         cli::Command::Secret(cli::SecretCommand::List { json }) => secret_cmd::list(&state, json),
         cli::Command::Secret(cli::SecretCommand::Rm { name }) => secret_cmd::rm(&state, &name),
