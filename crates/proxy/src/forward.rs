@@ -166,7 +166,7 @@ async fn forward(
         usage::from_body(&bytes).map_or(Charge::Reservation, Charge::Actual)
     };
     ticket.finish(charge, status.as_u16());
-    Ok(build(status, out_headers, Body::from(redact(&bytes, &secret))))
+    Ok(build(status, out_headers, Body::from(redact(bytes, &secret))))
 }
 
 /// What goes upstream, and the usage to reserve for it. The body as the
@@ -300,13 +300,21 @@ fn build(status: reqwest::StatusCode, headers: HeaderMap, body: Body) -> Respons
 }
 
 async fn read_capped(mut resp: reqwest::Response, cap: usize) -> Result<Bytes, reqwest::Error> {
-    let mut buf = Vec::new();
-    while let Some(chunk) = resp.chunk().await? {
+    // Most replies arrive in one chunk: that one is kept as it is.
+    let Some(first) = resp.chunk().await? else { return Ok(Bytes::new()) };
+    if first.len() >= cap {
+        return Ok(first.slice(..cap));
+    }
+    let Some(second) = resp.chunk().await? else { return Ok(first) };
+    let mut buf = first.to_vec();
+    let mut next = Some(second);
+    while let Some(chunk) = next {
         let room = cap.saturating_sub(buf.len());
         buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
         if buf.len() >= cap {
             break;
         }
+        next = resp.chunk().await?;
     }
     Ok(Bytes::from(buf))
 }

@@ -5,7 +5,7 @@
 use crate::config::ProviderKind;
 use crate::error::error_body;
 use crate::meter::{Charge, Ticket};
-use crate::redact::redact;
+use crate::redact::StreamRedactor;
 use crate::usage::StreamUsage;
 use bytes::Bytes;
 use clawkeep_identity::Zeroizing;
@@ -18,6 +18,7 @@ struct State<S> {
     ticket: Ticket,
     kind: ProviderKind,
     secret: Zeroizing<Vec<u8>>,
+    redactor: StreamRedactor,
     ended: bool,
 }
 
@@ -30,7 +31,7 @@ pub fn metered<S>(
 where
     S: Stream<Item = Result<Bytes, reqwest::Error>> + Send + Unpin + 'static,
 {
-    let state = State { upstream, usage: StreamUsage::default(), ticket, kind, secret, ended: false };
+    let state = State { upstream, usage: StreamUsage::default(), ticket, kind, secret, redactor: StreamRedactor::default(), ended: false };
     futures_util::stream::unfold(state, |mut st| async move {
         if st.ended {
             return None;
@@ -38,18 +39,20 @@ where
         match st.upstream.next().await {
             Some(Ok(chunk)) => {
                 st.usage.feed(&chunk);
-                let chunk = redact(&chunk, &st.secret);
+                let chunk = st.redactor.push(chunk, &st.secret);
                 Some((Ok(chunk), st))
             }
             Some(Err(e)) => {
                 tracing::warn!(timeout = e.is_timeout(), "upstream stream broke");
                 settle(&mut st, 502);
                 st.ended = true;
-                Some((Ok(error_event(st.kind)), st))
+                let held = st.redactor.finish().unwrap_or_default();
+                Some((Ok([held, error_event(st.kind)].concat().into()), st))
             }
             None => {
                 settle(&mut st, 200);
-                None
+                st.ended = true;
+                st.redactor.finish().map(|held| (Ok(held), st))
             }
         }
     })

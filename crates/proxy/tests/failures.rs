@@ -75,6 +75,22 @@ async fn key_echoed_by_provider_is_redacted() {
     }
 }
 
+/// A key streamed back in two pieces (each its own chunk) is redacted too.
+#[tokio::test]
+async fn key_echoed_across_stream_chunks_is_redacted() {
+    let h = Harness::start().await;
+    let token = h.token("agent-s");
+    let body = json!({"model": "gpt-4o-echokeystream", "stream": true, "messages": []});
+    let resp = h.post("/v1/chat/completions", &token, &body).await;
+    assert_eq!(resp.status(), 200);
+    let headers = resp.headers().clone();
+    let body = resp.bytes().await.unwrap();
+    assert_no_secret(&headers, &body);
+    let text = String::from_utf8_lossy(&body);
+    assert!(text.contains(r#"{"echo":"Bearer [redacted]"}"#), "{text}");
+    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+}
+
 #[tokio::test]
 async fn unreachable_provider_is_502() {
     let h = Harness::with(|c| c.providers[0].base_url = "http://127.0.0.1:1".into()).await;

@@ -8,7 +8,8 @@
 //! arguments are always [`TOOL_ARGUMENTS`]. Other model suffixes pick a
 //! failure: `*-fail500` answers 500, `*-slow` answers after 5 s, `*-reset`
 //! breaks the stream after two chunks, `*-echokey` answers 401 echoing the
-//! key it got, `*-nousage` streams without usage.
+//! key it got, `*-echokeystream` streams it back split across two frames,
+//! `*-nousage` streams without usage.
 //!
 //! With [`Options::keys`] set it also checks credentials like a provider:
 //! a wrong or missing key is a 401 in that provider's error shape.
@@ -184,12 +185,23 @@ async fn failure(fake: &FakeUpstream, wire: Wire, model: &str, headers: &HeaderM
     if model.ends_with("-slow") {
         tokio::time::sleep(Duration::from_secs(5)).await;
     }
-    if model.ends_with("-echokey") {
-        let got = headers
+    let got = || {
+        headers
             .get("authorization")
             .or_else(|| headers.get("x-api-key"))
             .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-            .unwrap_or_default();
+            .unwrap_or_default()
+    };
+    if model.ends_with("-echokeystream") {
+        // The key split across two frames, each sent as its own chunk.
+        let got = got();
+        let (a, b) = got.split_at(got.len() / 2);
+        let frames = vec![format!("data: {{\"echo\":\"{a}"), format!("{b}\"}}\n\n"), "data: [DONE]\n\n".to_string()];
+        let delay = fake.options.frame_delay.max(Duration::from_millis(30));
+        return Some(sse(frames, delay, false, "x-request-id"));
+    }
+    if model.ends_with("-echokey") {
+        let got = got();
         let body = json!({"error": {"message": format!("Incorrect API key provided: {got}"), "type": "invalid_request_error"}});
         return Some((StatusCode::UNAUTHORIZED, Json(body)).into_response());
     }
