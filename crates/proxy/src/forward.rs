@@ -184,8 +184,17 @@ fn upstream_body(
     default_output: u64,
 ) -> Result<(Usage, Bytes), ProxyError> {
     let needs_usage = |streaming: bool| streaming && endpoint == Endpoint::ChatCompletions;
-    if let Some(h) = head.filter(|h| upstream_model == model && (!needs_usage(h.stream == Some(true)) || h.include_usage())) {
-        return Ok((h.reservation(raw.len(), endpoint, default_output), raw.clone()));
+    if let Some(h) = head.filter(|_| upstream_model == model) {
+        let reserved = h.reservation(raw.len(), endpoint, default_output);
+        if !needs_usage(h.stream == Some(true)) || h.include_usage() {
+            return Ok((reserved, raw.clone()));
+        }
+        // The common SDK stream: no stream_options at all (not even null).
+        if h.stream_options.is_none() {
+            if let Some(body) = with_include_usage(raw) {
+                return Ok((reserved, body));
+            }
+        }
     }
     let mut json = match json {
         Some(v) => v,
@@ -204,6 +213,18 @@ fn upstream_body(
     Ok((reserved, Bytes::from(serde_json::to_vec(&json).map_err(|e| ProxyError::Internal(e.to_string()))?)))
 }
 
+/// `raw` (a JSON object with at least one member and no `stream_options`)
+/// with `"stream_options":{"include_usage":true}` added as its last member.
+fn with_include_usage(raw: &[u8]) -> Option<Bytes> {
+    let start = raw.iter().position(|b| !b.is_ascii_whitespace())?;
+    let end = raw.iter().rposition(|b| !b.is_ascii_whitespace())?;
+    if raw[start] != b'{' || raw[end] != b'}' {
+        return None;
+    }
+    const MEMBER: &[u8] = br#","stream_options":{"include_usage":true}"#;
+    Some(Bytes::from([&raw[..end], MEMBER, &raw[end..]].concat()))
+}
+
 /// The request fields the proxy reads. A body this does not parse (a
 /// float `max_tokens`, a duplicate key: serde refuses both here) takes the
 /// general path, which reads the whole tree.
@@ -212,7 +233,9 @@ struct Head<'a> {
     #[serde(borrow)]
     model: Option<std::borrow::Cow<'a, str>>,
     stream: Option<bool>,
-    stream_options: Option<StreamOptions>,
+    /// `None` when the key is absent, `Some(None)` when it is null.
+    #[serde(default, deserialize_with = "present")]
+    stream_options: Option<Option<StreamOptions>>,
     max_tokens: Option<u64>,
     max_completion_tokens: Option<u64>,
     max_output_tokens: Option<u64>,
@@ -223,9 +246,13 @@ struct StreamOptions {
     include_usage: Option<bool>,
 }
 
+fn present<'de, D: serde::Deserializer<'de>, T: serde::Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+    <Option<T> as serde::Deserialize>::deserialize(d).map(Some)
+}
+
 impl Head<'_> {
     fn include_usage(&self) -> bool {
-        self.stream_options.as_ref().and_then(|o| o.include_usage) == Some(true)
+        self.stream_options.as_ref().and_then(|o| o.as_ref()).and_then(|o| o.include_usage) == Some(true)
     }
 
     /// As [`reservation`] reads it from the whole tree.
@@ -364,8 +391,17 @@ mod tests {
     #[test]
     fn a_body_that_must_change_is_rewritten() {
         let tree = |b: &Bytes| serde_json::from_slice::<Value>(b).unwrap();
-        let (_, body) = send(r#"{"model":"gpt-4o","stream":true}"#, "gpt-4o", Endpoint::ChatCompletions);
-        assert_eq!(tree(&body)["stream_options"]["include_usage"], true);
+        // No stream_options: the member is added to the body as sent.
+        let (usage, body) = send(" {\"model\":\"gpt-4o\",\"stream\":true,\"max_tokens\":5}\n", "gpt-4o", Endpoint::ChatCompletions);
+        assert_eq!(&body[..], br#" {"model":"gpt-4o","stream":true,"max_tokens":5,"stream_options":{"include_usage":true}}"#.iter().chain(b"\n").copied().collect::<Vec<_>>());
+        assert_eq!(usage.output_tokens, 5);
+        // stream_options null, or without include_usage: the tree, one key.
+        for raw in [r#"{"model":"gpt-4o","stream":true,"stream_options":null}"#, r#"{"model":"gpt-4o","stream":true,"stream_options":{}}"#]
+        {
+            let (_, body) = send(raw, "gpt-4o", Endpoint::ChatCompletions);
+            assert_eq!(tree(&body)["stream_options"]["include_usage"], true, "{raw}");
+            assert_eq!(std::str::from_utf8(&body).unwrap().matches("stream_options").count(), 1, "{raw}");
+        }
         let (_, body) =
             send(r#"{"model":"gpt-4o","stream":true,"stream_options":{"include_usage":false}}"#, "gpt-4o", Endpoint::ChatCompletions);
         assert_eq!(tree(&body)["stream_options"]["include_usage"], true);
