@@ -11,6 +11,7 @@ mod doctor;
 mod gate_cmd;
 mod gate_run;
 mod image_cmd;
+mod logging;
 mod proxy_run;
 mod run;
 mod secret_cmd;
@@ -50,7 +51,7 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => return clap_error(e),
     };
-    let result = match cli.command {
+    let result = logging::init().and_then(|()| match cli.command {
         cli::Command::Run(args) => run::run(cli.state_dir, args),
         cli::Command::Doctor { json } => doctor::doctor(json, vm_doctor::doctor_report(cli.state_dir.clone())),
         cli::Command::Audit(cli::AuditCommand::Verify { file, json }) => audit_cmd::verify(cli.state_dir, file, json),
@@ -59,7 +60,7 @@ fn main() -> ExitCode {
         cli::Command::Policy(cli::PolicyCommand::ShowDefault) => gate_cmd::policy_show_default(),
         cli::Command::Image(cmd) => image_cmd::run(cli.state_dir, cmd),
         other => operator(cli.state_dir, other),
-    };
+    });
     match result {
         Ok(code) => ExitCode::from(code),
         Err(f) => {

@@ -21,6 +21,14 @@ fn unknown_flag() {
 }
 
 #[test]
+fn bad_log_filter() {
+    let env = Env::new();
+    let out = env.cmd().env("CLAWKEEP_LOG", "clawkeep_proxy=loudest").args(["usage"]).output().unwrap();
+    one_line_error(&out, "invalid CLAWKEEP_LOG 'clawkeep_proxy=loudest'");
+    env.cmd().env("CLAWKEEP_LOG", "info").args(["usage"]).assert().success();
+}
+
+#[test]
 fn missing_workspace() {
     let env = Env::new();
     let out = env.cmd().args(["run", "--workspace", "/nonexistent/ck-ws", "--", "true"]).output().unwrap();

@@ -222,6 +222,35 @@ async fn opted_in_prompts_reach_the_audit() {
     env.cmd().args(["audit", "verify"]).assert().success();
 }
 
+/// The proxy's own diagnostics reach the operator: an unreachable provider
+/// is a JSON warning line on stderr (stderr is not a terminal here), naming
+/// the agent and never a key; the agent gets a 502.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_warnings_reach_stderr_as_json() {
+    if !jail_available("proxy_warnings_reach_stderr_as_json") {
+        return;
+    }
+    let (env, _fake, _) = provider_and_sealed_keys().await;
+    let cfg = config(&env, "http://127.0.0.1:1");
+    let script = ONE_CALL.replace(
+        "print(urllib.request.urlopen(req, timeout=10).status)",
+        "import urllib.error\ntry:\n    urllib.request.urlopen(req, timeout=10)\nexcept urllib.error.HTTPError as e:\n    print(e.code)",
+    );
+    std::fs::write(env.workspace.path().join("call.py"), script).unwrap();
+    let extra = vec!["--agent".into(), "lonely".into(), "--proxy-config".into(), cfg.display().to_string()];
+    let out = run_agent(&env, extra, vec!["python3".into(), "/workspace/call.py".into()]).await;
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && stdout.trim() == "502", "stdout: {stdout}\nstderr: {stderr}");
+    let warning = stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["fields"]["message"] == "upstream request failed")
+        .unwrap_or_else(|| panic!("no JSON warning on stderr: {stderr}"));
+    assert_eq!(warning["level"], "WARN", "{warning}");
+    assert!(warning.to_string().contains("lonely"), "the agent is not named: {warning}");
+    assert!(!stderr.contains(OPENAI_KEY) && !stderr.contains("Bearer"), "{stderr}");
+}
+
 #[test]
 fn no_proxy_means_no_token_and_no_url() {
     if !jail_available("no_proxy_means_no_token_and_no_url") {

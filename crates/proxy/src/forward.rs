@@ -48,7 +48,9 @@ pub async fn handle(state: ProxyState, endpoint: Endpoint, headers: HeaderMap, b
             return Err(e);
         }
     };
-    let span = tracing::info_span!("proxy", agent = %claims.sub, jti = %claims.jti, path = endpoint.path());
+    // At warn level, so the request's agent shows on every warning even
+    // when only warnings are logged (the default).
+    let span = tracing::warn_span!("proxy", agent = %claims.sub, jti = %claims.jti, path = endpoint.path());
     let mut seen = Seen::default();
     let result = forward(state.clone(), endpoint, claims.sub.clone(), headers, body, &mut seen).instrument(span).await;
     if let Err(e) = &result {
