@@ -38,7 +38,7 @@ impl From<ResolveError> for ApiError {
         let status = match &e {
             ResolveError::Unknown(_) | ResolveError::Store(StoreError::NotFound { .. }) => StatusCode::NOT_FOUND,
             ResolveError::Store(StoreError::NotPending { .. }) => StatusCode::CONFLICT,
-            ResolveError::NoPolicyFile => StatusCode::BAD_REQUEST,
+            ResolveError::NoPolicyFile | ResolveError::HiddenArgs(_) => StatusCode::BAD_REQUEST,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError(status, e.to_string())

@@ -5,8 +5,10 @@
 //! The command gets its arguments unchanged; the audit log, the approval
 //! queue and the history get them with every JWT-shaped word (three
 //! base64url segments, the first two JSON objects: `eyJ...`) replaced by
-//! [`REDACTED`], so no record holds a credential. Session grants are made
-//! and matched on these shown arguments, consistently.
+//! [`REDACTED`], so no record holds a credential. A request whose shown
+//! arguments differ from its real ones can be approved once only: a
+//! session or always grant is made on what the operator saw, and would
+//! match any other token-shaped word in the hidden place.
 
 /// What a token is replaced with.
 pub const REDACTED: &str = "[redacted token]";

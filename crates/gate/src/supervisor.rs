@@ -4,7 +4,7 @@ use crate::events::GateEvent;
 use crate::executor::Executor;
 use clawkeep_audit::AuditLog;
 use clawkeep_policy::{Action, PolicyHandle, RuleSpec};
-use clawkeep_store::{Approval, Resolution, Scope, Store};
+use clawkeep_store::{Approval, ApprovalStatus, Resolution, Scope, Store};
 use serde_json::json;
 use std::collections::HashMap;
 use std::io;
@@ -75,6 +75,10 @@ pub enum ResolveError {
     NoPolicyFile,
     #[error("writing the new rule to {path} failed: {message}; the request stays pending")]
     PolicyWrite { path: PathBuf, message: String },
+    #[error(
+        "request {0} has a token in its arguments that the records do not show; approve it once (a session or always grant would also match what is hidden)"
+    )]
+    HiddenArgs(i64),
 }
 
 struct Inner {
@@ -141,6 +145,9 @@ impl Gate {
     /// The rule an "always" approval of `id` would add, as YAML.
     pub fn always_rule(&self, id: i64) -> Result<String, ResolveError> {
         let a = self.own_approval(id)?;
+        if hides_args(&a) {
+            return Err(ResolveError::HiddenArgs(id));
+        }
         Ok(serde_norway_rule(&always_spec(&a)))
     }
 
@@ -149,6 +156,13 @@ impl Gate {
     /// the request pending.
     pub fn resolve(&self, id: i64, r: &Resolve) -> Result<Approval, ResolveError> {
         let a = self.own_approval(id)?;
+        if a.status != ApprovalStatus::Pending {
+            // Checked before an "always" rule is written for it.
+            return Err(clawkeep_store::StoreError::NotPending { id, status: a.status }.into());
+        }
+        if r.approve && r.scope != Scope::Once && hides_args(&a) {
+            return Err(ResolveError::HiddenArgs(id));
+        }
         if r.approve && r.scope == Scope::Always {
             let path = self.inner.cfg.policy_path.clone().ok_or(ResolveError::NoPolicyFile)?;
             let current = self.inner.cfg.policy.current();
@@ -184,6 +198,12 @@ impl Gate {
         }
         Ok(())
     }
+}
+
+/// Whether the queued request's arguments were redacted for the records:
+/// a grant made on them would match whatever the redaction hid.
+fn hides_args(a: &Approval) -> bool {
+    a.args.iter().any(|arg| arg.contains(crate::shown::REDACTED))
 }
 
 fn always_spec(a: &Approval) -> RuleSpec {

@@ -256,3 +256,42 @@ fn session_scope_covers_the_next_identical_request_and_always_writes_a_rule() {
     let d = reloaded.evaluate(&clawkeep_policy::Request { command: "ask", args: &args, cwd: Path::new("/workspace") });
     assert_eq!(d.action, clawkeep_policy::Action::Ask, "an always rule is exact");
 }
+
+/// A request whose records hide a token can be approved once, never for
+/// the session or always: a grant made on `https://[redacted token]/x`
+/// would let any other token-shaped word through unseen.
+#[test]
+fn a_request_with_a_hidden_token_is_approved_only_once() {
+    let h = harness();
+    let url = "https://eyJaaaaaaaaaaaa.eyJbbbbbbbbbbbb.com/x";
+    let mut s = connect(&h.socket);
+    send(&s, &exec_req("ask", &["-d", "@secret", url]));
+    let Some(Reply::Pending { id, .. }) = replies(&mut s, 1).first().cloned() else { panic!() };
+    let queued = h.gate.store().get(id).unwrap().unwrap();
+    assert_eq!(queued.args, ["-d", "@secret", "https://[redacted token]/x"]);
+    for scope in [Scope::Session, Scope::Always] {
+        let err = h.gate.resolve(id, &Resolve { approve: true, scope, by: "test".into(), reason: None }).unwrap_err();
+        assert!(matches!(err, clawkeep_gate::ResolveError::HiddenArgs(i) if i == id), "{err}");
+    }
+    assert!(matches!(h.gate.always_rule(id), Err(clawkeep_gate::ResolveError::HiddenArgs(_))));
+    assert_eq!(std::fs::read_to_string(&h.policy_path).unwrap(), POLICY, "no rule was written");
+    h.gate.resolve(id, &Resolve { approve: true, scope: Scope::Once, by: "test".into(), reason: None }).unwrap();
+    assert_eq!(replies(&mut s, 2), vec![Reply::Started, Reply::Exit { code: 7 }]);
+    // A look-alike asks again.
+    let mut other = connect(&h.socket);
+    send(&other, &exec_req("ask", &["-d", "@secret", "https://eyJcccccccccccc.eyJdddddddddddd.net/x"]));
+    assert!(matches!(replies(&mut other, 1).first(), Some(Reply::Pending { .. })), "a look-alike must ask again");
+}
+
+/// An "always" for a request that is no longer pending writes no rule.
+#[test]
+fn always_for_an_answered_request_writes_nothing() {
+    let h = harness();
+    let mut s = connect(&h.socket);
+    send(&s, &exec_req("ask", &["late"]));
+    let Some(Reply::Pending { id, .. }) = replies(&mut s, 1).first().cloned() else { panic!() };
+    h.gate.resolve(id, &Resolve { approve: false, scope: Scope::Once, by: "test".into(), reason: None }).unwrap();
+    let err = h.gate.resolve(id, &Resolve { approve: true, scope: Scope::Always, by: "test".into(), reason: None }).unwrap_err();
+    assert!(matches!(err, clawkeep_gate::ResolveError::Store(clawkeep_store::StoreError::NotPending { .. })), "{err}");
+    assert_eq!(std::fs::read_to_string(&h.policy_path).unwrap(), POLICY, "a rule was written for an answered request");
+}

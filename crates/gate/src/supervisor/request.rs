@@ -7,7 +7,7 @@ use crate::events::GateEvent;
 use crate::executor::{Job, Outcome};
 use clawkeep_policy::{Action, Request as PolicyRequest};
 use clawkeep_shim::{Reply, Request, PROTOCOL_VERSION};
-use clawkeep_store::{Approval, NewApproval, NewDecision, Scope};
+use clawkeep_store::{Approval, ApprovalStatus, NewApproval, NewDecision, Scope};
 use serde_json::json;
 use std::os::fd::OwnedFd;
 use std::path::Path;
@@ -78,7 +78,10 @@ async fn decide(inner: &Arc<Inner>, conn: &mut Conn, r: Req, stdio: [OwnedFd; 3]
         }
         Action::Allow => {}
         Action::Ask => {
-            if cfg.store.session_allows(&cfg.agent, &cfg.session, &r.command, &r.shown).unwrap_or(false) {
+            // A request whose records hide a token is never let through by a
+            // grant: the grant was made on what the operator saw.
+            let exact = r.shown == r.args;
+            if exact && cfg.store.session_allows(&cfg.agent, &cfg.session, &r.command, &r.shown).unwrap_or(false) {
                 approved_by = Some("session grant".into());
                 scope = Some(Scope::Session);
             } else {
@@ -213,6 +216,13 @@ async fn wait_for_operator(inner: &Arc<Inner>, conn: &mut Conn, r: &Req, rule: O
     )
     .await;
     let _ = conn.send(&Reply::Pending { id: approval.id, reason: reason.to_string() }).await;
+    // An operator who answered between the enqueue and our entry in
+    // `waiting` found no one to tell: the store has the answer.
+    let answered = cfg.store.get(approval.id).ok().flatten().filter(|a| a.status != ApprovalStatus::Pending);
+    if let Some(a) = answered {
+        inner.waiting.lock().unwrap_or_else(|p| p.into_inner()).remove(&approval.id);
+        return Some(a);
+    }
     tokio::select! {
         res = rx => res.ok(),
         _ = wait_closed(conn) => {
