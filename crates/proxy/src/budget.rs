@@ -26,10 +26,10 @@ pub struct Budgets {
     periods: Arc<Mutex<HashMap<String, Period>>>,
 }
 
-/// What one admitted request holds against its agent's budget.
+/// What one admitted request holds against its agent's budget, until it
+/// settles: across a period's end too.
 #[derive(Debug, Clone, Copy)]
 pub struct Reservation {
-    period_start: u64,
     tokens: u64,
     usd: f64,
 }
@@ -62,7 +62,7 @@ impl Budgets {
         }
         p.reserved_tokens += tokens;
         p.reserved_usd += usd;
-        Ok(Reservation { period_start: start, tokens, usd })
+        Ok(Reservation { tokens, usd })
     }
 
     /// Replaces a reservation with what the request actually used.
@@ -70,10 +70,10 @@ impl Budgets {
         let start = period_start(budget, now);
         let mut periods = self.periods.lock().unwrap_or_else(PoisonError::into_inner);
         let Some(p) = periods.get_mut(agent) else { return };
-        if p.start == r.period_start {
-            p.reserved_tokens = p.reserved_tokens.saturating_sub(r.tokens);
-            p.reserved_usd = (p.reserved_usd - r.usd).max(0.0);
-        }
+        // Outstanding reservations move into each new period (see
+        // `current`), so this one is held wherever the agent's period is.
+        p.reserved_tokens = p.reserved_tokens.saturating_sub(r.tokens);
+        p.reserved_usd = (p.reserved_usd - r.usd).max(0.0);
         // Spend that lands after a rollover counts in the new period; the
         // ledger row (at settle time) agrees.
         if p.start == start {
@@ -83,11 +83,16 @@ impl Budgets {
     }
 
     fn current<'a>(&self, periods: &'a mut HashMap<String, Period>, agent: &str, start: u64) -> Result<&'a mut Period, String> {
-        let fresh = periods.get(agent).is_none_or(|p| p.start != start);
-        if fresh {
+        let previous = periods.get(agent).copied();
+        if previous.is_none_or(|p| p.start != start) {
             let (spent_tokens, spent_usd) =
                 self.ledger.spent_since(agent, start).map_err(|e| format!("cannot read spend so far ({e}), refusing to spend blind"))?;
-            periods.insert(agent.to_string(), Period { start, spent_tokens, spent_usd, ..Period::default() });
+            // Requests still running from the last period will settle into
+            // this one (their ledger rows are written then): they keep
+            // their reservations here, or a rollover would admit a second
+            // budget's worth beside them.
+            let (reserved_tokens, reserved_usd) = previous.map_or((0, 0.0), |p| (p.reserved_tokens, p.reserved_usd));
+            periods.insert(agent.to_string(), Period { start, spent_tokens, spent_usd, reserved_tokens, reserved_usd });
         }
         periods.get_mut(agent).ok_or_else(|| "budget state lost".to_string())
     }
@@ -96,4 +101,30 @@ impl Budgets {
 fn period_start(budget: Budget, now: u64) -> u64 {
     let len = budget.period_secs.max(1);
     now - now % len
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Five requests reserved just before a period ends still count after
+    /// it: the new period admits nothing beside them, and their spend lands
+    /// in it.
+    #[test]
+    fn reservations_outlive_a_period_rollover() {
+        let dir = tempfile::tempdir().unwrap();
+        let budgets = Budgets::new(Arc::new(Ledger::open(&dir.path().join("usage.db")).unwrap()));
+        let budget = Budget { tokens_per_period: Some(500), period_secs: 60, usd_per_period: Some(5.0) };
+        let held: Vec<_> = (0..5).map(|_| budgets.reserve("a", budget, 100, 1.0, 59).unwrap()).collect();
+        assert!(budgets.reserve("a", budget, 100, 0.0, 59).is_err());
+        let err = budgets.reserve("a", budget, 100, 0.0, 60).unwrap_err();
+        assert!(err.contains("token budget exhausted"), "{err}");
+        assert!(budgets.reserve("a", budget, 0, 1.0, 61).unwrap_err().contains("spending budget exhausted"));
+        for r in held {
+            budgets.settle("a", budget, r, 100, 1.0, 60);
+        }
+        assert!(budgets.reserve("a", budget, 1, 0.0, 61).is_err(), "the settled spend counts in the new period");
+        // The period after that starts clean.
+        budgets.reserve("a", budget, 500, 5.0, 120).unwrap();
+    }
 }
