@@ -34,8 +34,8 @@ pub fn run(state: &Path, agent: Option<&str>, since: Option<&str>, json: bool) -
             "{:<20}  {:<16}  {:<24}  {:<10}  {:>8}  {:>8}  {:>10.6}  {:>8}  {:>6}",
             r.at, r.agent, r.model, r.provider, r.input_tokens, r.output_tokens, r.cost_usd, r.latency_ms, r.status
         );
-        tin += r.input_tokens;
-        tout += r.output_tokens;
+        tin = tin.saturating_add(r.input_tokens);
+        tout = tout.saturating_add(r.output_tokens);
         cost += r.cost_usd;
     }
     println!("{} requests, {tin} input tokens, {tout} output tokens, {cost:.6} USD", rows.len());

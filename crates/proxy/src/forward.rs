@@ -122,10 +122,15 @@ async fn forward(
         }
         Ok(Err(e)) => {
             tracing::warn!(error = %redacted_error(&e), "upstream request failed");
+            // Only a failed connect proves the provider never saw the
+            // request; a connection lost after it went out may still be
+            // billed, so it is charged in full (fail closed).
             let (charge, err) = if e.is_timeout() {
                 (Charge::Reservation, ProxyError::UpstreamTimeout(provider.name.clone()))
-            } else {
+            } else if e.is_connect() {
                 (Charge::Nothing, ProxyError::UpstreamUnreachable(provider.name.clone()))
+            } else {
+                (Charge::Reservation, ProxyError::UpstreamUnreachable(provider.name.clone()))
             };
             ticket.finish(charge, err.status_code());
             return Err(err);
@@ -241,6 +246,8 @@ struct Head<'a> {
     max_tokens: Option<u64>,
     max_completion_tokens: Option<u64>,
     max_output_tokens: Option<u64>,
+    /// OpenAI's number of choices: each may use `max_tokens`.
+    n: Option<u64>,
 }
 
 #[derive(serde::Deserialize)]
@@ -263,7 +270,7 @@ impl Head<'_> {
             true => self.max_tokens.or(self.max_completion_tokens).or(self.max_output_tokens).unwrap_or(default_output),
             false => 0,
         };
-        Usage { input_tokens: body_len as u64, output_tokens: output }
+        bounded(body_len, output, self.n)
     }
 }
 
@@ -278,6 +285,17 @@ fn reservation(json: &Value, body_len: usize, endpoint: Endpoint, default_output
     } else {
         0
     };
+    bounded(body_len, output, json.get("n").and_then(Value::as_u64))
+}
+
+/// No reply is larger than this many tokens; a larger `max_tokens` is
+/// reserved as this much (a budget smaller than it refuses the request
+/// anyway), so a ledger row never holds an absurd count.
+const MAX_RESERVED_OUTPUT: u64 = 1 << 24;
+
+/// The reservation: `n` choices may each use the whole output allowance.
+fn bounded(body_len: usize, output: u64, n: Option<u64>) -> Usage {
+    let output = output.saturating_mul(n.unwrap_or(1).max(1)).min(MAX_RESERVED_OUTPUT);
     Usage { input_tokens: body_len as u64, output_tokens: output }
 }
 
@@ -414,6 +432,12 @@ mod tests {
         let (usage, body) = send(r#"{"model":"gpt-4o","max_tokens":1,"max_tokens":900}"#, "gpt-4o", Endpoint::ChatCompletions);
         assert_eq!((usage.output_tokens, tree(&body)["max_tokens"].as_u64()), (900, Some(900)));
         assert_eq!(std::str::from_utf8(&body).unwrap().matches("max_tokens").count(), 1);
+        // n choices reserve n times the allowance, on both paths; an
+        // absurd allowance is bounded.
+        assert_eq!(send(r#"{"model":"gpt-4o","max_tokens":10,"n":3}"#, "gpt-4o", Endpoint::ChatCompletions).0.output_tokens, 30);
+        assert_eq!(send(r#"{"model":"openai/gpt-4o","max_tokens":10,"n":3}"#, "gpt-4o", Endpoint::ChatCompletions).0.output_tokens, 30);
+        let huge = send(r#"{"model":"gpt-4o","max_tokens":18446744073709551615,"n":9}"#, "gpt-4o", Endpoint::ChatCompletions);
+        assert_eq!(huge.0.output_tokens, MAX_RESERVED_OUTPUT);
         // A float max_tokens: the default reservation, as before.
         let (usage, _) = send(r#"{"model":"gpt-4o","max_tokens":1e9}"#, "gpt-4o", Endpoint::ChatCompletions);
         assert_eq!(usage.output_tokens, 4096);

@@ -100,6 +100,28 @@ async fn unreachable_provider_is_502() {
     assert_eq!(resp.json::<Value>().await.unwrap()["error"]["type"], "upstream_error");
 }
 
+/// Unreachable costs nothing; a provider that took the request and then
+/// dropped the connection may have billed it: the reservation is charged.
+#[tokio::test]
+async fn a_connection_lost_after_sending_is_charged_in_full() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        use tokio::io::AsyncReadExt;
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let mut buf = vec![0u8; 64 * 1024];
+            let _ = conn.read(&mut buf).await;
+            drop(conn);
+        }
+    });
+    let h = Harness::with(|c| c.providers[0].base_url = format!("http://{addr}")).await;
+    let token = h.token("agent-h");
+    let resp = h.post("/v1/chat/completions", &token, &json!({"model": "gpt-4o", "messages": [], "max_tokens": 40})).await;
+    assert_eq!(resp.status(), 502);
+    let rows = h.rows("agent-h", 1).await;
+    assert_eq!((rows[0].status, rows[0].output_tokens), (502, 40), "{rows:?}");
+}
+
 #[tokio::test]
 async fn missing_provider_key_is_500_and_not_charged() {
     let h = Harness::with(|c| c.providers[0].secret = "no-such-secret".into()).await;
