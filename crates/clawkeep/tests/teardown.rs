@@ -63,3 +63,44 @@ fn clawkeep_killed_with_sigkill_leaves_nothing() {
     // The helper records what happened to the run it was watching.
     assert!(wait_for(|| env.audit().iter().any(|e| e["kind"] == "run.abort"), 5), "no run.abort event");
 }
+
+/// The launcher's children (its helper), from /proc.
+fn children_of(pid: u32) -> Vec<i32> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten() {
+        let text = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+        out.extend(text.split_whitespace().filter_map(|p| p.parse::<i32>().ok()));
+    }
+    out
+}
+
+/// Both the launcher and its helper killed with -9 (`killall -9`): the
+/// jail still dies with them (its init's parent-death signal survives the
+/// uid changes), and the next run sweeps the empty cgroups they left.
+#[test]
+fn launcher_and_helper_killed_together_leave_nothing() {
+    if !jail_available("teardown: launcher and helper -9") {
+        return;
+    }
+    let env = Env::new();
+    let before = tmp_entries();
+    let marker = "sleep 3023";
+    let script = format!("{marker} & echo started; wait");
+    let mut child = env.std_run(&[], &["sh", "-c", &script]).stdout(Stdio::piped()).spawn().unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    assert_eq!(line, "started\n");
+    assert!(wait_for(|| !processes_with(marker).is_empty(), 5), "the agent's process never appeared");
+    let pid = child.id();
+    let helpers = children_of(pid);
+    assert!(!helpers.is_empty(), "the launcher has no helper");
+    for h in &helpers {
+        // SAFETY: kill on a pid we just read; a gone process is ESRCH.
+        unsafe { libc::kill(*h, libc::SIGKILL) };
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(wait_for(|| processes_with(marker).is_empty(), 10), "the jail outlived its helper: {:?}", processes_with(marker));
+    env.run(&[], &["true"]).assert().success();
+    assert_nothing_left(pid, marker, env.workspace.path(), &before);
+}

@@ -146,7 +146,26 @@ fn setup_and_supervise(args: InitArgs<'_>, status_fd: i32) -> Result<i32, SetupF
         return Err(f);
     }
     let _ = sys::prctl(libc::PR_SET_DUMPABLE, 0);
+    // Every change of our uid (inside root, then the agent's) cleared the
+    // parent-death signal (the kernel's commit_creds does): arm it again,
+    // then look whether the helper died before it was armed.
+    let armed = sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong).is_ok();
+    if !armed || reader_gone(status_fd) {
+        // SAFETY: agent is our child; _exit as in run().
+        unsafe {
+            libc::kill(agent, libc::SIGKILL);
+            libc::_exit(1)
+        };
+    }
     Ok(supervise(agent, status_fd))
+}
+
+/// Whether nobody reads `fd` (a pipe's write end) any more: the helper,
+/// which holds the only read end, is gone.
+fn reader_gone(fd: i32) -> bool {
+    let mut p = libc::pollfd { fd, events: 0, revents: 0 };
+    // SAFETY: one valid pollfd, no wait.
+    unsafe { libc::poll(&mut p, 1, 0) == 1 && p.revents & (libc::POLLERR | libc::POLLHUP) != 0 }
 }
 
 fn set_name(name: &std::ffi::CStr) {
