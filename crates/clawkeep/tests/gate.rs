@@ -413,6 +413,28 @@ fn the_kill_switch_can_freeze_and_thaw() {
     assert_eq!(code, 137, "{stderr}");
 }
 
+/// A frozen jail whose launcher is killed with -9 is thawed and killed by
+/// its helper, which then removes its cgroups: frozen tasks ignore even
+/// SIGKILL on a v1 freezer until thawed.
+#[test]
+fn a_frozen_jail_dies_with_its_launcher() {
+    if !jail_available("gate freeze then launcher -9") {
+        return;
+    }
+    let (env, policy) = env_with_policy();
+    let marker = "frozen-lifeline-3041";
+    let mut child =
+        spawn_gated(&env, &policy, "t-frozen", &format!("i=0; while :; do i=$((i+1)); echo $i > /workspace/n; done # {marker}"));
+    let counter = env.workspace.path().join("n");
+    assert!(wait_for(|| counter.exists(), 10), "the loop never ran");
+    env.cmd().args(["kill", "t-frozen", "--freeze"]).assert().success();
+    let pid = child.id();
+    child.kill().unwrap(); // SIGKILL: the helper's lifeline closes
+    child.wait().unwrap();
+    assert!(wait_for(|| common::processes_with(marker).is_empty(), 10), "the frozen jail outlived its launcher");
+    assert!(wait_for(|| common::cgroups_of(pid).is_empty(), 10), "cgroups left: {:?}", common::cgroups_of(pid));
+}
+
 /// With a terminal, the operator can answer at the prompt the run shows.
 #[test]
 fn an_ask_can_be_answered_at_the_terminal() {

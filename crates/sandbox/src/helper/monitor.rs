@@ -60,8 +60,7 @@ pub(super) fn monitor(
             if let Ok(n @ 1..) = got {
                 if chunk[..n].contains(&KILL[0]) {
                     // The kill switch: pid 1 dies, and the kernel kills the rest.
-                    // SAFETY: pid is our child.
-                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                    signal_jail(cfg, pid, libc::SIGKILL);
                 }
                 if chunk[..n].contains(&PROCEED[0]) {
                     if let Some((g, msg)) = gate.take() {
@@ -73,8 +72,7 @@ pub(super) fn monitor(
                 // The launcher is gone: the sandbox dies with its parent.
                 lifeline_open = false;
                 m.parent_gone = true;
-                // SAFETY: pid is our child.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
+                signal_jail(cfg, pid, libc::SIGKILL);
             }
         }
         if fds[0].revents != 0 {
@@ -104,17 +102,28 @@ pub(super) fn monitor(
         if let Some(d) = deadline {
             if !m.timed_out && now >= d {
                 m.timed_out = true;
-                // SAFETY: pid is our child; init forwards SIGTERM to the agent.
-                unsafe { libc::kill(pid, libc::SIGTERM) };
+                // Init forwards SIGTERM to the agent.
+                signal_jail(cfg, pid, libc::SIGTERM);
                 kill_at = Some(now + Duration::from_millis(cfg.kill_grace_ms));
             }
         }
         if kill_at.is_some_and(|k| now >= k) {
-            // SAFETY: pid is our child; killing pid 1 kills its whole namespace.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
+            // Killing pid 1 kills its whole namespace.
+            signal_jail(cfg, pid, libc::SIGKILL);
             kill_at = None;
         }
     }
+}
+
+/// Ends the run: a jail the kill switch froze is thawed first (frozen
+/// tasks do not act on a signal, SIGKILL included on a v1 freezer, until
+/// thawed), or a lost launcher would leave it frozen forever.
+fn signal_jail(cfg: &HelperConfig, pid: libc::pid_t, sig: i32) {
+    if cfg.cgroups.freezer.is_some() {
+        let _ = cfg.cgroups.freeze(false);
+    }
+    // SAFETY: pid is our child (the jail's init).
+    unsafe { libc::kill(pid, sig) };
 }
 
 fn drain_signals(sigfd: RawFd) -> Vec<i32> {
