@@ -165,6 +165,28 @@ fn a_tty_passes_through() {
     assert_eq!(out.status.code(), Some(0), "{text}");
 }
 
+/// Without a terminal on stdin the agent gets no jail pty, and it must not
+/// reach the operator's own terminal through /dev/tty either (the jail is
+/// a session of its own, without a controlling terminal).
+#[test]
+fn the_operators_terminal_is_out_of_reach_without_a_tty() {
+    if !jail_available("no controlling terminal") {
+        return;
+    }
+    if !std::path::Path::new("/usr/bin/script").exists() {
+        println!("skipped: no controlling terminal: util-linux `script` not installed");
+        return;
+    }
+    let env = Env::new();
+    let probe = "if echo INJECTED-3049 > /dev/tty; then echo tty-open; else echo tty-refused; fi; test -t 0 || echo stdin-not-tty";
+    let mut child = env.in_terminal("< /dev/null", probe);
+    child.stdin.take().unwrap().write_all(b"").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("stdin-not-tty"), "{text}");
+    assert!(text.contains("tty-refused") && !text.contains("INJECTED-3049"), "the agent wrote to the operator's terminal: {text}");
+}
+
 #[test]
 fn audit_records_start_and_exit_and_verifies() {
     if !jail_available("audit") {

@@ -69,6 +69,14 @@ fn setup_and_supervise(args: InitArgs<'_>, status_fd: i32) -> Result<i32, SetupF
         }
     }
     set_name(c"clawkeep-init");
+    // A session of our own, with no controlling terminal: nothing in the
+    // jail (the agent without a jail pty, the executor's commands) can
+    // open the operator's terminal as /dev/tty or take its foreground.
+    // Terminal signals reach the agent through the helper's forwarding.
+    // SAFETY: setsid has no preconditions; init leads no process group.
+    if unsafe { libc::setsid() } < 0 {
+        return Err(SetupFailure::new(Step::Terminal, "setsid", &io::Error::last_os_error()));
+    }
 
     let spec = &args.cfg.spec;
     let source = spec.rootfs.clone().map_or(RootSource::Host, RootSource::Tree);
