@@ -3,6 +3,7 @@
 
 use crate::api_client::{self, call};
 use crate::Failure;
+use clawkeep_gate::shown;
 use clawkeep_policy::{Policy, Request};
 use clawkeep_store::{HistoryFilter, Store};
 use serde_json::json;
@@ -75,8 +76,9 @@ pub fn approvals(state: &Path, json_out: bool) -> Result<u8, Failure> {
     }
     println!("{:<6} {:<16} {:<40} {:<20} REASON", "ID", "AGENT", "COMMAND", "CWD");
     for a in items {
-        let cmd = std::iter::once(a.command.as_str()).chain(a.args.iter().map(String::as_str)).collect::<Vec<_>>().join(" ");
-        println!("{:<6} {:<16} {:<40} {:<20} {}", a.id, a.agent, truncate(&cmd, 40), truncate(&a.cwd, 20), a.reason);
+        let cmd = shown::command_line(&a.command, &a.args);
+        let (cwd, reason) = (shown::for_terminal(&a.cwd), shown::for_terminal(&a.reason));
+        println!("{:<6} {:<16} {:<40} {:<20} {reason}", a.id, a.agent, truncate(&cmd, 40), truncate(&cwd, 20));
     }
     Ok(0)
 }
@@ -169,7 +171,7 @@ pub fn history(state: &Path, f: HistoryFilter, json_out: bool) -> Result<u8, Fai
     }
     println!("{:<24} {:<14} {:<9} {:<9} {:<5} COMMAND", "AT", "AGENT", "DECISION", "OUTCOME", "EXIT");
     for d in &page.items {
-        let cmd = std::iter::once(d.command.as_str()).chain(d.args.iter().map(String::as_str)).collect::<Vec<_>>().join(" ");
+        let cmd = shown::command_line(&d.command, &d.args);
         let exit = d.exit_code.map_or("-".to_string(), |c| c.to_string());
         println!("{:<24} {:<14} {:<9} {:<9} {:<5} {}", d.at, d.agent, d.decision, d.outcome, exit, truncate(&cmd, 60));
     }

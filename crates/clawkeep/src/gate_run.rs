@@ -290,8 +290,8 @@ fn terminal_prompts(rt: &tokio::runtime::Runtime, gate: Gate, chan: OwnedFd) {
         while let Ok(ev) = events.recv().await {
             match ev {
                 GateEvent::Queued { approval: a } => {
-                    let cmd = std::iter::once(a.command.as_str()).chain(a.args.iter().map(String::as_str)).collect::<Vec<_>>().join(" ");
-                    send(&PromptMsg::Ask { id: a.id, text: format!("{cmd} ({})", a.reason) });
+                    let cmd = clawkeep_gate::shown::command_line(&a.command, &a.args);
+                    send(&PromptMsg::Ask { id: a.id, text: format!("{cmd} ({})", clawkeep_gate::shown::for_terminal(&a.reason)) });
                 }
                 GateEvent::Resolved { approval: a } => send(&PromptMsg::Cancel { id: a.id }),
                 _ => {}

@@ -18,6 +18,33 @@ pub fn shown_args(args: &[String]) -> Vec<String> {
     args.iter().map(|a| redact_tokens(a)).collect()
 }
 
+/// The command line as an operator's terminal shows it: control
+/// characters and the invisible or direction-changing marks a request could
+/// use to make a prompt or a listing read as another command are shown
+/// escaped (`\u{1b}`), never interpreted.
+pub fn command_line(command: &str, args: &[String]) -> String {
+    let mut out = for_terminal(command);
+    for a in args {
+        out.push(' ');
+        out.push_str(&for_terminal(a));
+    }
+    out
+}
+
+/// `s` with every control or invisible formatting character escaped.
+pub fn for_terminal(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        let invisible = matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{206f}' | '\u{feff}');
+        if c.is_control() || invisible {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn is_b64url(c: u8) -> bool {
     c.is_ascii_alphanumeric() || c == b'-' || c == b'_'
 }
@@ -51,6 +78,15 @@ fn redact_tokens(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_terminal_sees_control_characters_escaped() {
+        let args = vec!["--force".to_string(), "-o".to_string(), "\r\u{1b}[2Kapprove #3: git status".to_string(), "a\u{202e}b".to_string()];
+        let shown = command_line("git", &args);
+        assert_eq!(shown, "git --force -o \\u{d}\\u{1b}[2Kapprove #3: git status a\\u{202e}b");
+        assert!(!shown.chars().any(|c| c.is_control()));
+        assert_eq!(for_terminal("plain words, ünïcode"), "plain words, ünïcode");
+    }
 
     const JWT: &str = "eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJhZ2VudCJ9.c2lnbmF0dXJlX2J5dGVz";
 
