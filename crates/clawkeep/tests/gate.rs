@@ -117,8 +117,9 @@ fn the_real_binary_cannot_be_reached() {
 }
 
 /// A gated binary with hard links under other names: beside it, in another
-/// PATH dir, and in a libexec dir. Each PATH link reaches the gate; the
-/// libexec dir is hidden.
+/// PATH dir, and in a libexec dir, and a separate copy where packages keep
+/// private helpers (as Debian's /usr/lib/git-core/git). Each PATH link and
+/// the copy reach the gate; the libexec dir is hidden.
 #[test]
 fn every_hard_link_of_a_gated_binary_is_covered() {
     if !jail_available("hard links") {
@@ -130,15 +131,16 @@ fn every_hard_link_of_a_gated_binary_is_covered() {
     // The shim runs in this root too: its libraries come along.
     common::copy_with_libs(common::bin().with_file_name("clawkeep-shim").to_str().unwrap(), root.path());
     let r = root.path();
-    for d in ["usr/bin", "usr/sbin", "usr/libexec/touch-core"] {
+    for d in ["usr/bin", "usr/sbin", "usr/libexec/touch-core", "usr/lib/touch-core"] {
         std::fs::create_dir_all(r.join(d)).unwrap();
     }
     // `touch` (denied by the policy) is a shell here: a bypass would print.
     std::fs::copy("/bin/dash", r.join("usr/bin/touch")).unwrap();
+    std::fs::copy("/bin/dash", r.join("usr/lib/touch-core/touch")).unwrap();
     for link in ["usr/bin/touch-alias", "usr/sbin/touch-admin", "usr/libexec/touch-core/touch-sub"] {
         std::fs::hard_link(r.join("usr/bin/touch"), r.join(link)).unwrap();
     }
-    let script = "for t in /usr/bin/touch /usr/bin/touch-alias /usr/sbin/touch-admin; do $t -c 'echo escaped'; echo \"$t=$?\"; done; \
+    let script = "for t in /usr/bin/touch /usr/bin/touch-alias /usr/sbin/touch-admin /usr/lib/touch-core/touch; do $t -c 'echo escaped'; echo \"$t=$?\"; done; \
         /usr/libexec/touch-core/touch-sub -c 'echo escaped' 2>/dev/null; echo \"sub=$?\"";
     let out = env
         .std_run(
@@ -150,7 +152,7 @@ fn every_hard_link_of_a_gated_binary_is_covered() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
         stdout,
-        "/usr/bin/touch=126\n/usr/bin/touch-alias=126\n/usr/sbin/touch-admin=126\nsub=127\n",
+        "/usr/bin/touch=126\n/usr/bin/touch-alias=126\n/usr/sbin/touch-admin=126\n/usr/lib/touch-core/touch=126\nsub=127\n",
         "stderr: {}",
         String::from_utf8_lossy(&out.stderr)
     );

@@ -3,7 +3,10 @@
 //! Guarantee, for every gated command name: in the agent's mount
 //! namespace, every file that name resolves to through the standard PATH
 //! directories (following symlinks), and every hard link to such a file in
-//! those directories, is covered by a read-only bind of the shim. Running
+//! those directories, is covered by a read-only bind of the shim, and so is
+//! a copy of it where packages keep a tool's private helpers
+//! (`<prefix>/lib{,exec}/{cmd,cmd-core}/cmd`: Debian's git ships
+//! `/usr/lib/git-core/git`, byte for byte `/usr/bin/git`). Running
 //! it by name, by full path, through a symlink or from `sh -c` therefore
 //! reaches the gate; the real binary is visible only in the executor's
 //! namespace. `/run/clawkeep/manifest` maps each covered path to its
@@ -120,6 +123,10 @@ pub fn install(base: &Path, g: &GateMounts, src: &GateSources) -> Result<Vec<Pat
                 let l = linked.entry((meta.dev(), meta.ino())).or_insert_with(|| Linked::new(&real, meta.nlink()));
                 l.found.insert(real.clone());
             }
+            for copy in private_copies(&real, &meta, cmd) {
+                manifest.insert(jail_path(base, &copy), cmd.clone());
+                targets.insert(copy, cmd.clone());
+            }
             targets.insert(real.clone(), cmd.clone());
             manifest.insert(jail_path(base, &real), cmd.clone());
             for dir in spellings {
@@ -227,6 +234,24 @@ fn lookup(base: &Path, real_dir: &Path, cmd: &str) -> Option<(PathBuf, fs::Metad
         (p, lmeta)
     };
     (meta.is_file() && real.starts_with(base)).then_some((real, meta))
+}
+
+/// Separate copies of the covered file `real` (same name, same size, not
+/// the same inode) in the places a package keeps a tool's private helpers:
+/// a few stats per command, where walking /usr/lib would cost milliseconds.
+fn private_copies(real: &Path, meta: &fs::Metadata, cmd: &str) -> Vec<PathBuf> {
+    let Some(prefix) = real.parent().and_then(Path::parent) else { return Vec::new() };
+    let mut out = Vec::new();
+    for root in [prefix.join("libexec"), prefix.join("lib")] {
+        for dir in [root.clone(), root.join(format!("{cmd}-core")), root.join(cmd)] {
+            let p = dir.join(cmd);
+            let Ok(m) = fs::symlink_metadata(&p) else { continue };
+            if m.is_file() && m.len() == meta.len() && (m.dev(), m.ino()) != (meta.dev(), meta.ino()) {
+                out.push(p);
+            }
+        }
+    }
+    out
 }
 
 /// Covers the hard links in PATH dir `dir` to the files in `linked`.
