@@ -99,6 +99,10 @@ fn arch() -> TargetArch {
     std::env::consts::ARCH.try_into().expect("clawkeep supports x86_64, aarch64 and riscv64")
 }
 
+/// Linux's obsolete packet-socket type (libc marks it deprecated: it is
+/// exactly what must not be usable).
+pub(crate) const SOCK_PACKET: u64 = 10;
+
 /// The main filter (EPERM on match).
 pub fn deny_filter() -> Result<BpfProgram, seccompiler::BackendError> {
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> = DENIED.iter().map(|(_, nr)| (*nr, Vec::new())).collect();
@@ -111,7 +115,13 @@ pub fn deny_filter() -> Result<BpfProgram, seccompiler::BackendError> {
     rules.insert(libc::SYS_mknod, dev_kinds.iter().map(|k| rule(vec![masked(1, ifmt, *k)])).collect());
     rules.insert(
         libc::SYS_socket,
-        vec![rule(vec![eq(0, Len::Dword, libc::AF_PACKET as u64)]), rule(vec![masked(1, 0xf, libc::SOCK_RAW as u64)])],
+        // SOCK_PACKET (the obsolete type 10) is a packet socket under
+        // another family's name: the kernel turns it into PF_PACKET.
+        vec![
+            rule(vec![eq(0, Len::Dword, libc::AF_PACKET as u64)]),
+            rule(vec![masked(1, 0xf, libc::SOCK_RAW as u64)]),
+            rule(vec![masked(1, 0xf, SOCK_PACKET)]),
+        ],
     );
     rules.insert(libc::SYS_ioctl, vec![rule(vec![eq(1, Len::Dword, libc::TIOCSTI)]), rule(vec![eq(1, Len::Dword, libc::TIOCLINUX)])]);
     let listed: Vec<u32> = rules.keys().map(|nr| *nr as u32).collect();

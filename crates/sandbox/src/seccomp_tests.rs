@@ -99,6 +99,10 @@ fn the_search_tree_decides_as_the_plain_chain() {
     assert_eq!(native(libc::SYS_clone, [libc::SIGCHLD as u64, 0, 0, 0, 0, 0]), SECCOMP_RET_ALLOW);
     assert_eq!(native(libc::SYS_clone3, [0; 6]), SECCOMP_RET_ERRNO | libc::ENOSYS as u32);
     assert_eq!(native(libc::SYS_socket, [libc::AF_PACKET as u64, 0, 0, 0, 0, 0]), eperm);
+    let inet = libc::AF_INET as u64;
+    assert_eq!(native(libc::SYS_socket, [inet, SOCK_PACKET, 0, 0, 0, 0]), eperm);
+    assert_eq!(native(libc::SYS_socket, [inet, SOCK_PACKET | libc::SOCK_CLOEXEC as u64, 0, 0, 0, 0]), eperm);
+    assert_eq!(native(libc::SYS_socket, [inet, libc::SOCK_STREAM as u64, 0, 0, 0, 0]), SECCOMP_RET_ALLOW);
     assert_eq!(run(&full, libc::SYS_read as u32, 0x4000_0003, [0; 6]), SECCOMP_RET_KILL_PROCESS);
 }
 

@@ -30,11 +30,15 @@ pub fn connect(addr: SocketAddr) -> Outcome {
 /// Raw sockets (sniffing, spoofing) need CAP_NET_RAW, which the jail drops.
 pub fn raw_socket() -> Outcome {
     let mut f = Findings::new();
-    let sockets =
-        [("socket(AF_PACKET, SOCK_RAW)", libc::AF_PACKET, 0), ("socket(AF_INET, SOCK_RAW, ICMP)", libc::AF_INET, libc::IPPROTO_ICMP)];
-    for (label, domain, protocol) in sockets {
+    let sockets = [
+        ("socket(AF_PACKET, SOCK_RAW)", libc::AF_PACKET, libc::SOCK_RAW, 0),
+        ("socket(AF_INET, SOCK_RAW, ICMP)", libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP),
+        // SOCK_PACKET (10): the obsolete spelling of a packet socket.
+        ("socket(AF_INET, SOCK_PACKET)", libc::AF_INET, 10, 0),
+    ];
+    for (label, domain, kind, protocol) in sockets {
         // SAFETY: socket takes only integers; a returned fd is closed below.
-        let ret = errno::check(unsafe { libc::socket(domain, libc::SOCK_RAW, protocol) });
+        let ret = errno::check(unsafe { libc::socket(domain, kind, protocol) });
         attempt(&mut f, label, ret);
         close_if_fd(ret);
     }
