@@ -8,7 +8,7 @@ use clawkeep_store::{Approval, ApprovalStatus, Resolution, Scope, Store};
 use serde_json::json;
 use std::collections::HashMap;
 use std::io;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -83,6 +83,8 @@ pub enum ResolveError {
 
 struct Inner {
     cfg: GateConfig,
+    /// Held while an "always" approval rewrites the policy file.
+    policy_write: Mutex<()>,
     waiting: Mutex<HashMap<i64, oneshot::Sender<Approval>>>,
     events: broadcast::Sender<GateEvent>,
 }
@@ -102,7 +104,7 @@ impl std::fmt::Debug for Gate {
 impl Gate {
     pub fn new(cfg: GateConfig) -> Gate {
         let (events, _) = broadcast::channel(256);
-        Gate { inner: Arc::new(Inner { cfg, waiting: Mutex::default(), events }) }
+        Gate { inner: Arc::new(Inner { cfg, policy_write: Mutex::default(), waiting: Mutex::default(), events }) }
     }
 
     pub fn agent(&self) -> &str {
@@ -165,13 +167,17 @@ impl Gate {
         }
         if r.approve && r.scope == Scope::Always {
             let path = self.inner.cfg.policy_path.clone().ok_or(ResolveError::NoPolicyFile)?;
-            let current = self.inner.cfg.policy.current();
-            let updated = current
-                .with_rule_prepended(always_spec(&a))
-                .map_err(|e| ResolveError::PolicyWrite { path: path.clone(), message: e.to_string() })?;
-            write_atomic(&path, &updated.to_yaml())
-                .map_err(|e| ResolveError::PolicyWrite { path: path.clone(), message: e.to_string() })?;
-            self.inner.cfg.policy.reload_from(&path).map_err(|e| ResolveError::PolicyWrite { path, message: e.to_string() })?;
+            let failed = |message: String| ResolveError::PolicyWrite { path: path.clone(), message };
+            // One writer at a time, here and in other runs sharing the file;
+            // the rule goes into the file as it is now on disk (an edit the
+            // watcher has not reloaded yet is kept, not overwritten).
+            let _in_process = self.inner.policy_write.lock().unwrap_or_else(|p| p.into_inner());
+            let _across = lock_beside(&path).map_err(|e| failed(e.to_string()))?;
+            let on_disk =
+                clawkeep_policy::Policy::load(&path).map_err(|e| failed(format!("the file does not load ({e}); fix it first")))?;
+            let updated = on_disk.with_rule_prepended(always_spec(&a)).map_err(|e| failed(e.to_string()))?;
+            write_atomic(&path, &updated.to_yaml()).map_err(|e| failed(e.to_string()))?;
+            self.inner.cfg.policy.reload_from(&path).map_err(|e| failed(e.to_string()))?;
         }
         let res = Resolution { approve: r.approve, scope: r.scope, by: r.by.clone(), reason: r.reason.clone() };
         let approval = self.inner.cfg.store.resolve(id, &res)?;
@@ -216,11 +222,38 @@ fn serde_norway_rule(spec: &RuleSpec) -> String {
     clawkeep_policy::Policy::rule_yaml(spec)
 }
 
+/// An exclusive flock on `.<name>.lock` beside `path` (the policy file
+/// itself is replaced by rename, so it cannot carry the lock).
+fn lock_beside(path: &Path) -> io::Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let lock = path.with_file_name(format!(".{name}.lock"));
+    let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).mode(0o600).open(&lock)?;
+    // SAFETY: flock on a descriptor we own; released when it closes.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(f)
+}
+
+/// Replaces `path` with `text`: a temp file of its own (same mode as the
+/// file it replaces), synced, renamed over it, and the rename synced.
 fn write_atomic(path: &Path, text: &str) -> io::Result<()> {
-    let tmp = path.with_extension("yaml.tmp");
-    std::fs::write(&tmp, text)?;
-    std::fs::File::open(&tmp)?.sync_all()?;
-    std::fs::rename(&tmp, path)
+    use std::io::Write;
+    let mode = std::fs::metadata(path).map(|m| m.permissions().mode() & 0o7777).unwrap_or(0o600);
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    let mut f = std::fs::OpenOptions::new().create(true).truncate(true).write(true).mode(mode).open(&tmp)?;
+    let written =
+        f.write_all(text.as_bytes()).and_then(|()| f.set_permissions(std::fs::Permissions::from_mode(mode))).and_then(|()| f.sync_all());
+    if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, path)) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 fn audit(inner: &Inner, kind: &str, fields: serde_json::Value) {

@@ -295,3 +295,41 @@ fn always_for_an_answered_request_writes_nothing() {
     assert!(matches!(err, clawkeep_gate::ResolveError::Store(clawkeep_store::StoreError::NotPending { .. })), "{err}");
     assert_eq!(std::fs::read_to_string(&h.policy_path).unwrap(), POLICY, "a rule was written for an answered request");
 }
+
+/// Two "always" approvals at once both land in the policy file, and an
+/// edit on disk that the watcher has not reloaded yet survives them.
+#[test]
+fn always_rules_written_together_are_all_kept() {
+    let h = harness();
+    let mut conns = Vec::new();
+    let mut ids = Vec::new();
+    for arg in ["first", "second", "third"] {
+        let mut s = connect(&h.socket);
+        send(&s, &exec_req("ask", &[arg]));
+        let Some(Reply::Pending { id, .. }) = replies(&mut s, 1).first().cloned() else { panic!() };
+        ids.push(id);
+        conns.push(s);
+    }
+    // An operator's edit, not yet seen by the gate.
+    let edited = POLICY.replace("reason: never\n", "reason: never\n  - command: edited-by-hand\n    action: deny\n");
+    std::fs::write(&h.policy_path, &edited).unwrap();
+    std::thread::scope(|scope| {
+        for id in &ids {
+            let gate = h.gate.clone();
+            scope.spawn(move || {
+                gate.resolve(*id, &Resolve { approve: true, scope: Scope::Always, by: "test".into(), reason: None }).unwrap()
+            });
+        }
+    });
+    let text = std::fs::read_to_string(&h.policy_path).unwrap();
+    for arg in ["first", "second", "third", "edited-by-hand"] {
+        assert!(text.contains(arg), "{arg} lost:\n{text}");
+    }
+    let leftovers: Vec<_> = std::fs::read_dir(h.policy_path.parent().unwrap())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
