@@ -68,6 +68,10 @@ impl AuditLog {
         };
         let meta = file.metadata().map_err(|source| AuditError::Open { path: owned(), source })?;
         check_file_type(path, &meta)?;
+        // A log someone else may read (or write) is brought back to 0600.
+        if meta.permissions().mode() & 0o077 != 0 {
+            file.set_permissions(Permissions::from_mode(0o600)).map_err(|source| AuditError::Open { path: owned(), source })?;
+        }
         Ok(AuditLog { path: owned(), file: Mutex::new(file) })
     }
 

@@ -24,6 +24,16 @@ fn creates_file_0600_and_chains_from_genesis() {
 }
 
 #[test]
+fn an_existing_log_readable_by_others_is_made_0600() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("audit.jsonl");
+    fs::write(&path, "").expect("write");
+    fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o644)).expect("chmod");
+    AuditLog::open(&path).expect("open");
+    assert_eq!(fs::metadata(&path).expect("stat").mode() & 0o777, 0o600);
+}
+
+#[test]
 fn reopening_continues_the_chain() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("audit.jsonl");
