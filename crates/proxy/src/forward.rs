@@ -101,7 +101,9 @@ async fn forward(
         return Err(ProxyError::WrongEndpoint { model, kind, hint });
     }
     let upstream_model = routed.model;
-    let (reserved, body) = upstream_body(&raw, head.as_ref(), json, &model, &upstream_model, endpoint, config.default_max_output_tokens)?;
+    let budgeted = config.budget_for(&agent).is_some();
+    let (reserved, body) =
+        upstream_body(&raw, head.as_ref(), json, &model, &upstream_model, endpoint, config.default_max_output_tokens, budgeted)?;
     let price = config.prices.get(&upstream_model).or_else(|| config.prices.get(&model)).copied();
     // Everything that can fail before the provider is contacted happens
     // before admission, so such a failure is never charged.
@@ -180,7 +182,11 @@ async fn forward(
 /// agent sent it when nothing needs changing; else the tree with the
 /// upstream model and, for an OpenAI chat stream, `include_usage` (without
 /// it such streams carry no usage, and every one would be charged its full
-/// reservation). `json` is the tree when it was already parsed.
+/// reservation). With `bounded` (the agent has a budget) a request that
+/// names no output limit gets the default one written in, so the provider
+/// can never produce more than was reserved. `json` is the tree when it was
+/// already parsed.
+#[allow(clippy::too_many_arguments)]
 fn upstream_body(
     raw: &Bytes,
     head: Option<&Head<'_>>,
@@ -189,16 +195,28 @@ fn upstream_body(
     upstream_model: &str,
     endpoint: Endpoint,
     default_output: u64,
+    bounded: bool,
 ) -> Result<(Usage, Bytes), ProxyError> {
     let needs_usage = |streaming: bool| streaming && endpoint == Endpoint::ChatCompletions;
+    let cap = output_field(endpoint).filter(|_| bounded);
     if let Some(h) = head.filter(|_| upstream_model == model) {
         let reserved = h.reservation(raw.len(), endpoint, default_output);
-        if !needs_usage(h.stream == Some(true)) || h.include_usage() {
+        let add_cap = cap.filter(|_| !h.names_output());
+        let add_usage = needs_usage(h.stream == Some(true)) && !h.include_usage();
+        if add_cap.is_none() && !add_usage {
             return Ok((reserved, raw.clone()));
         }
-        // The common SDK stream: no stream_options at all (not even null).
-        if h.stream_options.is_none() {
-            if let Some(body) = with_include_usage(raw) {
+        // The common SDK request: no stream_options at all (not even null),
+        // no output limit: the members are added to the body as sent.
+        if !add_usage || h.stream_options.is_none() {
+            let mut members = Vec::new();
+            if add_usage {
+                members.push(r#""stream_options":{"include_usage":true}"#.to_string());
+            }
+            if let Some(field) = add_cap {
+                members.push(format!(r#""{field}":{default_output}"#));
+            }
+            if let Some(body) = with_members(raw, &members) {
                 return Ok((reserved, body));
             }
         }
@@ -216,20 +234,53 @@ fn upstream_body(
             None => json["stream_options"] = serde_json::json!({ "include_usage": true }),
         }
     }
+    if let Some(field) = cap {
+        let named: Vec<&Value> = OUTPUT_FIELDS.iter().filter_map(|k| json.get(*k)).filter(|v| !v.is_null()).collect();
+        if named.iter().any(|v| v.as_u64().is_none()) {
+            return Err(ProxyError::BadRequest(
+                "under a budget the output limit (max_tokens, max_completion_tokens or max_output_tokens) must be a whole number of tokens"
+                    .into(),
+            ));
+        }
+        if named.is_empty() {
+            json[field] = Value::from(default_output);
+        }
+    }
     let reserved = reservation(&json, raw.len(), endpoint, default_output);
     Ok((reserved, Bytes::from(serde_json::to_vec(&json).map_err(|e| ProxyError::Internal(e.to_string()))?)))
 }
 
-/// `raw` (a JSON object with at least one member and no `stream_options`)
-/// with `"stream_options":{"include_usage":true}` added as its last member.
-fn with_include_usage(raw: &[u8]) -> Option<Bytes> {
+/// The request fields that limit a reply's length, by API.
+const OUTPUT_FIELDS: [&str; 3] = ["max_tokens", "max_completion_tokens", "max_output_tokens"];
+
+/// The field that limits an endpoint's output, written into a budgeted
+/// request that names none (OpenAI's chat API takes max_completion_tokens
+/// on every current model; max_tokens is refused by its reasoning models).
+fn output_field(endpoint: Endpoint) -> Option<&'static str> {
+    match endpoint {
+        Endpoint::ChatCompletions => Some("max_completion_tokens"),
+        Endpoint::Responses => Some("max_output_tokens"),
+        Endpoint::Messages => Some("max_tokens"),
+        _ => None,
+    }
+}
+
+/// `raw` (a JSON object with at least one member, none of them named in
+/// `members`) with `members` (`"key":value` texts) added at its end.
+fn with_members(raw: &[u8], members: &[String]) -> Option<Bytes> {
     let start = raw.iter().position(|b| !b.is_ascii_whitespace())?;
     let end = raw.iter().rposition(|b| !b.is_ascii_whitespace())?;
     if raw[start] != b'{' || raw[end] != b'}' {
         return None;
     }
-    const MEMBER: &[u8] = br#","stream_options":{"include_usage":true}"#;
-    Some(Bytes::from([&raw[..end], MEMBER, &raw[end..]].concat()))
+    let mut out = Vec::with_capacity(raw.len() + members.iter().map(|m| m.len() + 1).sum::<usize>());
+    out.extend_from_slice(&raw[..end]);
+    for m in members {
+        out.push(b',');
+        out.extend_from_slice(m.as_bytes());
+    }
+    out.extend_from_slice(&raw[end..]);
+    Some(Bytes::from(out))
 }
 
 /// The request fields the proxy reads. A body this does not parse (a
@@ -264,10 +315,16 @@ impl Head<'_> {
         self.stream_options.as_ref().and_then(|o| o.as_ref()).and_then(|o| o.include_usage) == Some(true)
     }
 
+    fn names_output(&self) -> bool {
+        self.max_tokens.or(self.max_completion_tokens).or(self.max_output_tokens).is_some()
+    }
+
     /// As [`reservation`] reads it from the whole tree.
     fn reservation(&self, body_len: usize, endpoint: Endpoint, default_output: u64) -> Usage {
         let output = match endpoint.generates() {
-            true => self.max_tokens.or(self.max_completion_tokens).or(self.max_output_tokens).unwrap_or(default_output),
+            true => {
+                [self.max_tokens, self.max_completion_tokens, self.max_output_tokens].into_iter().flatten().max().unwrap_or(default_output)
+            }
             false => 0,
         };
         bounded(body_len, output, self.n)
@@ -277,11 +334,9 @@ impl Head<'_> {
 /// Tokens this request may use: the body's length bounds its input tokens
 /// (a token is at least one byte), and `max_tokens` (or the default) its output.
 fn reservation(json: &Value, body_len: usize, endpoint: Endpoint, default_output: u64) -> Usage {
+    // Where several limits are named, the largest is the one to fear.
     let output = if endpoint.generates() {
-        ["max_tokens", "max_completion_tokens", "max_output_tokens"]
-            .iter()
-            .find_map(|k| json.get(*k).and_then(Value::as_u64))
-            .unwrap_or(default_output)
+        OUTPUT_FIELDS.iter().filter_map(|k| json.get(*k).and_then(Value::as_u64)).max().unwrap_or(default_output)
     } else {
         0
     };
@@ -389,10 +444,46 @@ mod tests {
     use super::*;
 
     fn send(raw: &str, upstream_model: &str, endpoint: Endpoint) -> (Usage, Bytes) {
+        send_as(raw, upstream_model, endpoint, false).unwrap()
+    }
+
+    fn send_as(raw: &str, upstream_model: &str, endpoint: Endpoint, budgeted: bool) -> Result<(Usage, Bytes), ProxyError> {
         let raw = Bytes::from(raw.to_string());
         let head = serde_json::from_slice::<Head<'_>>(&raw).ok();
         let model = head.as_ref().and_then(|h| h.model.as_deref()).unwrap_or("gpt-4o").to_string();
-        upstream_body(&raw, head.as_ref(), None, &model, upstream_model, endpoint, 4096).unwrap()
+        upstream_body(&raw, head.as_ref(), None, &model, upstream_model, endpoint, 4096, budgeted)
+    }
+
+    /// Under a budget the provider is never left to pick the reply's
+    /// length: a request naming no limit gets the default written in.
+    #[test]
+    fn a_budgeted_request_always_names_its_output_limit() {
+        let tree = |b: &Bytes| serde_json::from_slice::<Value>(b).unwrap();
+        let (usage, body) = send_as(r#"{"model":"gpt-4o","messages":[]}"#, "gpt-4o", Endpoint::ChatCompletions, true).unwrap();
+        assert_eq!(&body[..], br#"{"model":"gpt-4o","messages":[],"max_completion_tokens":4096}"#);
+        assert_eq!(usage.output_tokens, 4096);
+        let (_, body) = send_as(r#"{"model":"gpt-4o","stream":true}"#, "gpt-4o", Endpoint::ChatCompletions, true).unwrap();
+        assert_eq!(
+            (tree(&body)["stream_options"]["include_usage"].as_bool(), tree(&body)["max_completion_tokens"].as_u64()),
+            (Some(true), Some(4096))
+        );
+        let (_, body) = send_as(r#"{"model":"claude-x","messages":[]}"#, "claude-x", Endpoint::Messages, true).unwrap();
+        assert_eq!(tree(&body)["max_tokens"], 4096);
+        let (_, body) = send_as(r#"{"model":"gpt-4o","input":"hi"}"#, "gpt-4o", Endpoint::Responses, true).unwrap();
+        assert_eq!(tree(&body)["max_output_tokens"], 4096);
+        // A renamed model takes the tree, and gets the limit there too.
+        let (_, body) = send_as(r#"{"model":"openai/gpt-4o"}"#, "gpt-4o", Endpoint::ChatCompletions, true).unwrap();
+        assert_eq!(tree(&body)["max_completion_tokens"], 4096);
+        // A named limit is kept as sent; the largest of several is reserved.
+        let raw = r#"{"model":"gpt-4o","max_tokens":1,"max_completion_tokens":900}"#;
+        let (usage, body) = send_as(raw, "gpt-4o", Endpoint::ChatCompletions, true).unwrap();
+        assert_eq!((&body[..], usage.output_tokens), (raw.as_bytes(), 900));
+        // A limit the proxy cannot read is refused rather than guessed.
+        let err = send_as(r#"{"model":"gpt-4o","max_tokens":1e9}"#, "gpt-4o", Endpoint::ChatCompletions, true).unwrap_err();
+        assert!(matches!(err, ProxyError::BadRequest(ref m) if m.contains("whole number")), "{err}");
+        // Without a budget nothing is added.
+        let raw = r#"{"model":"gpt-4o","messages":[]}"#;
+        assert_eq!(send_as(raw, "gpt-4o", Endpoint::ChatCompletions, false).unwrap().1, raw.as_bytes());
     }
 
     #[test]

@@ -98,3 +98,20 @@ async fn exhausted_budget_is_402_not_429() {
     let rows = h.rows("agent-x", 1).await;
     assert_eq!((rows[0].status, rows[0].model.as_str(), rows[0].input_tokens), (402, "gpt-4o", 0));
 }
+
+/// Under a budget the provider always gets an output limit: a request that
+/// names none is sent with the default the proxy reserved.
+#[tokio::test]
+async fn a_budgeted_request_reaches_the_provider_with_a_limit() {
+    let h =
+        Harness::with(|c| c.budget = Some(Budget { tokens_per_period: Some(1_000_000), period_secs: 3600, usd_per_period: None })).await;
+    let token = h.token("agent-l");
+    let resp = h.post("/v1/chat/completions", &token, &json!({"model": "gpt-4o", "messages": []})).await;
+    assert_eq!(resp.status(), 200);
+    let got = h.upstream.received();
+    let default = h.state.config().default_max_output_tokens;
+    assert_eq!(got[0].body["max_completion_tokens"].as_u64(), Some(default), "{}", got[0].body);
+    let resp = h.post("/v1/chat/completions", &token, &json!({"model": "gpt-4o", "max_tokens": 2.5e6, "messages": []})).await;
+    assert_eq!(resp.status(), 400);
+    assert_eq!(h.upstream.received().len(), 1, "an unreadable limit never reaches the provider");
+}
