@@ -25,6 +25,10 @@ pub enum ProxyError {
     Unpriced(String),
     #[error("{what} limit reached; retry in {retry_after}s")]
     RateLimited { what: &'static str, retry_after: u64 },
+    #[error("this request may use {needs} tokens, more than this agent's tokens-per-minute limit of {tpm}: it can never be admitted; lower max_tokens or send less")]
+    OverTokenLimit { needs: u64, tpm: u64 },
+    #[error("under a budget the output limit (max_tokens, max_completion_tokens or max_output_tokens) must be a whole number of tokens")]
+    UnreadableOutputLimit,
     #[error("{0}; the budget resets at the start of the next period")]
     BudgetExhausted(String),
     #[error("provider `{provider}` has no key in the sealed store; ask the operator to run `clawkeep secret set {secret}`")]
@@ -48,9 +52,12 @@ impl ProxyError {
         match self {
             ProxyError::MissingToken | ProxyError::BadToken(_) => StatusCode::UNAUTHORIZED,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ProxyError::BadRequest(_) | ProxyError::UnknownModel(_) | ProxyError::WrongEndpoint { .. } | ProxyError::Unpriced(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            ProxyError::BadRequest(_)
+            | ProxyError::UnknownModel(_)
+            | ProxyError::WrongEndpoint { .. }
+            | ProxyError::Unpriced(_)
+            | ProxyError::OverTokenLimit { .. }
+            | ProxyError::UnreadableOutputLimit => StatusCode::BAD_REQUEST,
             ProxyError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::BudgetExhausted(_) => StatusCode::PAYMENT_REQUIRED,
             ProxyError::MissingProviderKey { .. }
@@ -67,7 +74,10 @@ impl ProxyError {
         match self {
             ProxyError::MissingToken | ProxyError::BadToken(_) => "authentication_error",
             ProxyError::BodyTooLarge { .. } => "request_too_large",
-            ProxyError::BadRequest(_) | ProxyError::WrongEndpoint { .. } => "invalid_request_error",
+            ProxyError::BadRequest(_)
+            | ProxyError::WrongEndpoint { .. }
+            | ProxyError::OverTokenLimit { .. }
+            | ProxyError::UnreadableOutputLimit => "invalid_request_error",
             ProxyError::UnknownModel(_) => "unknown_model",
             ProxyError::Unpriced(_) => "model_unpriced",
             ProxyError::RateLimited { .. } => "rate_limited",

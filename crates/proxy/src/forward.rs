@@ -237,10 +237,7 @@ fn upstream_body(
     if let Some(field) = cap {
         let named: Vec<&Value> = OUTPUT_FIELDS.iter().filter_map(|k| json.get(*k)).filter(|v| !v.is_null()).collect();
         if named.iter().any(|v| v.as_u64().is_none()) {
-            return Err(ProxyError::BadRequest(
-                "under a budget the output limit (max_tokens, max_completion_tokens or max_output_tokens) must be a whole number of tokens"
-                    .into(),
-            ));
+            return Err(ProxyError::UnreadableOutputLimit);
         }
         if named.is_empty() {
             json[field] = Value::from(default_output);
@@ -480,7 +477,7 @@ mod tests {
         assert_eq!((&body[..], usage.output_tokens), (raw.as_bytes(), 900));
         // A limit the proxy cannot read is refused rather than guessed.
         let err = send_as(r#"{"model":"gpt-4o","max_tokens":1e9}"#, "gpt-4o", Endpoint::ChatCompletions, true).unwrap_err();
-        assert!(matches!(err, ProxyError::BadRequest(ref m) if m.contains("whole number")), "{err}");
+        assert!(matches!(err, ProxyError::UnreadableOutputLimit), "{err}");
         // Without a budget nothing is added.
         let raw = r#"{"model":"gpt-4o","messages":[]}"#;
         assert_eq!(send_as(raw, "gpt-4o", Endpoint::ChatCompletions, false).unwrap().1, raw.as_bytes());

@@ -210,16 +210,26 @@ impl ProxyState {
         }
         let reserved = if billable { reserved } else { Usage::default() };
         let id = self.inner.next_ticket.fetch_add(1, Ordering::Relaxed);
+        let limits = config.limits_for(agent);
+        // Retrying could never help (and SDKs retry a 429 on their own).
+        if let Some(tpm) = limits.tpm.filter(|tpm| reserved.total() > *tpm) {
+            return Err(ProxyError::OverTokenLimit { needs: reserved.total(), tpm });
+        }
         let slot = self
             .inner
             .limiter
-            .admit(agent, config.limits_for(agent), reserved.total(), id)
+            .admit(agent, limits, reserved.total(), id)
             .map_err(|r| ProxyError::RateLimited { what: r.what, retry_after: r.retry_after })?;
         let cost = price.map(|p| p.cost(reserved.input_tokens, reserved.output_tokens)).unwrap_or(0.0);
         let reservation = match budget {
-            Some(b) => {
-                Some((b, self.inner.budgets.reserve(agent, b, reserved.total(), cost, unix_now()).map_err(ProxyError::BudgetExhausted)?))
-            }
+            Some(b) => match self.inner.budgets.reserve(agent, b, reserved.total(), cost, unix_now()) {
+                Ok(r) => Some((b, r)),
+                Err(why) => {
+                    // Never sent: it uses none of the minute's tokens.
+                    slot.release(0);
+                    return Err(ProxyError::BudgetExhausted(why));
+                }
+            },
             None => None,
         };
         Ok(Ticket {

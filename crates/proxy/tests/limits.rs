@@ -115,3 +115,29 @@ async fn a_budgeted_request_reaches_the_provider_with_a_limit() {
     assert_eq!(resp.status(), 400);
     assert_eq!(h.upstream.received().len(), 1, "an unreadable limit never reaches the provider");
 }
+
+/// A request larger than the whole tokens-per-minute limit is a 400 (a
+/// retry could never pass), and a request the budget refused takes none of
+/// the minute's tokens.
+#[tokio::test]
+async fn what_can_never_pass_is_400_and_a_refusal_uses_no_tokens() {
+    let h = Harness::with(|c| {
+        c.limits = Limits { tpm: Some(1_000), ..Limits::default() };
+        c.budget = Some(Budget { tokens_per_period: Some(600), period_secs: 3600, usd_per_period: None });
+    })
+    .await;
+    let token = h.token("agent-t");
+    let resp = h.post("/v1/chat/completions", &token, &json!({"model": "gpt-4o", "max_tokens": 5000, "messages": []})).await;
+    assert_eq!(resp.status(), 400);
+    assert!(resp.headers().get("retry-after").is_none());
+    let v: Value = resp.json().await.unwrap();
+    assert!(v["error"]["message"].as_str().unwrap().contains("tokens-per-minute limit of 1000"), "{v}");
+    // 700 fits the minute but not the budget: refused with 402, twice; had
+    // those counted, the minute (1000) would now be spent.
+    for _ in 0..2 {
+        let resp = h.post("/v1/chat/completions", &token, &json!({"model": "gpt-4o", "max_tokens": 700, "messages": []})).await;
+        assert_eq!(resp.status(), 402);
+    }
+    let resp = h.post("/v1/chat/completions", &token, &json!({"model": "gpt-4o", "max_tokens": 400, "messages": []})).await;
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+}
