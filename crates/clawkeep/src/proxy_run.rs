@@ -98,12 +98,20 @@ pub struct ProxyPrep {
 /// The usage ledger of a run's proxy, once it is open: the run flushes it
 /// before it ends, so no request's row is lost with the process.
 #[derive(Clone, Default)]
-pub struct LedgerHandle(Arc<std::sync::OnceLock<Arc<Ledger>>>);
+pub struct LedgerHandle(Arc<std::sync::OnceLock<(Arc<Ledger>, ProxyState)>>);
+
+/// How long the end of a run waits for requests its agent left in flight.
+const SETTLE_LIMIT: Duration = Duration::from_secs(2);
 
 impl LedgerHandle {
+    /// Records the requests the agent left in flight (each is settled once
+    /// its connection is seen closed), then commits every row.
     pub fn flush(&self) {
-        if let Some(l) = self.0.get() {
-            l.flush();
+        if let Some((ledger, state)) = self.0.get() {
+            if !state.wait_settled(SETTLE_LIMIT) {
+                eprintln!("clawkeep: warning: an inference request was still open when the run ended; its usage may be missing");
+            }
+            ledger.flush();
         }
     }
 }
@@ -274,7 +282,6 @@ fn open_state(
     let master = MasterKey::from_env_or_file(std::env::var(MASTER_KEY_ENV).ok(), &paths.master_key).map_err(|e| e.to_string())?;
     let secrets = SealedStore::open(&paths.secrets, master).map_err(|e| e.to_string())?;
     let ledger = Arc::new(Ledger::open(&ledger_path(state)).map_err(|e| e.to_string())?);
-    let _ = handle.0.set(ledger.clone());
     let observer = UsageObserver(Arc::new(move |row: &UsageRow, prompt: Option<&[u8]>| {
         // Counts and timings; the prompt only when the config's
         // `audit_prompts` opted in. Replies never reach the audit.
@@ -300,7 +307,8 @@ fn open_state(
             eprintln!("clawkeep: warning: an inference call could not be audited: {e}");
         }
     }));
-    let proxy = ProxyState::with_observer(config, keys, Arc::new(secrets), ledger, Some(observer)).map_err(|e| e.to_string())?;
+    let proxy = ProxyState::with_observer(config, keys, Arc::new(secrets), ledger.clone(), Some(observer)).map_err(|e| e.to_string())?;
+    let _ = handle.0.set((ledger, proxy.clone()));
     Ok(proxy.bound_to(agent))
 }
 

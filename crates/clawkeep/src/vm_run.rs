@@ -193,15 +193,16 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs) -> Result<u8, Failure> {
         "isolation": "vm",
     });
     let gate_dir = gate.dir.clone();
-    let (revoke, proxy_dir) = match proxy {
+    let (revoke, proxy_dir, usage_ledger) = match proxy {
         Some((_, revoke, dir, prep)) => {
+            let ledger = prep.ledger();
             if let Err(f) = prep.serve_unix(&state, agent.clone(), run_id.clone(), log.clone(), &dir.join("proxy.sock")) {
                 gate_run::cleanup(&gate_dir);
                 return Err(f);
             }
-            (Some(revoke), Some(dir))
+            (Some(revoke), Some(dir), Some(ledger))
         }
-        None => (None, None),
+        None => (None, None, None),
     };
     let started = log.append("run.start", start);
     if let Err(e) = started {
@@ -243,6 +244,10 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs) -> Result<u8, Failure> {
     gate_run::cleanup(&gate_dir);
     let stopped = backend.stop();
     let _ = backend.destroy();
+    // The guest's connections are closed now: its last requests settle.
+    if let Some(l) = &usage_ledger {
+        l.flush();
+    }
     drop(revoke);
     if let Some(dir) = proxy_dir {
         let _ = std::fs::remove_dir_all(dir);

@@ -392,3 +392,34 @@ fn a_run_that_fails_to_start_revokes_the_token_it_issued() {
     let revoked = std::fs::read_to_string(env.state.path().join("identity/keys/revoked.log")).unwrap();
     assert_eq!(revoked.lines().count(), 1, "{revoked}");
 }
+
+/// An agent that ends while its model call is still waiting on the
+/// provider: the call is recorded (499, charged its reservation) before
+/// the run ends, not lost with the process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_left_in_flight_is_recorded_when_the_run_ends() {
+    if !jail_available("a_call_left_in_flight_is_recorded_when_the_run_ends") {
+        return;
+    }
+    let (env, _fake, cfg) = provider_and_sealed_keys().await;
+    let script = r#"
+import json, os, threading, time, urllib.request
+body = json.dumps({"model": "gpt-4o-slow", "max_tokens": 33, "messages": []}).encode()
+req = urllib.request.Request(os.environ["OPENAI_BASE_URL"] + "/chat/completions", data=body,
+    headers={"Authorization": "Bearer " + os.environ["OPENAI_API_KEY"], "Content-Type": "application/json"})
+threading.Thread(target=lambda: urllib.request.urlopen(req, timeout=30), daemon=True).start()
+time.sleep(0.5)
+os._exit(0)
+"#;
+    std::fs::write(env.workspace.path().join("leave.py"), script).unwrap();
+    let extra = vec!["--agent".into(), "leaver".into(), "--proxy-config".into(), cfg.display().to_string()];
+    let out = run_agent(&env, extra, vec!["python3".into(), "/workspace/leave.py".into()]).await;
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    // Read the ledger straight away: the run must have written it.
+    let usage = env.cmd().args(["usage", "--json"]).output().unwrap();
+    let rows: serde_json::Value = serde_json::from_slice(&usage.stdout).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!((rows[0]["status"].as_u64(), rows[0]["output_tokens"].as_u64()), (Some(499), Some(33)), "{rows:?}");
+    assert!(env.audit().iter().any(|e| e["kind"] == "llm.call" && e["status"] == 499), "no llm.call event");
+}

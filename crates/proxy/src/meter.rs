@@ -25,6 +25,8 @@ pub enum Charge {
 
 #[derive(Debug)]
 pub struct Ticket {
+    /// The proxy's count of requests not yet recorded.
+    pub(crate) open: Arc<std::sync::atomic::AtomicUsize>,
     pub(crate) ledger: Arc<Ledger>,
     pub(crate) budgets: Budgets,
     pub(crate) agent: String,
@@ -86,6 +88,7 @@ impl Ticket {
             input_tokens = usage.input_tokens, output_tokens = usage.output_tokens, cost_usd = cost,
             latency_ms = row.latency_ms, "request settled"
         );
+        self.open.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }
 }
 

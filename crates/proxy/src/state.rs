@@ -9,7 +9,7 @@ use crate::limits::RateLimiter;
 use crate::meter::Ticket;
 use crate::usage::Usage;
 use clawkeep_identity::{KeyRing, SealedStore, Zeroizing};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -48,6 +48,8 @@ struct Inner {
     budgets: Budgets,
     client: reqwest::Client,
     next_ticket: AtomicU64,
+    /// Admitted requests not yet recorded (see [`ProxyState::wait_settled`]).
+    open_tickets: Arc<AtomicUsize>,
     observer: Option<UsageObserver>,
     /// Provider keys read from the sealed store in the last
     /// [`KEY_CACHE_TTL`]: a changed or removed secret takes effect within it.
@@ -112,11 +114,27 @@ impl ProxyState {
             budgets,
             client,
             next_ticket: AtomicU64::new(1),
+            open_tickets: Arc::default(),
             observer,
             key_cache: Default::default(),
             urls,
         };
         Ok(ProxyState { inner: Arc::new(inner), bound: None })
+    }
+
+    /// Waits (at most `limit`) until every admitted request has been
+    /// recorded: one whose agent just hung up is settled when its
+    /// connection is noticed closed, a moment after the agent is gone.
+    /// Returns whether none is left.
+    pub fn wait_settled(&self, limit: Duration) -> bool {
+        let until = Instant::now() + limit;
+        while self.inner.open_tickets.load(Ordering::SeqCst) > 0 {
+            if Instant::now() >= until {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        true
     }
 
     /// The same proxy (limits, budgets, ledger shared), accepting only
@@ -232,7 +250,9 @@ impl ProxyState {
             },
             None => None,
         };
+        self.inner.open_tickets.fetch_add(1, Ordering::SeqCst);
         Ok(Ticket {
+            open: self.inner.open_tickets.clone(),
             ledger: self.inner.ledger.clone(),
             budgets: self.inner.budgets.clone(),
             agent: agent.to_string(),
