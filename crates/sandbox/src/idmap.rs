@@ -88,9 +88,7 @@ pub enum WorkspaceMount {
 /// the owner's files as the agent's. Falls back to mapping the agent onto a
 /// non-root owner when the filesystem cannot idmap.
 pub fn prepare_workspace_as_root(ws: &Path) -> Result<(WorkspaceMount, IdMaps), SetupFailure> {
-    let meta = fs::metadata(ws).map_err(|e| SetupFailure::new(Step::OpenSource, ws.display().to_string(), &e))?;
-    let fd = sys::open_path(ws, libc::O_PATH | libc::O_DIRECTORY)
-        .map_err(|e| SetupFailure::new(Step::OpenSource, ws.display().to_string(), &e))?;
+    let (fd, meta) = open_workspace(ws)?;
     let agent = agent_host_id();
     match idmapped_clone(&fd, meta.uid(), meta.gid(), agent) {
         Ok(tree) => Ok((WorkspaceMount::Idmapped(tree), IdMaps::privileged(agent, agent))),
@@ -126,10 +124,26 @@ pub fn idmap_expected(ws: &Path) -> bool {
 /// The idmapped workspace tree for a root caller whose filesystem was
 /// expected to support it (see `idmap_expected`).
 pub fn idmapped_tree(ws: &Path) -> Result<OwnedFd, SetupFailure> {
-    let meta = fs::metadata(ws).map_err(|e| SetupFailure::new(Step::OpenSource, ws.display().to_string(), &e))?;
-    let fd = sys::open_path(ws, libc::O_PATH | libc::O_DIRECTORY)
-        .map_err(|e| SetupFailure::new(Step::OpenSource, ws.display().to_string(), &e))?;
+    let (fd, meta) = open_workspace(ws)?;
     idmapped_clone(&fd, meta.uid(), meta.gid(), agent_host_id())
+}
+
+/// The workspace (a canonical path) opened without following a symlink
+/// anywhere in it, and its owner read from that descriptor: a directory
+/// swapped for a symlink (to /etc, say) after the path was checked is
+/// refused rather than mapped to the agent.
+pub fn open_workspace(ws: &Path) -> Result<(OwnedFd, fs::Metadata), SetupFailure> {
+    let shown = ws.display().to_string();
+    let fd = sys::open_dir_nofollow(ws).map_err(|e| match e.raw_os_error() {
+        Some(libc::ELOOP) => SetupFailure::msg(
+            Step::OpenSource,
+            shown.clone(),
+            "the workspace path now goes through a symlink (it was swapped while the run started); nothing was mounted".to_string(),
+        ),
+        _ => SetupFailure::new(Step::OpenSource, shown.clone(), &e),
+    })?;
+    let meta = fs::metadata(format!("/proc/self/fd/{}", fd.as_raw_fd())).map_err(|e| SetupFailure::new(Step::OpenSource, shown, &e))?;
+    Ok((fd, meta))
 }
 
 fn idmapped_clone(ws: &OwnedFd, owner_uid: u32, owner_gid: u32, agent: u32) -> Result<OwnedFd, SetupFailure> {
@@ -204,5 +218,22 @@ mod tests {
                 assert_ne!(outside, 0, "{line}");
             }
         }
+    }
+
+    /// A workspace whose path went through a symlink when it was opened
+    /// (a component swapped after the check) is refused, last component
+    /// or not; the real directory opens and reports its own owner.
+    #[test]
+    fn a_workspace_swapped_for_a_symlink_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real");
+        fs::create_dir_all(real.join("inner")).unwrap();
+        std::os::unix::fs::symlink(&real, dir.path().join("link")).unwrap();
+        for swapped in [dir.path().join("link"), dir.path().join("link/inner")] {
+            let err = open_workspace(&swapped).unwrap_err();
+            assert!(err.to_string().contains("through a symlink"), "{swapped:?}: {err}");
+        }
+        let (_, meta) = open_workspace(&real.join("inner")).unwrap();
+        assert_eq!(meta.ino(), fs::metadata(real.join("inner")).unwrap().ino());
     }
 }

@@ -127,7 +127,7 @@ pub fn build_root(
     let gate_src = gate.map(|g| shims::open_sources(g, gate_trees)).transpose()?;
     // Opened before the base tmpfs covers /tmp, where a workspace may live.
     let ws_src = match &workspace {
-        WorkspaceMount::Bind(p) => Some(sys::open_path(p, libc::O_PATH | libc::O_DIRECTORY).map_err(fail(Step::OpenSource, p))?),
+        WorkspaceMount::Bind(p) => Some(crate::idmap::open_workspace(p)?.0),
         WorkspaceMount::Idmapped(_) | WorkspaceMount::Deferred(_) => None,
     };
 

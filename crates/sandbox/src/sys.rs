@@ -115,6 +115,29 @@ pub fn open_path(p: &Path, flags: libc::c_int) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// An `O_PATH` descriptor of the directory `p`, refusing to follow a
+/// symlink in any component (openat2's RESOLVE_NO_SYMLINKS): for a path
+/// that was canonical when checked, a symlink now means someone swapped a
+/// component since. Kernels before 5.6 check the last component only.
+pub fn open_dir_nofollow(p: &Path) -> io::Result<OwnedFd> {
+    let c = cpath(p)?;
+    // SAFETY: open_how is plain data; all-zero is a valid value.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) as u64;
+    how.resolve = libc::RESOLVE_NO_SYMLINKS;
+    // SAFETY: c is a valid C string, how a valid open_how of the size given.
+    let fd = unsafe { libc::syscall(libc::SYS_openat2, libc::AT_FDCWD, c.as_ptr(), &how, std::mem::size_of::<libc::open_how>()) };
+    if fd >= 0 {
+        // SAFETY: openat2 returned a fresh descriptor.
+        return Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) });
+    }
+    let e = io::Error::last_os_error();
+    if e.raw_os_error() != Some(libc::ENOSYS) {
+        return Err(e);
+    }
+    open_path(p, libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW)
+}
+
 /// A pipe whose ends are both close-on-exec: (read, write).
 pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0; 2];
