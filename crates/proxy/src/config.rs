@@ -2,6 +2,7 @@
 //! clawkeep TOML file (the caller parses the file). Provider keys are never
 //! held here: a provider names the sealed-store entry that holds its key.
 
+use crate::usage::Usage;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::time::Duration;
@@ -141,11 +142,18 @@ pub struct AgentOverride {
 pub struct Price {
     pub input_per_mtok: f64,
     pub output_per_mtok: f64,
+    /// Anthropic prompt-cache writes; by default twice the input price
+    /// (what a one-hour cache write costs, the most a write can).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_write_per_mtok: Option<f64>,
 }
 
 impl Price {
-    pub fn cost(&self, input_tokens: u64, output_tokens: u64) -> f64 {
-        (input_tokens as f64 * self.input_per_mtok + output_tokens as f64 * self.output_per_mtok) / 1_000_000.0
+    pub fn cost(&self, usage: &Usage) -> f64 {
+        let writes = usage.cache_write_tokens.min(usage.input_tokens);
+        let plain = usage.input_tokens - writes;
+        let write_price = self.cache_write_per_mtok.unwrap_or(2.0 * self.input_per_mtok);
+        (plain as f64 * self.input_per_mtok + writes as f64 * write_price + usage.output_tokens as f64 * self.output_per_mtok) / 1_000_000.0
     }
 }
 

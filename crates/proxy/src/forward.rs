@@ -324,7 +324,7 @@ impl Head<'_> {
             }
             false => 0,
         };
-        bounded(body_len, output, self.n)
+        bounded(body_len, output, self.n, endpoint)
     }
 }
 
@@ -337,7 +337,7 @@ fn reservation(json: &Value, body_len: usize, endpoint: Endpoint, default_output
     } else {
         0
     };
-    bounded(body_len, output, json.get("n").and_then(Value::as_u64))
+    bounded(body_len, output, json.get("n").and_then(Value::as_u64), endpoint)
 }
 
 /// No reply is larger than this many tokens; a larger `max_tokens` is
@@ -345,10 +345,14 @@ fn reservation(json: &Value, body_len: usize, endpoint: Endpoint, default_output
 /// anyway), so a ledger row never holds an absurd count.
 const MAX_RESERVED_OUTPUT: u64 = 1 << 24;
 
-/// The reservation: `n` choices may each use the whole output allowance.
-fn bounded(body_len: usize, output: u64, n: Option<u64>) -> Usage {
+/// The reservation: `n` choices may each use the whole output allowance,
+/// and an Anthropic prompt may be written to the cache whole (at the cache
+/// write price).
+fn bounded(body_len: usize, output: u64, n: Option<u64>, endpoint: Endpoint) -> Usage {
     let output = output.saturating_mul(n.unwrap_or(1).max(1)).min(MAX_RESERVED_OUTPUT);
-    Usage { input_tokens: body_len as u64, output_tokens: output }
+    let input = body_len as u64;
+    let cache_write_tokens = if endpoint == Endpoint::Messages { input } else { 0 };
+    Usage { input_tokens: input, output_tokens: output, cache_write_tokens }
 }
 
 fn upstream_request(
@@ -488,7 +492,7 @@ mod tests {
         let raw = "{ \"messages\": [],  \"model\":\"gpt-4o\", \"max_tokens\": 7 }";
         let (usage, body) = send(raw, "gpt-4o", Endpoint::ChatCompletions);
         assert_eq!(body, raw.as_bytes(), "byte for byte");
-        assert_eq!(usage, Usage { input_tokens: raw.len() as u64, output_tokens: 7 });
+        assert_eq!(usage, Usage { input_tokens: raw.len() as u64, output_tokens: 7, cache_write_tokens: 0 });
         let streamed = r#"{"model":"gpt-4o","stream":true,"stream_options":{"include_usage":true}}"#;
         assert_eq!(send(streamed, "gpt-4o", Endpoint::ChatCompletions).1, streamed.as_bytes());
         // Anthropic streams report usage themselves.
@@ -526,6 +530,9 @@ mod tests {
         assert_eq!(send(r#"{"model":"openai/gpt-4o","max_tokens":10,"n":3}"#, "gpt-4o", Endpoint::ChatCompletions).0.output_tokens, 30);
         let huge = send(r#"{"model":"gpt-4o","max_tokens":18446744073709551615,"n":9}"#, "gpt-4o", Endpoint::ChatCompletions);
         assert_eq!(huge.0.output_tokens, MAX_RESERVED_OUTPUT);
+        // An Anthropic prompt may be written to the cache whole: reserved so.
+        let (usage, _) = send(r#"{"model":"claude-x","max_tokens":3}"#, "claude-x", Endpoint::Messages);
+        assert_eq!((usage.cache_write_tokens, usage.input_tokens), (35, 35));
         // A float max_tokens: the default reservation, as before.
         let (usage, _) = send(r#"{"model":"gpt-4o","max_tokens":1e9}"#, "gpt-4o", Endpoint::ChatCompletions);
         assert_eq!(usage.output_tokens, 4096);

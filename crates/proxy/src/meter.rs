@@ -46,7 +46,7 @@ pub struct Ticket {
 
 impl Ticket {
     pub fn cost(&self, usage: Usage) -> f64 {
-        self.price.map(|p| p.cost(usage.input_tokens, usage.output_tokens)).unwrap_or(0.0)
+        self.price.map(|p| p.cost(&usage)).unwrap_or(0.0)
     }
 
     pub fn finish(&mut self, charge: Charge, status: u16) {

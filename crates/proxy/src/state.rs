@@ -238,7 +238,7 @@ impl ProxyState {
             .limiter
             .admit(agent, limits, reserved.total(), id)
             .map_err(|r| ProxyError::RateLimited { what: r.what, retry_after: r.retry_after })?;
-        let cost = price.map(|p| p.cost(reserved.input_tokens, reserved.output_tokens)).unwrap_or(0.0);
+        let cost = price.map(|p| p.cost(&reserved)).unwrap_or(0.0);
         let reservation = match budget {
             Some(b) => match self.inner.budgets.reserve(agent, b, reserved.total(), cost, unix_now()) {
                 Ok(r) => Some((b, r)),

@@ -14,6 +14,9 @@ const MAX_LINE: usize = 1024 * 1024;
 pub struct Usage {
     pub input_tokens: u64,
     pub output_tokens: u64,
+    /// Of `input_tokens`, those written to Anthropic's prompt cache, which
+    /// cost more than plain input (1.25x or 2x).
+    pub cache_write_tokens: u64,
 }
 
 impl Usage {
@@ -27,7 +30,11 @@ fn from_usage_object(u: &Value) -> Option<Usage> {
     let obj = u.as_object()?;
     let sum = |fields: &[&str]| fields.iter().filter_map(|f| obj.get(*f).and_then(Value::as_u64)).sum::<u64>();
     let has = |fields: &[&str]| fields.iter().any(|f| obj.get(*f).is_some_and(Value::is_u64));
-    (has(&INPUT_FIELDS) || has(&OUTPUT_FIELDS)).then(|| Usage { input_tokens: sum(&INPUT_FIELDS), output_tokens: sum(&OUTPUT_FIELDS) })
+    (has(&INPUT_FIELDS) || has(&OUTPUT_FIELDS)).then(|| Usage {
+        input_tokens: sum(&INPUT_FIELDS),
+        output_tokens: sum(&OUTPUT_FIELDS),
+        cache_write_tokens: sum(&["cache_creation_input_tokens"]),
+    })
 }
 
 /// Usage from a complete (non-streaming) response body; the rest of the
@@ -47,6 +54,7 @@ pub struct StreamUsage {
     overlong: bool,
     input: Option<u64>,
     output: Option<u64>,
+    cache_write: u64,
 }
 
 impl StreamUsage {
@@ -76,12 +84,14 @@ impl StreamUsage {
                 if let Some(u) = v.pointer("/message/usage").and_then(from_usage_object) {
                     // Its output count is a placeholder; message_delta has the real one.
                     self.input = Some(u.input_tokens);
+                    self.cache_write = u.cache_write_tokens;
                 }
             }
             Some("message_delta") => {
                 if let Some(u) = v.get("usage").and_then(from_usage_object) {
                     if u.input_tokens > 0 {
                         self.input = Some(u.input_tokens);
+                        self.cache_write = u.cache_write_tokens;
                     }
                     self.output = Some(u.output_tokens);
                 }
@@ -90,12 +100,14 @@ impl StreamUsage {
             Some("response.completed") | Some("response.incomplete") => {
                 if let Some(u) = v.pointer("/response/usage").and_then(from_usage_object) {
                     self.input = Some(u.input_tokens);
+                    self.cache_write = u.cache_write_tokens;
                     self.output = Some(u.output_tokens);
                 }
             }
             _ => {
                 if let Some(u) = v.get("usage").filter(|u| !u.is_null()).and_then(from_usage_object) {
                     self.input = Some(u.input_tokens);
+                    self.cache_write = u.cache_write_tokens;
                     self.output = Some(u.output_tokens);
                 }
             }
@@ -104,7 +116,7 @@ impl StreamUsage {
 
     /// The usage seen, if the stream reported both input and output.
     pub fn finish(&self) -> Option<Usage> {
-        Some(Usage { input_tokens: self.input?, output_tokens: self.output? })
+        Some(Usage { input_tokens: self.input?, output_tokens: self.output?, cache_write_tokens: self.cache_write })
     }
 }
 

@@ -3,9 +3,9 @@ use super::{from_body, StreamUsage, Usage};
 #[test]
 fn body_usage_both_shapes() {
     let openai = br#"{"usage":{"prompt_tokens":12,"completion_tokens":7,"total_tokens":19}}"#;
-    assert_eq!(from_body(openai), Some(Usage { input_tokens: 12, output_tokens: 7 }));
+    assert_eq!(from_body(openai), Some(Usage { input_tokens: 12, output_tokens: 7, cache_write_tokens: 0 }));
     let anthropic = br#"{"usage":{"input_tokens":20,"cache_read_input_tokens":5,"output_tokens":3}}"#;
-    assert_eq!(from_body(anthropic), Some(Usage { input_tokens: 25, output_tokens: 3 }));
+    assert_eq!(from_body(anthropic), Some(Usage { input_tokens: 25, output_tokens: 3, cache_write_tokens: 0 }));
     assert_eq!(from_body(br#"{"usage":null}"#), None);
     assert_eq!(from_body(b"not json"), None);
 }
@@ -18,7 +18,7 @@ fn openai_stream_usage_split_across_chunks() {
     for chunk in stream.as_bytes().chunks(7) {
         s.feed(chunk);
     }
-    assert_eq!(s.finish(), Some(Usage { input_tokens: 9, output_tokens: 4 }));
+    assert_eq!(s.finish(), Some(Usage { input_tokens: 9, output_tokens: 4, cache_write_tokens: 0 }));
 }
 
 #[test]
@@ -28,7 +28,7 @@ fn anthropic_stream_usage() {
                   event: message_delta\r\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":15}}\r\n\r\n";
     let mut s = StreamUsage::default();
     s.feed(stream.as_bytes());
-    assert_eq!(s.finish(), Some(Usage { input_tokens: 25, output_tokens: 15 }));
+    assert_eq!(s.finish(), Some(Usage { input_tokens: 25, output_tokens: 15, cache_write_tokens: 0 }));
 }
 
 #[test]
@@ -38,4 +38,28 @@ fn stream_without_usage_reports_none() {
         b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":25,\"output_tokens\":1}}}\n\n",
     );
     assert_eq!(s.finish(), None);
+}
+
+#[test]
+fn anthropic_cache_writes_are_counted_apart() {
+    let body = br#"{"usage":{"input_tokens":20,"cache_creation_input_tokens":1000,"cache_read_input_tokens":5,"output_tokens":3}}"#;
+    assert_eq!(from_body(body), Some(Usage { input_tokens: 1025, output_tokens: 3, cache_write_tokens: 1000 }));
+    let stream = "data: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":4,\"cache_creation_input_tokens\":600,\"output_tokens\":1}}}\n\n\
+                  data: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":9}}\n\n";
+    let mut s = StreamUsage::default();
+    s.feed(stream.as_bytes());
+    assert_eq!(s.finish(), Some(Usage { input_tokens: 604, output_tokens: 9, cache_write_tokens: 600 }));
+}
+
+#[test]
+fn cache_writes_cost_their_own_price() {
+    let price = crate::config::Price { input_per_mtok: 3.0, output_per_mtok: 15.0, cache_write_per_mtok: None };
+    let u = Usage { input_tokens: 1_000_000, output_tokens: 0, cache_write_tokens: 400_000 };
+    // 600k plain at $3, 400k written at twice that.
+    assert!((price.cost(&u) - (1.8 + 2.4)).abs() < 1e-9, "{}", price.cost(&u));
+    let priced = crate::config::Price { cache_write_per_mtok: Some(3.75), ..price };
+    assert!((priced.cost(&u) - (1.8 + 1.5)).abs() < 1e-9, "{}", priced.cost(&u));
+    // A count above the input (a provider's odd report) never makes input cheaper.
+    let odd = Usage { input_tokens: 10, output_tokens: 0, cache_write_tokens: 99 };
+    assert!((price.cost(&odd) - 10.0 * 6.0 / 1e6).abs() < 1e-12);
 }
