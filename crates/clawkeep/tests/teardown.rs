@@ -18,6 +18,18 @@ fn tmp_entries() -> Vec<String> {
     v
 }
 
+/// A run whose agent sleeps (`marker` is in the argv of both the shell and
+/// its sleeping child), once the agent is up.
+fn running_agent(env: &Env, marker: &str) -> std::process::Child {
+    let script = format!("{marker} & echo started; wait");
+    let mut child = env.std_run(&[], &["sh", "-c", &script]).stdout(Stdio::piped()).spawn().unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    assert_eq!(line, "started\n");
+    assert!(wait_for(|| !processes_with(marker).is_empty(), 5), "the agent's process never appeared");
+    child
+}
+
 fn assert_nothing_left(launcher: u32, marker: &str, ws: &std::path::Path, tmp_before: &[String]) {
     assert!(wait_for(|| processes_with(marker).is_empty(), 10), "processes left: {:?}", processes_with(marker));
     assert!(wait_for(|| cgroups_of(launcher).is_empty(), 10), "cgroups left: {:?}", cgroups_of(launcher));
@@ -47,14 +59,8 @@ fn clawkeep_killed_with_sigkill_leaves_nothing() {
     }
     let env = Env::new();
     let before = tmp_entries();
-    // The marker is in the argv of both the shell and its sleeping child.
     let marker = "sleep 3019";
-    let script = format!("{marker} & echo started; wait");
-    let mut child = env.std_run(&[], &["sh", "-c", &script]).stdout(Stdio::piped()).spawn().unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    assert_eq!(line, "started\n");
-    assert!(wait_for(|| !processes_with(marker).is_empty(), 5), "the agent's process never appeared");
+    let mut child = running_agent(&env, marker);
     let pid = child.id();
     assert!(!cgroups_of(pid).is_empty(), "the run has cgroups while it runs");
     child.kill().unwrap(); // SIGKILL
@@ -85,12 +91,7 @@ fn launcher_and_helper_killed_together_leave_nothing() {
     let env = Env::new();
     let before = tmp_entries();
     let marker = "sleep 3023";
-    let script = format!("{marker} & echo started; wait");
-    let mut child = env.std_run(&[], &["sh", "-c", &script]).stdout(Stdio::piped()).spawn().unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    assert_eq!(line, "started\n");
-    assert!(wait_for(|| !processes_with(marker).is_empty(), 5), "the agent's process never appeared");
+    let mut child = running_agent(&env, marker);
     let pid = child.id();
     let helpers = children_of(pid);
     assert!(!helpers.is_empty(), "the launcher has no helper");
