@@ -10,8 +10,10 @@
 //! - a token verifies only if it is a compact JWS with `alg` EdDSA, signed by
 //!   a key of this ring that has not been pruned, unexpired, and not revoked.
 //!
-//! One process (the daemon) owns a state directory: the revocation list is
-//! read at `KeyRing::open` and kept in memory afterwards.
+//! Several processes may share a state directory (each run has its own
+//! proxy): the revocation list is an append-only log every one of them
+//! writes to, read when a token is first checked and re-read when it
+//! changed (looked at once a second at most); see `revocation.rs`.
 
 pub mod error;
 pub mod jwks;

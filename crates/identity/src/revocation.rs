@@ -13,7 +13,10 @@
 //!
 //! The log is read when a token is first checked against it, not when the
 //! ring opens: most processes open the ring only to issue or revoke one
-//! token, and a busy host's log holds thousands of lines.
+//! token, and a busy host's log holds thousands of lines. A process that
+//! keeps checking tokens looks at the file again at most every
+//! [`REFRESH`] and re-reads it when it changed, so another process's
+//! revocation takes effect there within that time.
 //!
 //! `revoked.json`, the whole-file format of earlier versions, is still
 //! read; the first compaction folds it into the log and removes it.
@@ -28,12 +31,14 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::PoisonError;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 const MAX_JTI_LEN: usize = 128;
 /// The log is compacted past this size (about 1500 lines) when at least
 /// about half of it is expired.
 const COMPACT_MIN_BYTES: u64 = 64 << 10;
+/// How often a loaded list compares the log with what it read.
+pub(crate) const REFRESH: Duration = Duration::from_secs(1);
 
 pub(crate) struct RevocationList {
     log: PathBuf,
@@ -41,8 +46,17 @@ pub(crate) struct RevocationList {
     /// jti → the token's exp, in seconds since the epoch; None until first
     /// needed. A log that cannot be read then refuses every token.
     revoked: Option<Result<BTreeMap<String, u64>, ()>>,
+    /// The log's (device, inode, length) when `revoked` was read.
+    read_from: Option<(u64, u64, u64)>,
+    /// When the log was last compared with `read_from`.
+    compared: Option<Instant>,
     /// Compact past this size (when about half is expired).
     compact_min: u64,
+}
+
+/// The log's (device, inode, length), if it exists.
+fn stamp(log: &Path) -> Option<(u64, u64, u64)> {
+    std::fs::metadata(log).ok().map(|m| (m.dev(), m.ino(), m.len()))
 }
 
 #[derive(Deserialize)]
@@ -140,12 +154,22 @@ impl RevocationList {
         for p in [&log, &legacy] {
             private_file::check(p)?;
         }
-        Ok(RevocationList { log, legacy, revoked: None, compact_min: COMPACT_MIN_BYTES })
+        Ok(RevocationList { log, legacy, revoked: None, read_from: None, compared: None, compact_min: COMPACT_MIN_BYTES })
     }
 
-    /// The live entries, read on first use.
+    /// The live entries, read on first use and again when the log changed
+    /// (looked at every [`REFRESH`] at most).
     fn entries(&mut self) -> Option<&mut BTreeMap<String, u64>> {
+        if self.revoked.is_some() && self.compared.is_none_or(|t| t.elapsed() >= REFRESH) {
+            self.compared = Some(Instant::now());
+            if stamp(&self.log) != self.read_from {
+                self.revoked = None;
+            }
+        }
         if self.revoked.is_none() {
+            // Taken before the read: a change during it shows next time.
+            self.read_from = stamp(&self.log);
+            self.compared = Some(Instant::now());
             let now = unix_secs(SystemTime::now());
             let read = read_all(&self.log, &self.legacy).map(|mut all| {
                 all.retain(|_, exp| exp.saturating_add(LEEWAY.as_secs()) > now);
@@ -196,6 +220,7 @@ impl RevocationList {
         private_file::write(&self.log, text.as_bytes())?;
         private_file::remove(&self.legacy)?;
         self.revoked = Some(Ok(all));
+        self.read_from = stamp(&self.log);
         Ok(())
     }
 }
@@ -243,6 +268,24 @@ mod tests {
         // A log others could read is refused when the ring opens.
         std::fs::set_permissions(&log, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
         assert!(matches!(RevocationList::open(log, t.path().join("revoked.json")), Err(IdentityError::TooOpen { .. })));
+    }
+
+    /// A process that already read the log sees another's revocation
+    /// once it looks again (every REFRESH), without reopening the ring.
+    #[test]
+    fn a_loaded_list_sees_revocations_made_elsewhere() {
+        let t = tempfile::tempdir().unwrap();
+        let (mut reader, mut other) = (list(t.path()), list(t.path()));
+        assert!(!reader.contains("late"));
+        other.insert("late", u64::MAX, 10).unwrap();
+        assert!(!reader.contains("late"), "looked again before REFRESH passed");
+        reader.compared = Instant::now().checked_sub(REFRESH);
+        assert!(reader.contains("late"), "another process's revocation was never seen");
+        // And after a compaction replaced the file.
+        other.insert("later", u64::MAX, 10).unwrap();
+        other.compact(10).unwrap();
+        reader.compared = Instant::now().checked_sub(REFRESH);
+        assert!(reader.contains("later") && reader.contains("late"));
     }
 
     #[test]
