@@ -68,6 +68,12 @@ impl Conn {
             if n == 0 {
                 return Err(ConnError::Closed);
             }
+            // Descriptors come once, three of them, with the request's
+            // first bytes; more would pile up in the gate until it could
+            // open nothing (its store, its operator socket) at all.
+            if !got.is_empty() && (!fds.is_empty() || got.len() > fdpass::MAX_FDS) {
+                return Err(ConnError::Io(io::Error::new(io::ErrorKind::InvalidData, "descriptors sent more than once, or too many")));
+            }
             fds.extend(got);
             self.buf.extend_from_slice(&chunk[..n]);
         }

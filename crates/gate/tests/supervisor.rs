@@ -333,3 +333,46 @@ fn always_rules_written_together_are_all_kept() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
+
+/// A request naming its command by path is refused: the policy reads a
+/// path's last part, and the executor would run the path as given (a
+/// symlink named like an allowed tool, pointing at another).
+#[test]
+fn a_command_given_as_a_path_is_refused() {
+    let h = harness();
+    for cmd in ["/workspace/bin/ok", "bin/ok", "", ".."] {
+        let mut s = connect(&h.socket);
+        send(&s, &exec_req(cmd, &[]));
+        let r = replies(&mut s, 1);
+        assert!(error_text(&r).contains("plain name"), "{cmd}: {r:?}");
+    }
+    assert!(h.exec.ran.lock().unwrap().is_empty());
+}
+
+/// Descriptors arrive once per connection, three at most: a client that
+/// keeps sending them is cut off before the gate runs out of descriptors.
+#[test]
+fn a_client_flooding_descriptors_is_cut_off() {
+    let h = harness();
+    let count = || std::fs::read_dir("/proc/self/fd").unwrap().count();
+    let before = count();
+    let req = exec_req("ok", &[]);
+    let mut streams = Vec::new();
+    for _ in 0..20 {
+        let s = connect(&h.socket);
+        // One byte at a time, each with three descriptors.
+        for b in req.iter().take(40) {
+            if fdpass::send_with_fds(s.as_raw_fd(), &[*b], &[0, 1, 2]).is_err() {
+                break;
+            }
+        }
+        streams.push(s);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let held = count().saturating_sub(before + streams.len());
+    assert!(held < 100, "the gate holds {held} descriptors");
+    // It still serves.
+    let mut s = connect(&h.socket);
+    send(&s, &exec_req("ok", &[]));
+    assert_eq!(replies(&mut s, 2), vec![Reply::Started, Reply::Exit { code: 7 }]);
+}

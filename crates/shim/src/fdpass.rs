@@ -4,7 +4,8 @@
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
-const MAX_FDS: usize = 3;
+/// Descriptors one message carries at most (the request's stdin, stdout, stderr).
+pub const MAX_FDS: usize = 3;
 
 /// Sends `data` in one sendmsg with `fds` attached to its first byte.
 pub fn send_with_fds(sock: RawFd, data: &[u8], fds: &[RawFd]) -> io::Result<()> {

@@ -50,6 +50,12 @@ pub(super) async fn handle(inner: Arc<Inner>, stream: UnixStream) {
         let _ = conn.send(&Reply::Error { message: msg }).await;
         return;
     }
+    // The shim always names the command; a path would be checked by its
+    // last part and run as given (a symlink to another tool, say).
+    if command.is_empty() || command.contains(['/', '\0']) || command == "." || command == ".." {
+        let _ = conn.send(&Reply::Error { message: "the command must be a plain name, not a path".into() }).await;
+        return;
+    }
     let Ok(stdio) = <[OwnedFd; 3]>::try_from(fds) else {
         let _ = conn.send(&Reply::Error { message: "the request must carry stdin, stdout and stderr".into() }).await;
         return;
