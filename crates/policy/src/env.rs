@@ -7,14 +7,45 @@ use crate::matcher::glob;
 use crate::policy::Policy;
 
 /// Variables removed from every gated command, whatever the policy says:
-/// each one changes what the command loads or which host it controls.
-pub const ALWAYS_SCRUBBED: [&str; 5] = [
-    "LD_PRELOAD",      // injects a library into the command (ld.so(8))
-    "LD_LIBRARY_PATH", // swaps the libraries it links against
-    "LD_AUDIT",        // runs auditing code inside it (rtld-audit(7))
-    "DOCKER_HOST",     // points docker at another daemon
-    "KUBECONFIG",      // points kubectl at another cluster or identity
+/// each one changes what the command loads, runs or controls. A gated
+/// command runs where the real binaries are visible, so code injected into
+/// it could run any of them unasked.
+pub const ALWAYS_SCRUBBED: [&str; 22] = [
+    "DOCKER_HOST",           // points docker at another daemon
+    "KUBECONFIG",            // points kubectl at another cluster or identity
+    "GCONV_PATH",            // loads iconv modules (code) from a directory
+    "BASH_ENV",              // a script bash runs before any other
+    "ENV",                   // the same for sh
+    "GIT_CONFIG_PARAMETERS", // `git -c` settings (core.fsmonitor, core.pager: commands)
+    "GIT_CONFIG_COUNT",      // ... and GIT_CONFIG_KEY_n / GIT_CONFIG_VALUE_n
+    "GIT_CONFIG_GLOBAL",     // another config file, as the user's own
+    "GIT_CONFIG_SYSTEM",
+    "GIT_EXTERNAL_DIFF", // a command run for every diff
+    "GIT_SSH",           // a command run as ssh
+    "GIT_SSH_COMMAND",
+    "GIT_PROXY_COMMAND",
+    "GIT_ASKPASS",
+    "GIT_EXEC_PATH",    // where git finds its subcommands
+    "GIT_TEMPLATE_DIR", // hooks copied into new repositories
+    "NODE_OPTIONS",     // --require: code loaded into node (npm, npx)
+    "PERL5OPT",         // -M: modules loaded into perl
+    "PERL5LIB",
+    "PYTHONPATH", // modules shadowing the standard ones (pip)
+    "PYTHONSTARTUP",
+    "RUBYOPT", // -r: code loaded into ruby (gem, bundle)
 ];
+
+/// Prefixes of variables removed the same way: the dynamic loader's
+/// (LD_PRELOAD, LD_LIBRARY_PATH, LD_AUDIT, ...), git's numbered config
+/// pairs, and functions bash imports from its environment.
+pub const ALWAYS_SCRUBBED_PREFIXES: [&str; 4] = ["LD_", "GIT_CONFIG_KEY_", "GIT_CONFIG_VALUE_", "BASH_FUNC_"];
+
+/// Whether `name` is a name at all: a pair whose name is empty or holds
+/// `=` (`LD_PRELOAD=/x.so:` with any value) would reach the command as
+/// another variable than the one checked.
+fn well_formed(name: &str) -> bool {
+    !name.is_empty() && !name.contains(['=', '\0'])
+}
 
 /// Compiled `env_scrub` globs (case-sensitive, as env names are).
 #[derive(Debug, Clone, Default)]
@@ -36,7 +67,10 @@ impl EnvGlobs {
 impl Policy {
     /// Whether the variable `name` is removed before a gated command runs.
     pub fn env_scrubbed(&self, name: &str) -> bool {
-        ALWAYS_SCRUBBED.contains(&name) || self.env_globs.is_match(name)
+        !well_formed(name)
+            || ALWAYS_SCRUBBED.contains(&name)
+            || ALWAYS_SCRUBBED_PREFIXES.iter().any(|p| name.starts_with(p))
+            || self.env_globs.is_match(name)
     }
 
     /// Removes the always-scrubbed variables and those named by `env_scrub`.
@@ -61,6 +95,30 @@ mod tests {
         p.scrub_env(&mut e);
         let names: Vec<&str> = e.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, ["PATH", "HOME"]);
+    }
+
+    /// A name that is not one (it would become another variable in the
+    /// command's environment), the loader's whole family and the known
+    /// code-injection variables are removed.
+    #[test]
+    fn malformed_names_and_injection_variables_go() {
+        let p = Policy::empty(Action::Deny, "t");
+        let mut e = env(&[
+            "LD_PRELOAD=/workspace/a.so:",
+            "",
+            "LD_BIND_NOW",
+            "GIT_CONFIG_COUNT",
+            "GIT_CONFIG_KEY_0",
+            "GIT_CONFIG_VALUE_0",
+            "BASH_FUNC_ls%%",
+            "NODE_OPTIONS",
+            "GCONV_PATH",
+            "GIT_AUTHOR_NAME",
+            "TERM",
+        ]);
+        p.scrub_env(&mut e);
+        let names: Vec<&str> = e.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["GIT_AUTHOR_NAME", "TERM"]);
     }
 
     #[test]

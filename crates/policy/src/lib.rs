@@ -24,7 +24,7 @@ mod policy;
 mod reload;
 mod rule;
 
-pub use env::ALWAYS_SCRUBBED;
+pub use env::{ALWAYS_SCRUBBED, ALWAYS_SCRUBBED_PREFIXES};
 pub use error::PolicyError;
 pub use matcher::REGEX_PREFIX;
 pub use model::{Action, Decision, Explanation, Request, RuleSpec, UnknownAction};
