@@ -415,6 +415,49 @@ fn the_kill_switch_can_freeze_and_thaw() {
     assert_eq!(code, 137, "{stderr}");
 }
 
+/// A request forged without the shim, naming a working directory through
+/// a symlink (`/workspace/l/..` with `l -> /etc` is "/workspace" by name,
+/// "/" in fact): the executor runs nothing there. The same request from
+/// the real directory runs.
+#[test]
+fn a_forged_cwd_through_a_symlink_runs_nothing() {
+    if !jail_available("forged cwd") {
+        return;
+    }
+    let (env, policy) = env_with_policy();
+    std::os::unix::fs::symlink("/etc", env.workspace.path().join("l")).unwrap();
+    let forge = r#"
+import json, socket, struct, sys
+def ask(cwd):
+    s = socket.socket(socket.AF_UNIX)
+    s.connect("/run/clawkeep/gate.sock")
+    body = json.dumps({"type": "exec", "version": 1, "command": "uname", "args": [], "cwd": cwd, "env": [], "tty": False}).encode()
+    socket.send_fds(s, [struct.pack(">I", len(body)) + body], [0, 1, 2])
+    data = b""
+    while True:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    out = []
+    while len(data) >= 4:
+        n = struct.unpack(">I", data[:4])[0]
+        out.append(json.loads(data[4:4 + n]))
+        data = data[4 + n:]
+    return out
+for cwd in ["/workspace/l/..", "/workspace"]:
+    replies = ask(cwd)
+    code = [r.get("code") for r in replies if r.get("type") == "exit"]
+    print(cwd, "exit", code[0] if code else replies, flush=True)
+"#;
+    std::fs::write(env.workspace.path().join("forge.py"), forge).unwrap();
+    let out = run_gated(&env, &policy, "t-forge", "python3 /workspace/forge.py");
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("/workspace/l/.. exit 126"), "stdout: {stdout}\nstderr: {stderr}");
+    assert!(stderr.contains("is not the real path of a directory"), "{stderr}");
+    assert!(stdout.contains("/workspace exit 0"), "stdout: {stdout}\nstderr: {stderr}");
+}
+
 /// A frozen jail whose launcher is killed with -9 is thawed and killed by
 /// its helper, which then removes its cgroups: frozen tasks ignore even
 /// SIGKILL on a v1 freezer until thawed.

@@ -302,6 +302,20 @@ fn runner_main(s: &Spawn<'_>, timeout: Option<Duration>, relay: bool) -> RunnerR
                 let _ = sys::write_all(2, msg.as_bytes());
                 libc::_exit(126);
             }
+            // The policy judged the directory by its name: the command runs
+            // only where that name really is (no symlink, no `..` on the way),
+            // as the shim, which sends getcwd(), always asks.
+            let mut here = [0u8; 4096];
+            let real = !libc::getcwd(here.as_mut_ptr().cast(), here.len()).is_null()
+                && std::ffi::CStr::from_ptr(here.as_ptr().cast()) == s.cwd.as_c_str();
+            if !real {
+                let msg = format!(
+                    "clawkeep: {} is not the real path of a directory (a symlink or `..` in it); nothing was run\n",
+                    s.cwd.to_string_lossy()
+                );
+                let _ = sys::write_all(2, msg.as_bytes());
+                libc::_exit(126);
+            }
             let mut argv: Vec<*const libc::c_char> = s.argv.iter().map(|a| a.as_ptr()).collect();
             argv.push(std::ptr::null());
             let mut envp: Vec<*const libc::c_char> = s.envp.iter().map(|a| a.as_ptr()).collect();
