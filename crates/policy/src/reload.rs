@@ -60,21 +60,46 @@ impl PolicyHandle {
     }
 
     /// Polls `path` every `interval` and reloads when its modification time,
-    /// length or content hash changes, reporting each attempt to `on_event`.
-    /// The thread ends within one interval after the last clone of this
-    /// handle is dropped.
+    /// length or content hash changes and then stays the same for one more
+    /// poll (a file written in place is never put in force half-written,
+    /// though a prefix of it may parse), reporting each attempt to
+    /// `on_event`. A file that changed between its first load and the
+    /// watch's start is reloaded at once. The thread ends within one
+    /// interval after the last clone of this handle is dropped.
     pub fn watch(&self, path: PathBuf, interval: Duration, on_event: impl Fn(ReloadEvent) + Send + 'static) -> JoinHandle<()> {
         let weak: Weak<RwLock<Arc<Policy>>> = Arc::downgrade(&self.inner);
+        let first = Snapshot::read(&path);
         // An unreadable file has no fingerprint; it is reported once, not every poll.
-        let mut seen = Snapshot::read(&path).ok().map(|s| s.fingerprint);
+        let mut seen = first.as_ref().ok().map(|s| s.fingerprint);
+        let mut first = first.ok();
+        // A new fingerprint waits here for the next poll to confirm it.
+        let mut pending = None;
         std::thread::spawn(move || loop {
             std::thread::sleep(interval);
             let Some(inner) = weak.upgrade() else { return };
+            // The file as the watch found it, against the policy in force
+            // (parsed here, one interval in, off a run's start-up).
+            if let Some(snap) = first.take() {
+                match Policy::parse(&snap.text, &path.display().to_string()) {
+                    Ok(policy) if policy != **inner.read().unwrap_or_else(|e| e.into_inner()) => {
+                        let rules = policy.rules().len();
+                        swap(&inner, policy);
+                        on_event(ReloadEvent::Reloaded { rules });
+                    }
+                    _ => {}
+                }
+            }
             let now = Snapshot::read(&path);
             let fingerprint = now.as_ref().ok().map(|s| s.fingerprint);
             if fingerprint == seen {
+                pending = None;
                 continue;
             }
+            if pending != Some(fingerprint) {
+                pending = Some(fingerprint);
+                continue;
+            }
+            pending = None;
             seen = fingerprint;
             let result = match now {
                 Ok(snap) => Policy::parse(&snap.text, &path.display().to_string()),

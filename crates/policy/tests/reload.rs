@@ -94,3 +94,48 @@ fn watch_picks_up_good_changes_and_rejects_bad_ones() {
     }
     watcher.join().unwrap();
 }
+
+/// A file written in place is put in force only once it stays the same for
+/// a poll: a prefix that happens to parse (here: one rule, before the rest
+/// is written) is never in force, even for a moment.
+#[test]
+fn a_file_being_written_is_not_reloaded_half_way() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("policy.yaml");
+    write(&path, ALLOW_LS);
+    let handle = PolicyHandle::new(Policy::load(&path).unwrap());
+    let (tx, rx) = mpsc::channel();
+    let interval = Duration::from_millis(100);
+    let _watcher = handle.watch(path.clone(), interval, move |e| {
+        let _ = tx.send(e);
+    });
+    let prefix = "default_action: ask\nrules:\n  - command: cat\n    action: allow\n";
+    for round in 0..3 {
+        let full = format!("{prefix}  - command: ls{round}\n    action: deny\n  - command: rm\n    action: deny\n");
+        // In place, as `cat > policy.yaml` writes: the prefix first, across
+        // a poll (the last event came right after one).
+        std::thread::sleep(interval * 7 / 10);
+        std::fs::write(&path, prefix).unwrap();
+        std::thread::sleep(interval / 2);
+        std::fs::write(&path, &full).unwrap();
+        assert_eq!(next(&rx), ReloadEvent::Reloaded { rules: 3 }, "round {round}");
+        assert_eq!(handle.current().rules().len(), 3);
+    }
+}
+
+/// An edit made between the first load and the start of the watch is
+/// picked up when the watch starts.
+#[test]
+fn an_edit_before_the_watch_starts_is_not_missed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("policy.yaml");
+    write(&path, ALLOW_LS);
+    let handle = PolicyHandle::new(Policy::load(&path).unwrap());
+    write(&path, ASK_ALL);
+    let (tx, rx) = mpsc::channel();
+    let _watcher = handle.watch(path.clone(), Duration::from_millis(20), move |e| {
+        let _ = tx.send(e);
+    });
+    assert_eq!(next(&rx), ReloadEvent::Reloaded { rules: 2 });
+    assert_eq!(handle.current().default_action(), Action::Ask);
+}
