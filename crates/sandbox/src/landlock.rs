@@ -59,3 +59,42 @@ fn apply_inner() -> Result<String, Box<dyn std::error::Error>> {
     }
     .to_string())
 }
+
+/// A ruleset, not applied yet: reads and execution anywhere, writes only
+/// beneath `dirs` and to the files `files`. `None` when the kernel has no
+/// Landlock. For a host tool that reads untrusted input (the e2fsprogs
+/// that read a disk the guest wrote): the child applies it with
+/// [`restrict_with`] between fork and exec.
+pub fn write_boundary(dirs: &[&std::path::Path], files: &[&std::path::Path]) -> Result<Option<std::os::fd::OwnedFd>, String> {
+    let build = || -> Result<Option<std::os::fd::OwnedFd>, Box<dyn std::error::Error>> {
+        let abi = ABI::from(kernel_abi() as i32);
+        let mut ruleset = Ruleset::default()
+            .set_compatibility(CompatLevel::BestEffort)
+            .handle_access(AccessFs::from_all(abi))?
+            .create()?
+            .add_rule(PathBeneath::new(PathFd::new("/")?, AccessFs::from_read(abi)))?;
+        for dir in dirs {
+            ruleset = ruleset.add_rule(PathBeneath::new(PathFd::new(dir)?, AccessFs::from_all(abi)))?;
+        }
+        for file in files {
+            ruleset = ruleset.add_rule(PathBeneath::new(PathFd::new(file)?, AccessFs::from_file(abi)))?;
+        }
+        Ok(ruleset.into())
+    };
+    build().map_err(|e| e.to_string())
+}
+
+/// Puts the calling process under the ruleset `fd` (from
+/// [`write_boundary`]), with no_new_privs as Landlock requires.
+///
+/// # Safety
+/// Two raw syscalls and nothing allocated: safe between fork and exec.
+pub unsafe fn restrict_with(fd: std::os::fd::RawFd) -> std::io::Result<()> {
+    // SAFETY: plain syscalls on our own process.
+    unsafe {
+        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 || libc::syscall(libc::SYS_landlock_restrict_self, fd, 0u32) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}

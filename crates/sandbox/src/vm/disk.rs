@@ -15,7 +15,7 @@ use std::process::Command;
 mod confine;
 mod snapshot;
 pub use confine::DISK_TOOL_ID;
-use confine::{bounded_rdump, confine, Confinement};
+use confine::{bound, bounded_rdump, confine, write_boundary, Confinement};
 use snapshot::{snapshot_path, HostGuard, Snapshot};
 
 #[derive(Debug, thiserror::Error)]
@@ -152,13 +152,19 @@ pub fn copy_back(img: &Path, dir: &Path, scratch: &Path) -> Result<(), DiskError
     // the scratch directory, and reach the disk through an inherited fd.
     let confined = Confinement::prepare(img, scratch, &out)?;
     let disk_arg = confined.as_ref().map_or_else(|| img.to_path_buf(), |c| c.disk_arg.clone());
+    // Whoever runs them, they write only beneath scratch and to the disk.
+    let boundary = write_boundary(img, scratch);
     // A guest killed before it unmounted leaves a journal to replay:
-    // e2fsck does that (and any repair) in user space. Exit codes 1 and 2
-    // mean "fixed"; 4 and above, "could not".
+    // e2fsck does that and a full check (-f: a guest can mark a damaged
+    // filesystem clean, and -p alone then checks nothing), repairing in
+    // user space. Exit codes 1 and 2 mean "fixed"; 4 and above, "could not".
     let mut fsck = tool("e2fsck");
-    fsck.arg("-p").arg(&disk_arg);
+    fsck.arg("-fp").arg(&disk_arg);
     if confined.is_some() {
         confine(&mut fsck);
+    }
+    if let Some(b) = &boundary {
+        bound(&mut fsck, b);
     }
     match fsck.output() {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(DiskError::ToolMissing { tool: "e2fsck" }),
@@ -176,6 +182,9 @@ pub fn copy_back(img: &Path, dir: &Path, scratch: &Path) -> Result<(), DiskError
     cmd.arg("-R").arg("rdump / workspace").arg(&disk_arg).current_dir(scratch);
     if confined.is_some() {
         confine(&mut cmd);
+    }
+    if let Some(b) = &boundary {
+        bound(&mut cmd, b);
     }
     let stderr = match bounded_rdump(cmd, img, scratch, limit) {
         Ok(s) => s,

@@ -61,6 +61,32 @@ pub(super) fn confine(cmd: &mut Command) {
     }
 }
 
+/// Confines a tool that reads the guest's disk, root or not, to writing
+/// only beneath `scratch` and to the disk image itself: debugfs's rdump
+/// joins the names it finds on the disk to its output directory as they
+/// are, so a crafted entry named `../../x` (or a symlink the guest made)
+/// would otherwise write wherever the caller can. `None` without Landlock.
+pub(super) fn write_boundary(img: &Path, scratch: &Path) -> Option<std::os::fd::OwnedFd> {
+    match crate::landlock::write_boundary(&[scratch], &[img]) {
+        Ok(fd) => fd,
+        Err(e) => {
+            eprintln!("clawkeep: warning: the disk tools run without a write boundary ({e})");
+            None
+        }
+    }
+}
+
+/// Applies `boundary` (see [`write_boundary`]) in the child before exec.
+pub(super) fn bound(cmd: &mut Command, boundary: &std::os::fd::OwnedFd) {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let fd = boundary.as_raw_fd();
+    // SAFETY: restrict_with makes two syscalls and allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || crate::landlock::restrict_with(fd));
+    }
+}
+
 /// Runs `debugfs rdump` while watching the scratch filesystem: rdump
 /// writes sparse files out in full, so a guest's `truncate -s 10T` would
 /// otherwise fill the host disk. More than `limit` bytes (the disk's own

@@ -150,3 +150,62 @@ fn the_disk_tools_get_none_of_our_environment() {
     names.sort();
     assert_eq!(names, ["LANG", "PATH"]);
 }
+
+/// A disk whose directory entry is named `../../escape` (as a guest with
+/// raw access to its disk can write it), marked clean: copy-back writes
+/// nothing outside its scratch directory.
+#[test]
+fn a_crafted_entry_name_cannot_climb_out_of_the_dump() {
+    if tool("mkfs.ext4").get_program() == "mkfs.ext4" || tool("debugfs").get_program() == "debugfs" {
+        println!("skipped: a_crafted_entry_name_cannot_climb_out_of_the_dump: e2fsprogs not installed");
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let (src, dest, scratch) = (t.path().join("src"), t.path().join("dest"), t.path().join("scratch"));
+    for d in [&src, &dest, &scratch] {
+        fs::create_dir(d).unwrap();
+    }
+    // Writable by anyone, as /tmp is: the tools' own uid (when root runs
+    // them) does not stop a write here, only their boundary does.
+    fs::set_permissions(t.path(), fs::Permissions::from_mode(0o1777)).unwrap();
+    fs::write(src.join("AAAAAAAAAAAA"), "from the guest").unwrap();
+    let img = t.path().join("ws.img");
+    fs::File::create(&img).unwrap().set_len(32 << 20).unwrap();
+    // No directory checksums, so the patched name is all a check can find.
+    let out = tool("mkfs.ext4").args(["-q", "-F", "-O", "^metadata_csum", "-d"]).arg(&src).arg(&img).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut bytes = fs::read(&img).unwrap();
+    let name = b"AAAAAAAAAAAA";
+    let at: Vec<usize> = bytes.windows(name.len()).enumerate().filter(|(_, w)| w == name).map(|(i, _)| i).collect();
+    assert!(!at.is_empty());
+    for i in at {
+        bytes[i..i + name.len()].copy_from_slice(b"../../escape");
+    }
+    fs::write(&img, bytes).unwrap();
+    let _ = copy_back(&img, &dest, &scratch);
+    assert!(!t.path().join("escape").exists(), "the guest's entry was written outside the dump");
+    assert!(!t.path().join("dest/escape").exists());
+}
+
+/// The disk tools' write boundary: inside their scratch directory they
+/// write, anywhere else they cannot (a tempdir stands in for the host).
+#[test]
+fn the_disk_tools_write_only_beneath_scratch() {
+    if crate::landlock::kernel_abi() == 0 {
+        println!("skipped: the_disk_tools_write_only_beneath_scratch: no Landlock in this kernel");
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let (scratch, img) = (t.path().join("scratch"), t.path().join("ws.img"));
+    fs::create_dir(&scratch).unwrap();
+    fs::write(&img, "").unwrap();
+    let boundary = write_boundary(&img, &scratch).expect("a ruleset");
+    let mut cmd = Command::new("/bin/sh");
+    cmd.args(["-c", "echo in > scratch/ok; echo disk >> ws.img; echo out > outside; echo done"]).current_dir(t.path());
+    bound(&mut cmd, &boundary);
+    let out = cmd.output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "done\n");
+    assert_eq!(fs::read_to_string(scratch.join("ok")).unwrap(), "in\n");
+    assert_eq!(fs::read_to_string(&img).unwrap(), "disk\n");
+    assert!(!t.path().join("outside").exists(), "wrote outside its boundary");
+}
