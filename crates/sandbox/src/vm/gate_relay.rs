@@ -46,6 +46,9 @@ pub fn inode(fd: BorrowedFd<'_>) -> Option<u64> {
     (unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } == 0).then_some(st.st_ino)
 }
 
+/// The most the guest sends in one Data frame (the channel's payload limit).
+const MAX_DATA: usize = clawkeep_guest::proto::MAX_PAYLOAD;
+
 /// One guest `gate` stream on the host.
 #[derive(Debug)]
 pub struct GateConn {
@@ -66,6 +69,10 @@ impl GateConn {
     /// the placeholder descriptors; a first frame over the limit fails.
     pub fn data(&mut self, d: &[u8], stream: u32, map: &GateStreams) -> std::io::Result<()> {
         let Some(buf) = &mut self.first else { return self.sock.write_all(d) };
+        if buf.len() + d.len() > frame::MAX_FRAME + 4 + MAX_DATA {
+            self.first = Some(Vec::new());
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "the shim's first frame is over the limit"));
+        }
         buf.extend_from_slice(d);
         let Some(need) = frame::needed(buf) else { return Ok(()) };
         if need > frame::MAX_FRAME + 4 {
@@ -126,5 +133,29 @@ mod tests {
         assert_eq!(map.stream_of(fds[0].as_fd()), None);
         let (a, _b) = UnixStream::pair().unwrap();
         assert_eq!(map.stream_of(a.as_fd()), None);
+    }
+
+    /// A first frame over the limit is refused, and what follows it is not
+    /// piled up: the host keeps at most one frame's worth per stream.
+    #[test]
+    fn an_oversized_first_frame_is_refused_and_not_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gate.sock");
+        let _l = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let map = GateStreams::default();
+        let mut c = GateConn::connect(&path).unwrap();
+        assert!(c.data(&[0xff; 4], 3, &map).is_err());
+        let chunk = vec![b'x'; MAX_DATA];
+        for _ in 0..40 {
+            let _ = c.data(&chunk, 3, &map);
+            assert!(c.first.as_ref().map_or(0, Vec::len) <= frame::MAX_FRAME + 4 + MAX_DATA);
+        }
+        // A frame with no length limit in its header, sent a piece at a time.
+        let mut c = GateConn::connect(&path).unwrap();
+        let mut refused = false;
+        for _ in 0..40 {
+            refused |= c.data(&chunk, 4, &map).is_err();
+        }
+        assert!(refused, "{} bytes held", c.first.as_ref().map_or(0, Vec::len));
     }
 }

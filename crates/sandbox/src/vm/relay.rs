@@ -69,7 +69,13 @@ pub(super) fn relay(ch: &Channel, relays: &HashMap<Service, PathBuf>, conns: &mu
                     RelayConn::Gate(g) => g.data(&d, stream, &ch.gate_streams),
                 };
                 if r.is_err() {
+                    // Gone for good: what the guest sends on it later is
+                    // dropped, never kept.
                     let _ = c.sock().shutdown(std::net::Shutdown::Both);
+                    if let Some(RelayConn::Gate(_)) = conns.remove(&stream) {
+                        ch.gate_streams.remove_stream(stream);
+                    }
+                    let _ = ch.send(stream, Message::Close);
                 }
             }
         }
