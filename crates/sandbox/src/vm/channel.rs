@@ -57,6 +57,10 @@ pub enum ChannelError {
 
 /// Frames one exec stream may have queued before the reader waits.
 pub const STREAM_QUEUE: usize = 64;
+/// A guest that reads nothing for this long has its channel closed: no
+/// send (a Shutdown, a forwarded signal) blocks the host longer.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Unread control messages kept; later ones are dropped.
 pub const CONTROL_QUEUE: usize = 16;
 
@@ -103,6 +107,11 @@ impl Channel {
     /// A channel over an already connected stream (e.g. Firecracker's vsock
     /// after its `CONNECT` handshake).
     pub fn from_stream(stream: UnixStream, relays: HashMap<Service, PathBuf>) -> std::io::Result<Channel> {
+        Channel::with_write_timeout(stream, relays, WRITE_TIMEOUT)
+    }
+
+    fn with_write_timeout(stream: UnixStream, relays: HashMap<Service, PathBuf>, limit: Duration) -> std::io::Result<Channel> {
+        stream.set_write_timeout(Some(limit))?;
         let reader = stream.try_clone()?;
         let (ctl_tx, ctl_rx) = mpsc::sync_channel(CONTROL_QUEUE);
         let ch = Channel {
@@ -124,7 +133,12 @@ impl Channel {
     pub fn send(&self, stream: u32, msg: Message) -> Result<(), ChannelError> {
         let bytes = msg.into_frame(stream).encode().map_err(|e| ChannelError::Protocol(e.to_string()))?;
         let mut w = self.writer.lock().map_err(|_| ChannelError::Closed)?;
-        w.write_all(&bytes).map_err(ChannelError::Write)
+        w.write_all(&bytes).map_err(|e| {
+            // A frame may be half written: nothing more may follow it. The
+            // guest sees the channel end; later sends fail at once.
+            let _ = w.shutdown(std::net::Shutdown::Write);
+            ChannelError::Write(e)
+        })
     }
 
     /// The next control-stream message (Ready, HealthOk, Error).

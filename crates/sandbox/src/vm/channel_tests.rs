@@ -360,3 +360,24 @@ fn a_guest_without_terminals_is_never_asked_for_one_nor_sent_a_resize() {
     ex.sender().resize(TtySize { rows: 40, cols: 120 }).unwrap();
     assert!(p.quiet(), "a Resize would cost an old guest the channel's framing");
 }
+
+/// A guest that stops reading cannot hold a send (a Shutdown, a signal)
+/// for ever: the write times out, and every later send fails at once.
+#[test]
+fn a_guest_that_stops_reading_cannot_block_a_send() {
+    let (host, _guest) = UnixStream::pair().unwrap();
+    let ch = Channel::with_write_timeout(host, HashMap::new(), Duration::from_millis(300)).unwrap();
+    let t0 = std::time::Instant::now();
+    let mut failed = None;
+    for _ in 0..10_000 {
+        if let Err(e) = ch.send(5, Message::Stdin(vec![0u8; 64 * 1024])) {
+            failed = Some(e);
+            break;
+        }
+    }
+    assert!(matches!(failed, Some(ChannelError::Write(_))), "{failed:?}");
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    let t1 = std::time::Instant::now();
+    assert!(ch.send(0, Message::Shutdown).is_err());
+    assert!(t1.elapsed() < Duration::from_millis(100), "a later send waited again");
+}
