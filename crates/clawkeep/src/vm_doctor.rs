@@ -1,7 +1,7 @@
 //! The vm backend's part of `clawkeep doctor`: which VMMs are installed
 //! and whether KVM boots a guest here.
 
-use clawkeep_image::{trust, ImageStore};
+use clawkeep_image::{trust, ImageStore, VerifiedImage};
 use clawkeep_sandbox::vm::{kvm, Accel, VmConfig, Vmm};
 use serde_json::json;
 use std::collections::HashMap;
@@ -21,7 +21,8 @@ pub fn doctor_report(state_dir: Option<PathBuf>) -> serde_json::Value {
         (Some(s), Some(_)) => match kvm::cached(s) {
             Some(v) => Ok(v),
             None => match boot_test_image(s) {
-                Some(cfg) => Ok(kvm::boot_test(s, &cfg)),
+                // The image stays open (its paths are /proc/self/fd/N) until the test ends.
+                Some((cfg, _image)) => Ok(kvm::boot_test(s, &cfg)),
                 None => Err("no image to boot-test; run `clawkeep image build --name base`".to_string()),
             },
         },
@@ -54,18 +55,19 @@ pub fn print_doctor(v: &serde_json::Value) {
 }
 
 /// The image the KVM boot test uses: `base` when it exists, else the
-/// first image that verifies.
-fn boot_test_image(state: &std::path::Path) -> Option<VmConfig> {
+/// first image that verifies. The config's paths name the image's open
+/// descriptors: they hold only while the returned image lives.
+fn boot_test_image(state: &std::path::Path) -> Option<(VmConfig, VerifiedImage)> {
     let store = ImageStore::new(state);
     let mut names: Vec<String> = store.list().ok()?.into_iter().filter(|i| i.error.is_none()).map(|i| i.name).collect();
     names.sort_by_key(|n| n != "base");
     let key = trust::configured_pubkey(state).ok()?;
     let image = names.iter().find_map(|n| store.open(n).and_then(|i| i.verify(key.as_ref())).ok())?;
-    Some(VmConfig {
-        kernel: image.vmlinux.unwrap_or(image.kernel),
-        initramfs: image.initramfs,
-        rootfs: image.rootfs,
-        cmdline: image.cmdline,
+    let cfg = VmConfig {
+        kernel: image.vmlinux.clone().unwrap_or_else(|| image.kernel.clone()),
+        initramfs: image.initramfs.clone(),
+        rootfs: image.rootfs.clone(),
+        cmdline: image.cmdline.clone(),
         memory_mib: 256,
         cpus: 1,
         accel: Accel::Kvm,
@@ -76,5 +78,6 @@ fn boot_test_image(state: &std::path::Path) -> Option<VmConfig> {
         relays: HashMap::new(),
         cancel: None,
         vmm: Vmm::Qemu,
-    })
+    };
+    Some((cfg, image))
 }

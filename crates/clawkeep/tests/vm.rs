@@ -99,6 +99,14 @@ fn vm_runs_commands_keeps_the_workspace_and_catches_tampering() {
     }
     let env = Env::new();
     build_image(&env, "t");
+    // `doctor` boot-tests KVM with this image: with the image's files in
+    // reach (their paths are its open descriptors), whatever KVM says.
+    let _ = fs::remove_file(env.state.path().join("vm/kvm.json"));
+    let out = env.cmd().args(["doctor", "--json"]).output().unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let detail = report["vm"]["kvm_detail"].as_str().unwrap_or_default().to_string();
+    assert!(detail.starts_with("boot test") || detail == "no /dev/kvm", "{report}");
+    assert!(!detail.contains("is missing"), "the boot test lost its image: {detail}");
     fs::write(env.workspace.path().join("in.txt"), "from the host\n").unwrap();
     fs::write(env.workspace.path().join("gone.txt"), "deleted in the guest\n").unwrap();
 
