@@ -226,9 +226,15 @@ pub fn copy_back(img: &Path, dir: &Path, scratch: &Path) -> Result<(), DiskError
 
 /// Whether two files hold the same bytes (read in chunks: workspace files
 /// may be large).
+/// Opens a file to read, refusing a symlink (one swapped in after the
+/// directory was listed would otherwise be followed).
+fn open_nofollow(p: &Path) -> io::Result<fs::File> {
+    fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(p)
+}
+
 fn same_content(a: &Path, b: &Path) -> io::Result<bool> {
     use io::Read;
-    let (mut fa, mut fb) = (fs::File::open(a)?, fs::File::open(b)?);
+    let (mut fa, mut fb) = (open_nofollow(a)?, open_nofollow(b)?);
     let (mut ba, mut bb) = (vec![0u8; 64 * 1024], vec![0u8; 64 * 1024]);
     loop {
         let n = fa.read(&mut ba)?;
@@ -300,7 +306,7 @@ fn mirror(src: &Path, dst: &Path, owner: (u32, u32), top_skip_lost_found: bool, 
                     .mode(mode)
                     .open(&d)
                     .map_err(io_err("write", &d))?;
-                let mut from = fs::File::open(&s).map_err(io_err("read", &s))?;
+                let mut from = open_nofollow(&s).map_err(io_err("read", &s))?;
                 io::copy(&mut from, &mut f).map_err(io_err("write", &d))?;
                 if fresh {
                     chown(&d, owner);
