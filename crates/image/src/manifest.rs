@@ -129,6 +129,11 @@ impl Manifest {
             ("clawkeep.datablocks", r.data_blocks.to_string()),
             ("clawkeep.hashstart", (r.hash_offset / r.hash_block_size).to_string()),
         ] {
+            // The guest reads the last of a repeated key, this check the
+            // first: a key named twice is refused, so they cannot differ.
+            if self.cmdline.split_whitespace().filter(|w| w.split_once('=').map_or(*w, |(k, _)| k) == key).count() > 1 {
+                return Err(format!("cmdline names {key} more than once"));
+            }
             match cmdline_value(&self.cmdline, key) {
                 Some(v) if v == want => {}
                 Some(v) => return Err(format!("cmdline has {key}={v} but the rootfs entry says {want}")),
@@ -210,6 +215,10 @@ mod tests {
         let mut m = sample();
         m.version = 2;
         assert!(m.check().is_err());
+        // A second root hash after the right one: the guest would use it.
+        let mut m = sample();
+        m.cmdline = format!("{} clawkeep.roothash={}", m.cmdline, "ef".repeat(32));
+        assert!(m.check().unwrap_err().contains("clawkeep.roothash more than once"));
     }
 
     #[test]
