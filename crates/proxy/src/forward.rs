@@ -206,9 +206,10 @@ fn upstream_body(
         if add_cap.is_none() && !add_usage {
             return Ok((reserved, raw.clone()));
         }
-        // The common SDK request: no stream_options at all (not even null),
-        // no output limit: the members are added to the body as sent.
-        if !add_usage || h.stream_options.is_none() {
+        // The common SDK request: no stream_options and no output limit at
+        // all (not even null, which takes the tree, so the provider never
+        // reads a key twice): the members are added to the body as sent.
+        if (!add_usage || h.stream_options.is_none()) && (add_cap.is_none() || !h.names_output_at_all()) {
             let mut members = Vec::new();
             if add_usage {
                 members.push(r#""stream_options":{"include_usage":true}"#.to_string());
@@ -291,9 +292,13 @@ struct Head<'a> {
     /// `None` when the key is absent, `Some(None)` when it is null.
     #[serde(default, deserialize_with = "present")]
     stream_options: Option<Option<StreamOptions>>,
-    max_tokens: Option<u64>,
-    max_completion_tokens: Option<u64>,
-    max_output_tokens: Option<u64>,
+    /// The output limits: `None` when absent, `Some(None)` when null.
+    #[serde(default, deserialize_with = "present")]
+    max_tokens: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "present")]
+    max_completion_tokens: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "present")]
+    max_output_tokens: Option<Option<u64>>,
     /// OpenAI's number of choices: each may use `max_tokens`.
     n: Option<u64>,
 }
@@ -312,16 +317,24 @@ impl Head<'_> {
         self.stream_options.as_ref().and_then(|o| o.as_ref()).and_then(|o| o.include_usage) == Some(true)
     }
 
+    fn limits(&self) -> [Option<Option<u64>>; 3] {
+        [self.max_tokens, self.max_completion_tokens, self.max_output_tokens]
+    }
+
+    /// Whether an output limit is named with a number.
     fn names_output(&self) -> bool {
-        self.max_tokens.or(self.max_completion_tokens).or(self.max_output_tokens).is_some()
+        self.limits().into_iter().flatten().flatten().next().is_some()
+    }
+
+    /// Whether an output limit key is there at all, null included.
+    fn names_output_at_all(&self) -> bool {
+        self.limits().iter().any(Option::is_some)
     }
 
     /// As [`reservation`] reads it from the whole tree.
     fn reservation(&self, body_len: usize, endpoint: Endpoint, default_output: u64) -> Usage {
         let output = match endpoint.generates() {
-            true => {
-                [self.max_tokens, self.max_completion_tokens, self.max_output_tokens].into_iter().flatten().max().unwrap_or(default_output)
-            }
+            true => self.limits().into_iter().flatten().flatten().max().unwrap_or(default_output),
             false => 0,
         };
         bounded(body_len, output, self.n, endpoint)
@@ -479,6 +492,10 @@ mod tests {
         let raw = r#"{"model":"gpt-4o","max_tokens":1,"max_completion_tokens":900}"#;
         let (usage, body) = send_as(raw, "gpt-4o", Endpoint::ChatCompletions, true).unwrap();
         assert_eq!((&body[..], usage.output_tokens), (raw.as_bytes(), 900));
+        // A limit named as null is replaced, never sent twice.
+        let (_, body) = send_as(r#"{"model":"gpt-4o","max_completion_tokens":null}"#, "gpt-4o", Endpoint::ChatCompletions, true).unwrap();
+        assert_eq!(std::str::from_utf8(&body).unwrap().matches("max_completion_tokens").count(), 1);
+        assert_eq!(tree(&body)["max_completion_tokens"], 4096);
         // A limit the proxy cannot read is refused rather than guessed.
         let err = send_as(r#"{"model":"gpt-4o","max_tokens":1e9}"#, "gpt-4o", Endpoint::ChatCompletions, true).unwrap_err();
         assert!(matches!(err, ProxyError::UnreadableOutputLimit), "{err}");
