@@ -32,9 +32,12 @@ impl AgentWindow {
 
 /// Why a request was refused, and how long until it would not be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Refused {
-    pub what: &'static str,
-    pub retry_after: u64,
+pub enum Refused {
+    /// A limit is reached for now.
+    Wait { what: &'static str, retry_after: u64 },
+    /// The request alone needs more than the whole tokens-per-minute limit:
+    /// waiting never helps.
+    Never { needs: u64, tpm: u64 },
 }
 
 #[derive(Debug, Default, Clone)]
@@ -51,20 +54,23 @@ impl RateLimiter {
         w.prune(now);
         if let Some(max) = limits.concurrent {
             if w.in_flight >= max {
-                return Err(Refused { what: "concurrent request", retry_after: 1 });
+                return Err(Refused::Wait { what: "concurrent request", retry_after: 1 });
             }
         }
         if let Some(rpm) = limits.rpm {
             if w.requests.len() >= rpm as usize {
                 let oldest = w.requests.front().copied().unwrap_or(now);
-                return Err(Refused { what: "requests-per-minute", retry_after: wait_until_out(oldest, now) });
+                return Err(Refused::Wait { what: "requests-per-minute", retry_after: wait_until_out(oldest, now) });
             }
         }
         if let Some(tpm) = limits.tpm {
+            if tokens > tpm {
+                return Err(Refused::Never { needs: tokens, tpm });
+            }
             let used: u64 = w.tokens.iter().map(|(_, _, n)| n).sum();
             if used.saturating_add(tokens) > tpm {
                 let oldest = w.tokens.front().map(|(t, _, _)| *t).unwrap_or(now);
-                return Err(Refused { what: "tokens-per-minute", retry_after: wait_until_out(oldest, now) });
+                return Err(Refused::Wait { what: "tokens-per-minute", retry_after: wait_until_out(oldest, now) });
             }
         }
         // Only a limit that is set needs the history; an unlimited agent

@@ -1,4 +1,4 @@
-use super::RateLimiter;
+use super::{RateLimiter, Refused};
 use crate::config::Limits;
 
 #[test]
@@ -8,7 +8,7 @@ fn rpm_refuses_with_retry_after() {
     drop(l.admit("a", limits, 0, 1).expect("first"));
     drop(l.admit("a", limits, 0, 2).expect("second"));
     let refused = l.admit("a", limits, 0, 3).expect_err("third");
-    assert!((1..=60).contains(&refused.retry_after));
+    assert!(matches!(refused, Refused::Wait { retry_after, .. } if (1..=60).contains(&retry_after)), "{refused:?}");
     // Another agent has its own window.
     assert!(l.admit("b", limits, 0, 4).is_ok());
 }
@@ -41,4 +41,12 @@ fn unset_limits_keep_no_history() {
     let agents = l.agents.lock().expect("lock");
     assert!(agents["a"].requests.is_empty() && agents["a"].tokens.is_empty());
     assert_eq!(agents["a"].in_flight, 0);
+}
+
+#[test]
+fn a_request_over_the_whole_tpm_is_refused_for_good() {
+    let l = RateLimiter::default();
+    let limits = Limits { tpm: Some(1000), ..Limits::default() };
+    assert_eq!(l.admit("a", limits, 1001, 1).expect_err("over"), Refused::Never { needs: 1001, tpm: 1000 });
+    assert!(l.admit("a", limits, 1000, 2).is_ok(), "the refusal took none of the minute");
 }

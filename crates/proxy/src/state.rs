@@ -5,7 +5,7 @@ use crate::config::{Price, ProviderConfig, ProxyConfig};
 use crate::endpoint::Endpoint;
 use crate::error::ProxyError;
 use crate::ledger::{unix_now, Ledger, LedgerError, UsageRow};
-use crate::limits::RateLimiter;
+use crate::limits::{RateLimiter, Refused};
 use crate::meter::Ticket;
 use crate::usage::Usage;
 use clawkeep_identity::{KeyRing, SealedStore, Zeroizing};
@@ -228,16 +228,11 @@ impl ProxyState {
         }
         let reserved = if billable { reserved } else { Usage::default() };
         let id = self.inner.next_ticket.fetch_add(1, Ordering::Relaxed);
-        let limits = config.limits_for(agent);
-        // Retrying could never help (and SDKs retry a 429 on their own).
-        if let Some(tpm) = limits.tpm.filter(|tpm| reserved.total() > *tpm) {
-            return Err(ProxyError::OverTokenLimit { needs: reserved.total(), tpm });
-        }
-        let slot = self
-            .inner
-            .limiter
-            .admit(agent, limits, reserved.total(), id)
-            .map_err(|r| ProxyError::RateLimited { what: r.what, retry_after: r.retry_after })?;
+        let slot = self.inner.limiter.admit(agent, config.limits_for(agent), reserved.total(), id).map_err(|r| match r {
+            Refused::Wait { what, retry_after } => ProxyError::RateLimited { what, retry_after },
+            // A 400: retrying could never help (and SDKs retry a 429 on their own).
+            Refused::Never { needs, tpm } => ProxyError::OverTokenLimit { needs, tpm },
+        })?;
         let cost = price.map(|p| p.cost(&reserved)).unwrap_or(0.0);
         let reservation = match budget {
             Some(b) => match self.inner.budgets.reserve(agent, b, reserved.total(), cost, unix_now()) {
