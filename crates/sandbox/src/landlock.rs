@@ -9,8 +9,11 @@
 //! says how much the kernel enforced.
 
 use landlock::{
-    Access, AccessFs, CompatLevel, Compatible, PathBeneath, PathFd, Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetStatus, Scope, ABI,
+    Access, AccessFs, CompatLevel, Compatible, PathBeneath, PathFd, Ruleset, RulesetAttr, RulesetCreated, RulesetCreatedAttr,
+    RulesetStatus, Scope, ABI,
 };
+use std::os::fd::OwnedFd;
+use std::path::Path;
 
 const WRITABLE_DIRS: &[&str] = &["/workspace", "/tmp"];
 const WRITABLE_DEVICES: &[&str] = &["/dev/null", "/dev/zero", "/dev/full", "/dev/tty", "/dev/pts", "/dev/ptmx"];
@@ -33,24 +36,9 @@ pub fn apply() -> Result<String, String> {
 }
 
 fn apply_inner() -> Result<String, Box<dyn std::error::Error>> {
-    // Ask for exactly what this kernel can enforce, so "fully_enforced"
-    // means every right the kernel knows is handled.
-    let abi = ABI::from(kernel_abi() as i32);
-
-    let mut ruleset = Ruleset::default()
-        .set_compatibility(CompatLevel::BestEffort)
-        .handle_access(AccessFs::from_all(abi))?
-        .scope(Scope::from_all(abi))?
-        .create()?
-        .add_rule(PathBeneath::new(PathFd::new("/")?, AccessFs::from_read(abi)))?;
-    for dir in WRITABLE_DIRS {
-        ruleset = ruleset.add_rule(PathBeneath::new(PathFd::new(dir)?, AccessFs::from_all(abi)))?;
-    }
-    for dev in WRITABLE_DEVICES {
-        if let Ok(fd) = PathFd::new(dev) {
-            ruleset = ruleset.add_rule(PathBeneath::new(fd, AccessFs::from_file(abi)))?;
-        }
-    }
+    let dirs: Vec<&Path> = WRITABLE_DIRS.iter().map(Path::new).collect();
+    let devices: Vec<&Path> = WRITABLE_DEVICES.iter().map(Path::new).collect();
+    let ruleset = writes_only_beneath(&dirs, &devices, true)?;
     let status = ruleset.restrict_self()?;
     Ok(match status.ruleset {
         RulesetStatus::FullyEnforced => "fully_enforced",
@@ -60,28 +48,34 @@ fn apply_inner() -> Result<String, Box<dyn std::error::Error>> {
     .to_string())
 }
 
+/// The ruleset both boundaries share: reads and execution anywhere, every
+/// write right only beneath `dirs` (which must exist) and on `files` (those
+/// that exist); with `scoped`, signals and abstract sockets kept in the
+/// domain too. Asks for exactly what this kernel can enforce, so "fully
+/// enforced" means every right the kernel knows is handled.
+fn writes_only_beneath(dirs: &[&Path], files: &[&Path], scoped: bool) -> Result<RulesetCreated, Box<dyn std::error::Error>> {
+    let abi = ABI::from(kernel_abi() as i32);
+    let ruleset = Ruleset::default().set_compatibility(CompatLevel::BestEffort).handle_access(AccessFs::from_all(abi))?;
+    let ruleset = if scoped { ruleset.scope(Scope::from_all(abi))? } else { ruleset };
+    let mut ruleset = ruleset.create()?.add_rule(PathBeneath::new(PathFd::new("/")?, AccessFs::from_read(abi)))?;
+    for dir in dirs {
+        ruleset = ruleset.add_rule(PathBeneath::new(PathFd::new(dir)?, AccessFs::from_all(abi)))?;
+    }
+    for file in files {
+        if let Ok(fd) = PathFd::new(file) {
+            ruleset = ruleset.add_rule(PathBeneath::new(fd, AccessFs::from_file(abi)))?;
+        }
+    }
+    Ok(ruleset)
+}
+
 /// A ruleset, not applied yet: reads and execution anywhere, writes only
 /// beneath `dirs` and to the files `files`. `None` when the kernel has no
 /// Landlock. For a host tool that reads untrusted input (the e2fsprogs
 /// that read a disk the guest wrote): the child applies it with
 /// [`restrict_with`] between fork and exec.
-pub fn write_boundary(dirs: &[&std::path::Path], files: &[&std::path::Path]) -> Result<Option<std::os::fd::OwnedFd>, String> {
-    let build = || -> Result<Option<std::os::fd::OwnedFd>, Box<dyn std::error::Error>> {
-        let abi = ABI::from(kernel_abi() as i32);
-        let mut ruleset = Ruleset::default()
-            .set_compatibility(CompatLevel::BestEffort)
-            .handle_access(AccessFs::from_all(abi))?
-            .create()?
-            .add_rule(PathBeneath::new(PathFd::new("/")?, AccessFs::from_read(abi)))?;
-        for dir in dirs {
-            ruleset = ruleset.add_rule(PathBeneath::new(PathFd::new(dir)?, AccessFs::from_all(abi)))?;
-        }
-        for file in files {
-            ruleset = ruleset.add_rule(PathBeneath::new(PathFd::new(file)?, AccessFs::from_file(abi)))?;
-        }
-        Ok(ruleset.into())
-    };
-    build().map_err(|e| e.to_string())
+pub fn write_boundary(dirs: &[&Path], files: &[&Path]) -> Result<Option<OwnedFd>, String> {
+    writes_only_beneath(dirs, files, false).map(Into::into).map_err(|e| e.to_string())
 }
 
 /// Puts the calling process under the ruleset `fd` (from

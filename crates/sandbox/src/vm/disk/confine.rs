@@ -67,13 +67,15 @@ pub(super) fn confine(cmd: &mut Command) {
 /// are, so a crafted entry named `../../x` (or a symlink the guest made)
 /// would otherwise write wherever the caller can. `None` without Landlock.
 pub(super) fn write_boundary(img: &Path, scratch: &Path) -> Option<std::os::fd::OwnedFd> {
-    match crate::landlock::write_boundary(&[scratch], &[img]) {
-        Ok(fd) => fd,
-        Err(e) => {
-            eprintln!("clawkeep: warning: the disk tools run without a write boundary ({e})");
-            None
-        }
-    }
+    let why = match crate::landlock::write_boundary(&[scratch], &[img]) {
+        Ok(Some(fd)) => return Some(fd),
+        Ok(None) => "this kernel has no Landlock".to_string(),
+        Err(e) => e,
+    };
+    eprintln!(
+        "clawkeep: warning: the workspace is copied back without a write boundary ({why}); a crafted guest disk could write outside it"
+    );
+    None
 }
 
 /// Applies `boundary` (see [`write_boundary`]) in the child before exec.
