@@ -83,8 +83,6 @@ pub enum ResolveError {
 
 struct Inner {
     cfg: GateConfig,
-    /// Held while an "always" approval rewrites the policy file.
-    policy_write: Mutex<()>,
     waiting: Mutex<HashMap<i64, oneshot::Sender<Approval>>>,
     events: broadcast::Sender<GateEvent>,
 }
@@ -104,7 +102,7 @@ impl std::fmt::Debug for Gate {
 impl Gate {
     pub fn new(cfg: GateConfig) -> Gate {
         let (events, _) = broadcast::channel(256);
-        Gate { inner: Arc::new(Inner { cfg, policy_write: Mutex::default(), waiting: Mutex::default(), events }) }
+        Gate { inner: Arc::new(Inner { cfg, waiting: Mutex::default(), events }) }
     }
 
     pub fn agent(&self) -> &str {
@@ -168,11 +166,12 @@ impl Gate {
         if r.approve && r.scope == Scope::Always {
             let path = self.inner.cfg.policy_path.clone().ok_or(ResolveError::NoPolicyFile)?;
             let failed = |message: String| ResolveError::PolicyWrite { path: path.clone(), message };
-            // One writer at a time, here and in other runs sharing the file;
-            // the rule goes into the file as it is now on disk (an edit the
-            // watcher has not reloaded yet is kept, not overwritten).
-            let _in_process = self.inner.policy_write.lock().unwrap_or_else(|p| p.into_inner());
-            let _across = lock_beside(&path).map_err(|e| failed(e.to_string()))?;
+            // One writer at a time, in this gate and in other runs sharing
+            // the file (each lock_beside opens the lock file anew, and flock
+            // excludes other open descriptions, threads of one process
+            // included); the rule goes into the file as it is now on disk
+            // (an edit the watcher has not reloaded yet is kept).
+            let _writer = lock_beside(&path).map_err(|e| failed(e.to_string()))?;
             let on_disk =
                 clawkeep_policy::Policy::load(&path).map_err(|e| failed(format!("the file does not load ({e}); fix it first")))?;
             let updated = on_disk.with_rule_prepended(always_spec(&a)).map_err(|e| failed(e.to_string()))?;
