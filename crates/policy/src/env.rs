@@ -10,35 +10,32 @@ use crate::policy::Policy;
 /// each one changes what the command loads, runs or controls. A gated
 /// command runs where the real binaries are visible, so code injected into
 /// it could run any of them unasked.
-pub const ALWAYS_SCRUBBED: [&str; 22] = [
-    "DOCKER_HOST",           // points docker at another daemon
-    "KUBECONFIG",            // points kubectl at another cluster or identity
-    "GCONV_PATH",            // loads iconv modules (code) from a directory
-    "BASH_ENV",              // a script bash runs before any other
-    "ENV",                   // the same for sh
-    "GIT_CONFIG_PARAMETERS", // `git -c` settings (core.fsmonitor, core.pager: commands)
-    "GIT_CONFIG_COUNT",      // ... and GIT_CONFIG_KEY_n / GIT_CONFIG_VALUE_n
-    "GIT_CONFIG_GLOBAL",     // another config file, as the user's own
-    "GIT_CONFIG_SYSTEM",
+pub const ALWAYS_SCRUBBED: [&str; 15] = [
+    "DOCKER_HOST",       // points docker at another daemon
+    "KUBECONFIG",        // points kubectl at another cluster or identity
+    "GCONV_PATH",        // loads iconv modules (code) from a directory
+    "BASH_ENV",          // a script bash runs before any other
+    "ENV",               // the same for sh
     "GIT_EXTERNAL_DIFF", // a command run for every diff
-    "GIT_SSH",           // a command run as ssh
-    "GIT_SSH_COMMAND",
-    "GIT_PROXY_COMMAND",
-    "GIT_ASKPASS",
-    "GIT_EXEC_PATH",    // where git finds its subcommands
-    "GIT_TEMPLATE_DIR", // hooks copied into new repositories
-    "NODE_OPTIONS",     // --require: code loaded into node (npm, npx)
-    "PERL5OPT",         // -M: modules loaded into perl
-    "PERL5LIB",
-    "PYTHONPATH", // modules shadowing the standard ones (pip)
+    "GIT_PROXY_COMMAND", // a command run to connect
+    "GIT_ASKPASS",       // a command run for credentials
+    "GIT_EXEC_PATH",     // where git finds its subcommands
+    "GIT_TEMPLATE_DIR",  // hooks copied into new repositories
+    "PYTHONPATH",        // modules shadowing the standard ones (pip)
     "PYTHONSTARTUP",
-    "RUBYOPT", // -r: code loaded into ruby (gem, bundle)
+    "NODE_OPTIONS", // --require: code loaded into node (npm, npx)
+    "RUBYOPT",      // -r: code loaded into ruby (gem, bundle)
+    "RUBYLIB",
 ];
 
 /// Prefixes of variables removed the same way: the dynamic loader's
-/// (LD_PRELOAD, LD_LIBRARY_PATH, LD_AUDIT, ...), git's numbered config
-/// pairs, and functions bash imports from its environment.
-pub const ALWAYS_SCRUBBED_PREFIXES: [&str; 4] = ["LD_", "GIT_CONFIG_KEY_", "GIT_CONFIG_VALUE_", "BASH_FUNC_"];
+/// (LD_PRELOAD, LD_LIBRARY_PATH, LD_AUDIT, ...), git's config injection
+/// (GIT_CONFIG_PARAMETERS, _COUNT, _KEY_n, _VALUE_n, _GLOBAL, _SYSTEM: with
+/// core.fsmonitor or core.pager, commands) and ssh command (GIT_SSH,
+/// GIT_SSH_COMMAND), functions bash imports from its environment, and the
+/// interpreters' preload options (NODE_OPTIONS, PERL5OPT, PERL5LIB, RUBYOPT).
+pub const ALWAYS_SCRUBBED_PREFIXES: [&str; 8] =
+    ["LD_", "GIT_CONFIG", "GIT_SSH", "BASH_FUNC_", "NODE_OPTIONS", "PERL5", "RUBYOPT", "RUBYLIB"];
 
 /// Whether `name` is a name at all: a pair whose name is empty or holds
 /// `=` (`LD_PRELOAD=/x.so:` with any value) would reach the command as
