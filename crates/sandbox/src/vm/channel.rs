@@ -49,6 +49,8 @@ pub enum ChannelError {
     Write(std::io::Error),
     #[error("the guest channel closed")]
     Closed,
+    #[error("the guest stopped reading its channel for {0:?}; the channel is closed and the VM will be stopped")]
+    Stalled(Duration),
     #[error("the guest sent a bad frame: {0}")]
     Protocol(String),
     #[error("no answer from the guest within {0:?}")]
@@ -137,7 +139,12 @@ impl Channel {
             // A frame may be half written: nothing more may follow it. The
             // guest sees the channel end; later sends fail at once.
             let _ = w.shutdown(std::net::Shutdown::Write);
-            ChannelError::Write(e)
+            match e.kind() {
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
+                    ChannelError::Stalled(w.write_timeout().ok().flatten().unwrap_or(WRITE_TIMEOUT))
+                }
+                _ => ChannelError::Write(e),
+            }
         })
     }
 
