@@ -211,6 +211,9 @@ pub fn start(
                 fds.extend(proxy.as_ref().map(|(_, l)| l.as_raw_fd()));
                 wait_any_readable(&fds);
             }
+            // Someone is waiting: the runtime starts, and with it the
+            // logging its proxy and gate warn through.
+            crate::logging::init_default();
             let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
                 Ok(rt) => rt,
                 Err(e) => return eprintln!("clawkeep: gate: cannot start its runtime: {e}"),

@@ -13,6 +13,22 @@ use tracing_subscriber::filter::{EnvFilter, LevelFilter};
 
 pub const LOG_ENV: &str = "CLAWKEEP_LOG";
 
+/// For `clawkeep run`: a `CLAWKEEP_LOG` filter is checked (and installed)
+/// now, so a bad one is still a usage error; the default one waits for
+/// [`init_default`] where the run first needs it (its gate thread), off the
+/// jail's start-up.
+pub fn init_if_asked() -> Result<(), crate::Failure> {
+    match std::env::var_os(LOG_ENV) {
+        Some(v) if !v.is_empty() => init(),
+        _ => Ok(()),
+    }
+}
+
+/// The default subscriber, unless one is installed already.
+pub fn init_default() {
+    let _ = init();
+}
+
 /// Installs the process-wide subscriber; a bad `CLAWKEEP_LOG` is a usage
 /// error naming it.
 pub fn init() -> Result<(), crate::Failure> {

@@ -51,7 +51,11 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => return clap_error(e),
     };
-    let result = logging::init().and_then(|()| match cli.command {
+    let result = match &cli.command {
+        cli::Command::Run(_) => logging::init_if_asked(),
+        _ => logging::init(),
+    }
+    .and_then(|()| match cli.command {
         cli::Command::Run(args) => run::run(cli.state_dir, args),
         cli::Command::Doctor { json } => doctor::doctor(json, vm_doctor::doctor_report(cli.state_dir.clone())),
         cli::Command::Audit(cli::AuditCommand::Verify { file, json }) => audit_cmd::verify(cli.state_dir, file, json),

@@ -34,6 +34,7 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs) -> Result<u8, Failure> {
         return Err(Failure::usage("the command is an empty string; usage: clawkeep run [OPTIONS] -- CMD [ARGS...]"));
     }
     if args.backend == "vm" {
+        crate::logging::init_default();
         return crate::vm_run::run(state_dir, args);
     }
     // The helper starts first: its spawn and exec overlap all of the

@@ -26,6 +26,9 @@ fn bad_log_filter() {
     let out = env.cmd().env("CLAWKEEP_LOG", "clawkeep_proxy=loudest").args(["usage"]).output().unwrap();
     one_line_error(&out, "invalid CLAWKEEP_LOG 'clawkeep_proxy=loudest'");
     env.cmd().env("CLAWKEEP_LOG", "info").args(["usage"]).assert().success();
+    // `run` installs its logging late, but checks a filter it was given first.
+    let out = env.run(&[], &["true"]).env("CLAWKEEP_LOG", "clawkeep_proxy=loudest").output().unwrap();
+    one_line_error(&out, "invalid CLAWKEEP_LOG");
 }
 
 #[test]
