@@ -17,6 +17,9 @@ rules:
   - command: uname
     action: allow
     reason: harmless
+  - command: env
+    action: allow
+    reason: runs other commands, which are gated in turn
   - command: touch
     action: deny
     reason: no touching here
@@ -114,6 +117,36 @@ fn the_real_binary_cannot_be_reached() {
     }
     assert_eq!(stdout.lines().count(), 5, "{stdout}");
     assert!(!env.workspace.path().join("bypass").exists());
+}
+
+/// An allowed command that starts another gated command, by name or by
+/// its full path (as an npm script, a build script or git's fsmonitor hook
+/// would): only the approved command's own binary is real in its job, so
+/// the other one reaches the gate again and is decided on its own.
+#[test]
+fn a_command_started_by_an_approved_one_is_gated_again() {
+    if !jail_available("nested gated commands") {
+        return;
+    }
+    let (env, policy) = env_with_policy();
+    let script = "env /usr/bin/touch /workspace/nested; echo touch=$?; env PATH=/usr/bin /usr/bin/uname -s; echo uname=$?";
+    let out = run_gated(&env, &policy, "t-nested", script);
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(stdout, "touch=126\nLinux\nuname=0\n", "stderr: {stderr}");
+    assert!(stderr.contains("denied: no touching here"), "{stderr}");
+    assert!(!env.workspace.path().join("nested").exists());
+    // Four decisions: env, touch inside it, env again, uname inside it.
+    let hist = env.cmd().args(["history", "--json"]).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&hist.stdout).unwrap();
+    let mut seen: Vec<(String, String)> = v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (d["command"].as_str().unwrap_or_default().to_string(), d["outcome"].as_str().unwrap_or_default().to_string()))
+        .collect();
+    seen.sort();
+    let want = [("env", "allowed"), ("env", "allowed"), ("touch", "denied"), ("uname", "allowed")];
+    assert_eq!(seen, want.map(|(c, o)| (c.to_string(), o.to_string())), "{v}");
 }
 
 /// A gated binary with hard links under other names: beside it, in another

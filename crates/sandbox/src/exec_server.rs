@@ -1,25 +1,30 @@
 //! The jail's executor: runs commands the gate approved *inside* the jail.
 //!
-//! Init forks it before the agent. It unshares a mount namespace of its
-//! own in which the gated commands' real binaries are unmasked (the agent's
-//! namespace shows the shim over them), then takes exactly the agent's
-//! restrictions — uid 1000, no capabilities, no_new_privs, landlock,
-//! seccomp — and serves the launcher over a SOCK_SEQPACKET channel.
+//! Init forks it before the agent, and it keeps init's privilege inside the
+//! jail's user namespace (never more than the jail's root; nothing in the
+//! jail can reach it: its only input is the launcher's channel, it is
+//! non-dumpable and not the agent's uid). Each job gets a *runner* process,
+//! forked from here, which unshares a mount namespace of its own, uncovers
+//! there the real binary of the job's own command (and only that command:
+//! every other gated command stays the shim, so whatever the approved
+//! command starts — an npm script, a build script, git's fsmonitor hook —
+//! reaches the gate again), and then takes exactly the agent's
+//! restrictions: uid 1000, no capabilities, no_new_privs, landlock,
+//! seccomp.
 //!
-//! Each job gets a *runner* process (forked from here) that starts the
-//! command in its own process group with the shim's stdin, relays its
-//! stdout/stderr to the shim's descriptors while counting bytes, forwards
-//! signals, enforces the rule's timeout and reports one outcome. A slow
-//! reader therefore stalls only its own runner.
+//! The runner starts the command in its own process group with the shim's
+//! stdin, relays its stdout/stderr to the shim's descriptors while counting
+//! bytes, forwards signals, enforces the rule's timeout and reports one
+//! outcome. A slow reader therefore stalls only its own runner.
 
 use crate::error::{SetupFailure, Step};
+use crate::shims::Mask;
 use crate::{caps, init, seccomp, sys};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// Launcher → executor. `Run` carries the shim's stdin, stdout, stderr.
@@ -66,38 +71,58 @@ struct RunnerReport {
 
 const MAX_PACKET: usize = 256 * 1024;
 
-/// Never returns. `masks` are the jail paths where the shim covers a real
-/// binary; `path` is the agent's PATH without the shims directory.
+/// Never returns. `masks` are what the shim covers in the agent's mount
+/// namespace; `path` is the agent's PATH without the shims directory.
 ///
-/// Everything costly happens at the first request, not at jail start-up:
-/// a mount namespace of its own (whose teardown would otherwise slow every
-/// run's exit), the privilege drop and the confinement. Until then the
-/// executor only waits on its channel, which nothing inside the jail can
-/// reach; it is non-dumpable from the start.
-pub fn run(chan: OwnedFd, masks: &[PathBuf], path: String, can_setgroups: bool, landlock_on: bool) -> ! {
+/// Nothing costly happens at jail start-up: the seccomp program is compiled
+/// at the first request, and each job's mount namespace is made (and torn
+/// down) by its own runner, off every run's start and exit.
+pub fn run(chan: OwnedFd, masks: Vec<Mask>, path: String, can_setgroups: bool, landlock_on: bool) -> ! {
     set_name(c"clawkeep-exec");
     let _ = sys::prctl(libc::PR_SET_DUMPABLE, 0);
-    serve(chan, &path, &|| setup(masks, can_setgroups, landlock_on));
+    let confine = Confine { masks, can_setgroups, landlock_on, filters: std::cell::OnceCell::new() };
+    serve(chan, &path, &confine);
     // SAFETY: _exit in a forked child.
     unsafe { libc::_exit(0) }
 }
 
-fn setup(masks: &[PathBuf], can_setgroups: bool, landlock_on: bool) -> Result<(), String> {
-    // SAFETY: unshare of a mount namespace; we hold CAP_SYS_ADMIN in the jail's user namespace.
-    if unsafe { libc::unshare(libc::CLONE_NEWNS) } < 0 {
-        return Err(SetupFailure::new(Step::MountPrivate, "executor mount namespace", &io::Error::last_os_error()).to_string());
+/// How a runner takes the agent's restrictions for its job.
+struct Confine {
+    masks: Vec<Mask>,
+    can_setgroups: bool,
+    landlock_on: bool,
+    /// The encoded seccomp program, compiled once, at the first job.
+    filters: std::cell::OnceCell<Vec<u8>>,
+}
+
+impl Confine {
+    /// Compiles what every runner installs; before the first fork.
+    fn prepare(&self) -> Result<(), String> {
+        if self.filters.get().is_none() {
+            let f = seccomp::compile_encoded().map_err(|e| e.to_string())?;
+            let _ = self.filters.set(f);
+        }
+        Ok(())
     }
-    for m in masks {
-        let c = sys::cpath(m).map_err(|e| e.to_string())?;
-        sys::umount_detach(&c).map_err(|e| SetupFailure::new(Step::UmountOldRoot, m.display().to_string(), &e).to_string())?;
+
+    /// In the runner: a mount namespace where `command`'s own masks (and
+    /// no other) are lifted, then the agent's restrictions.
+    fn enter(&self, command: &str) -> Result<(), String> {
+        // SAFETY: unshare of a mount namespace; we hold CAP_SYS_ADMIN in the jail's user namespace.
+        if unsafe { libc::unshare(libc::CLONE_NEWNS) } < 0 {
+            return Err(SetupFailure::new(Step::MountPrivate, "job mount namespace", &io::Error::last_os_error()).to_string());
+        }
+        for m in self.masks.iter().filter(|m| m.commands.contains(command)) {
+            let c = sys::cpath(&m.path).map_err(|e| e.to_string())?;
+            sys::umount_detach(&c).map_err(|e| SetupFailure::new(Step::UmountOldRoot, m.path.display().to_string(), &e).to_string())?;
+        }
+        caps::drop_to_agent(self.can_setgroups).map_err(|f| f.to_string())?;
+        let _ = sys::prctl(libc::PR_SET_DUMPABLE, 0);
+        if self.landlock_on {
+            crate::landlock::apply()?;
+        }
+        seccomp::install_encoded(self.filters.get().ok_or("the seccomp program was not compiled")?)
     }
-    caps::drop_to_agent(can_setgroups).map_err(|f| f.to_string())?;
-    let _ = sys::prctl(libc::PR_SET_DUMPABLE, 0);
-    if landlock_on {
-        crate::landlock::apply()?;
-    }
-    let filters = seccomp::compile_encoded().map_err(|e| e.to_string())?;
-    seccomp::install_encoded(&filters)
 }
 
 fn set_name(name: &std::ffi::CStr) {
@@ -117,8 +142,7 @@ struct Job {
     release: Option<OwnedFd>,
 }
 
-fn serve(chan: OwnedFd, path: &str, setup: &dyn Fn() -> Result<(), String>) {
-    let mut confined = false;
+fn serve(chan: OwnedFd, path: &str, confine: &Confine) {
     let fd = chan.as_raw_fd();
     // SIGCHLD stays blocked (inherited from init's mask) and is drained by
     // waitpid whenever a report arrives; runners report before they exit.
@@ -173,18 +197,15 @@ fn serve(chan: OwnedFd, path: &str, setup: &dyn Fn() -> Result<(), String>) {
                 }
             }
             Ok(ToExec::Run { id, command, args, cwd, env, timeout_ms, relay }) => {
-                if !confined {
-                    if let Err(e) = setup() {
-                        send(fd, &FromExec::Failed { id, message: format!("the executor could not confine itself: {e}") });
-                        return;
-                    }
-                    confined = true;
+                if let Err(e) = confine.prepare() {
+                    send(fd, &FromExec::Failed { id, message: format!("the executor cannot confine a job: {e}") });
+                    continue;
                 }
                 if fds.len() != 3 {
                     send(fd, &FromExec::Failed { id, message: "expected stdin, stdout and stderr descriptors".into() });
                     continue;
                 }
-                match start(&command, &args, &cwd, &env, path, timeout_ms, relay, &fds) {
+                match start(&command, &args, &cwd, &env, path, timeout_ms, relay, &fds, confine) {
                     Ok(job) => {
                         jobs.insert(id, job);
                         send(fd, &FromExec::Started { id });
@@ -218,6 +239,7 @@ fn start(
     timeout_ms: Option<u64>,
     relay: bool,
     fds: &[OwnedFd],
+    confine: &Confine,
 ) -> Result<Job, String> {
     let exe = resolve(command, path).ok_or_else(|| format!("{command}: command not found in the jail"))?;
     let cstr = |s: &str| CString::new(s).map_err(|_| format!("{command}: argument contains a NUL byte"));
@@ -237,6 +259,12 @@ fn start(
     }
     if runner == 0 {
         drop((report_r, hold_w));
+        if let Err(e) = confine.enter(command) {
+            let msg = format!("clawkeep: {command}: the approved command could not be confined: {e}\n");
+            let _ = sys::write_all(fds[2].as_raw_fd(), msg.as_bytes());
+            // SAFETY: _exit in a forked child; no report means "the runner died".
+            unsafe { libc::_exit(1) };
+        }
         let spec = Spawn {
             hold: hold_r.as_raw_fd(),
             exe: &exe_c,

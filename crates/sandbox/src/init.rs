@@ -114,7 +114,7 @@ fn setup_and_supervise(args: InitArgs<'_>, status_fd: i32) -> Result<i32, SetupF
         if pid == 0 {
             let path = spec.env.iter().find(|(k, _)| k == "PATH").map_or(String::new(), |(_, v)| v.clone());
             let path = path.split(':').filter(|d| *d != clawkeep_shim::JAIL_SHIM_DIR).collect::<Vec<_>>().join(":");
-            exec_server::run(chan, &masks, path, args.can_setgroups, args.cfg.landlock);
+            exec_server::run(chan, masks, path, args.can_setgroups, args.cfg.landlock);
         }
     }
     let slave = match args.cfg.tty {

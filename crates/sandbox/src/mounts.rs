@@ -112,14 +112,14 @@ fn fd_path(fd: &OwnedFd) -> String {
 }
 
 /// Builds the jail's root and pivots into it. `tmp_size` bounds /tmp.
-/// Returns the paths where the shim covers a gated command's real binary.
+/// Returns where the shim covers (or hides) a gated command's real binary.
 pub fn build_root(
     source: &RootSource,
     workspace: WorkspaceMount,
     tmp_size: Option<u64>,
     gate: Option<&GateMounts>,
     gate_trees: Option<(OwnedFd, OwnedFd)>,
-) -> R<Vec<PathBuf>> {
+) -> R<Vec<shims::Mask>> {
     let target = |p: &str| PathBuf::from(BASE).join(p);
     sys::mount(None, c"/", None, libc::MS_REC | libc::MS_PRIVATE, None).map_err(fail(Step::MountPrivate, "/"))?;
 

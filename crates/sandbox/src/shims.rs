@@ -93,10 +93,18 @@ fn attach(src: &GateSource, target: &Path) -> Result<(), SetupFailure> {
     }
 }
 
+/// A path the shim covers (or an empty tmpfs hides) in the agent's mount
+/// namespace, as the jail sees it, and the gated commands that reach it.
+/// The executor uncovers a job's own command's masks, and only those.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mask {
+    pub path: PathBuf,
+    pub commands: BTreeSet<String>,
+}
+
 /// Installs /run/clawkeep (shim, socket, shims dir, manifest) under `base`
-/// and covers the real binaries. Returns the covered paths as the jail
-/// will see them (for the executor to uncover in its own namespace).
-pub fn install(base: &Path, g: &GateMounts, src: &GateSources) -> Result<Vec<PathBuf>, SetupFailure> {
+/// and covers the real binaries. Returns what it covered.
+pub fn install(base: &Path, g: &GateMounts, src: &GateSources) -> Result<Vec<Mask>, SetupFailure> {
     let mk = |p: &Path| fs::create_dir_all(p).map_err(|e| SetupFailure::new(Step::MakeNode, p.display().to_string(), &e));
     let run = base.join("run/clawkeep");
     mk(&run.join("shims"))?;
@@ -107,7 +115,7 @@ pub fn install(base: &Path, g: &GateMounts, src: &GateSources) -> Result<Vec<Pat
 
     let dirs = path_dirs(base);
     // Every real file a command name reaches, and the names that reach it.
-    let mut targets: BTreeMap<PathBuf, String> = BTreeMap::new();
+    let mut targets: BTreeMap<PathBuf, BTreeSet<String>> = BTreeMap::new();
     let mut manifest: BTreeMap<PathBuf, String> = BTreeMap::new();
     // Covered files with other hard links: where each lives, how many
     // links it has, and the covered paths found so far.
@@ -125,9 +133,9 @@ pub fn install(base: &Path, g: &GateMounts, src: &GateSources) -> Result<Vec<Pat
             }
             for copy in private_copies(&real, &meta, cmd) {
                 manifest.insert(jail_path(base, &copy), cmd.clone());
-                targets.insert(copy, cmd.clone());
+                targets.entry(copy).or_default().insert(cmd.clone());
             }
-            targets.insert(real.clone(), cmd.clone());
+            targets.entry(real.clone()).or_default().insert(cmd.clone());
             manifest.insert(jail_path(base, &real), cmd.clone());
             for dir in spellings {
                 manifest.insert(Path::new("/").join(dir).join(cmd), cmd.clone());
@@ -147,13 +155,17 @@ pub fn install(base: &Path, g: &GateMounts, src: &GateSources) -> Result<Vec<Pat
     // hide each directory that holds one under an empty read-only tmpfs.
     // One mount instead of one per link; only the gated tool uses them, and
     // it runs in the executor's namespace, where they are uncovered.
-    let mut hidden = Vec::new();
+    let mut hidden: BTreeMap<PathBuf, BTreeSet<String>> = BTreeMap::new();
     for ((dev, ino), l) in &mut linked {
         let mut missing = l.missing();
         let Some(prefix) = l.real.parent().and_then(Path::parent).filter(|_| missing > 0) else { continue };
         let mut budget = 20_000usize;
+        let mut dirs = Vec::new();
         for root in [prefix.join("libexec"), prefix.join("lib")] {
-            find_link_dirs(&root, *ino, *dev, 3, &mut budget, &mut missing, &mut hidden);
+            find_link_dirs(&root, *ino, *dev, 3, &mut budget, &mut missing, &mut dirs);
+        }
+        for d in dirs {
+            hidden.entry(d).or_default().extend(targets[&l.real].iter().cloned());
         }
         l.elsewhere = l.missing() - missing;
     }
@@ -165,9 +177,7 @@ pub fn install(base: &Path, g: &GateMounts, src: &GateSources) -> Result<Vec<Pat
     for bind in targets.keys() {
         bind_file(&shim_src, bind)?;
     }
-    hidden.sort();
-    hidden.dedup();
-    for dir in &hidden {
+    for dir in hidden.keys() {
         let t = sys::cpath(dir).map_err(|e| SetupFailure::new(Step::MaskPath, dir.display().to_string(), &e))?;
         sys::mount(
             Some(c"tmpfs"),
@@ -181,7 +191,7 @@ pub fn install(base: &Path, g: &GateMounts, src: &GateSources) -> Result<Vec<Pat
     let text: String = manifest.iter().map(|(p, c)| format!("{}\t{c}\n", p.display())).collect();
     let mpath = run.join("manifest");
     fs::write(&mpath, text).map_err(|e| SetupFailure::new(Step::WriteFile, mpath.display().to_string(), &e))?;
-    Ok(targets.keys().chain(hidden.iter()).map(|t| jail_path(base, t)).collect())
+    Ok(targets.into_iter().chain(hidden).map(|(t, commands)| Mask { path: jail_path(base, &t), commands }).collect())
 }
 
 /// A covered file with more than one hard link.
@@ -259,7 +269,7 @@ fn scan_links(
     base: &Path,
     dir: &Path,
     linked: &mut HashMap<(u64, u64), Linked>,
-    targets: &mut BTreeMap<PathBuf, String>,
+    targets: &mut BTreeMap<PathBuf, BTreeSet<String>>,
     manifest: &mut BTreeMap<PathBuf, String>,
 ) {
     let Ok(rd) = fs::read_dir(dir) else { return };
@@ -274,9 +284,11 @@ fn scan_links(
         if !m.is_file() || !l.found.insert(e.path()) {
             continue;
         }
-        let cmd = targets[&l.real].clone();
-        manifest.insert(jail_path(base, &e.path()), cmd.clone());
-        targets.insert(e.path(), cmd);
+        let cmds = targets[&l.real].clone();
+        if let Some(cmd) = cmds.first() {
+            manifest.insert(jail_path(base, &e.path()), cmd.clone());
+        }
+        targets.entry(e.path()).or_default().extend(cmds);
     }
 }
 
