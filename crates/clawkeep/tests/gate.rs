@@ -129,10 +129,14 @@ fn a_command_started_by_an_approved_one_is_gated_again() {
         return;
     }
     let (env, policy) = env_with_policy();
-    let script = "env /usr/bin/touch /workspace/nested; echo touch=$?; env PATH=/usr/bin /usr/bin/uname -s; echo uname=$?";
+    // The executor keeps four capabilities (SETGID, SETUID, SETPCAP,
+    // SYS_ADMIN: 0x2001c0) and no more, in every set.
+    let script = "env /usr/bin/touch /workspace/nested; echo touch=$?; env PATH=/usr/bin /usr/bin/uname -s; echo uname=$?; \
+        for p in /proc/[0-9]*; do [ \"$(cat $p/comm)\" = clawkeep-exec ] && grep -E '^Cap(Eff|Prm|Bnd|Inh|Amb)' $p/status; done";
     let out = run_gated(&env, &policy, "t-nested", script);
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert_eq!(stdout, "touch=126\nLinux\nuname=0\n", "stderr: {stderr}");
+    let caps = "CapInh:\t0000000000000000\nCapPrm:\t00000000002001c0\nCapEff:\t00000000002001c0\nCapBnd:\t00000000002001c0\nCapAmb:\t0000000000000000\n";
+    assert_eq!(stdout, format!("touch=126\nLinux\nuname=0\n{caps}"), "stderr: {stderr}");
     assert!(stderr.contains("denied: no touching here"), "{stderr}");
     assert!(!env.workspace.path().join("nested").exists());
     // Four decisions: env, touch inside it, env again, uname inside it.

@@ -45,9 +45,34 @@ pub fn drop_bounding_set(last: u32) -> Result<(), SetupFailure> {
     Ok(())
 }
 
+/// Capabilities by number (linux/capability.h).
+pub const CAP_SETGID: u32 = 6;
+pub const CAP_SETUID: u32 = 7;
+pub const CAP_SETPCAP: u32 = 8;
+pub const CAP_SYS_ADMIN: u32 = 21;
+
+/// Keeps only `keep` (each below 32) in the bounding, permitted and
+/// effective sets; the inheritable and ambient sets end empty.
+pub fn keep_only(keep: &[u32]) -> Result<(), SetupFailure> {
+    let f = |what: &'static str| move |e: io::Error| SetupFailure::new(Step::DropCapabilities, what, &e);
+    for cap in (0..=last_cap()).filter(|c| !keep.contains(c)) {
+        if let Err(e) = sys::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong) {
+            if sys::errno_of(&e) != libc::EINVAL {
+                return Err(SetupFailure::new(Step::DropCapabilities, format!("bounding set cap {cap}"), &e));
+            }
+        }
+    }
+    let mask = keep.iter().filter(|c| **c < 32).fold(0u32, |m, c| m | 1 << c);
+    set_sets(mask).map_err(f("capset"))
+}
+
 fn clear_all_sets() -> io::Result<()> {
+    set_sets(0)
+}
+
+fn set_sets(low: u32) -> io::Result<()> {
     let mut header = CapHeader { version: LINUX_CAPABILITY_VERSION_3, pid: 0 };
-    let data = [CapData { effective: 0, permitted: 0, inheritable: 0 }; 2];
+    let data = [CapData { effective: low, permitted: low, inheritable: 0 }, CapData { effective: 0, permitted: 0, inheritable: 0 }];
     // SAFETY: header and data are valid v3 capability structs (two data words).
     let r = unsafe { libc::syscall(libc::SYS_capset, &mut header as *mut CapHeader, data.as_ptr()) };
     if r < 0 {

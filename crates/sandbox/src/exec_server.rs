@@ -80,6 +80,15 @@ const MAX_PACKET: usize = 256 * 1024;
 pub fn run(chan: OwnedFd, masks: Vec<Mask>, path: String, can_setgroups: bool, landlock_on: bool) -> ! {
     set_name(c"clawkeep-exec");
     let _ = sys::prctl(libc::PR_SET_DUMPABLE, 0);
+    // What a runner needs before it drops the rest: a mount namespace of
+    // its own (SYS_ADMIN), the agent's ids (SETUID, SETGID) and an empty
+    // bounding set (SETPCAP).
+    if let Err(e) = caps::keep_only(&[caps::CAP_SETGID, caps::CAP_SETUID, caps::CAP_SETPCAP, caps::CAP_SYS_ADMIN]) {
+        let msg = format!("the executor could not drop its other capabilities: {e}");
+        serve_refusing(&chan, &msg);
+        // SAFETY: _exit in a forked child.
+        unsafe { libc::_exit(1) }
+    }
     let confine = Confine { masks, can_setgroups, landlock_on, filters: std::cell::OnceCell::new() };
     serve(chan, &path, &confine);
     // SAFETY: _exit in a forked child.
@@ -122,6 +131,21 @@ impl Confine {
             crate::landlock::apply()?;
         }
         seccomp::install_encoded(self.filters.get().ok_or("the seccomp program was not compiled")?)
+    }
+}
+
+/// Answers every job with `message` until the launcher goes.
+fn serve_refusing(chan: &OwnedFd, message: &str) {
+    let mut buf = vec![0u8; MAX_PACKET];
+    loop {
+        match clawkeep_shim::fdpass::recv_with_fds(chan.as_raw_fd(), &mut buf) {
+            Ok((0, _)) | Err(_) => return,
+            Ok((n, _fds)) => {
+                if let Ok(ToExec::Run { id, .. }) = serde_json::from_slice::<ToExec>(&buf[..n]) {
+                    send(chan.as_raw_fd(), &FromExec::Failed { id, message: message.to_string() });
+                }
+            }
+        }
     }
 }
 
