@@ -553,6 +553,49 @@ fn an_ask_can_be_answered_at_the_terminal() {
     assert!(v["items"].as_array().unwrap().iter().any(|d| d["approved_by"] == "terminal"), "{v}");
 }
 
+/// While a prompt is shown the agent's output waits: what it prints in
+/// the meantime can neither cover the prompt nor pose as one, and terminal
+/// modes it set (invisible text, another character set) are reset first.
+#[test]
+fn the_agent_cannot_print_over_a_terminal_prompt() {
+    if !jail_available("gate prompt held output") {
+        return;
+    }
+    if !std::path::Path::new("/usr/bin/script").exists() {
+        println!("skipped: gate prompt held output: util-linux `script` not installed");
+        return;
+    }
+    let (env, policy) = env_with_policy();
+    let ticker = "import sys, time\nsys.stdout.write(\"\\x1b[8m\")\nfor i in range(200):\n    print(\"tick\", flush=True)\n    if i == 5:\n        open(\"/tmp/ticking\", \"w\").close()\n    time.sleep(0.01)\n";
+    std::fs::write(env.workspace.path().join("ticker.py"), ticker).unwrap();
+    let extra = format!("--policy {} --agent t-tty-hold", policy.display());
+    let mut child =
+        env.in_terminal(&extra, "python3 /workspace/ticker.py & while [ ! -e /tmp/ticking ]; do :; done; date +%Y; echo rc=$?; wait");
+    let mut stdin = child.stdin.take().unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let marker = "leave queued: ";
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains(marker) {
+        let n = out.read(&mut buf).unwrap();
+        assert!(n > 0, "no prompt before EOF: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+    // The ticker prints every 10 ms: a relay that kept copying would show
+    // some of it before the answer.
+    std::thread::sleep(Duration::from_millis(300));
+    stdin.write_all(b"y").unwrap();
+    stdin.flush().unwrap();
+    out.read_to_end(&mut seen).unwrap();
+    drop(stdin);
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    let all = String::from_utf8_lossy(&seen);
+    let at = all.find(marker).unwrap();
+    assert!(all[at + marker.len()..].starts_with("y\r\n"), "agent output between the prompt and its answer: {all:?}");
+    assert!(all[..at].contains("\x1b[0m\x1b(B\x0f\x1b[?25h\r\n[clawkeep] approve #"), "{all:?}");
+    assert!(all[..at].contains("tick") && all[at..].contains("tick") && all.contains("rc=0"), "{all:?}");
+}
+
 #[test]
 fn always_shows_the_rule_then_writes_it_to_the_policy() {
     if !jail_available("gate always") {

@@ -113,6 +113,10 @@ pub fn set_nonblocking(fd: &OwnedFd) {
     }
 }
 
+/// SGR reset, G0 = ASCII and shifted in, cursor shown: what a prompt needs
+/// to be read as written, without clearing the screen.
+const TERMINAL_RESET: &str = "\x1b[0m\x1b(B\x0f\x1b[?25h";
+
 /// Copies the user's keystrokes to the pty master and the master's output
 /// to the user's terminal. Non-blocking towards the jail, so an agent that
 /// stops reading cannot stall the helper's signal and timeout handling.
@@ -160,7 +164,9 @@ impl Relay {
     /// Poll entries for stdin, the master and the prompt channel.
     pub fn poll_fds(&self) -> [libc::pollfd; 3] {
         let stdin = if self.stdin_open && self.pending.is_empty() { 0 } else { -1 };
-        let mut ev = libc::POLLIN;
+        // While a prompt is shown the agent's output waits in the pty, so
+        // nothing it prints can cover the prompt or pose as one.
+        let mut ev = if self.showing.is_some() { 0 } else { libc::POLLIN };
         if !self.pending.is_empty() {
             ev |= libc::POLLOUT;
         }
@@ -194,7 +200,8 @@ impl Relay {
                 self.pending.drain(..n as usize);
             }
         }
-        if fds[1].revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
+        // A hang-up is read even during a prompt: no slave is left to print.
+        if fds[1].revents & (libc::POLLHUP | libc::POLLERR) != 0 || (fds[1].revents & libc::POLLIN != 0 && self.showing.is_none()) {
             self.pump_output();
         }
     }
@@ -260,7 +267,11 @@ impl Relay {
         }
         if let Some((id, text)) = self.queue.pop_front() {
             self.showing = Some(id);
-            self.say(&format!("\r\n[clawkeep] approve #{id}: {text}? [y] once  [s] session  [n] deny  [Enter] leave queued: "));
+            // Attributes, character set and cursor the agent may have
+            // changed (invisible text, line drawing) are reset first.
+            self.say(&format!(
+                "{TERMINAL_RESET}\r\n[clawkeep] approve #{id}: {text}? [y] once  [s] session  [n] deny  [Enter] leave queued: "
+            ));
         }
     }
 
