@@ -20,6 +20,8 @@ struct State<S> {
     secret: Zeroizing<Vec<u8>>,
     redactor: StreamRedactor,
     ended: bool,
+    /// The request's span: the body is polled after the handler returned.
+    span: tracing::Span,
 }
 
 pub fn metered<S>(
@@ -31,7 +33,16 @@ pub fn metered<S>(
 where
     S: Stream<Item = Result<Bytes, reqwest::Error>> + Send + Unpin + 'static,
 {
-    let state = State { upstream, usage: StreamUsage::default(), ticket, kind, secret, redactor: StreamRedactor::default(), ended: false };
+    let state = State {
+        upstream,
+        usage: StreamUsage::default(),
+        ticket,
+        kind,
+        secret,
+        redactor: StreamRedactor::default(),
+        ended: false,
+        span: tracing::Span::current(),
+    };
     futures_util::stream::unfold(state, |mut st| async move {
         if st.ended {
             return None;
@@ -43,7 +54,7 @@ where
                 Some((Ok(chunk), st))
             }
             Some(Err(e)) => {
-                tracing::warn!(timeout = e.is_timeout(), "upstream stream broke");
+                tracing::warn!(parent: &st.span, timeout = e.is_timeout(), "upstream stream broke");
                 settle(&mut st, 502);
                 st.ended = true;
                 let held = st.redactor.finish().unwrap_or_default();

@@ -60,6 +60,46 @@ async fn reset_mid_stream_ends_with_error_event_and_is_recorded() {
     still_serving(&h, &token).await;
 }
 
+/// Everything the proxy logs in this test binary, as JSON lines.
+fn captured_logs() -> &'static std::sync::Mutex<Vec<u8>> {
+    static LOGS: std::sync::OnceLock<&'static std::sync::Mutex<Vec<u8>>> = std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buf: &'static std::sync::Mutex<Vec<u8>> = Box::leak(Box::default());
+        let writer = move || Capture(buf);
+        let sub = tracing_subscriber::fmt().json().with_writer(writer).with_max_level(tracing::Level::WARN).finish();
+        tracing::subscriber::set_global_default(sub).unwrap();
+        buf
+    })
+}
+
+struct Capture(&'static std::sync::Mutex<Vec<u8>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The warning for a stream that broke off names the request's agent (the
+/// body is sent after the handler returned, outside its span).
+#[tokio::test]
+async fn a_broken_stream_is_logged_with_its_agent() {
+    let logs = captured_logs();
+    let h = Harness::start().await;
+    let token = h.token("agent-broken-log");
+    let body = json!({"model": "gpt-4o-reset", "stream": true, "max_tokens": 5, "messages": []});
+    let text = h.post("/v1/chat/completions", &token, &body).await.text().await.unwrap();
+    assert!(text.contains("upstream_error"), "{text}");
+    let all = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+    let line = all.lines().find(|l| l.contains("upstream stream broke") && l.contains("agent-broken-log"));
+    assert!(line.is_some_and(|l| l.contains("\"path\":\"/v1/chat/completions\"")), "{all}");
+    assert!(!all.contains(&token), "the agent's token reached a log");
+}
+
 #[tokio::test]
 async fn key_echoed_by_provider_is_redacted() {
     let h = Harness::start().await;
