@@ -241,6 +241,8 @@ rules:
     action: allow
   - command: cat
     action: allow
+  - command: env
+    action: allow
   - command: uname
     action: ask
     reason: uname needs a human
@@ -250,7 +252,7 @@ fn gated_commands_reach_the_host_gate(env: &Env) {
     let policy = env.state.path().join("vm-policy.yaml");
     fs::write(&policy, POLICY).unwrap();
     let script = "ls /workspace >/dev/null && echo ls-ok; cat in.txt; wget http://x; echo bare=$?; /bin/wget http://x; echo full=$?; \
-        uname -s; echo uname=$?";
+        env /bin/wget http://x; echo nested=$?; uname -s; echo uname=$?";
     // The operator API on TCP too, as for a jail run.
     let addr = format!("127.0.0.1:{}", std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port());
     let token = "vm-api-token-0123456789";
@@ -292,13 +294,15 @@ fn gated_commands_reach_the_host_gate(env: &Env) {
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     println!("gated run: stdout: {stdout}\nstderr: {stderr}");
     assert_eq!(out.status.code(), Some(0), "stderr: {stderr}");
-    assert_eq!(stdout, "ls-ok\nfrom the host\nbare=126\nfull=126\nLinux\nuname=0\n", "stderr: {stderr}");
-    assert_eq!(stderr.matches("clawkeep: wget: denied: no downloads from the VM").count(), 2, "stderr: {stderr}");
+    // An approved command's own children reach the gate too (`env` runs
+    // the real busybox; the wget it starts is the mask).
+    assert_eq!(stdout, "ls-ok\nfrom the host\nbare=126\nfull=126\nnested=126\nLinux\nuname=0\n", "stderr: {stderr}");
+    assert_eq!(stderr.matches("clawkeep: wget: denied: no downloads from the VM").count(), 3, "stderr: {stderr}");
     assert!(stderr.contains("clawkeep: wget: denied: no downloads from the VM"), "stderr: {stderr}");
     assert!(stderr.contains(&format!("waiting for an operator to approve request #{id}")), "stderr: {stderr}");
     let audit = env.audit();
     let decisions: Vec<_> = audit.iter().filter(|e| e["kind"] == "gate.decision").collect();
-    for (cmd, outcome) in [("ls", "allowed"), ("cat", "allowed"), ("wget", "denied"), ("uname", "approved")] {
+    for (cmd, outcome) in [("ls", "allowed"), ("cat", "allowed"), ("env", "allowed"), ("wget", "denied"), ("uname", "approved")] {
         assert!(
             decisions.iter().any(|e| e["command"] == cmd && e["outcome"] == outcome && e["agent"] == "vm-a"),
             "no {outcome} decision for {cmd}: {decisions:?}"
