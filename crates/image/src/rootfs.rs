@@ -14,6 +14,7 @@
 //! No busybox shell applet is linked; `busybox sh` by hand still works.
 
 use crate::{ImageError, Result};
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -79,10 +80,18 @@ pub fn add_essentials(root: &Path, guest: &Path) -> Result<()> {
 }
 
 /// Copies the tree at `src` into `dst` (which exists): directories, regular
-/// files and symlinks, with their modes (and owners when run as root).
-/// Device nodes, sockets and fifos are skipped: /dev is a devtmpfs at boot.
+/// files, hard links (as hard links) and symlinks, with their modes (and
+/// owners when run as root). Device nodes, sockets and fifos are skipped:
+/// /dev is a devtmpfs at boot.
+///
+/// Hard links stay links: the gate recognises a gated binary's other names
+/// by its inode (git's ~140 in git-core), and a copy per name would also
+/// multiply the image.
 pub fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
-    let root = is_root();
+    copy_tree_in(src, dst, is_root(), &mut HashMap::new())
+}
+
+fn copy_tree_in(src: &Path, dst: &Path, root: bool, seen: &mut HashMap<(u64, u64), PathBuf>) -> Result<()> {
     for entry in fs::read_dir(src).map_err(ImageError::io("list", src))? {
         let entry = entry.map_err(ImageError::io("list", src))?;
         let (from, to) = (entry.path(), dst.join(entry.file_name()));
@@ -90,12 +99,18 @@ pub fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
         let ft = meta.file_type();
         if ft.is_dir() {
             fs::create_dir(&to).map_err(ImageError::io("create directory", &to))?;
-            copy_tree(&from, &to)?;
+            copy_tree_in(&from, &to, root, seen)?;
         } else if ft.is_symlink() {
             let target = fs::read_link(&from).map_err(ImageError::io("read symlink", &from))?;
             symlink(&target, &to).map_err(ImageError::io("create symlink", &to))?;
+        } else if ft.is_file() && meta.nlink() > 1 && seen.contains_key(&(meta.dev(), meta.ino())) {
+            fs::hard_link(&seen[&(meta.dev(), meta.ino())], &to).map_err(ImageError::io("link", &to))?;
+            continue;
         } else if ft.is_file() {
             fs::copy(&from, &to).map_err(ImageError::io("copy to", &to))?;
+            if meta.nlink() > 1 {
+                seen.insert((meta.dev(), meta.ino()), to.clone());
+            }
         } else {
             continue;
         }
@@ -109,17 +124,25 @@ pub fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Bytes and inodes the tree at `root` needs on ext4 (4 KiB blocks).
+/// Bytes and inodes the tree at `root` needs on ext4 (4 KiB blocks); a
+/// file with several hard links counts once.
 pub fn usage(root: &Path) -> Result<(u64, u64)> {
+    usage_in(root, &mut HashSet::new())
+}
+
+fn usage_in(root: &Path, linked: &mut HashSet<(u64, u64)>) -> Result<(u64, u64)> {
     let mut bytes = 0u64;
     let mut inodes = 1u64;
     for entry in fs::read_dir(root).map_err(ImageError::io("list", root))? {
         let entry = entry.map_err(ImageError::io("list", root))?;
         let meta = fs::symlink_metadata(entry.path()).map_err(ImageError::io("inspect", entry.path()))?;
+        if meta.is_file() && meta.nlink() > 1 && !linked.insert((meta.dev(), meta.ino())) {
+            continue;
+        }
         inodes += 1;
         bytes += meta.len().div_ceil(4096) * 4096;
         if meta.is_dir() {
-            let (b, i) = usage(&entry.path())?;
+            let (b, i) = usage_in(&entry.path(), linked)?;
             bytes += b;
             inodes += i;
         }
@@ -247,5 +270,29 @@ mod tests {
         assert_eq!(fs::read_to_string(dst.join("a/x")).unwrap(), "x");
         assert_eq!(fs::metadata(dst.join("a/x")).unwrap().permissions().mode() & 0o777, 0o751);
         assert_eq!(fs::read_link(dst.join("l")).unwrap(), Path::new("/etc/passwd"));
+    }
+
+    #[test]
+    fn copy_tree_keeps_hard_links_and_usage_counts_them_once() {
+        let t = tempfile::tempdir().unwrap();
+        let (src, dst) = (t.path().join("s"), t.path().join("d"));
+        fs::create_dir_all(src.join("usr/bin")).unwrap();
+        fs::create_dir_all(src.join("usr/lib/git-core")).unwrap();
+        fs::write(src.join("usr/bin/git"), vec![7u8; 10_000]).unwrap();
+        fs::hard_link(src.join("usr/bin/git"), src.join("usr/lib/git-core/git-push")).unwrap();
+        fs::hard_link(src.join("usr/bin/git"), src.join("usr/lib/git-core/git-status")).unwrap();
+        fs::create_dir(&dst).unwrap();
+        copy_tree(&src, &dst).unwrap();
+        let m = fs::metadata(dst.join("usr/bin/git")).unwrap();
+        assert_eq!(m.nlink(), 3);
+        for l in ["usr/lib/git-core/git-push", "usr/lib/git-core/git-status"] {
+            assert_eq!(fs::metadata(dst.join(l)).unwrap().ino(), m.ino(), "{l}");
+        }
+        // The links add nothing: the same as the tree without them.
+        let with_links = usage(&dst).unwrap();
+        for l in ["usr/lib/git-core/git-push", "usr/lib/git-core/git-status"] {
+            fs::remove_file(dst.join(l)).unwrap();
+        }
+        assert_eq!(with_links, usage(&dst).unwrap());
     }
 }
