@@ -16,6 +16,7 @@ mod common;
 
 use common::{processes_with, Env};
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -159,6 +160,7 @@ fn vm_runs_commands_keeps_the_workspace_and_catches_tampering() {
     // Bare names typed in the image's sh (dash, which looks them up in
     // PATH) and full paths both reach the gate.
     gated_commands_reach_the_host_gate(&env);
+    private_copies_and_hidden_links_in_a_dir_image(&env);
     the_kill_switch_freezes_and_thaws_the_vm(&env);
     a_terminal_reaches_the_command_in_the_vm(&env);
 
@@ -315,6 +317,54 @@ fn gated_commands_reach_the_host_gate(env: &Env) {
         assert!(cmds.contains(&cmd), "history lacks {cmd}: {hist}");
     }
     assert!(!env.state.path().join("agents/vm-a").exists(), "the agent's sockets outlived the run");
+    assert_nothing_left(env);
+}
+
+/// An image built from a directory in which a gated tool (a script here)
+/// has a private copy (`/usr/lib/gtool-core/gtool`, as Debian's git-core)
+/// and a hard link in a libexec dir: the agent reaches neither, while the
+/// approved tool's own job runs its private copy for real and still meets
+/// the gate for another gated command. (This image's sh is busybox's ash,
+/// which runs an applet named without a path in-process, never exec'ing
+/// it: the script names wget by its path.)
+fn private_copies_and_hidden_links_in_a_dir_image(env: &Env) {
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    for d in ["bin", "etc", "usr/bin", "usr/lib/gtool-core", "usr/libexec/gtool-core"] {
+        fs::create_dir_all(r.join(d)).unwrap();
+    }
+    let busybox = ["/bin/busybox", "/usr/bin/busybox"].into_iter().find(|p| Path::new(p).is_file()).unwrap();
+    fs::copy(busybox, r.join("bin/busybox")).unwrap();
+    let list = std::process::Command::new(busybox).arg("--list").output().unwrap();
+    for applet in text(&list.stdout).lines().filter(|a| !a.is_empty() && *a != "busybox") {
+        std::os::unix::fs::symlink("busybox", r.join("bin").join(applet)).unwrap();
+    }
+    fs::write(r.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\nagent:x:1000:1000:agent:/workspace:/bin/sh\n").unwrap();
+    fs::write(r.join("etc/group"), "root:x:0:\nagent:x:1000:\n").unwrap();
+    let tool = "#!/bin/sh\nif [ \"$1\" = inner ]; then echo inner-real; exit 0; fi\n\
+        /usr/lib/gtool-core/gtool inner\n/bin/wget -q http://127.0.0.1:9/ ; echo wget=$?\n";
+    for p in ["usr/bin/gtool", "usr/lib/gtool-core/gtool"] {
+        fs::write(r.join(p), tool).unwrap();
+        fs::set_permissions(r.join(p), fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    fs::hard_link(r.join("usr/bin/gtool"), r.join("usr/libexec/gtool-core/gtool-sub")).unwrap();
+    let out = env.cmd().env_remove("CLAWKEEP_IMAGE_PUBKEY").args(["image", "build", "--name", "g", "--from"]).arg(r).output().unwrap();
+    assert!(out.status.success(), "image build --from failed: {}", text(&out.stderr));
+    let policy = env.state.path().join("gtool-policy.yaml");
+    fs::write(
+        &policy,
+        "default_action: deny\nrules:\n  - command: gtool\n    args: [outer]\n    action: allow\n  - command: wget\n    action: deny\n    reason: no downloads\n",
+    )
+    .unwrap();
+    let script = "/usr/lib/gtool-core/gtool inner; echo direct=$?; /usr/libexec/gtool-core/gtool-sub inner 2>/dev/null; echo sub=$?; \
+        gtool outer; echo outer=$?";
+    let mut c = env.cmd();
+    c.env_remove("CLAWKEEP_IMAGE_PUBKEY").args(["run", "--backend", "vm", "--image", "g", "--agent", "vm-g", "--policy"]).arg(&policy);
+    c.arg("--workspace").arg(env.workspace.path()).args(["--", "sh", "-c", script]);
+    let out = c.output().unwrap();
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(stdout, "direct=126\nsub=127\ninner-real\nwget=126\nouter=0\n", "stderr: {stderr}");
+    assert!(stderr.contains("clawkeep: wget: denied: no downloads"), "stderr: {stderr}");
     assert_nothing_left(env);
 }
 

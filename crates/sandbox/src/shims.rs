@@ -15,6 +15,7 @@
 use crate::error::{SetupFailure, Step};
 use crate::sys;
 pub use clawkeep_shim::root::resolve_in;
+use clawkeep_shim::root::{find_link_dirs, private_copies};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ffi::CString;
@@ -246,24 +247,6 @@ fn lookup(base: &Path, real_dir: &Path, cmd: &str) -> Option<(PathBuf, fs::Metad
     (meta.is_file() && real.starts_with(base)).then_some((real, meta))
 }
 
-/// Separate copies of the covered file `real` (same name, same size, not
-/// the same inode) in the places a package keeps a tool's private helpers:
-/// a few stats per command, where walking /usr/lib would cost milliseconds.
-fn private_copies(real: &Path, meta: &fs::Metadata, cmd: &str) -> Vec<PathBuf> {
-    let Some(prefix) = real.parent().and_then(Path::parent) else { return Vec::new() };
-    let mut out = Vec::new();
-    for root in [prefix.join("libexec"), prefix.join("lib")] {
-        for dir in [root.clone(), root.join(format!("{cmd}-core")), root.join(cmd)] {
-            let p = dir.join(cmd);
-            let Ok(m) = fs::symlink_metadata(&p) else { continue };
-            if m.is_file() && m.len() == meta.len() && (m.dev(), m.ino()) != (meta.dev(), meta.ino()) {
-                out.push(p);
-            }
-        }
-    }
-    out
-}
-
 /// Covers the hard links in PATH dir `dir` to the files in `linked`.
 fn scan_links(
     base: &Path,
@@ -289,34 +272,6 @@ fn scan_links(
             manifest.insert(jail_path(base, &e.path()), cmd.clone());
         }
         targets.entry(e.path()).or_default().extend(cmds);
-    }
-}
-
-/// Directories under `dir` (to `depth` levels, within `budget` entries)
-/// that hold a hard link to inode `ino` on `dev`.
-fn find_link_dirs(dir: &Path, ino: u64, dev: u64, depth: usize, budget: &mut usize, missing: &mut u64, out: &mut Vec<PathBuf>) {
-    // A file is on its directory's device (only a mount point could be
-    // elsewhere, and those are directories): one stat per directory, not
-    // one per matching entry (git-core holds ~140 links).
-    if fs::metadata(dir).map_or(true, |m| m.dev() != dev) {
-        return;
-    }
-    let Ok(rd) = fs::read_dir(dir) else { return };
-    for e in rd.flatten() {
-        if *budget == 0 || *missing == 0 {
-            return;
-        }
-        *budget -= 1;
-        use std::os::unix::fs::DirEntryExt;
-        let Ok(ft) = e.file_type() else { continue };
-        if ft.is_dir() && depth > 0 {
-            find_link_dirs(&e.path(), ino, dev, depth - 1, budget, missing, out);
-        } else if ft.is_file() && e.ino() == ino {
-            *missing = missing.saturating_sub(1);
-            if !out.contains(&dir.to_path_buf()) {
-                out.push(dir.to_path_buf());
-            }
-        }
     }
 }
 

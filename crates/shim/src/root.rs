@@ -3,6 +3,7 @@
 //! reaches.
 
 use std::fs;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 /// Resolves `rel` against `base` as if `base` were `/`: absolute symlink
@@ -39,4 +40,50 @@ pub fn resolve_in(base: &Path, rel: &Path) -> Option<PathBuf> {
         }
     }
     Some(cur)
+}
+
+/// Separate copies of the covered file `real` (same name, same size, not
+/// the same inode) in the places a package keeps a tool's private helpers:
+/// a few stats per command, where walking /usr/lib would cost milliseconds.
+pub fn private_copies(real: &Path, meta: &fs::Metadata, cmd: &str) -> Vec<PathBuf> {
+    let Some(prefix) = real.parent().and_then(Path::parent) else { return Vec::new() };
+    let mut out = Vec::new();
+    for root in [prefix.join("libexec"), prefix.join("lib")] {
+        for dir in [root.clone(), root.join(format!("{cmd}-core")), root.join(cmd)] {
+            let p = dir.join(cmd);
+            let Ok(m) = fs::symlink_metadata(&p) else { continue };
+            if m.is_file() && m.len() == meta.len() && (m.dev(), m.ino()) != (meta.dev(), meta.ino()) {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// Directories under `dir` (to `depth` levels, within `budget` entries)
+/// that hold a hard link to inode `ino` on `dev`.
+pub fn find_link_dirs(dir: &Path, ino: u64, dev: u64, depth: usize, budget: &mut usize, missing: &mut u64, out: &mut Vec<PathBuf>) {
+    // A file is on its directory's device (only a mount point could be
+    // elsewhere, and those are directories): one stat per directory, not
+    // one per matching entry (git-core holds ~140 links).
+    if fs::metadata(dir).map_or(true, |m| m.dev() != dev) {
+        return;
+    }
+    let Ok(rd) = fs::read_dir(dir) else { return };
+    for e in rd.flatten() {
+        if *budget == 0 || *missing == 0 {
+            return;
+        }
+        *budget -= 1;
+        use std::os::unix::fs::DirEntryExt;
+        let Ok(ft) = e.file_type() else { continue };
+        if ft.is_dir() && depth > 0 {
+            find_link_dirs(&e.path(), ino, dev, depth - 1, budget, missing, out);
+        } else if ft.is_file() && e.ino() == ino {
+            *missing = missing.saturating_sub(1);
+            if !out.contains(&dir.to_path_buf()) {
+                out.push(dir.to_path_buf());
+            }
+        }
+    }
 }

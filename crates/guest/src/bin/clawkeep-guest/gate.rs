@@ -4,10 +4,12 @@
 //! serves `/run/clawkeep/gate.sock`. Each shim connection keeps its three
 //! descriptors here and becomes a `gate` relay stream: its frames go to
 //! the host's gate verbatim, bytes only. When the gate approves, the host
-//! sends GatedExec on that stream: the real binary (under the root-only
-//! pristine root) is opened as root and forked as uid 1000 with the shim's
-//! descriptors as stdio, but only execs on GatedRelease; its exit goes
-//! back as GatedExit. Commands never see the pristine root.
+//! sends GatedExec on that stream: the real binary is found in the
+//! root-only pristine root, and a child forked with the shim's descriptors
+//! as stdio unshares a mount namespace, lifts there the masks of the job's
+//! own command (no other: whatever else gated it starts reaches the gate
+//! again), becomes uid 1000, and execs on GatedRelease; its exit goes back
+//! as GatedExit. Commands never see the pristine root.
 
 use crate::exec::{pipe, send, Out, Table};
 use crate::masks;
@@ -16,7 +18,7 @@ use clawkeep_guest::proto::{GateSetup, GatedExitStatus, GatedJob, Message, Servi
 use clawkeep_shim::{fdpass, frame};
 use std::collections::HashMap;
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -36,11 +38,13 @@ pub struct Gate {
     /// The write end a prepared child waits on, by relay stream.
     release: Arc<Mutex<HashMap<u32, OwnedFd>>>,
     configured: Arc<AtomicBool>,
+    /// What the masks cover, once configured.
+    plan: Arc<std::sync::OnceLock<masks::Plan>>,
 }
 
 impl Gate {
     pub fn new(out: Out, relays: Relays, table: Table) -> Gate {
-        Gate { out, relays, table, stdio: Arc::default(), release: Arc::default(), configured: Arc::default() }
+        Gate { out, relays, table, stdio: Arc::default(), release: Arc::default(), configured: Arc::default(), plan: Arc::default() }
     }
 
     /// Masks the gated commands and starts serving the gate socket; once.
@@ -48,7 +52,9 @@ impl Gate {
         if self.configured.swap(true, Ordering::SeqCst) {
             return Err("the gate is already configured".into());
         }
-        let n = masks::apply(&setup.commands)?;
+        let plan = masks::apply(&setup.commands)?;
+        let n = (plan.files.len() + plan.dirs.len()) as u32;
+        let _ = self.plan.set(plan);
         let _ = std::fs::remove_file(clawkeep_shim::JAIL_GATE_SOCKET);
         let l =
             UnixListener::bind(clawkeep_shim::JAIL_GATE_SOCKET).map_err(|e| format!("bind {}: {e}", clawkeep_shim::JAIL_GATE_SOCKET))?;
@@ -113,7 +119,8 @@ impl Gate {
     fn try_exec(&self, stream: u32, job: &GatedJob) -> Result<(), String> {
         let stdio = self.stdio.lock().ok().and_then(|mut s| s.remove(&stream)).ok_or("no waiting shim on this stream")?;
         let real = masks::real_binary(&job.command).ok_or("not found in the image")?;
-        let p = Prepared::new(job, &real)?;
+        let own = self.plan.get().map(|p| p.owned_by(&job.command)).unwrap_or_default();
+        let p = Prepared::new(job, &real, &own)?;
         let [rel_r, rel_w] = pipe()?;
         let (stdio_raw, rel_raw) = ([stdio[0].as_raw_fd(), stdio[1].as_raw_fd(), stdio[2].as_raw_fd()], rel_r.as_raw_fd());
         let (_pid, exit) = self.table.fork_on(stream, || child(&p, stdio_raw, rel_raw))?;
@@ -147,35 +154,36 @@ impl Gate {
     }
 }
 
-/// Everything the child needs, allocated (and the binary opened, as root)
-/// before fork.
+/// Everything the child needs, allocated before fork.
 struct Prepared {
-    exe: OwnedFd,
+    /// The binary's path in the guest root, where the child's own mount
+    /// namespace shows it unmasked (a script works too, as by name).
+    exe: CString,
     argv: Vec<CString>,
     argv_ptrs: Vec<*const libc::c_char>,
     envp: Vec<CString>,
     envp_ptrs: Vec<*const libc::c_char>,
     cwd: CString,
     failed: CString,
+    /// The job's own command's masks, lifted in its mount namespace: what
+    /// it starts of itself (git's own sub-commands) is real, every other
+    /// gated command it starts reaches the gate.
+    uncover: Vec<CString>,
 }
 
 impl Prepared {
-    fn new(job: &GatedJob, real: &std::path::Path) -> Result<Prepared, String> {
+    fn new(job: &GatedJob, real: &std::path::Path, own: &[std::path::PathBuf]) -> Result<Prepared, String> {
         let c = |s: &str| CString::new(s).map_err(|_| format!("NUL byte in {s:?}"));
-        let path = CString::new(real.as_os_str().as_encoded_bytes()).map_err(|_| "NUL byte in the path")?;
-        // SAFETY: path is NUL-terminated; the fd is owned below.
-        let fd = unsafe { libc::open(path.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
-        if fd < 0 {
-            return Err(format!("open {}: {}", real.display(), std::io::Error::last_os_error()));
-        }
-        // SAFETY: a fresh fd nobody else owns.
-        let exe = unsafe { OwnedFd::from_raw_fd(fd) };
+        let inside = real.strip_prefix(masks::REAL_ROOT).map_err(|_| format!("{} is outside the root", real.display()))?;
+        let exe = CString::new(std::path::Path::new("/").join(inside).into_os_string().into_encoded_bytes())
+            .map_err(|_| "NUL byte in the path")?;
         // argv[0] is the command's name: a multi-call binary picks by it.
         let argv = std::iter::once(&job.command).chain(&job.args).map(|a| c(a)).collect::<Result<Vec<_>, _>>()?;
         let envp = job.env.iter().map(|(k, v)| c(&format!("{k}={v}"))).collect::<Result<Vec<_>, _>>()?;
         let cwd = c(&job.cwd)?;
         let failed = c(&format!("clawkeep: {}: cannot start the approved command\n", job.command))?;
-        let mut p = Prepared { exe, argv, argv_ptrs: Vec::new(), envp, envp_ptrs: Vec::new(), cwd, failed };
+        let uncover = own.iter().map(|p| c(&p.to_string_lossy())).collect::<Result<Vec<_>, _>>()?;
+        let mut p = Prepared { exe, argv, argv_ptrs: Vec::new(), envp, envp_ptrs: Vec::new(), cwd, failed, uncover };
         p.argv_ptrs = p.argv.iter().map(|a| a.as_ptr()).chain([std::ptr::null()]).collect();
         p.envp_ptrs = p.envp.iter().map(|a| a.as_ptr()).chain([std::ptr::null()]).collect();
         Ok(p)
@@ -205,6 +213,14 @@ fn child(p: &Prepared, stdio: [i32; 3], release: i32) -> ! {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+        if libc::unshare(libc::CLONE_NEWNS) != 0 {
+            fail(126);
+        }
+        for path in &p.uncover {
+            if libc::umount2(path.as_ptr(), libc::MNT_DETACH | libc::UMOUNT_NOFOLLOW) != 0 {
+                fail(126);
+            }
+        }
         if libc::setgroups(0, std::ptr::null()) != 0 || libc::setgid(AGENT_ID) != 0 || libc::setuid(AGENT_ID) != 0 {
             fail(126);
         }
@@ -224,7 +240,7 @@ fn child(p: &Prepared, stdio: [i32; 3], release: i32) -> ! {
             }
             libc::_exit(126);
         }
-        libc::execveat(p.exe.as_raw_fd(), c"".as_ptr(), p.argv_ptrs.as_ptr().cast(), p.envp_ptrs.as_ptr().cast(), libc::AT_EMPTY_PATH);
+        libc::execve(p.exe.as_ptr(), p.argv_ptrs.as_ptr().cast(), p.envp_ptrs.as_ptr().cast());
     }
     fail(126)
 }

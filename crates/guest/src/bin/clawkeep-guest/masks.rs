@@ -7,10 +7,15 @@
 //! multi-call binary (busybox) that ungated names also reach through
 //! symlinks in those directories; then
 //! the name's own directory entries (symlink or hard link) are covered
-//! instead, so `sh` keeps working while `/bin/wget` reaches the gate. The
+//! instead, so `sh` keeps working while `/bin/wget` reaches the gate. A
+//! private copy of a covered file (`<prefix>/lib{,exec}/{cmd,cmd-core}/cmd`,
+//! as Debian's git-core) is covered too, and a directory holding its other
+//! hard links outside the PATH dirs is hidden under an empty tmpfs. The
 //! pristine root stays reachable for root only, at [`REAL_ROOT`] (its
-//! parent is 0700), for the approved commands. Same coverage rules as the
-//! jail's shims (crates/sandbox/src/shims.rs).
+//! parent is 0700), to find an approved command's binary; each approved
+//! job lifts its own command's masks in a mount namespace of its own
+//! ([`Plan::owned_by`]). Same coverage rules as the jail's shims
+//! (crates/sandbox/src/shims.rs).
 //!
 //! Mount propagation is made private first, so the masks never show in
 //! the [`REAL_ROOT`] bind. A mount over a symlink is made through an
@@ -33,8 +38,26 @@ pub const REAL_ROOT: &str = "/run/clawkeep.real/root";
 /// Where the gate socket and the manifest live (0755).
 pub const GATE_DIR: &str = clawkeep_shim::JAIL_GATE_DIR;
 
-/// Which guest paths to cover, and the command each one is.
-pub fn plan(base: &Path, commands: &[String]) -> BTreeMap<PathBuf, String> {
+/// What the gate covers in the guest: files (each a bind of this binary)
+/// and directories (each under an empty read-only tmpfs: a package's
+/// private directory holding more hard links of a gated binary, as
+/// git-core), each with the gated commands that reach it.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub files: BTreeMap<PathBuf, BTreeSet<String>>,
+    pub dirs: BTreeMap<PathBuf, BTreeSet<String>>,
+}
+
+impl Plan {
+    /// Where an approved `command`'s own job lifts the masks: its files
+    /// and directories, and no other command's.
+    pub fn owned_by(&self, command: &str) -> Vec<PathBuf> {
+        self.files.iter().chain(&self.dirs).filter(|(_, c)| c.contains(command)).map(|(p, _)| p.clone()).collect()
+    }
+}
+
+/// Which guest paths to cover, and the commands that reach each one.
+pub fn plan(base: &Path, commands: &[String]) -> Plan {
     let gated: BTreeSet<&str> = commands.iter().map(String::as_str).filter(|c| !c.is_empty() && !c.contains('/')).collect();
     // Each PATH directory once (a merged /usr makes /bin and /usr/bin one).
     let mut dirs: Vec<PathBuf> = PATH_DIRS.iter().filter_map(|d| resolve_in(base, Path::new(d))).filter(|d| d.is_dir()).collect();
@@ -62,7 +85,10 @@ pub fn plan(base: &Path, commands: &[String]) -> BTreeMap<PathBuf, String> {
             }
         }
     }
-    let mut out = BTreeMap::new();
+    let mut out = Plan::default();
+    let add = |map: &mut BTreeMap<PathBuf, BTreeSet<String>>, p: &Path, cmd: &str| {
+        map.entry(guest_path(base, p)).or_default().insert(cmd.to_string());
+    };
     for cmd in &gated {
         for d in &dirs {
             let entry = d.join(cmd);
@@ -77,18 +103,35 @@ pub fn plan(base: &Path, commands: &[String]) -> BTreeMap<PathBuf, String> {
             let key = (m.dev(), m.ino());
             let exclusive = names.get(&key).is_none_or(|n| n.iter().all(|x| gated.contains(x.as_str())));
             if exclusive {
-                out.insert(guest_path(base, &real), cmd.to_string());
+                add(&mut out.files, &real, cmd);
+                let in_path = links.get(&key).map_or(0, Vec::len) as u64;
                 for l in links.get(&key).into_iter().flatten() {
-                    out.entry(guest_path(base, l)).or_insert_with(|| cmd.to_string());
+                    add(&mut out.files, l, cmd);
+                }
+                // A private copy (Debian's /usr/lib/git-core/git), and the
+                // directories holding hard links outside the PATH dirs.
+                for copy in private_copies(&real, &m, cmd) {
+                    add(&mut out.files, &copy, cmd);
+                }
+                let mut missing = m.nlink().saturating_sub(in_path.max(1));
+                if let Some(prefix) = real.parent().and_then(Path::parent).filter(|_| missing > 0) {
+                    let (mut budget, mut found) = (20_000usize, Vec::new());
+                    for root in [prefix.join("libexec"), prefix.join("lib")] {
+                        find_link_dirs(&root, m.ino(), m.dev(), 3, &mut budget, &mut missing, &mut found);
+                    }
+                    for dir in found {
+                        add(&mut out.dirs, &dir, cmd);
+                    }
                 }
             }
-            out.insert(guest_path(base, &entry), cmd.to_string());
+            add(&mut out.files, &entry, cmd);
         }
     }
     out
 }
 
 pub use clawkeep_shim::root::resolve_in;
+use clawkeep_shim::root::{find_link_dirs, private_copies};
 
 fn guest_path(base: &Path, p: &Path) -> PathBuf {
     Path::new("/").join(p.strip_prefix(base).unwrap_or(p))
@@ -124,8 +167,8 @@ fn mount(src: Option<&Path>, target: &Path, flags: libc::c_ulong, step: &str) ->
 }
 
 /// Private propagation, the root-only pristine root, then the masks and
-/// the manifest. Returns how many paths were covered.
-pub fn apply(commands: &[String]) -> Result<u32, String> {
+/// the manifest. Returns what was covered.
+pub fn apply(commands: &[String]) -> Result<Plan, String> {
     mount(None, Path::new("/"), libc::MS_REC | libc::MS_PRIVATE, "make private")?;
     let parent = Path::new(REAL_PARENT);
     fs::DirBuilder::new().mode(0o700).create(parent).map_err(|e| format!("mkdir {REAL_PARENT}: {e}"))?;
@@ -134,13 +177,21 @@ pub fn apply(commands: &[String]) -> Result<u32, String> {
     mount(Some(Path::new("/")), Path::new(REAL_ROOT), libc::MS_BIND, "bind the real root at")?;
     mount(None, Path::new(REAL_ROOT), libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY, "read-only")?;
     let targets = plan(Path::new("/"), commands);
-    for t in targets.keys() {
+    for t in targets.files.keys() {
         cover(t)?;
     }
+    for d in targets.dirs.keys() {
+        let c = cstr(d)?;
+        let flags = libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+        // SAFETY: every pointer is a NUL-terminated string.
+        if unsafe { libc::mount(c"tmpfs".as_ptr(), c.as_ptr(), c"tmpfs".as_ptr(), flags, c"mode=0755,size=4k".as_ptr().cast()) } != 0 {
+            return Err(format!("hide {}: {}", d.display(), std::io::Error::last_os_error()));
+        }
+    }
     fs::DirBuilder::new().recursive(true).mode(0o755).create(GATE_DIR).map_err(|e| format!("mkdir {GATE_DIR}: {e}"))?;
-    let text: String = targets.iter().map(|(p, c)| format!("{}\t{c}\n", p.display())).collect();
+    let text: String = targets.files.iter().filter_map(|(p, c)| c.first().map(|c| format!("{}\t{c}\n", p.display()))).collect();
     fs::write(clawkeep_shim::JAIL_MANIFEST, text).map_err(|e| format!("write {}: {e}", clawkeep_shim::JAIL_MANIFEST))?;
-    Ok(targets.len() as u32)
+    Ok(targets)
 }
 
 /// Binds this binary over `target` (a file or a symlink), read-only.
@@ -184,7 +235,8 @@ mod tests {
         symlink("/usr/bin/mawk", b.join("etc/alternatives/awk")).unwrap();
         let cmds = ["wget", "git", "awk", "nope", "../x"].map(String::from);
         let p = plan(b, &cmds);
-        let got: Vec<(String, &str)> = p.iter().map(|(k, v)| (k.display().to_string(), v.as_str())).collect();
+        assert!(p.dirs.is_empty(), "{p:?}");
+        let got: Vec<(String, &str)> = p.files.iter().map(|(k, v)| (k.display().to_string(), v.first().unwrap().as_str())).collect();
         assert_eq!(
             got,
             [
@@ -198,7 +250,34 @@ mod tests {
                 ("/usr/bin/wget".into(), "wget"),
             ]
         );
-        assert!(!plan(b, &["wget".into()]).contains_key(Path::new("/bin/busybox")));
+        assert!(!plan(b, &["wget".into()]).files.contains_key(Path::new("/bin/busybox")));
+        fs::remove_dir_all(b).unwrap();
+    }
+
+    /// As in the jail: a private copy of a gated binary is covered, a
+    /// directory holding its hard links outside the PATH dirs is hidden,
+    /// and each belongs to its command alone.
+    #[test]
+    fn private_copies_and_hard_link_dirs_are_covered() {
+        let t = std::env::temp_dir().join(format!("ck-masks-priv-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&t);
+        let b = t.as_path();
+        for d in ["usr/bin", "usr/lib/git-core", "usr/libexec/git-core/sub"] {
+            fs::create_dir_all(b.join(d)).unwrap();
+        }
+        fs::write(b.join("usr/bin/git"), b"git binary").unwrap();
+        fs::write(b.join("usr/lib/git-core/git"), b"git binary").unwrap();
+        fs::write(b.join("usr/lib/git-core/git-remote-http"), b"other").unwrap();
+        fs::hard_link(b.join("usr/bin/git"), b.join("usr/libexec/git-core/sub/git-push")).unwrap();
+        fs::write(b.join("usr/bin/curl"), b"curl").unwrap();
+        let p = plan(b, &["git".into(), "curl".into()]);
+        let files: Vec<String> = p.files.keys().map(|k| k.display().to_string()).collect();
+        assert_eq!(files, ["/usr/bin/curl", "/usr/bin/git", "/usr/lib/git-core/git"]);
+        let dirs: Vec<String> = p.dirs.keys().map(|k| k.display().to_string()).collect();
+        assert_eq!(dirs, ["/usr/libexec/git-core/sub"]);
+        let git: Vec<String> = p.owned_by("git").iter().map(|k| k.display().to_string()).collect();
+        assert_eq!(git, ["/usr/bin/git", "/usr/lib/git-core/git", "/usr/libexec/git-core/sub"]);
+        assert_eq!(p.owned_by("curl"), [PathBuf::from("/usr/bin/curl")]);
         fs::remove_dir_all(b).unwrap();
     }
 }
