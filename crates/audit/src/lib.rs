@@ -20,4 +20,4 @@ mod verify;
 pub use error::AuditError;
 pub use line::{hash_line, GENESIS_PREV};
 pub use log::{AppendedEvent, AuditLog};
-pub use verify::{verify, Broken, VerifyReport};
+pub use verify::{verify, verify_anchored, Anchor, Broken, Head, VerifyReport};

@@ -15,7 +15,7 @@ pub fn audit_path(state_dir: Option<PathBuf>) -> Result<PathBuf, Failure> {
     Ok(state_root(state_dir)?.join("audit.jsonl"))
 }
 
-pub fn verify(state_dir: Option<PathBuf>, file: Option<PathBuf>, json: bool) -> Result<u8, Failure> {
+pub fn verify(state_dir: Option<PathBuf>, file: Option<PathBuf>, anchors: &[clawkeep_audit::Anchor], json: bool) -> Result<u8, Failure> {
     let path = match file {
         Some(f) => f,
         None => audit_path(state_dir)?,
@@ -23,14 +23,24 @@ pub fn verify(state_dir: Option<PathBuf>, file: Option<PathBuf>, json: bool) -> 
     if !path.exists() {
         return Err(Failure::usage(format!("no audit log at {}; pass --file PATH or --state-dir DIR", path.display())));
     }
-    let report = clawkeep_audit::verify(&path).map_err(|e| Failure::runtime(e.to_string()))?;
+    let report = clawkeep_audit::verify_anchored(&path, anchors).map_err(|e| Failure::runtime(e.to_string()))?;
     if json {
-        let v = serde_json::json!({"file": path, "lines": report.lines, "ok": report.is_ok(), "first_broken": report.first_broken});
+        let v = serde_json::json!({
+            "file": path, "lines": report.lines, "ok": report.is_ok(), "first_broken": report.first_broken,
+            "head": report.head, "anchors_checked": anchors.len(),
+        });
         println!("{v}");
     } else if let Some(b) = &report.first_broken {
         println!("BROKEN {}: line {}: {} ({} lines in the file)", path.display(), b.line, b.reason, report.lines);
     } else {
-        println!("ok {}: {} lines, hash chain intact", path.display(), report.lines);
+        let anchored = match anchors.len() {
+            0 => String::new(),
+            n => format!(", {n} anchor{} held", if n == 1 { "" } else { "s" }),
+        };
+        println!("ok {}: {} lines, hash chain intact{anchored}", path.display(), report.lines);
+        if let Some(h) = &report.head {
+            println!("head {h}   (keep it elsewhere: `audit verify --anchor` with it later finds this log cut short or rewritten)");
+        }
     }
     Ok(if report.is_ok() { 0 } else { 1 })
 }

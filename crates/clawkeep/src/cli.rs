@@ -153,11 +153,16 @@ pub enum PolicyCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// Check the whole hash chain and name the first broken line
+    /// Check the whole hash chain and name the first broken line; prints the
+    /// head (LINE:SHA256) to keep elsewhere and pass back with --anchor
     Verify {
         /// The audit file [default: <state-dir>/audit.jsonl]
         #[arg(long, value_name = "PATH")]
         file: Option<PathBuf>,
+        /// A head printed by an earlier check: that line must still be there,
+        /// unchanged (catches a log cut short or rewritten); repeatable
+        #[arg(long, value_name = "LINE:SHA256")]
+        anchor: Vec<clawkeep_audit::Anchor>,
         /// Print the result as JSON
         #[arg(long)]
         json: bool,

@@ -58,7 +58,7 @@ fn main() -> ExitCode {
     .and_then(|()| match cli.command {
         cli::Command::Run(args) => run::run(cli.state_dir, args),
         cli::Command::Doctor { json } => doctor::doctor(json, vm_doctor::doctor_report(cli.state_dir.clone())),
-        cli::Command::Audit(cli::AuditCommand::Verify { file, json }) => audit_cmd::verify(cli.state_dir, file, json),
+        cli::Command::Audit(cli::AuditCommand::Verify { file, anchor, json }) => audit_cmd::verify(cli.state_dir, file, &anchor, json),
         cli::Command::Policy(cli::PolicyCommand::Check { file }) => gate_cmd::policy_check(&file),
         cli::Command::Policy(cli::PolicyCommand::Explain { file, cwd, command }) => gate_cmd::policy_explain(Some(&file), &cwd, &command),
         cli::Command::Policy(cli::PolicyCommand::ShowDefault) => gate_cmd::policy_show_default(),

@@ -155,6 +155,35 @@ fn edited_audit_file_is_found() {
     assert_eq!(v["first_broken"]["line"], 3);
 }
 
+/// The head a check prints, passed back later, finds the log cut short:
+/// a chain still consistent after its last line was removed.
+#[test]
+fn an_anchor_finds_a_log_cut_short() {
+    let env = Env::new();
+    let path = env.state.path().join("audit.jsonl");
+    let log = clawkeep_audit::AuditLog::open(&path).unwrap();
+    for code in [0, 1, 2] {
+        log.append("run.exit", serde_json::json!({ "exit_code": code })).unwrap();
+    }
+    drop(log);
+    let out = env.cmd().args(["audit", "verify"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let head = stdout.lines().find_map(|l| l.strip_prefix("head ")).and_then(|l| l.split_whitespace().next()).unwrap().to_string();
+    assert!(head.starts_with("3:"), "{stdout}");
+    let ok = env.cmd().args(["audit", "verify", "--anchor", &head]).output().unwrap();
+    assert!(ok.status.success() && String::from_utf8_lossy(&ok.stdout).contains("1 anchor held"));
+    let text = std::fs::read_to_string(&path).unwrap();
+    let kept: Vec<&str> = text.lines().take(2).collect();
+    std::fs::write(&path, kept.join("\n") + "\n").unwrap();
+    env.cmd().args(["audit", "verify"]).assert().success();
+    let out = env.cmd().args(["audit", "verify", "--anchor", &head, "--json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["first_broken"]["line"], 3, "{v}");
+    assert!(v["first_broken"]["reason"].as_str().unwrap().contains("ends at line 2"), "{v}");
+    one_line_error(&env.cmd().args(["audit", "verify", "--anchor", "3:xyz"]).output().unwrap(), "LINE:SHA256");
+}
+
 #[test]
 fn missing_audit_file_is_usage_error() {
     let env = Env::new();
