@@ -153,6 +153,27 @@ fn a_command_started_by_an_approved_one_is_gated_again() {
     assert_eq!(seen, want.map(|(c, o)| (c.to_string(), o.to_string())), "{v}");
 }
 
+/// A running job's mount namespace (where its own command is real) is out
+/// of the agent's reach through /proc: the job's landlock domain is not
+/// nested in the agent's, so /proc/PID/root and /proc/PID/exe are refused.
+#[test]
+fn a_running_job_cannot_be_entered_through_proc() {
+    if !jail_available("job through /proc") {
+        return;
+    }
+    let (env, policy) = env_with_policy();
+    // `sleep 5` is allowed (and killed at its 1 s timeout); `sleep 0` is not.
+    let script = "sleep 5 & i=0; while [ $i -lt 200 ]; do \
+          for p in /proc/[0-9]*; do [ \"$(cat $p/comm 2>/dev/null)\" = sleep ] && [ \"$(cat $p/status | grep ^Uid | cut -f2)\" = 1000 ] \
+            && [ \"$(readlink $p/ns/mnt)\" != \"$(readlink /proc/self/ns/mnt)\" ] && job=$p; done; \
+          [ -n \"$job\" ] && break; i=$((i+1)); done; \
+        echo found=${job:+yes}; $job/root/usr/bin/sleep 0; echo root=$?; $job/exe 0; echo exe=$?; wait";
+    let out = run_gated(&env, &policy, "t-procroot", script);
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(stdout, "found=yes\nroot=126\nexe=126\n", "stderr: {stderr}");
+    assert_eq!(stderr.matches("Permission denied").count(), 2, "{stderr}");
+}
+
 /// A gated binary with hard links under other names: beside it, in another
 /// PATH dir, and in a libexec dir, and a separate copy where packages keep
 /// private helpers (as Debian's /usr/lib/git-core/git). Each PATH link and

@@ -144,7 +144,10 @@ pub fn host_checks(exe: &Path) -> Vec<Check> {
             "landlock",
             Status::Warn,
             "not available (kernel without landlock or not in the lsm= list)",
-            Some("writes outside /workspace and /tmp are stopped only by the read-only mounts"),
+            Some(
+                "writes outside /workspace and /tmp are stopped only by the read-only mounts, and the agent can enter a running \
+                 gated command's namespace through /proc (the real binary of that command)",
+            ),
             false,
         )
     });
