@@ -341,7 +341,7 @@ fn private_copies_and_hidden_links_in_a_dir_image(env: &Env) {
     }
     fs::write(r.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\nagent:x:1000:1000:agent:/workspace:/bin/sh\n").unwrap();
     fs::write(r.join("etc/group"), "root:x:0:\nagent:x:1000:\n").unwrap();
-    let tool = "#!/bin/sh\nif [ \"$1\" = inner ]; then echo inner-real; exit 0; fi\n\
+    let tool = "#!/bin/sh\nif [ \"$1\" = inner ]; then echo inner-real; exit 0; fi\nif [ \"$1\" = slow ]; then sleep 4; exit 0; fi\n\
         /usr/lib/gtool-core/gtool inner\n/bin/wget -q http://127.0.0.1:9/ ; echo wget=$?\n";
     for p in ["usr/bin/gtool", "usr/lib/gtool-core/gtool"] {
         fs::write(r.join(p), tool).unwrap();
@@ -353,17 +353,26 @@ fn private_copies_and_hidden_links_in_a_dir_image(env: &Env) {
     let policy = env.state.path().join("gtool-policy.yaml");
     fs::write(
         &policy,
-        "default_action: deny\nrules:\n  - command: gtool\n    args: [outer]\n    action: allow\n  - command: wget\n    action: deny\n    reason: no downloads\n",
+        "default_action: deny\nrules:\n  - command: gtool\n    args: [outer, slow]\n    action: allow\n  - command: wget\n    action: deny\n    reason: no downloads\n",
     )
     .unwrap();
+    // Last, a running job (its own command unmasked in its namespace) is
+    // out of the agent's reach through /proc: their Landlock domains are
+    // not nested.
     let script = "/usr/lib/gtool-core/gtool inner; echo direct=$?; /usr/libexec/gtool-core/gtool-sub inner 2>/dev/null; echo sub=$?; \
-        gtool outer; echo outer=$?";
+        gtool outer; echo outer=$?; \
+        gtool slow & i=0; while [ $i -lt 300 ]; do \
+          for p in /proc/[0-9]*; do [ \"$(cat $p/comm 2>/dev/null)\" = gtool ] && [ \"$(grep ^Uid $p/status | cut -f2)\" = 1000 ] \
+            && [ \"$(readlink $p/ns/mnt)\" != \"$(readlink /proc/self/ns/mnt)\" ] && job=$p; done; \
+          [ -n \"$job\" ] && break; i=$((i+1)); done; \
+        echo found=${job:+yes}; $job/root/usr/lib/gtool-core/gtool inner; echo root=$?; wait";
     let mut c = env.cmd();
     c.env_remove("CLAWKEEP_IMAGE_PUBKEY").args(["run", "--backend", "vm", "--image", "g", "--agent", "vm-g", "--policy"]).arg(&policy);
     c.arg("--workspace").arg(env.workspace.path()).args(["--", "sh", "-c", script]);
     let out = c.output().unwrap();
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
-    assert_eq!(stdout, "direct=126\nsub=127\ninner-real\nwget=126\nouter=0\n", "stderr: {stderr}");
+    assert_eq!(stdout, "direct=126\nsub=127\ninner-real\nwget=126\nouter=0\nfound=yes\nroot=126\n", "stderr: {stderr}");
+    assert!(stderr.contains("Permission denied"), "stderr: {stderr}");
     assert!(stderr.contains("clawkeep: wget: denied: no downloads"), "stderr: {stderr}");
     assert_nothing_left(env);
 }

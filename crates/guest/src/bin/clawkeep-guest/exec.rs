@@ -313,12 +313,38 @@ fn child(p: &Prepared, stdio: [i32; 3], ctty: bool, status: i32) -> ! {
         }
         // Nothing the command runs gains privileges (setuid binaries).
         libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+        own_landlock_domain();
         if libc::chdir(p.cwd.as_ptr()) != 0 {
             fail(4);
         }
         libc::execve(p.path.as_ptr(), p.argv_ptrs.as_ptr(), p.envp_ptrs.as_ptr());
     }
     fail(5)
+}
+
+/// Puts the caller (after no_new_privs) in a Landlock domain of its own
+/// that restricts nothing a uid-1000 process could do (making block
+/// devices). The point is the boundary: Landlock refuses ptrace-mode access
+/// between processes whose domains are not nested, so the agent cannot
+/// reach an approved command's mount namespace (its own binary unmasked)
+/// through /proc/PID/root or /proc/PID/exe. Best effort: a kernel without
+/// Landlock leaves it out. Async-signal-safe (syscalls only).
+pub(crate) fn own_landlock_domain() {
+    #[repr(C)]
+    struct RulesetAttr {
+        handled_access_fs: u64,
+    }
+    const LANDLOCK_ACCESS_FS_MAKE_BLOCK: u64 = 1 << 11;
+    let attr = RulesetAttr { handled_access_fs: LANDLOCK_ACCESS_FS_MAKE_BLOCK };
+    // SAFETY: attr is a valid ruleset attribute of the given size; the fd
+    // returned is closed below.
+    unsafe {
+        let fd = libc::syscall(libc::SYS_landlock_create_ruleset, &attr as *const RulesetAttr, std::mem::size_of::<RulesetAttr>(), 0u32);
+        if fd >= 0 {
+            libc::syscall(libc::SYS_landlock_restrict_self, fd, 0u32);
+            libc::close(fd as i32);
+        }
+    }
 }
 
 /// Sends what `from` yields until its end: EOF on a pipe, EIO on a

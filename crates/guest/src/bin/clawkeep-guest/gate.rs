@@ -225,6 +225,9 @@ fn child(p: &Prepared, stdio: [i32; 3], release: i32) -> ! {
             fail(126);
         }
         libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+        // A domain of its own, not nested in the agent's: the agent cannot
+        // enter this job's namespace through /proc.
+        crate::exec::own_landlock_domain();
         if libc::chdir(p.cwd.as_ptr()) != 0 {
             fail(126);
         }
