@@ -113,9 +113,11 @@ pub fn set_nonblocking(fd: &OwnedFd) {
     }
 }
 
-/// SGR reset, G0 = ASCII and shifted in, cursor shown: what a prompt needs
-/// to be read as written, without clearing the screen.
-const TERMINAL_RESET: &str = "\x1b[0m\x1b(B\x0f\x1b[?25h";
+/// What a prompt needs to be read as written, without clearing the
+/// screen: SGR reset, default colours and palette restored (OSC 110, 111,
+/// 104: the agent could have made the default foreground the background),
+/// G0 = ASCII and shifted in, cursor shown, autowrap on, insert mode off.
+const TERMINAL_RESET: &str = "\x1b[0m\x1b]110\x1b\\\x1b]111\x1b\\\x1b]104\x1b\\\x1b(B\x0f\x1b[?25h\x1b[?7h\x1b[4l";
 
 /// Copies the user's keystrokes to the pty master and the master's output
 /// to the user's terminal. Non-blocking towards the jail, so an agent that
@@ -163,14 +165,17 @@ impl Relay {
 
     /// Poll entries for stdin, the master and the prompt channel.
     pub fn poll_fds(&self) -> [libc::pollfd; 3] {
-        let stdin = if self.stdin_open && self.pending.is_empty() { 0 } else { -1 };
-        // While a prompt is shown the agent's output waits in the pty, so
-        // nothing it prints can cover the prompt or pose as one.
-        let mut ev = if self.showing.is_some() { 0 } else { libc::POLLIN };
+        // While a prompt is shown, keystrokes answer it (so stdin is read
+        // even when the agent is not reading its own), and the agent's
+        // output waits in the pty, unread even when it hangs up: nothing it
+        // prints can cover the prompt or pose as one.
+        let showing = self.showing.is_some();
+        let stdin = if self.stdin_open && (self.pending.is_empty() || showing) { 0 } else { -1 };
+        let mut ev = libc::POLLIN;
         if !self.pending.is_empty() {
             ev |= libc::POLLOUT;
         }
-        let master = if self.master_open { self.master.as_raw_fd() } else { -1 };
+        let master = if self.master_open && !showing { self.master.as_raw_fd() } else { -1 };
         let prompts = self.prompts.as_ref().map_or(-1, |p| p.as_raw_fd());
         [
             libc::pollfd { fd: stdin, events: libc::POLLIN, revents: 0 },
@@ -179,11 +184,11 @@ impl Relay {
         ]
     }
 
+    /// Keystrokes and output first, as they were meant when polled, then a
+    /// new prompt: a key pressed before the prompt showed never answers it,
+    /// and output read in this round never lands after it.
     pub fn handle(&mut self, fds: &[libc::pollfd; 3]) {
         let mut buf = [0u8; 8192];
-        if fds[2].revents != 0 {
-            self.read_prompt();
-        }
         if fds[0].revents != 0 {
             match crate::sys::read_some(0, &mut buf) {
                 Ok(0) | Err(_) => self.stdin_open = false,
@@ -200,9 +205,11 @@ impl Relay {
                 self.pending.drain(..n as usize);
             }
         }
-        // A hang-up is read even during a prompt: no slave is left to print.
-        if fds[1].revents & (libc::POLLHUP | libc::POLLERR) != 0 || (fds[1].revents & libc::POLLIN != 0 && self.showing.is_none()) {
+        if fds[1].revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
             self.pump_output();
+        }
+        if fds[2].revents != 0 {
+            self.read_prompt();
         }
     }
 
