@@ -129,13 +129,13 @@ fn a_command_started_by_an_approved_one_is_gated_again() {
         return;
     }
     let (env, policy) = env_with_policy();
-    // The executor keeps four capabilities (SETGID, SETUID, SETPCAP,
-    // SYS_ADMIN: 0x2001c0) and no more, in every set.
+    // The executor keeps five capabilities (KILL, SETGID, SETUID, SETPCAP,
+    // SYS_ADMIN: 0x2001e0) and no more, in every set.
     let script = "env /usr/bin/touch /workspace/nested; echo touch=$?; env PATH=/usr/bin /usr/bin/uname -s; echo uname=$?; \
         for p in /proc/[0-9]*; do [ \"$(cat $p/comm)\" = clawkeep-exec ] && grep -E '^Cap(Eff|Prm|Bnd|Inh|Amb)' $p/status; done";
     let out = run_gated(&env, &policy, "t-nested", script);
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    let caps = "CapInh:\t0000000000000000\nCapPrm:\t00000000002001c0\nCapEff:\t00000000002001c0\nCapBnd:\t00000000002001c0\nCapAmb:\t0000000000000000\n";
+    let caps = "CapInh:\t0000000000000000\nCapPrm:\t00000000002001e0\nCapEff:\t00000000002001e0\nCapBnd:\t00000000002001e0\nCapAmb:\t0000000000000000\n";
     assert_eq!(stdout, format!("touch=126\nLinux\nuname=0\n{caps}"), "stderr: {stderr}");
     assert!(stderr.contains("denied: no touching here"), "{stderr}");
     assert!(!env.workspace.path().join("nested").exists());
@@ -151,6 +151,24 @@ fn a_command_started_by_an_approved_one_is_gated_again() {
     seen.sort();
     let want = [("env", "allowed"), ("env", "allowed"), ("touch", "denied"), ("uname", "allowed")];
     assert_eq!(seen, want.map(|(c, o)| (c.to_string(), o.to_string())), "{v}");
+}
+
+/// What an approved command leaves running ends with it, even a daemon in
+/// a session of its own (its runner is a subreaper), and the agent cannot
+/// stop a runner (or the executor) to escape the job's timeout.
+#[test]
+fn a_job_leaves_nothing_behind_and_its_runner_cannot_be_stopped() {
+    if !jail_available("job leftovers") {
+        return;
+    }
+    let (env, policy) = env_with_policy();
+    let script = "env sh -c 'setsid python3 -c \"import time; open(\\\"/tmp/up\\\", \\\"w\\\"); time.sleep(30)\" </dev/null >/dev/null 2>&1 & \
+            while [ ! -e /tmp/up ]; do :; done; echo started'; \
+        for p in /proc/[0-9]*; do [ \"$(cat $p/comm 2>/dev/null)\" = python3 ] && echo alive; done; \
+        env sh -c 'for p in /proc/[0-9]*; do [ \"$(cat $p/comm)\" = clawkeep-exec ] && kill -STOP ${p#/proc/} 2>/dev/null && { echo stopped; kill -CONT ${p#/proc/}; }; done; echo tried'";
+    let out = run_gated(&env, &policy, "t-leftovers", script);
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(stdout, "started\ntried\n", "stderr: {stderr}");
 }
 
 /// A running job's mount namespace (where its own command is real) is out
@@ -613,8 +631,51 @@ fn the_agent_cannot_print_over_a_terminal_prompt() {
     let all = String::from_utf8_lossy(&seen);
     let at = all.find(marker).unwrap();
     assert!(all[at + marker.len()..].starts_with("y\r\n"), "agent output between the prompt and its answer: {all:?}");
-    assert!(all[..at].contains("\x1b[0m\x1b(B\x0f\x1b[?25h\r\n[clawkeep] approve #"), "{all:?}");
+    assert!(all[..at].contains("\x1b[?25h\x1b[?7h\x1b[4l\r\n[clawkeep] approve #"), "{all:?}");
+    assert!(all[..at].contains("\x1b[0m\x1b]110\x1b\\\x1b]111\x1b\\"), "{all:?}");
     assert!(all[..at].contains("tick") && all[at..].contains("tick") && all.contains("rc=0"), "{all:?}");
+}
+
+/// The agent prints a fake prompt while the real one is shown and then
+/// closes every handle on its terminal: the hang-up does not flush the
+/// held output over the prompt; it appears after the answer.
+#[test]
+fn a_hang_up_during_a_prompt_keeps_the_output_held() {
+    if !jail_available("gate prompt hang-up") {
+        return;
+    }
+    if !std::path::Path::new("/usr/bin/script").exists() {
+        println!("skipped: gate prompt hang-up: util-linux `script` not installed");
+        return;
+    }
+    let (env, policy) = env_with_policy();
+    let fake = "import time\ntime.sleep(0.4)\nprint(\"FAKE approve #9: ls? [y] once\", flush=True)\n";
+    std::fs::write(env.workspace.path().join("fake.py"), fake).unwrap();
+    let extra = format!("--policy {} --agent t-tty-hup", policy.display());
+    let script = "date +%Y </dev/null >/dev/null 2>&1 & python3 /workspace/fake.py; exec </dev/null >/dev/null 2>&1; wait";
+    let mut child = env.in_terminal(&extra, script);
+    let mut stdin = child.stdin.take().unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let marker = "leave queued: ";
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains(marker) {
+        let n = out.read(&mut buf).unwrap();
+        assert!(n > 0, "no prompt before EOF: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+    // The fake line is printed 0.4 s after start, and the terminal then
+    // closed, while the prompt waits.
+    std::thread::sleep(Duration::from_millis(1200));
+    stdin.write_all(b"y").unwrap();
+    stdin.flush().unwrap();
+    out.read_to_end(&mut seen).unwrap();
+    drop(stdin);
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    let all = String::from_utf8_lossy(&seen);
+    let answered = all.find("leave queued: y").unwrap_or_else(|| panic!("{all:?}"));
+    let fake_at = all.find("FAKE approve").unwrap_or_else(|| panic!("the held output was lost: {all:?}"));
+    assert!(fake_at > answered, "the fake prompt was shown before the answer: {all:?}");
 }
 
 #[test]

@@ -46,6 +46,7 @@ pub fn drop_bounding_set(last: u32) -> Result<(), SetupFailure> {
 }
 
 /// Capabilities by number (linux/capability.h).
+pub const CAP_KILL: u32 = 5;
 pub const CAP_SETGID: u32 = 6;
 pub const CAP_SETUID: u32 = 7;
 pub const CAP_SETPCAP: u32 = 8;

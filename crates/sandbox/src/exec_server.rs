@@ -1,21 +1,23 @@
 //! The jail's executor: runs commands the gate approved *inside* the jail.
 //!
-//! Init forks it before the agent, and it keeps init's privilege inside the
-//! jail's user namespace (never more than the jail's root; nothing in the
-//! jail can reach it: its only input is the launcher's channel, it is
-//! non-dumpable and not the agent's uid). Each job gets a *runner* process,
-//! forked from here, which unshares a mount namespace of its own, uncovers
-//! there the real binary of the job's own command (and only that command:
-//! every other gated command stays the shim, so whatever the approved
-//! command starts — an npm script, a build script, git's fsmonitor hook —
-//! reaches the gate again), and then takes exactly the agent's
-//! restrictions: uid 1000, no capabilities, no_new_privs, landlock,
-//! seccomp.
+//! Init forks it before the agent, and it keeps five of init's capabilities
+//! inside the jail's user namespace (never more than the jail's root; its
+//! only input is the launcher's channel, it is non-dumpable, and with a
+//! root caller it is not the agent's uid). Each job gets a *runner*
+//! process, forked from here, which unshares a mount namespace of its own
+//! and uncovers there the real binary of the job's own command (and only
+//! that command: every other gated command stays the shim, so whatever the
+//! approved command starts — an npm script, a build script, git's fsmonitor
+//! hook — reaches the gate again). The command's own child then takes
+//! exactly the agent's restrictions (uid 1000, no capabilities,
+//! no_new_privs, landlock, seccomp) before it execs.
 //!
-//! The runner starts the command in its own process group with the shim's
+//! The runner keeps the executor's privilege, so the agent cannot stop or
+//! kill it. It starts the command in its own process group with the shim's
 //! stdin, relays its stdout/stderr to the shim's descriptors while counting
-//! bytes, forwards signals, enforces the rule's timeout and reports one
-//! outcome. A slow reader therefore stalls only its own runner.
+//! bytes, forwards signals, enforces the rule's timeout, kills whatever
+//! the command left behind (it is a subreaper) and reports one outcome. A
+//! slow reader therefore stalls only its own runner.
 
 use crate::error::{SetupFailure, Step};
 use crate::shims::Mask;
@@ -80,10 +82,12 @@ const MAX_PACKET: usize = 256 * 1024;
 pub fn run(chan: OwnedFd, masks: Vec<Mask>, path: String, can_setgroups: bool, landlock_on: bool) -> ! {
     set_name(c"clawkeep-exec");
     let _ = sys::prctl(libc::PR_SET_DUMPABLE, 0);
-    // What a runner needs before it drops the rest: a mount namespace of
-    // its own (SYS_ADMIN), the agent's ids (SETUID, SETGID) and an empty
-    // bounding set (SETPCAP).
-    if let Err(e) = caps::keep_only(&[caps::CAP_SETGID, caps::CAP_SETUID, caps::CAP_SETPCAP, caps::CAP_SYS_ADMIN]) {
+    // What a runner needs: a mount namespace of its own (SYS_ADMIN), the
+    // agent's ids and an empty bounding set for the command (SETUID,
+    // SETGID, SETPCAP), and signals to the command, which runs as the
+    // agent (KILL).
+    let keep = [caps::CAP_KILL, caps::CAP_SETGID, caps::CAP_SETUID, caps::CAP_SETPCAP, caps::CAP_SYS_ADMIN];
+    if let Err(e) = caps::keep_only(&keep) {
         let msg = format!("the executor could not drop its other capabilities: {e}");
         serve_refusing(&chan, &msg);
         // SAFETY: _exit in a forked child.
@@ -115,16 +119,25 @@ impl Confine {
     }
 
     /// In the runner: a mount namespace where `command`'s own masks (and
-    /// no other) are lifted, then the agent's restrictions.
-    fn enter(&self, command: &str) -> Result<(), String> {
+    /// no other) are lifted: hidden directories first, then the files (a
+    /// covered file may sit in a hidden directory).
+    fn isolate(&self, command: &str) -> Result<(), String> {
         // SAFETY: unshare of a mount namespace; we hold CAP_SYS_ADMIN in the jail's user namespace.
         if unsafe { libc::unshare(libc::CLONE_NEWNS) } < 0 {
             return Err(SetupFailure::new(Step::MountPrivate, "job mount namespace", &io::Error::last_os_error()).to_string());
         }
-        for m in self.masks.iter().filter(|m| m.commands.contains(command)) {
+        let own = |dir: bool| self.masks.iter().filter(move |m| m.dir == dir && m.commands.contains(command));
+        for m in own(true).chain(own(false)) {
             let c = sys::cpath(&m.path).map_err(|e| e.to_string())?;
             sys::umount_detach(&c).map_err(|e| SetupFailure::new(Step::UmountOldRoot, m.path.display().to_string(), &e).to_string())?;
         }
+        Ok(())
+    }
+
+    /// In the command's child, before exec: exactly the agent's
+    /// restrictions. The runner itself keeps the executor's privilege, so
+    /// the agent can neither stop it (and its timeout) nor kill it.
+    fn drop_privileges(&self) -> Result<(), String> {
         caps::drop_to_agent(self.can_setgroups).map_err(|f| f.to_string())?;
         let _ = sys::prctl(libc::PR_SET_DUMPABLE, 0);
         if self.landlock_on {
@@ -283,13 +296,18 @@ fn start(
     }
     if runner == 0 {
         drop((report_r, hold_w));
-        if let Err(e) = confine.enter(command) {
+        // Nothing of the executor's stays open here: its channel, and other
+        // jobs' descriptors (whose end of file means "never run").
+        let keep = [fds[0].as_raw_fd(), fds[1].as_raw_fd(), fds[2].as_raw_fd(), hold_r.as_raw_fd(), report_w.as_raw_fd()];
+        sys::close_all_but(&keep);
+        if let Err(e) = confine.isolate(command) {
             let msg = format!("clawkeep: {command}: the approved command could not be confined: {e}\n");
             let _ = sys::write_all(fds[2].as_raw_fd(), msg.as_bytes());
             // SAFETY: _exit in a forked child; no report means "the runner died".
             unsafe { libc::_exit(1) };
         }
         let spec = Spawn {
+            confine,
             hold: hold_r.as_raw_fd(),
             exe: &exe_c,
             argv: &argv,
@@ -309,6 +327,7 @@ fn start(
 }
 
 struct Spawn<'a> {
+    confine: &'a Confine,
     /// Read before execve: one byte means go, end of file means never.
     hold: RawFd,
     exe: &'a CString,
@@ -326,6 +345,9 @@ fn runner_main(s: &Spawn<'_>, timeout: Option<Duration>, relay: bool) -> RunnerR
         libc::sigprocmask(libc::SIG_BLOCK, &sigs, std::ptr::null_mut());
         libc::signalfd(-1, &sigs, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK)
     };
+    // Whatever the command leaves behind when it exits (a daemon that left
+    // its process group too) is reparented here, and killed at the end.
+    let _ = sys::prctl(libc::PR_SET_CHILD_SUBREAPER, 1);
     let pipes = if relay { Some((sys::pipe().ok(), sys::pipe().ok())) } else { None };
     let (out, err) = match pipes {
         Some((Some(o), Some(e))) => (Some(o), Some(e)),
@@ -344,6 +366,13 @@ fn runner_main(s: &Spawn<'_>, timeout: Option<Duration>, relay: bool) -> RunnerR
             libc::dup2(child_err, 2);
             let empty = init::signal_set(std::iter::empty());
             libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+            if let Err(e) = s.confine.drop_privileges() {
+                let msg = format!("clawkeep: the approved command could not be confined: {e}\n");
+                let _ = sys::write_all(2, msg.as_bytes());
+                libc::_exit(126);
+            }
+            // After the uid change, which clears it: dies with its runner.
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
             let mut go = [0u8; 1];
             if sys::read_some(s.hold, &mut go).unwrap_or(0) != 1 {
                 libc::_exit(126);
@@ -452,13 +481,36 @@ fn runner_main(s: &Spawn<'_>, timeout: Option<Duration>, relay: bool) -> RunnerR
         }
     }
     let st = status.unwrap_or(0);
-    // Whatever the command left running in its group ends with it.
+    // Whatever the command left running, in its group or not, ends with it.
     // SAFETY: as above.
     unsafe { libc::kill(-pid, libc::SIGKILL) };
+    kill_descendants();
     RunnerReport {
         code: libc::WIFEXITED(st).then(|| libc::WEXITSTATUS(st)),
         signal: libc::WIFSIGNALED(st).then(|| libc::WTERMSIG(st)),
         timed_out,
         bytes_out: relay.then_some(bytes),
+    }
+}
+
+/// Kills and reaps every process left under the runner (a subreaper):
+/// each one killed hands its own children to the runner, so the loop goes
+/// until none is left (bounded, and the jail's pids limit bounds a race).
+fn kill_descendants() {
+    for _ in 0..1000 {
+        // SAFETY: getpid has no preconditions; the runner is single-threaded.
+        let me = unsafe { libc::getpid() };
+        let kids = std::fs::read_to_string(format!("/proc/self/task/{me}/children")).unwrap_or_default();
+        let kids: Vec<libc::pid_t> = kids.split_whitespace().filter_map(|p| p.parse().ok()).collect();
+        if kids.is_empty() {
+            return;
+        }
+        for k in kids {
+            // SAFETY: k is our child: killing and reaping it.
+            unsafe {
+                libc::kill(k, libc::SIGKILL);
+                libc::waitpid(k, std::ptr::null_mut(), 0);
+            }
+        }
     }
 }

@@ -101,6 +101,8 @@ fn attach(src: &GateSource, target: &Path) -> Result<(), SetupFailure> {
 pub struct Mask {
     pub path: PathBuf,
     pub commands: BTreeSet<String>,
+    /// A directory hidden under an empty tmpfs (else a file the shim covers).
+    pub dir: bool,
 }
 
 /// Installs /run/clawkeep (shim, socket, shims dir, manifest) under `base`
@@ -192,7 +194,8 @@ pub fn install(base: &Path, g: &GateMounts, src: &GateSources) -> Result<Vec<Mas
     let text: String = manifest.iter().map(|(p, c)| format!("{}\t{c}\n", p.display())).collect();
     let mpath = run.join("manifest");
     fs::write(&mpath, text).map_err(|e| SetupFailure::new(Step::WriteFile, mpath.display().to_string(), &e))?;
-    Ok(targets.into_iter().chain(hidden).map(|(t, commands)| Mask { path: jail_path(base, &t), commands }).collect())
+    let files = targets.into_iter().map(|(t, commands)| Mask { path: jail_path(base, &t), commands, dir: false });
+    Ok(files.chain(hidden.into_iter().map(|(t, commands)| Mask { path: jail_path(base, &t), commands, dir: true })).collect())
 }
 
 /// A covered file with more than one hard link.
