@@ -15,7 +15,7 @@
 use crate::error::{SetupFailure, Step};
 use crate::sys;
 pub use clawkeep_shim::root::resolve_in;
-use clawkeep_shim::root::{find_link_dirs, private_copies};
+use clawkeep_shim::root::{find_link_dirs, own_name, private_copies};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ffi::CString;
@@ -130,11 +130,21 @@ pub fn install(base: &Path, g: &GateMounts, src: &GateSources) -> Result<Vec<Mas
         symlink("../shim", run.join("shims").join(cmd)).map_err(|e| SetupFailure::new(Step::MakeNode, cmd.clone(), &e))?;
         for (real_dir, spellings) in &dirs {
             let Some((real, meta)) = lookup(base, real_dir, cmd) else { continue };
+            let prefix = real.parent().and_then(Path::parent).map(Path::to_path_buf);
             if meta.nlink() > 1 {
-                let l = linked.entry((meta.dev(), meta.ino())).or_insert_with(|| Linked::new(&real, meta.nlink()));
+                let l = linked.entry((meta.dev(), meta.ino())).or_insert_with(|| Linked::new(&real, meta.nlink(), prefix.clone()));
                 l.found.insert(real.clone());
             }
             for copy in private_copies(&real, &meta, cmd) {
+                // A private copy can have hard links of its own (git built
+                // with NO_CROSS_DIRECTORY_HARDLINKS links execdir/git-* to
+                // execdir/git): looked for where the real file's are.
+                if let Ok(m) = fs::metadata(&copy).map(|m| (m.dev(), m.ino(), m.nlink())) {
+                    if m.2 > 1 {
+                        let l = linked.entry((m.0, m.1)).or_insert_with(|| Linked::new(&copy, m.2, prefix.clone()));
+                        l.found.insert(copy.clone());
+                    }
+                }
                 manifest.insert(jail_path(base, &copy), cmd.clone());
                 targets.entry(copy).or_default().insert(cmd.clone());
             }
@@ -161,7 +171,7 @@ pub fn install(base: &Path, g: &GateMounts, src: &GateSources) -> Result<Vec<Mas
     let mut hidden: BTreeMap<PathBuf, BTreeSet<String>> = BTreeMap::new();
     for ((dev, ino), l) in &mut linked {
         let mut missing = l.missing();
-        let Some(prefix) = l.real.parent().and_then(Path::parent).filter(|_| missing > 0) else { continue };
+        let Some(prefix) = l.prefix.clone().filter(|_| missing > 0) else { continue };
         let mut budget = 20_000usize;
         let mut dirs = Vec::new();
         for root in [prefix.join("libexec"), prefix.join("lib")] {
@@ -202,6 +212,9 @@ pub fn install(base: &Path, g: &GateMounts, src: &GateSources) -> Result<Vec<Mas
 struct Linked {
     real: PathBuf,
     nlink: u64,
+    /// Where its links outside the PATH dirs are looked for (`libexec`
+    /// and `lib` under it): the covered binary's prefix.
+    prefix: Option<PathBuf>,
     /// Covered paths with this inode (each gets its own bind).
     found: BTreeSet<PathBuf>,
     /// Links found outside the PATH dirs (hidden with their directory).
@@ -209,8 +222,8 @@ struct Linked {
 }
 
 impl Linked {
-    fn new(real: &Path, nlink: u64) -> Linked {
-        Linked { real: real.to_path_buf(), nlink, found: BTreeSet::new(), elsewhere: 0 }
+    fn new(real: &Path, nlink: u64, prefix: Option<PathBuf>) -> Linked {
+        Linked { real: real.to_path_buf(), nlink, prefix, found: BTreeSet::new(), elsewhere: 0 }
     }
 
     fn missing(&self) -> u64 {
@@ -271,8 +284,8 @@ fn scan_links(
             continue;
         }
         let cmds = targets[&l.real].clone();
-        if let Some(cmd) = cmds.first() {
-            manifest.insert(jail_path(base, &e.path()), cmd.clone());
+        if let Some(cmd) = own_name(&cmds, &e.path()) {
+            manifest.insert(jail_path(base, &e.path()), cmd.to_string());
         }
         targets.entry(e.path()).or_default().extend(cmds);
     }

@@ -87,3 +87,25 @@ pub fn find_link_dirs(dir: &Path, ino: u64, dev: u64, depth: usize, budget: &mut
         }
     }
 }
+
+/// Which of the gated `commands` reaching a covered `path` the shim there
+/// is run as: the one named like the file (`/usr/bin/gzip` is gzip, though
+/// gunzip is the same file), else the first.
+pub fn own_name<'a>(commands: &'a std::collections::BTreeSet<String>, path: &Path) -> Option<&'a str> {
+    let name = path.file_name().and_then(|n| n.to_str());
+    commands.iter().find(|c| Some(c.as_str()) == name).or_else(|| commands.first()).map(String::as_str)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_reached_by_several_commands_is_named_after_itself() {
+        let both: std::collections::BTreeSet<String> = ["gunzip", "gzip"].map(String::from).into();
+        assert_eq!(own_name(&both, Path::new("/usr/bin/gzip")), Some("gzip"));
+        assert_eq!(own_name(&both, Path::new("/usr/bin/gunzip")), Some("gunzip"));
+        assert_eq!(own_name(&both, Path::new("/usr/bin/zcat")), Some("gunzip"));
+        assert_eq!(own_name(&Default::default(), Path::new("/usr/bin/x")), None);
+    }
+}

@@ -52,7 +52,8 @@ impl Plan {
     /// Where an approved `command`'s own job lifts the masks: its files
     /// and directories, and no other command's.
     pub fn owned_by(&self, command: &str) -> Vec<PathBuf> {
-        self.files.iter().chain(&self.dirs).filter(|(_, c)| c.contains(command)).map(|(p, _)| p.clone()).collect()
+        // Hidden directories first: a covered file may sit in one.
+        self.dirs.iter().chain(&self.files).filter(|(_, c)| c.contains(command)).map(|(p, _)| p.clone()).collect()
     }
 }
 
@@ -110,14 +111,21 @@ pub fn plan(base: &Path, commands: &[String]) -> Plan {
                 }
                 // A private copy (Debian's /usr/lib/git-core/git), and the
                 // directories holding hard links outside the PATH dirs.
+                // Each inode to look for, with the links not found yet: the
+                // real file, and a private copy with hard links of its own
+                // (git built with NO_CROSS_DIRECTORY_HARDLINKS).
+                let mut inodes = vec![(m.dev(), m.ino(), m.nlink().saturating_sub(in_path.max(1)))];
                 for copy in private_copies(&real, &m, cmd) {
+                    if let Ok(c) = fs::metadata(&copy) {
+                        inodes.push((c.dev(), c.ino(), c.nlink().saturating_sub(1)));
+                    }
                     add(&mut out.files, &copy, cmd);
                 }
-                let mut missing = m.nlink().saturating_sub(in_path.max(1));
-                if let Some(prefix) = real.parent().and_then(Path::parent).filter(|_| missing > 0) {
+                for (dev, ino, mut missing) in inodes {
+                    let Some(prefix) = real.parent().and_then(Path::parent).filter(|_| missing > 0) else { continue };
                     let (mut budget, mut found) = (20_000usize, Vec::new());
                     for root in [prefix.join("libexec"), prefix.join("lib")] {
-                        find_link_dirs(&root, m.ino(), m.dev(), 3, &mut budget, &mut missing, &mut found);
+                        find_link_dirs(&root, ino, dev, 3, &mut budget, &mut missing, &mut found);
                     }
                     for dir in found {
                         add(&mut out.dirs, &dir, cmd);
@@ -131,7 +139,7 @@ pub fn plan(base: &Path, commands: &[String]) -> Plan {
 }
 
 pub use clawkeep_shim::root::resolve_in;
-use clawkeep_shim::root::{find_link_dirs, private_copies};
+use clawkeep_shim::root::{find_link_dirs, own_name, private_copies};
 
 fn guest_path(base: &Path, p: &Path) -> PathBuf {
     Path::new("/").join(p.strip_prefix(base).unwrap_or(p))
@@ -189,7 +197,7 @@ pub fn apply(commands: &[String]) -> Result<Plan, String> {
         }
     }
     fs::DirBuilder::new().recursive(true).mode(0o755).create(GATE_DIR).map_err(|e| format!("mkdir {GATE_DIR}: {e}"))?;
-    let text: String = targets.files.iter().filter_map(|(p, c)| c.first().map(|c| format!("{}\t{c}\n", p.display()))).collect();
+    let text: String = targets.files.iter().filter_map(|(p, c)| own_name(c, p).map(|c| format!("{}\t{c}\n", p.display()))).collect();
     fs::write(clawkeep_shim::JAIL_MANIFEST, text).map_err(|e| format!("write {}: {e}", clawkeep_shim::JAIL_MANIFEST))?;
     Ok(targets)
 }
@@ -275,8 +283,15 @@ mod tests {
         assert_eq!(files, ["/usr/bin/curl", "/usr/bin/git", "/usr/lib/git-core/git"]);
         let dirs: Vec<String> = p.dirs.keys().map(|k| k.display().to_string()).collect();
         assert_eq!(dirs, ["/usr/libexec/git-core/sub"]);
+        // Directories are lifted first: a covered file may sit in one.
         let git: Vec<String> = p.owned_by("git").iter().map(|k| k.display().to_string()).collect();
-        assert_eq!(git, ["/usr/bin/git", "/usr/lib/git-core/git", "/usr/libexec/git-core/sub"]);
+        assert_eq!(git, ["/usr/libexec/git-core/sub", "/usr/bin/git", "/usr/lib/git-core/git"]);
+        // A hard link of the private copy (git's NO_CROSS_DIRECTORY_HARDLINKS
+        // layout) hides the copy's directory too.
+        fs::hard_link(b.join("usr/lib/git-core/git"), b.join("usr/lib/git-core/git-status")).unwrap();
+        let p = plan(b, &["git".into(), "curl".into()]);
+        let dirs: Vec<String> = p.dirs.keys().map(|k| k.display().to_string()).collect();
+        assert_eq!(dirs, ["/usr/lib/git-core", "/usr/libexec/git-core/sub"]);
         assert_eq!(p.owned_by("curl"), [PathBuf::from("/usr/bin/curl")]);
         fs::remove_dir_all(b).unwrap();
     }
