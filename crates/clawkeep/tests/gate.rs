@@ -597,6 +597,28 @@ fn an_ask_can_be_answered_at_the_terminal() {
     assert!(v["items"].as_array().unwrap().iter().any(|d| d["approved_by"] == "terminal"), "{v}");
 }
 
+/// Runs `script` at a terminal until the approval prompt shows, waits
+/// `wait`, answers `y`, and returns everything the terminal showed.
+fn answer_in_terminal(env: &Env, extra: &str, script: &str, wait: Duration) -> String {
+    let mut child = env.in_terminal(extra, script);
+    let mut stdin = child.stdin.take().unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains("leave queued: ") {
+        let n = out.read(&mut buf).unwrap();
+        assert!(n > 0, "no prompt before EOF: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+    std::thread::sleep(wait);
+    stdin.write_all(b"y").unwrap();
+    stdin.flush().unwrap();
+    out.read_to_end(&mut seen).unwrap();
+    drop(stdin);
+    assert_eq!(child.wait().unwrap().code(), Some(0), "{}", String::from_utf8_lossy(&seen));
+    String::from_utf8_lossy(&seen).into_owned()
+}
+
 /// While a prompt is shown the agent's output waits: what it prints in
 /// the meantime can neither cover the prompt nor pose as one, and terminal
 /// modes it set (invisible text, another character set) are reset first.
@@ -613,27 +635,11 @@ fn the_agent_cannot_print_over_a_terminal_prompt() {
     let ticker = "import sys, time\nsys.stdout.write(\"\\x1b[8m\")\nfor i in range(200):\n    print(\"tick\", flush=True)\n    if i == 5:\n        open(\"/tmp/ticking\", \"w\").close()\n    time.sleep(0.01)\n";
     std::fs::write(env.workspace.path().join("ticker.py"), ticker).unwrap();
     let extra = format!("--policy {} --agent t-tty-hold", policy.display());
-    let mut child =
-        env.in_terminal(&extra, "python3 /workspace/ticker.py & while [ ! -e /tmp/ticking ]; do :; done; date +%Y; echo rc=$?; wait");
-    let mut stdin = child.stdin.take().unwrap();
-    let mut out = child.stdout.take().unwrap();
-    let marker = "leave queued: ";
-    let mut seen = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !String::from_utf8_lossy(&seen).contains(marker) {
-        let n = out.read(&mut buf).unwrap();
-        assert!(n > 0, "no prompt before EOF: {}", String::from_utf8_lossy(&seen));
-        seen.extend_from_slice(&buf[..n]);
-    }
+    let script = "python3 /workspace/ticker.py & while [ ! -e /tmp/ticking ]; do :; done; date +%Y; echo rc=$?; wait";
     // The ticker prints every 10 ms: a relay that kept copying would show
     // some of it before the answer.
-    std::thread::sleep(Duration::from_millis(300));
-    stdin.write_all(b"y").unwrap();
-    stdin.flush().unwrap();
-    out.read_to_end(&mut seen).unwrap();
-    drop(stdin);
-    assert_eq!(child.wait().unwrap().code(), Some(0));
-    let all = String::from_utf8_lossy(&seen);
+    let all = answer_in_terminal(&env, &extra, script, Duration::from_millis(300));
+    let marker = "leave queued: ";
     let at = all.find(marker).unwrap();
     assert!(all[at + marker.len()..].starts_with("y\r\n"), "agent output between the prompt and its answer: {all:?}");
     assert!(all[..at].contains("\x1b[?25h\x1b[?7h\x1b[4l\r\n[clawkeep] approve #"), "{all:?}");
@@ -658,26 +664,9 @@ fn a_hang_up_during_a_prompt_keeps_the_output_held() {
     std::fs::write(env.workspace.path().join("fake.py"), fake).unwrap();
     let extra = format!("--policy {} --agent t-tty-hup", policy.display());
     let script = "date +%Y </dev/null >/dev/null 2>&1 & python3 /workspace/fake.py; exec </dev/null >/dev/null 2>&1; wait";
-    let mut child = env.in_terminal(&extra, script);
-    let mut stdin = child.stdin.take().unwrap();
-    let mut out = child.stdout.take().unwrap();
-    let marker = "leave queued: ";
-    let mut seen = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !String::from_utf8_lossy(&seen).contains(marker) {
-        let n = out.read(&mut buf).unwrap();
-        assert!(n > 0, "no prompt before EOF: {}", String::from_utf8_lossy(&seen));
-        seen.extend_from_slice(&buf[..n]);
-    }
     // The fake line is printed 0.4 s after start, and the terminal then
     // closed, while the prompt waits.
-    std::thread::sleep(Duration::from_millis(1200));
-    stdin.write_all(b"y").unwrap();
-    stdin.flush().unwrap();
-    out.read_to_end(&mut seen).unwrap();
-    drop(stdin);
-    assert_eq!(child.wait().unwrap().code(), Some(0));
-    let all = String::from_utf8_lossy(&seen);
+    let all = answer_in_terminal(&env, &extra, script, Duration::from_millis(1200));
     let answered = all.find("leave queued: y").unwrap_or_else(|| panic!("{all:?}"));
     let fake_at = all.find("FAKE approve").unwrap_or_else(|| panic!("the held output was lost: {all:?}"));
     assert!(fake_at > answered, "the fake prompt was shown before the answer: {all:?}");
