@@ -132,7 +132,8 @@ fn a_command_started_by_an_approved_one_is_gated_again() {
     // The executor keeps five capabilities (KILL, SETGID, SETUID, SETPCAP,
     // SYS_ADMIN: 0x2001e0) and no more, in every set.
     let script = "env /usr/bin/touch /workspace/nested; echo touch=$?; env PATH=/usr/bin /usr/bin/uname -s; echo uname=$?; \
-        for p in /proc/[0-9]*; do [ \"$(cat $p/comm)\" = clawkeep-exec ] && grep -E '^Cap(Eff|Prm|Bnd|Inh|Amb)' $p/status; done";
+        for p in /proc/[0-9]*; do [ \"$(cat $p/comm)\" = clawkeep-exec ] && grep -q '^PPid:[[:space:]]1$' $p/status \
+          && grep -E '^Cap(Eff|Prm|Bnd|Inh|Amb)' $p/status; done";
     let out = run_gated(&env, &policy, "t-nested", script);
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     let caps = "CapInh:\t0000000000000000\nCapPrm:\t00000000002001e0\nCapEff:\t00000000002001e0\nCapBnd:\t00000000002001e0\nCapAmb:\t0000000000000000\n";

@@ -185,7 +185,11 @@ fn serve(chan: OwnedFd, path: &str, confine: &Confine) {
     // waitpid whenever a report arrives; runners report before they exit.
     let mut jobs: HashMap<u64, Job> = HashMap::new();
     let mut buf = vec![0u8; MAX_PACKET];
+    // Runners that reported and are exiting, not yet reaped.
+    let mut exited: Vec<libc::pid_t> = Vec::new();
     loop {
+        // SAFETY: reaping our own runners, without waiting.
+        exited.retain(|r| unsafe { libc::waitpid(*r, std::ptr::null_mut(), libc::WNOHANG) } == 0);
         let mut pfds = vec![libc::pollfd { fd, events: libc::POLLIN, revents: 0 }];
         let ids: Vec<u64> = jobs.keys().copied().collect();
         pfds.extend(ids.iter().map(|id| libc::pollfd { fd: jobs[id].report.as_raw_fd(), events: libc::POLLIN, revents: 0 }));
@@ -201,14 +205,14 @@ fn serve(chan: OwnedFd, path: &str, confine: &Confine) {
                 let mut raw = [0u8; 512];
                 let n = sys::read_some(job.report.as_raw_fd(), &mut raw).unwrap_or(0);
                 let report: Option<RunnerReport> = serde_json::from_slice(&raw[..n]).ok();
-                let mut st = 0;
-                // SAFETY: reaping our own runner.
-                unsafe { libc::waitpid(job.runner, &mut st, 0) };
                 let msg = match report {
                     Some(r) => FromExec::Exited { id: *id, code: r.code, signal: r.signal, timed_out: r.timed_out, bytes_out: r.bytes_out },
                     None => FromExec::Failed { id: *id, message: "the command's runner died".into() },
                 };
+                // The outcome first: the runner's exit (its mount namespace
+                // torn down) is reaped later, off the shim's wait.
                 send(fd, &msg);
+                exited.push(job.runner);
             }
         }
         if pfds[0].revents == 0 {
