@@ -565,11 +565,7 @@ fn a_frozen_jail_dies_with_its_launcher() {
 /// With a terminal, the operator can answer at the prompt the run shows.
 #[test]
 fn an_ask_can_be_answered_at_the_terminal() {
-    if !jail_available("gate terminal prompt") {
-        return;
-    }
-    if !std::path::Path::new("/usr/bin/script").exists() {
-        println!("skipped: gate terminal prompt: util-linux `script` not installed");
+    if !terminal_available("gate terminal prompt") {
         return;
     }
     let (env, policy) = env_with_policy();
@@ -596,6 +592,18 @@ fn an_ask_can_be_answered_at_the_terminal() {
     let hist = env.cmd().args(["history", "--json"]).output().unwrap();
     let v: serde_json::Value = serde_json::from_slice(&hist.stdout).unwrap();
     assert!(v["items"].as_array().unwrap().iter().any(|d| d["approved_by"] == "terminal"), "{v}");
+}
+
+/// A jail, and util-linux `script` to give the run a terminal.
+fn terminal_available(test: &str) -> bool {
+    if !jail_available(test) {
+        return false;
+    }
+    if !std::path::Path::new("/usr/bin/script").exists() {
+        println!("skipped: {test}: util-linux `script` not installed");
+        return false;
+    }
+    true
 }
 
 /// Runs `script` at a terminal until the approval prompt shows, waits
@@ -625,11 +633,7 @@ fn answer_in_terminal(env: &Env, extra: &str, script: &str, wait: Duration) -> S
 /// modes it set (invisible text, another character set) are reset first.
 #[test]
 fn the_agent_cannot_print_over_a_terminal_prompt() {
-    if !jail_available("gate prompt held output") {
-        return;
-    }
-    if !std::path::Path::new("/usr/bin/script").exists() {
-        println!("skipped: gate prompt held output: util-linux `script` not installed");
+    if !terminal_available("gate prompt held output") {
         return;
     }
     let (env, policy) = env_with_policy();
@@ -653,11 +657,7 @@ fn the_agent_cannot_print_over_a_terminal_prompt() {
 /// held output over the prompt; it appears after the answer.
 #[test]
 fn a_hang_up_during_a_prompt_keeps_the_output_held() {
-    if !jail_available("gate prompt hang-up") {
-        return;
-    }
-    if !std::path::Path::new("/usr/bin/script").exists() {
-        println!("skipped: gate prompt hang-up: util-linux `script` not installed");
+    if !terminal_available("gate prompt hang-up") {
         return;
     }
     let (env, policy) = env_with_policy();
