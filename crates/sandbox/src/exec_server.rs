@@ -87,13 +87,9 @@ pub fn run(chan: OwnedFd, masks: Vec<Mask>, path: String, can_setgroups: bool, l
     // SETGID, SETPCAP), and signals to the command, which runs as the
     // agent (KILL).
     let keep = [caps::CAP_KILL, caps::CAP_SETGID, caps::CAP_SETUID, caps::CAP_SETPCAP, caps::CAP_SYS_ADMIN];
-    if let Err(e) = caps::keep_only(&keep) {
-        let msg = format!("the executor could not drop its other capabilities: {e}");
-        serve_refusing(&chan, &msg);
-        // SAFETY: _exit in a forked child.
-        unsafe { libc::_exit(1) }
-    }
-    let confine = Confine { masks, can_setgroups, landlock_on, filters: std::cell::OnceCell::new() };
+    // If the others cannot be dropped, every job is refused (by `prepare`).
+    let refused = caps::keep_only(&keep).err().map(|e| format!("it could not drop its other capabilities: {e}"));
+    let confine = Confine { masks, can_setgroups, landlock_on, refused, filters: std::cell::OnceCell::new() };
     serve(chan, &path, &confine);
     // SAFETY: _exit in a forked child.
     unsafe { libc::_exit(0) }
@@ -104,6 +100,8 @@ struct Confine {
     masks: Vec<Mask>,
     can_setgroups: bool,
     landlock_on: bool,
+    /// Why no job may run: the executor kept what it must not.
+    refused: Option<String>,
     /// The encoded seccomp program, compiled once, at the first job.
     filters: std::cell::OnceCell<Vec<u8>>,
 }
@@ -111,6 +109,9 @@ struct Confine {
 impl Confine {
     /// Compiles what every runner installs; before the first fork.
     fn prepare(&self) -> Result<(), String> {
+        if let Some(why) = &self.refused {
+            return Err(why.clone());
+        }
         if self.filters.get().is_none() {
             let f = seccomp::compile_encoded().map_err(|e| e.to_string())?;
             let _ = self.filters.set(f);
@@ -144,21 +145,6 @@ impl Confine {
             crate::landlock::apply()?;
         }
         seccomp::install_encoded(self.filters.get().ok_or("the seccomp program was not compiled")?)
-    }
-}
-
-/// Answers every job with `message` until the launcher goes.
-fn serve_refusing(chan: &OwnedFd, message: &str) {
-    let mut buf = vec![0u8; MAX_PACKET];
-    loop {
-        match clawkeep_shim::fdpass::recv_with_fds(chan.as_raw_fd(), &mut buf) {
-            Ok((0, _)) | Err(_) => return,
-            Ok((n, _fds)) => {
-                if let Ok(ToExec::Run { id, .. }) = serde_json::from_slice::<ToExec>(&buf[..n]) {
-                    send(chan.as_raw_fd(), &FromExec::Failed { id, message: message.to_string() });
-                }
-            }
-        }
     }
 }
 
