@@ -295,17 +295,86 @@ pub fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
 }
 
 /// Closes every descriptor from 3 up but those in `keep` (close_range(2)
-/// over the gaps; Linux 5.9).
+/// over the gaps; one close(2) each up to the descriptor limit on kernels
+/// before 5.9, which lack it: a descriptor left open here could reach a
+/// process that must not have it).
 pub fn close_all_but(keep: &[RawFd]) {
+    close_gaps(keep, |from, end| {
+        // SAFETY: closing descriptors this process owns; none is in use elsewhere.
+        if unsafe { libc::syscall(libc::SYS_close_range, from, end - 1, 0u32) } < 0 {
+            close_each(from, end);
+        }
+    });
+}
+
+/// Calls `close(from, end)` for each range of descriptors from 3 up that
+/// holds none of `keep`.
+fn close_gaps(keep: &[RawFd], close: impl Fn(u32, u32)) {
     let mut keep: Vec<u32> = keep.iter().filter(|fd| **fd > 2).map(|fd| *fd as u32).collect();
     keep.sort_unstable();
     keep.dedup();
     let mut from = 3u32;
     for k in keep.into_iter().chain([u32::MAX]) {
         if k > from {
-            // SAFETY: closing descriptors this process owns; none is in use elsewhere.
-            unsafe { libc::syscall(libc::SYS_close_range, from, k - 1, 0u32) };
+            close(from, k);
         }
         from = k.saturating_add(1);
+    }
+}
+
+/// close(2) on each descriptor in `from..end`, stopping at the descriptor
+/// limit (no descriptor is open at or above it).
+fn close_each(from: u32, end: u32) {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: lim is a valid rlimit to fill.
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+    let end = u32::try_from(lim.rlim_cur).unwrap_or(u32::MAX).min(end);
+    for fd in from..end {
+        // SAFETY: closing descriptors this process owns; EBADF for one not open is harmless.
+        unsafe { libc::close(fd as RawFd) };
+    }
+}
+
+#[cfg(test)]
+mod close_tests {
+    use super::*;
+
+    /// In a forked child (the test harness keeps its own descriptors):
+    /// opens descriptors, closes all but some with `close`, and exits with
+    /// a bit set for each descriptor left open, of the ones it opened.
+    fn left_open(close: fn(&[RawFd])) -> i32 {
+        // SAFETY: the child only makes syscalls and exits.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            // SAFETY: plain syscalls on descriptors this child owns.
+            unsafe {
+                let fds: Vec<RawFd> = (0..6).map(|_| libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY)).collect();
+                close(&[fds[1], fds[4], 1]);
+                let mut open = 0;
+                for (i, fd) in fds.iter().enumerate() {
+                    if libc::fcntl(*fd, libc::F_GETFD) >= 0 {
+                        open |= 1 << i;
+                    }
+                }
+                if libc::fcntl(1, libc::F_GETFD) < 0 {
+                    open |= 1 << 6;
+                }
+                libc::_exit(open);
+            }
+        }
+        let mut st = 0;
+        // SAFETY: reaping the child forked above.
+        unsafe { libc::waitpid(pid, &mut st, 0) };
+        libc::WEXITSTATUS(st)
+    }
+
+    #[test]
+    fn only_the_kept_descriptors_and_stdio_stay_open() {
+        assert_eq!(left_open(close_all_but), 0b01_0010);
+    }
+
+    #[test]
+    fn the_fallback_closes_the_same_ones() {
+        assert_eq!(left_open(|keep| close_gaps(keep, close_each)), 0b01_0010);
     }
 }
