@@ -357,7 +357,7 @@ fn runner_main(s: &Spawn<'_>, timeout: Option<Duration>, relay: bool) -> RunnerR
             let empty = init::signal_set(std::iter::empty());
             libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
             if let Err(e) = s.confine.drop_privileges() {
-                let msg = format!("clawkeep: the approved command could not be confined: {e}\n");
+                let msg = format!("clawkeep: {}: the approved command could not be confined: {e}\n", s.exe.to_string_lossy());
                 let _ = sys::write_all(2, msg.as_bytes());
                 libc::_exit(126);
             }
