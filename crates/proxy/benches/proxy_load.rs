@@ -12,6 +12,9 @@
 //! Targets (issue 4), printed beside the figures: added latency p50 <= 0.5 ms
 //! and p99 <= 3 ms, throughput >= 70% of direct; clawkeep >= 10x LiteLLM.
 //!
+//! `CLAWKEEP_BENCH_ONLY=clawkeep` (or direct, bare-hop) drives that target
+//! alone under load, to profile it.
+//!
 //! LiteLLM: `python3 -m pip install --target /var/cache/clawkeep-ci/litellm
 //! 'litellm[proxy]'` (or point `CLAWKEEP_LITELLM` at such a directory; the
 //! interpreter is `CLAWKEEP_LITELLM_PYTHON`, else `python3`, the one pip ran).
@@ -65,17 +68,48 @@ struct Figures {
     /// Sorted, time to the last byte of the body.
     latencies: Vec<Duration>,
     first_error: Option<String>,
+    /// CPU the whole bench process used meanwhile (load generator,
+    /// provider and proxy alike): user and system time.
+    cpu: Cpu,
+}
+
+/// User and system CPU time of this process (all its threads).
+#[derive(Clone, Copy, Default)]
+struct Cpu {
+    user: Duration,
+    sys: Duration,
+}
+
+impl Cpu {
+    fn now() -> Cpu {
+        // SAFETY: rusage is plain data; getrusage fills it for this process.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: a valid out-pointer.
+        unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+        let t = |tv: libc::timeval| Duration::from_micros(tv.tv_sec as u64 * 1_000_000 + tv.tv_usec as u64);
+        Cpu { user: t(ru.ru_utime), sys: t(ru.ru_stime) }
+    }
+
+    fn since(self, earlier: Cpu) -> Cpu {
+        Cpu { user: self.user.saturating_sub(earlier.user), sys: self.sys.saturating_sub(earlier.sys) }
+    }
+
+    fn add(&mut self, other: Cpu) {
+        self.user += other.user;
+        self.sys += other.sys;
+    }
 }
 
 impl Figures {
     fn empty() -> Figures {
-        Figures { ok: 0, errors: 0, elapsed: Duration::ZERO, latencies: Vec::new(), first_error: None }
+        Figures { ok: 0, errors: 0, elapsed: Duration::ZERO, latencies: Vec::new(), first_error: None, cpu: Cpu::default() }
     }
 
     fn merge(&mut self, other: Figures) {
         self.ok += other.ok;
         self.errors += other.errors;
         self.elapsed += other.elapsed;
+        self.cpu.add(other.cpu);
         self.latencies.extend(other.latencies);
         self.latencies.sort_unstable();
         self.first_error = self.first_error.take().or(other.first_error);
@@ -83,6 +117,12 @@ impl Figures {
 
     fn rps(&self) -> f64 {
         self.ok as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// Microseconds of the process's CPU per completed request: (user, system).
+    fn cpu_us(&self) -> (f64, f64) {
+        let per = |d: Duration| d.as_secs_f64() * 1e6 / self.ok.max(1) as f64;
+        (per(self.cpu.user), per(self.cpu.sys))
     }
 
     fn pct_ms(&self, q: f64) -> f64 {
@@ -131,6 +171,7 @@ async fn drive(target: &Target, stream: bool, clients: usize, window: Duration, 
     let client = reqwest::Client::builder().pool_max_idle_per_host(clients).http1_only().timeout(Duration::from_secs(30)).build().unwrap();
     let body = body(stream);
     let issued = Arc::new(AtomicU64::new(0));
+    let cpu = Cpu::now();
     let started = Instant::now();
     let until = started + window;
     let tasks: Vec<_> = (0..clients)
@@ -161,6 +202,7 @@ async fn drive(target: &Target, stream: bool, clients: usize, window: Duration, 
         figures.first_error = figures.first_error.or(first_error);
     }
     figures.elapsed = started.elapsed();
+    figures.cpu = Cpu::now().since(cpu);
     figures.ok = figures.latencies.len() as u64;
     figures.latencies.sort_unstable();
     figures
@@ -221,6 +263,33 @@ fn compare(direct: &Figures, proxy: &Figures, with_throughput: bool) {
         );
     }
     println!();
+}
+
+/// Where the CPU went (all of this process: load generator, provider and
+/// any hop share the cores), and what that says about the throughput
+/// target: while the cores are all busy, throughput is cores over CPU per
+/// request, so a hop adding C us to direct's D us reaches D / (D + C) of
+/// direct. The kernel time the bare hop added (two more loopback sockets
+/// and their wake-ups, no user-space work of note) bounds what any hop on
+/// those sockets can reach.
+fn cpu_report(direct: &Figures, proxy: &Figures, hop: &Figures) {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let busy = |f: &Figures| (f.cpu.user + f.cpu.sys).as_secs_f64() / (f.elapsed.as_secs_f64() * cores) * 100.0;
+    let ((du, ds), (pu, ps), (hu, hs)) = (direct.cpu_us(), proxy.cpu_us(), hop.cpu_us());
+    println!(
+        "    CPU per request (user + sys, us): direct {du:.1} + {ds:.1}, clawkeep {pu:.1} + {ps:.1}, bare hop {hu:.1} + {hs:.1}; \
+         cores busy {:.0}% / {:.0}% / {:.0}%",
+        busy(direct),
+        busy(proxy),
+        busy(hop)
+    );
+    let hop_kernel = (hs - ds).max(0.0);
+    println!(
+        "    the bare hop added {hop_kernel:.1} us of kernel time per request: a hop costing only that would reach {:.0}% of direct; \
+         clawkeep's own work beyond a bare hop is {:.1} us",
+        (du + ds) / (du + ds + hop_kernel) * 100.0,
+        (pu + ps) - (hu + hs)
+    );
 }
 
 /// LiteLLM's proxy, started on loopback in front of the fake provider.
@@ -384,6 +453,14 @@ fn main() {
         };
         let mut targets = vec![direct.clone(), proxy.clone(), hop.clone()];
         targets.extend(litellm.as_ref().map(|l| l.target.clone()));
+        // One target alone, under load, for a profiler to watch.
+        if let Ok(only) = std::env::var("CLAWKEEP_BENCH_ONLY") {
+            targets.retain(|t| t.name == only);
+            for (label, stream) in [("non-stream", false), ("stream", true)] {
+                phase(label, &targets, stream, CLIENTS, WINDOW, MAX_REQUESTS, ROUNDS).await;
+            }
+            return;
+        }
         println!("  {:<11} {:<9} {:>9} {:>9} {:>9} {:>8} {:>7}", "phase", "via", "req/s", "p50 ms", "p99 ms", "ok", "errors");
         for (label, stream) in [("non-stream", false), ("stream", true)] {
             let f = phase(label, &targets, stream, CLIENTS, WINDOW, MAX_REQUESTS, ROUNDS).await;
@@ -393,6 +470,7 @@ fn main() {
                 f[2].rps() / f[0].rps() * 100.0,
                 f[1].rps() / f[2].rps() * 100.0
             );
+            cpu_report(&f[0], &f[1], &f[2]);
             if let (Some(l), Some(lf)) = (&litellm, f.get(3)) {
                 let ratio = f[1].rps() / lf.rps();
                 println!(
