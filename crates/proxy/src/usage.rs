@@ -50,6 +50,7 @@ pub fn from_body(body: &[u8]) -> Option<Usage> {
 /// Scans an SSE stream for usage without buffering more than one line.
 #[derive(Debug, Default)]
 pub struct StreamUsage {
+    /// The start of a line that the next chunk ends.
     line: Vec<u8>,
     overlong: bool,
     input: Option<u64>,
@@ -57,38 +58,77 @@ pub struct StreamUsage {
     cache_write: u64,
 }
 
+/// The members of one SSE event that can carry usage. The rest of the event
+/// (the reply's text, above all) is skipped, not built into a tree. An
+/// event this does not parse (a duplicate member, say) is passed over: if
+/// it carried usage, the request is charged its whole reservation.
+#[derive(serde::Deserialize)]
+struct Event {
+    #[serde(rename = "type", default)]
+    kind: Option<Value>,
+    /// `None` when absent or null.
+    #[serde(default)]
+    usage: Option<Value>,
+    /// Anthropic's message_start: the usage is inside.
+    #[serde(default)]
+    message: Option<Value>,
+    /// OpenAI's Responses API: the final event carries the whole response.
+    #[serde(default)]
+    response: Option<Value>,
+}
+
 impl StreamUsage {
-    pub fn feed(&mut self, chunk: &[u8]) {
-        for &b in chunk {
-            if b == b'\n' {
-                if !self.overlong {
-                    let line = std::mem::take(&mut self.line);
+    pub fn feed(&mut self, mut chunk: &[u8]) {
+        while let Some(end) = memchr::memchr(b'\n', chunk) {
+            let (head, rest) = (&chunk[..end], &chunk[end + 1..]);
+            if self.line.is_empty() && !self.overlong {
+                // A whole line inside this chunk: read in place.
+                if head.len() <= MAX_LINE {
+                    self.line_done(head);
+                }
+            } else {
+                if !self.overlong && self.line.len() + head.len() <= MAX_LINE {
+                    let mut line = std::mem::take(&mut self.line);
+                    line.extend_from_slice(head);
                     self.line_done(&line);
+                    line.clear();
+                    self.line = line;
                 }
                 self.line.clear();
                 self.overlong = false;
-            } else if self.line.len() < MAX_LINE {
-                self.line.push(b);
-            } else {
-                self.overlong = true;
             }
+            chunk = rest;
+        }
+        if self.overlong {
+            return;
+        }
+        if self.line.len() + chunk.len() <= MAX_LINE {
+            self.line.extend_from_slice(chunk);
+        } else {
+            self.line.clear();
+            self.overlong = true;
         }
     }
 
     fn line_done(&mut self, line: &[u8]) {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         let Some(data) = line.strip_prefix(b"data:") else { return };
-        let Ok(v) = serde_json::from_slice::<Value>(data.trim_ascii()) else { return };
-        match v.get("type").and_then(Value::as_str) {
+        let data = data.trim_ascii();
+        if data == b"[DONE]" {
+            return;
+        }
+        let Ok(ev) = serde_json::from_slice::<Event>(data) else { return };
+        let nested = |v: &Option<Value>| v.as_ref().and_then(|m| m.get("usage")).and_then(from_usage_object);
+        match ev.kind.as_ref().and_then(Value::as_str) {
             Some("message_start") => {
-                if let Some(u) = v.pointer("/message/usage").and_then(from_usage_object) {
+                if let Some(u) = nested(&ev.message) {
                     // Its output count is a placeholder; message_delta has the real one.
                     self.input = Some(u.input_tokens);
                     self.cache_write = u.cache_write_tokens;
                 }
             }
             Some("message_delta") => {
-                if let Some(u) = v.get("usage").and_then(from_usage_object) {
+                if let Some(u) = ev.usage.as_ref().and_then(from_usage_object) {
                     if u.input_tokens > 0 {
                         self.input = Some(u.input_tokens);
                         self.cache_write = u.cache_write_tokens;
@@ -96,16 +136,15 @@ impl StreamUsage {
                     self.output = Some(u.output_tokens);
                 }
             }
-            // OpenAI Responses API: the final event carries the whole response.
             Some("response.completed") | Some("response.incomplete") => {
-                if let Some(u) = v.pointer("/response/usage").and_then(from_usage_object) {
+                if let Some(u) = nested(&ev.response) {
                     self.input = Some(u.input_tokens);
                     self.cache_write = u.cache_write_tokens;
                     self.output = Some(u.output_tokens);
                 }
             }
             _ => {
-                if let Some(u) = v.get("usage").filter(|u| !u.is_null()).and_then(from_usage_object) {
+                if let Some(u) = ev.usage.as_ref().and_then(from_usage_object) {
                     self.input = Some(u.input_tokens);
                     self.cache_write = u.cache_write_tokens;
                     self.output = Some(u.output_tokens);

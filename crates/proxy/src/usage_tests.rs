@@ -63,3 +63,63 @@ fn cache_writes_cost_their_own_price() {
     let odd = Usage { input_tokens: 10, output_tokens: 0, cache_write_tokens: 99 };
     assert!((price.cost(&odd) - 10.0 * 6.0 / 1e6).abs() < 1e-12);
 }
+
+/// However the stream is cut into chunks, the same usage is read.
+#[test]
+fn stream_usage_is_the_same_however_the_stream_is_cut() {
+    let stream = "event: message_start\r\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":25,\"output_tokens\":1}}}\r\n\r\n\
+                  data: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":15}}\n\ndata: [DONE]\n";
+    let want = Some(Usage { input_tokens: 25, output_tokens: 15, cache_write_tokens: 0 });
+    for i in 0..=stream.len() {
+        for j in i..=stream.len() {
+            let mut s = StreamUsage::default();
+            for part in [&stream[..i], &stream[i..j], &stream[j..]] {
+                s.feed(part.as_bytes());
+            }
+            assert_eq!(s.finish(), want, "cut at {i},{j}");
+        }
+    }
+}
+
+/// A usage line of `len` bytes (newline not counted).
+fn usage_line(len: usize) -> Vec<u8> {
+    let head = "data: {\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2},\"pad\":\"";
+    let mut line = head.as_bytes().to_vec();
+    line.resize(len - 2, b'x');
+    line.extend_from_slice(b"\"}");
+    line
+}
+
+/// A line up to MAX_LINE bytes is read, in one chunk or many; a longer one
+/// is passed over whole, and the line after it is read again.
+#[test]
+fn an_overlong_line_is_passed_over_and_the_next_is_read() {
+    let three_two = Some(Usage { input_tokens: 3, output_tokens: 2, cache_write_tokens: 0 });
+    for (len, want) in [(super::MAX_LINE, three_two), (super::MAX_LINE + 1, None)] {
+        let mut line = usage_line(len);
+        line.push(b'\n');
+        for piece in [line.len(), 4096, 1000] {
+            let mut s = StreamUsage::default();
+            for chunk in line.chunks(piece) {
+                s.feed(chunk);
+            }
+            assert_eq!(s.finish(), want, "a line of {len} bytes in chunks of {piece}");
+        }
+    }
+    let mut s = StreamUsage::default();
+    let mut long = usage_line(super::MAX_LINE + 10);
+    long.extend_from_slice(b"\ndata: {\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":4}}\n");
+    for chunk in long.chunks(100_000) {
+        s.feed(chunk);
+    }
+    assert_eq!(s.finish(), Some(Usage { input_tokens: 9, output_tokens: 4, cache_write_tokens: 0 }));
+}
+
+/// An event the proxy cannot read unambiguously (a member twice) gives no
+/// usage: the request is charged its reservation, never less.
+#[test]
+fn an_ambiguous_usage_event_is_not_trusted() {
+    let mut s = StreamUsage::default();
+    s.feed(b"data: {\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":4},\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":1}}\n");
+    assert_eq!(s.finish(), None);
+}
