@@ -51,7 +51,7 @@ impl StreamRedactor {
         if secret.is_empty() {
             return chunk;
         }
-        if self.held.is_empty() && memmem::find(&chunk, secret).is_none() && partial_tail(&chunk, secret) == 0 {
+        if self.held.is_empty() && memmem::find(&chunk, secret).is_none() && prefix_at_end(&chunk, 0, secret) == 0 {
             return chunk;
         }
         let mut buf = std::mem::take(&mut self.held);
@@ -73,13 +73,23 @@ impl StreamRedactor {
 /// after the last occurrence that [`replace_all`] replaces.
 fn partial_tail(buf: &[u8], secret: &[u8]) -> usize {
     let last_match_end = memmem::find_iter(buf, secret).last().map_or(0, |at| at + secret.len());
-    let longest = (secret.len() - 1).min(buf.len() - last_match_end);
-    (1..=longest).rev().find(|&n| buf.ends_with(&secret[..n])).unwrap_or(0)
+    prefix_at_end(buf, last_match_end, secret)
+}
+
+/// The length of the longest proper prefix of `secret` (not empty) that
+/// `buf[from..]` ends in. Such a prefix starts with the secret's first
+/// byte, so only those bytes of the tail are tried, leftmost (longest) first.
+fn prefix_at_end(buf: &[u8], from: usize, secret: &[u8]) -> usize {
+    let start = buf.len() - (secret.len() - 1).min(buf.len() - from);
+    memchr::memchr_iter(secret[0], &buf[start..])
+        .map(|i| buf.len() - start - i)
+        .find(|&n| secret.starts_with(&buf[buf.len() - n..]))
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{redact, StreamRedactor};
+    use super::{prefix_at_end, redact, StreamRedactor};
     use bytes::Bytes;
 
     fn contains(haystack: &[u8], needle: &[u8]) -> bool {
@@ -135,5 +145,24 @@ mod tests {
         // Held back only while it may be the secret's start.
         assert_eq!(&r.push(Bytes::from_static(b"abc sk-"), b"sk-1")[..], b"abc ");
         assert_eq!(&r.push(Bytes::from_static(b"2"), b"sk-1")[..], b"sk-2");
+    }
+
+    /// The tail search agrees with trying every prefix length, longest first.
+    #[test]
+    fn prefix_at_end_finds_the_longest_proper_prefix() {
+        let naive = |buf: &[u8], from: usize, secret: &[u8]| {
+            let longest = (secret.len() - 1).min(buf.len() - from);
+            (1..=longest).rev().find(|&n| buf.ends_with(&secret[..n])).unwrap_or(0)
+        };
+        for secret in [&b"sk-ant-key"[..], b"aa", b"abab", b"s"] {
+            for text in [&b"xx sk-ant-ke"[..], b"aaaa", b"ababab", b"sk-sk-s", b"", b"no match", b"ss"] {
+                for end in 0..=text.len() {
+                    for from in 0..=end {
+                        let buf = &text[..end];
+                        assert_eq!(prefix_at_end(buf, from, secret), naive(buf, from, secret), "{buf:?} from {from}, {secret:?}");
+                    }
+                }
+            }
+        }
     }
 }
