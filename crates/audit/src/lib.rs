@@ -11,6 +11,7 @@
 //! caller puts them in.
 
 mod error;
+mod group;
 mod line;
 mod lock;
 mod log;
@@ -18,6 +19,7 @@ mod tail;
 mod verify;
 
 pub use error::AuditError;
+pub use group::{Done, GroupWriter};
 pub use line::{hash_line, GENESIS_PREV};
 pub use log::{AppendedEvent, AuditLog};
 pub use verify::{verify, verify_anchored, Anchor, Broken, Head, VerifyReport};

@@ -101,18 +101,49 @@ impl AuditLog {
         file.sync_data().map_err(|source| AuditError::Sync { path: self.path.clone(), source })
     }
 
+    /// Appends `events` in order, as one write and one fdatasync, and
+    /// returns once all of them are on disk: what a group of callers pays
+    /// for one fsync. All or none: nothing is written if any event's fields
+    /// are refused.
+    pub fn append_all(&self, events: Vec<(String, Value)>) -> Result<Vec<AppendedEvent>, AuditError> {
+        self.write_events(events, true)
+    }
+
     fn write_event(&self, kind: &str, fields: Value, sync: bool) -> Result<AppendedEvent, AuditError> {
-        let fields = line::check_fields(fields)?;
+        let written = self.write_events(vec![(kind.to_owned(), fields)], sync)?;
+        written
+            .into_iter()
+            .next()
+            .ok_or_else(|| AuditError::CorruptTail { path: self.path.clone(), reason: "nothing was written".to_owned() })
+    }
+
+    fn write_events(&self, events: Vec<(String, Value)>, sync: bool) -> Result<Vec<AppendedEvent>, AuditError> {
+        let events =
+            events.into_iter().map(|(kind, fields)| Ok((kind, line::check_fields(fields)?))).collect::<Result<Vec<_>, AuditError>>()?;
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
         // A poisoned mutex only means another thread panicked mid-append;
         // the file itself is re-read under the flock, so it is safe to go on.
         let file = self.file.lock().unwrap_or_else(PoisonError::into_inner);
         let _flock = Flock::exclusive(&file).map_err(|source| AuditError::Lock { path: self.path.clone(), source })?;
         let len = file.metadata().map_err(|e| self.read_error(e))?.len();
-        let (seq, prev) = self.next_link(&file, len)?;
+        let (mut seq, mut prev) = self.next_link(&file, len)?;
 
-        let mut text = line::encode(seq, &clawkeep_core::time::now_rfc3339(), &prev, kind, &fields);
-        let hash = hash_line(text.as_bytes());
-        text.push('\n');
+        let mut text = String::new();
+        let mut appended = Vec::with_capacity(events.len());
+        for (i, (kind, fields)) in events.iter().enumerate() {
+            if i > 0 {
+                seq = seq
+                    .checked_add(1)
+                    .ok_or_else(|| AuditError::CorruptTail { path: self.path.clone(), reason: "seq is at its maximum".to_owned() })?;
+            }
+            let line = line::encode(seq, &clawkeep_core::time::now_rfc3339(), &prev, kind, fields);
+            prev = hash_line(line.as_bytes());
+            text.push_str(&line);
+            text.push('\n');
+            appended.push(AppendedEvent { seq, hash: prev.clone() });
+        }
         if let Err(source) = (&*file).write_all(text.as_bytes()) {
             // A short write (e.g. ENOSPC) would leave a torn line that blocks
             // every later append; cut it off while we still hold the lock.
@@ -123,7 +154,7 @@ impl AuditLog {
         if sync {
             file.sync_data().map_err(|source| AuditError::Sync { path: self.path.clone(), source })?;
         }
-        Ok(AppendedEvent { seq, hash })
+        Ok(appended)
     }
 
     /// `seq` and `prev` for a line appended after the first `len` bytes.
