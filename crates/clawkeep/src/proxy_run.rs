@@ -9,9 +9,9 @@
 //! and no host port.
 
 use crate::Failure;
-use clawkeep_audit::AuditLog;
+use clawkeep_audit::{AuditLog, GroupWriter};
 use clawkeep_identity::{IdentityPaths, IssuedToken, KeyRing, MasterKey, SealedStore, MASTER_KEY_ENV};
-use clawkeep_proxy::{Ledger, ProxyConfig, ProxyState, UsageObserver, UsageRow};
+use clawkeep_proxy::{audit_observer, Ledger, ProxyConfig, ProxyState};
 use serde_json::json;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -95,23 +95,30 @@ pub struct ProxyPrep {
     ledger: LedgerHandle,
 }
 
-/// The usage ledger of a run's proxy, once it is open: the run flushes it
-/// before it ends, so no request's row is lost with the process.
+/// The usage ledger and audit writer of a run's proxy, once it is open: the
+/// run flushes both before it ends, so no request's row or event is lost
+/// with the process.
 #[derive(Clone, Default)]
-pub struct LedgerHandle(Arc<std::sync::OnceLock<(Arc<Ledger>, ProxyState)>>);
+pub struct LedgerHandle(Arc<std::sync::OnceLock<Recording>>);
+
+/// What records a run's proxy calls: the usage ledger, the proxy (which
+/// knows the requests still in flight) and the writer of its audit events.
+type Recording = (Arc<Ledger>, ProxyState, Arc<GroupWriter>);
 
 /// How long the end of a run waits for requests its agent left in flight.
 const SETTLE_LIMIT: Duration = Duration::from_secs(2);
 
 impl LedgerHandle {
     /// Records the requests the agent left in flight (each is settled once
-    /// its connection is seen closed), then commits every row.
+    /// its connection is seen closed), then commits every row and appends
+    /// every call's audit event.
     pub fn flush(&self) {
-        if let Some((ledger, state)) = self.0.get() {
+        if let Some((ledger, state, writer)) = self.0.get() {
             if !state.wait_settled(SETTLE_LIMIT) {
                 eprintln!("clawkeep: warning: an inference request was still open when the run ended; its usage may be missing");
             }
             ledger.flush();
+            writer.flush();
         }
     }
 }
@@ -282,49 +289,11 @@ fn open_state(
     let master = MasterKey::from_env_or_file(std::env::var(MASTER_KEY_ENV).ok(), &paths.master_key).map_err(|e| e.to_string())?;
     let secrets = SealedStore::open(&paths.secrets, master).map_err(|e| e.to_string())?;
     let ledger = Arc::new(Ledger::open(&ledger_path(state)).map_err(|e| e.to_string())?);
-    let observer = UsageObserver(Arc::new(move |row: &UsageRow, prompt: Option<&[u8]>| {
-        // Counts and timings; the prompt only when the config's
-        // `audit_prompts` opted in. Replies never reach the audit.
-        let mut fields = json!({
-            "run_id": run_id,
-            "agent": row.agent,
-            "model": row.model,
-            "provider": row.provider,
-            "status": row.status,
-            "input_tokens": row.input_tokens,
-            "output_tokens": row.output_tokens,
-            "cost_usd": row.cost_usd,
-            "latency_ms": row.latency_ms,
-        });
-        if let Some(body) = prompt {
-            let (value, truncated) = prompt_field(body);
-            fields["prompt"] = value;
-            if truncated {
-                fields["prompt_truncated"] = json!(true);
-            }
-        }
-        if let Err(e) = audit.append("llm.call", fields) {
-            eprintln!("clawkeep: warning: an inference call could not be audited: {e}");
-        }
-    }));
+    let writer = Arc::new(GroupWriter::start(audit).map_err(|e| format!("cannot start the audit writer: {e}"))?);
+    let observer = audit_observer(writer.clone(), run_id);
     let proxy = ProxyState::with_observer(config, keys, Arc::new(secrets), ledger.clone(), Some(observer)).map_err(|e| e.to_string())?;
-    let _ = handle.0.set((ledger, proxy.clone()));
+    let _ = handle.0.set((ledger, proxy.clone(), writer));
     Ok(proxy.bound_to(agent))
-}
-
-/// Largest prompt kept in one audit event; a longer one is cut (as text).
-pub const AUDIT_PROMPT_MAX: usize = 64 * 1024;
-
-/// An opted-in prompt as an audit field: the request's JSON as it was, or
-/// its first [`AUDIT_PROMPT_MAX`] bytes as text when longer (`true`).
-fn prompt_field(body: &[u8]) -> (serde_json::Value, bool) {
-    if body.len() <= AUDIT_PROMPT_MAX {
-        if let Ok(v) = serde_json::from_slice(body) {
-            return (v, false);
-        }
-    }
-    let cut = &body[..body.len().min(AUDIT_PROMPT_MAX)];
-    (json!(String::from_utf8_lossy(cut)), body.len() > AUDIT_PROMPT_MAX)
 }
 
 #[cfg(test)]
@@ -337,17 +306,5 @@ mod tests {
         assert_eq!(clawkeep_proxy::routing::route(&c, "gpt-4o").unwrap().provider.name, "openai");
         assert_eq!(clawkeep_proxy::routing::route(&c, "claude-sonnet-4").unwrap().provider.name, "anthropic");
         assert!(clawkeep_proxy::routing::route(&c, "llama-3").is_none());
-    }
-
-    #[test]
-    fn prompts_are_kept_as_json_and_cut_when_long() {
-        let (v, cut) = prompt_field(br#"{"model":"m","messages":[]}"#);
-        assert_eq!((v["model"].as_str(), cut), (Some("m"), false));
-        let (v, cut) = prompt_field(b"not json");
-        assert_eq!((v.as_str(), cut), (Some("not json"), false));
-        let long = format!(r#"{{"model":"m","x":"{}"}}"#, "a".repeat(AUDIT_PROMPT_MAX));
-        let (v, cut) = prompt_field(long.as_bytes());
-        assert!(cut);
-        assert_eq!(v.as_str().map(str::len), Some(AUDIT_PROMPT_MAX));
     }
 }

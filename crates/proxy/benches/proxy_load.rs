@@ -1,13 +1,14 @@
 //! Inference proxy under load: 64 concurrent clients send OpenAI chat
 //! completions, non-streamed and streamed, for a fixed window each phase,
-//! (a) straight to the fake provider, (b) through clawkeep's proxy (JWT
-//! verify, routing, limits, key swap, metering, one ledger row per request),
+//! (a) straight to the fake provider, (b) through clawkeep's proxy as
+//! `clawkeep run` serves it (JWT verify, routing, limits, key swap,
+//! metering, one ledger row and one fsync'd audit event per request),
 //! and (c) through LiteLLM's proxy when it is installed, all on loopback
 //! and measured in the same run, beside a bare proxy hop (axum in, reqwest
 //! out, nothing else): the ceiling any proxy reaches on this machine. A
 //! second, idle run (one client at a time) shows the per-request cost
-//! without queueing. The ledger lives under $TMPDIR; `TMPDIR=/dev/shm`
-//! shows the proxy without the per-request fsync.
+//! without queueing. The ledger and the audit log live under $TMPDIR;
+//! `TMPDIR=/dev/shm` shows the proxy without their fsyncs.
 //!
 //! Targets (issue 4), printed beside the figures: added latency p50 <= 0.5 ms
 //! and p99 <= 3 ms, throughput >= 70% of direct; clawkeep >= 10x LiteLLM.

@@ -44,7 +44,7 @@ pub async fn handle(state: ProxyState, endpoint: Endpoint, headers: HeaderMap, b
         Ok(c) => c,
         Err(e) => {
             let who = state.bound_agent().unwrap_or("unauthenticated").to_string();
-            state.record_refusal(&who, "", "", e.status_code(), started);
+            state.record_refusal(&who, "", "", e.status_code(), started).recorded().await;
             return Err(e);
         }
     };
@@ -55,7 +55,7 @@ pub async fn handle(state: ProxyState, endpoint: Endpoint, headers: HeaderMap, b
     let result = forward(state.clone(), endpoint, claims.sub.clone(), headers, body, &mut seen).instrument(span).await;
     if let Err(e) = &result {
         if !seen.admitted {
-            state.record_refusal(&claims.sub, &seen.model, &seen.provider, e.status_code(), started);
+            state.record_refusal(&claims.sub, &seen.model, &seen.provider, e.status_code(), started).recorded().await;
         }
     }
     result
@@ -119,7 +119,7 @@ async fn forward(
     let sent = tokio::time::timeout(config.upstream_timeout, request.send()).await;
     let resp = match sent {
         Err(_) => {
-            ticket.finish(Charge::Reservation, 504);
+            ticket.finish(Charge::Reservation, 504).recorded().await;
             return Err(ProxyError::UpstreamTimeout(provider.name));
         }
         Ok(Err(e)) => {
@@ -134,7 +134,7 @@ async fn forward(
             } else {
                 (Charge::Reservation, ProxyError::UpstreamUnreachable(provider.name.clone()))
             };
-            ticket.finish(charge, err.status_code());
+            ticket.finish(charge, err.status_code()).recorded().await;
             return Err(err);
         }
         Ok(Ok(resp)) => resp,
@@ -142,7 +142,7 @@ async fn forward(
     tracing::debug!(status = resp.status().as_u16(), ms = started.elapsed().as_millis() as u64, "upstream answered");
     let status = resp.status();
     if status.is_server_error() {
-        ticket.finish(Charge::Nothing, 502);
+        ticket.finish(Charge::Nothing, 502).recorded().await;
         return Err(ProxyError::UpstreamStatus { provider: provider.name, status: status.as_u16() });
     }
     let out_headers = response_headers(resp.headers());
@@ -159,11 +159,11 @@ async fn forward(
         Ok(Ok(b)) => b,
         Ok(Err(e)) => {
             tracing::warn!(error = %redacted_error(&e), "upstream body failed");
-            ticket.finish(Charge::Reservation, 502);
+            ticket.finish(Charge::Reservation, 502).recorded().await;
             return Err(ProxyError::UpstreamUnreachable(provider.name));
         }
         Err(_) => {
-            ticket.finish(Charge::Reservation, 504);
+            ticket.finish(Charge::Reservation, 504).recorded().await;
             return Err(ProxyError::UpstreamTimeout(provider.name));
         }
     };
@@ -174,7 +174,7 @@ async fn forward(
     } else {
         usage::from_body(&bytes).map_or(Charge::Reservation, Charge::Actual)
     };
-    ticket.finish(charge, status.as_u16());
+    ticket.finish(charge, status.as_u16()).recorded().await;
     Ok(build(status, out_headers, Body::from(redact(bytes, &secret))))
 }
 

@@ -8,6 +8,7 @@
 //! limits and a hard budget (reserve before, settle after, fail closed) and
 //! recorded in the usage ledger.
 
+pub mod audit;
 pub mod auth;
 pub mod budget;
 pub mod config;
@@ -23,9 +24,11 @@ pub mod state;
 mod stream;
 pub mod usage;
 
+pub use audit::audit_observer;
 pub use config::{AgentOverride, Budget, Limits, Price, ProviderConfig, ProviderKind, ProxyConfig, RouteConfig};
 pub use error::ProxyError;
 pub use ledger::{Ledger, LedgerError, UsageRow};
+pub use meter::Recorded;
 pub use state::{ProxyState, UsageObserver};
 
 use axum::body::Body;

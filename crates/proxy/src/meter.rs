@@ -23,6 +23,27 @@ pub enum Charge {
     Nothing,
 }
 
+/// A request's record on its way to disk (its audit event, when the proxy
+/// has an observer): the response waits for it, so an agent never holds a
+/// reply the audit does not. Nothing to wait for without an observer.
+#[must_use = "await `recorded` before the response goes out"]
+#[derive(Debug, Default)]
+pub struct Recorded(Option<tokio::sync::oneshot::Receiver<()>>);
+
+impl Recorded {
+    /// Recorded once `on_disk` is sent to (or dropped: the writer is gone
+    /// and said why).
+    pub fn when(on_disk: tokio::sync::oneshot::Receiver<()>) -> Recorded {
+        Recorded(Some(on_disk))
+    }
+
+    pub async fn recorded(self) {
+        if let Some(rx) = self.0 {
+            let _ = rx.await;
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct Ticket {
     /// The proxy's count of requests not yet recorded.
@@ -49,9 +70,9 @@ impl Ticket {
         self.price.map(|p| p.cost(&usage)).unwrap_or(0.0)
     }
 
-    pub fn finish(&mut self, charge: Charge, status: u16) {
+    pub fn finish(&mut self, charge: Charge, status: u16) -> Recorded {
         if std::mem::replace(&mut self.done, true) {
-            return;
+            return Recorded::default();
         }
         let usage = match charge {
             Charge::Actual(u) => u,
@@ -80,15 +101,14 @@ impl Ticket {
         if let Err(e) = self.ledger.record(&row, now) {
             tracing::error!(error = %e, agent = %self.agent, "could not record usage");
         }
-        if let Some(o) = &self.observer {
-            (o.0)(&row, self.prompt.as_deref());
-        }
+        let recorded = self.observer.as_ref().map(|o| (o.0)(&row, self.prompt.as_deref())).unwrap_or_default();
         tracing::info!(
             agent = %self.agent, model = %self.model, provider = %self.provider, status,
             input_tokens = usage.input_tokens, output_tokens = usage.output_tokens, cost_usd = cost,
             latency_ms = row.latency_ms, "request settled"
         );
         self.open.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        recorded
     }
 }
 
@@ -96,6 +116,7 @@ impl Drop for Ticket {
     fn drop(&mut self) {
         // The client hung up before the response ended; the provider may
         // still bill, so charge the reservation. 499 as nginx logs it.
-        self.finish(Charge::Reservation, 499);
+        // Nobody is left to answer: the record goes to disk on its own.
+        let _ = self.finish(Charge::Reservation, 499);
     }
 }

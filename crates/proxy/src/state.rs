@@ -6,7 +6,7 @@ use crate::endpoint::Endpoint;
 use crate::error::ProxyError;
 use crate::ledger::{unix_now, Ledger, LedgerError, UsageRow};
 use crate::limits::{RateLimiter, Refused};
-use crate::meter::Ticket;
+use crate::meter::{Recorded, Ticket};
 use crate::usage::Usage;
 use clawkeep_identity::{KeyRing, SealedStore, Zeroizing};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -29,8 +29,9 @@ pub struct ProxyState {
 /// body the agent sent.
 pub struct UsageObserver(pub Arc<ObserveFn>);
 
-/// The observer's callback: the row, and the prompt when audited.
-pub type ObserveFn = dyn Fn(&UsageRow, Option<&[u8]>) + Send + Sync;
+/// The observer's callback: the row, and the prompt when audited. The
+/// response waits for what it returns.
+pub type ObserveFn = dyn Fn(&UsageRow, Option<&[u8]>) -> Recorded + Send + Sync;
 
 impl std::fmt::Debug for UsageObserver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -190,7 +191,7 @@ impl ProxyState {
     /// Records a request refused before it was admitted (bad token, bad
     /// body, unknown model, a limit or the budget): no tokens, no cost, the
     /// status it got.
-    pub(crate) fn record_refusal(&self, agent: &str, model: &str, provider: &str, status: u16, started: Instant) {
+    pub(crate) fn record_refusal(&self, agent: &str, model: &str, provider: &str, status: u16, started: Instant) -> Recorded {
         let now = unix_now();
         let row = UsageRow {
             agent: agent.to_string(),
@@ -206,9 +207,7 @@ impl ProxyState {
         if let Err(e) = self.inner.ledger.record(&row, now) {
             tracing::error!(error = %e, agent, "could not record a refused request");
         }
-        if let Some(o) = &self.inner.observer {
-            (o.0)(&row, None);
-        }
+        self.inner.observer.as_ref().map(|o| (o.0)(&row, None)).unwrap_or_default()
     }
 
     /// Admits one request against the agent's limits and budget.

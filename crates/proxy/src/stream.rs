@@ -4,7 +4,7 @@
 
 use crate::config::ProviderKind;
 use crate::error::error_body;
-use crate::meter::{Charge, Ticket};
+use crate::meter::{Charge, Recorded, Ticket};
 use crate::redact::StreamRedactor;
 use crate::usage::StreamUsage;
 use bytes::Bytes;
@@ -55,13 +55,13 @@ where
             }
             Some(Err(e)) => {
                 tracing::warn!(parent: &st.span, timeout = e.is_timeout(), "upstream stream broke");
-                settle(&mut st, 502);
+                settle(&mut st, 502).recorded().await;
                 st.ended = true;
                 let held = st.redactor.finish().unwrap_or_default();
                 Some((Ok([held, error_event(st.kind)].concat().into()), st))
             }
             None => {
-                settle(&mut st, 200);
+                settle(&mut st, 200).recorded().await;
                 st.ended = true;
                 st.redactor.finish().map(|held| (Ok(held), st))
             }
@@ -70,10 +70,11 @@ where
 }
 
 /// Charges what the stream reported, or — if it never reported usage in
-/// full — the whole reservation (fail closed).
-fn settle<S>(st: &mut State<S>, status: u16) {
+/// full — the whole reservation (fail closed). The stream's end waits for
+/// the record.
+fn settle<S>(st: &mut State<S>, status: u16) -> Recorded {
     let charge = st.usage.finish().map_or(Charge::Reservation, Charge::Actual);
-    st.ticket.finish(charge, status);
+    st.ticket.finish(charge, status)
 }
 
 fn error_event(kind: ProviderKind) -> Bytes {

@@ -165,3 +165,40 @@ async fn wrong_endpoint_for_provider_is_rejected() {
     assert_eq!(r.status(), 400);
     assert!(h.upstream.received().is_empty());
 }
+
+/// Every request, answered, streamed or refused, is in the audit log by the
+/// time its response has ended: the proxy answers once the event is written
+/// (many requests share one fsync), and no key or token goes in.
+#[tokio::test]
+async fn each_response_ends_after_its_audit_event() {
+    let h = Harness::start().await;
+    let token = h.token("agent-audit");
+    let last = |h: &Harness, n: usize| {
+        let events = h.audit_events();
+        assert_eq!(events.len(), n, "{events:?}");
+        events[n - 1].clone()
+    };
+    let resp = h.post("/v1/chat/completions", &token, &json!({"model": "gpt-4o", "messages": [], "max_tokens": 100})).await;
+    assert_eq!(resp.status(), 200);
+    resp.bytes().await.unwrap();
+    let e = last(&h, 1);
+    assert_eq!((e["kind"].as_str(), e["agent"].as_str(), e["status"].as_u64()), (Some("llm.call"), Some("agent-audit"), Some(200)));
+    assert_eq!((e["input_tokens"].as_u64(), e["output_tokens"].as_u64()), (Some(21), Some(12)));
+
+    let resp = h.post("/v1/chat/completions", &token, &json!({"model": "gpt-4o", "stream": true, "messages": [], "max_tokens": 200})).await;
+    assert_eq!(resp.status(), 200);
+    let (_, chunks) = collect_chunks(resp).await;
+    assert!(chunks.len() > 1);
+    let e = last(&h, 2);
+    assert_eq!((e["status"].as_u64(), e["output_tokens"].as_u64()), (Some(200), Some(12)));
+
+    let resp = h.post("/v1/chat/completions", "not-a-token", &json!({"model": "gpt-4o", "messages": []})).await;
+    assert_eq!(resp.status(), 401);
+    resp.bytes().await.unwrap();
+    assert_eq!(last(&h, 3)["status"].as_u64(), Some(401));
+
+    let text = std::fs::read_to_string(h.audit_path()).unwrap();
+    assert!(!text.contains(OPENAI_KEY) && !text.contains(&token), "a key or token reached the audit");
+    let report = clawkeep_audit::verify(&h.audit_path()).unwrap();
+    assert!(report.first_broken.is_none(), "{:?}", report.first_broken);
+}

@@ -4,8 +4,9 @@
 
 pub mod upstream;
 
+use clawkeep_audit::{AuditLog, GroupWriter};
 use clawkeep_identity::{KeyRing, MasterKey, SealedStore};
-use clawkeep_proxy::{Ledger, ProxyConfig, ProxyState};
+use clawkeep_proxy::{audit_observer, Ledger, ProxyConfig, ProxyState};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +22,8 @@ pub struct Harness {
     pub upstream: FakeUpstream,
     pub addr: SocketAddr,
     pub client: reqwest::Client,
+    /// Where every request's `llm.call` event goes, as in `clawkeep run`.
+    pub audit: Arc<GroupWriter>,
 }
 
 pub fn base_config(upstream: &str) -> ProxyConfig {
@@ -65,13 +68,28 @@ impl Harness {
         let upstream = FakeUpstream::start_with(Options { keys: Some(keys_accepted), ..options }).await;
         let mut config = base_config(&upstream.url());
         tweak(&mut config);
-        let state = ProxyState::new(config, keys.clone(), Arc::new(secrets), ledger).unwrap();
+        // Audited as `clawkeep run` audits its proxy: one event per request.
+        let log = Arc::new(AuditLog::open(&dir.path().join("audit.jsonl")).unwrap());
+        let audit = Arc::new(GroupWriter::start(log).unwrap());
+        let observer = audit_observer(audit.clone(), "test-run".into());
+        let state = ProxyState::with_observer(config, keys.clone(), Arc::new(secrets), ledger, Some(observer)).unwrap();
         let listener = nodelay(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap());
         let addr = axum::serve::Listener::local_addr(&listener).unwrap();
         let app = clawkeep_proxy::router(state.clone());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         let client = reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap();
-        Harness { _dir: dir, keys, state, upstream, addr, client }
+        Harness { _dir: dir, keys, state, upstream, addr, client, audit }
+    }
+
+    /// The audit log's events as the file holds them now (no flush: a
+    /// request's event is written before its response ends).
+    pub fn audit_events(&self) -> Vec<serde_json::Value> {
+        let text = std::fs::read_to_string(self._dir.path().join("audit.jsonl")).unwrap();
+        text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    }
+
+    pub fn audit_path(&self) -> std::path::PathBuf {
+        self._dir.path().join("audit.jsonl")
     }
 
     pub fn token(&self, agent: &str) -> String {
