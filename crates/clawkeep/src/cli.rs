@@ -67,8 +67,10 @@ pub enum Command {
     },
     /// Past gate decisions, newest first
     History {
+        /// Only this agent's decisions
         #[arg(long)]
         agent: Option<String>,
+        /// Only decisions on this command, e.g. git
         #[arg(long)]
         command: Option<String>,
         /// allowed, denied, approved, rejected or abandoned
@@ -77,21 +79,26 @@ pub enum Command {
         /// RFC 3339 time or prefix, e.g. 2026-11-22
         #[arg(long)]
         since: Option<String>,
+        /// Show at most this many
         #[arg(long, default_value_t = 50)]
         limit: u32,
+        /// Skip this many of the newest first (to page back)
         #[arg(long, default_value_t = 0)]
         offset: u32,
+        /// Print them as JSON
         #[arg(long)]
         json: bool,
     },
     /// Inference requests made through the proxy: tokens, cost, latency
     Usage {
+        /// Only this agent's requests
         #[arg(long)]
         agent: Option<String>,
         /// A duration back from now (e.g. 1h, 7d) or an RFC 3339 time or
         /// prefix (e.g. 2026-11-22)
         #[arg(long)]
         since: Option<String>,
+        /// Print the requests as JSON
         #[arg(long)]
         json: bool,
     },
@@ -120,6 +127,7 @@ pub enum SecretCommand {
     },
     /// List secret names (never values)
     List {
+        /// Print the names as JSON
         #[arg(long)]
         json: bool,
     },
