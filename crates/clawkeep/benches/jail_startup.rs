@@ -136,6 +136,18 @@ fn main() {
             println!("  clawkeep / bwrap  = {:.2}x   with the audit log on tmpfs", t.as_secs_f64() / b.as_secs_f64());
         }
     }
+    // What the target leaves for everything clawkeep does beyond bwrap, beside
+    // two costs other issues' requirements put on every run, measured above.
+    if let (Some(b), Some(t)) = (bwrap, ck_tmpfs) {
+        let headroom = (b.as_secs_f64() * 0.3) * 1e3;
+        let fsync = (ck.as_secs_f64() - t.as_secs_f64()) * 1e3;
+        let proxy = (ck.as_secs_f64() - ck_noproxy.as_secs_f64()) * 1e3;
+        println!(
+            "  1.30x bwrap leaves {headroom:.2} ms for all clawkeep adds; the audit's fsyncs ({fsync:.2} ms) and the proxy's set-up \
+             ({proxy:.2} ms) alone take {:.2} ms",
+            fsync + proxy
+        );
+    }
     println!("  peak RSS of clawkeep run (launcher, helper, init; max) = {:.1} MB   (target <= 15 MB)", rss_kib as f64 / 1024.0);
     println!("  where the time goes (same run):");
     println!("    the inference proxy (token, listener, revocation) {:>6.2} ms", (ck.as_secs_f64() - ck_noproxy.as_secs_f64()) * 1e3);
