@@ -44,6 +44,9 @@ struct Queue {
     /// Events whose callback has run (appended or failed).
     finished: u64,
     closed: bool,
+    /// The writer thread is gone (it panicked): nothing more is appended,
+    /// and nobody waits for it.
+    gone: bool,
 }
 
 impl GroupWriter {
@@ -65,6 +68,9 @@ impl GroupWriter {
             Err(e) => return done(Err(&e)),
         };
         let mut q = self.shared.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        if q.gone {
+            return done(Err(&AuditError::WriterGone));
+        }
         q.events.push_back((kind.to_owned(), fields, done));
         q.submitted += 1;
         // The writer waits only while the queue is empty.
@@ -77,7 +83,7 @@ impl GroupWriter {
     pub fn flush(&self) {
         let mut q = self.shared.queue.lock().unwrap_or_else(PoisonError::into_inner);
         let target = q.submitted;
-        while q.finished < target {
+        while q.finished < target && !q.gone {
             q = self.shared.changed.wait(q).unwrap_or_else(PoisonError::into_inner);
         }
     }
@@ -96,7 +102,20 @@ impl Drop for GroupWriter {
     }
 }
 
+/// Marks the writer gone however its thread ends, a panic included, so
+/// no flush waits for it forever.
+struct Gone<'a>(&'a Shared);
+
+impl Drop for Gone<'_> {
+    fn drop(&mut self) {
+        let mut q = self.0.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        q.gone = true;
+        self.0.changed.notify_all();
+    }
+}
+
 fn write_loop(log: &AuditLog, shared: &Shared) {
+    let _gone = Gone(shared);
     loop {
         let batch: Vec<_> = {
             let mut q = shared.queue.lock().unwrap_or_else(PoisonError::into_inner);
@@ -196,5 +215,19 @@ mod tests {
         let errors: Vec<_> = rx.try_iter().collect();
         assert_eq!(errors.len(), 3);
         assert!(errors.iter().all(|e| e.as_deref().is_some_and(|e| e.contains("partial line"))), "{errors:?}");
+    }
+
+    /// A callback that panics takes the writer down, but never a flush with
+    /// it: later events are refused at once.
+    #[test]
+    fn a_writer_gone_leaves_no_one_waiting() {
+        let (_dir, log) = open();
+        let writer = GroupWriter::start(log).unwrap();
+        writer.submit("x", json!({}), Box::new(|_| panic!("a callback's bug")));
+        writer.flush();
+        let (tx, rx) = mpsc::channel();
+        writer.submit("x", json!({}), Box::new(move |r| tx.send(r.err().map(ToString::to_string)).unwrap()));
+        writer.flush();
+        assert!(rx.try_recv().unwrap().is_some_and(|e| e.contains("writer")));
     }
 }
