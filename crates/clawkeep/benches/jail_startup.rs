@@ -1,8 +1,8 @@
 //! Start-up cost of `clawkeep run -- /bin/true`, beside bubblewrap with the
 //! same namespaces and bare /bin/true, all measured in this run.
 //!
-//! Prints medians over RUNS runs each and the peak RSS of the clawkeep
-//! processes. Target (issue 2): clawkeep <= 1.3x bwrap while also applying
+//! Prints medians over RUNS runs each, taken in turns, and the peak RSS of
+//! the clawkeep processes. Target (issue 2): clawkeep <= 1.3x bwrap while also applying
 //! seccomp, landlock and cgroup limits; peak RSS <= 15 MB.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const RUNS: usize = 30;
+const RUNS: usize = 40;
 
 fn time_one(cmd: &mut Command) -> (Duration, i64) {
     cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
@@ -33,18 +33,82 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
-fn measure(name: &str, mut make: impl FnMut() -> Command) -> (Duration, i64) {
-    let _ = time_one(&mut make()); // warm the page cache
-    let mut times = Vec::with_capacity(RUNS);
-    let mut rss = 0;
-    for _ in 0..RUNS {
-        let (t, r) = time_one(&mut make());
-        times.push(t);
-        rss = rss.max(r);
+/// One command line being measured: how to make it, and what it got.
+struct Subject<'a> {
+    name: &'static str,
+    make: Box<dyn FnMut() -> Command + 'a>,
+    times: Vec<Duration>,
+    rss_kib: i64,
+}
+
+impl<'a> Subject<'a> {
+    fn new(name: &'static str, make: impl FnMut() -> Command + 'a) -> Subject<'a> {
+        Subject { name, make: Box::new(make), times: Vec::with_capacity(RUNS), rss_kib: 0 }
     }
-    let m = median(times);
-    println!("  {name:<34} median {:>8.2} ms", m.as_secs_f64() * 1e3);
-    (m, rss)
+
+    fn median(&self) -> Duration {
+        median(self.times.clone())
+    }
+}
+
+/// Runs every subject once to warm the page cache, then RUNS times each,
+/// in turns (one of each, then again), so a shift in the machine's
+/// background load hits them all alike; prints each median.
+fn measure(subjects: &mut [Subject<'_>]) {
+    for s in subjects.iter_mut() {
+        let _ = time_one(&mut (s.make)());
+    }
+    for _ in 0..RUNS {
+        for s in subjects.iter_mut() {
+            let (t, rss) = time_one(&mut (s.make)());
+            s.times.push(t);
+            s.rss_kib = s.rss_kib.max(rss);
+        }
+    }
+    for s in subjects.iter() {
+        println!("  {:<38} median {:>8.2} ms", s.name, s.median().as_secs_f64() * 1e3);
+    }
+}
+
+/// What the run's exit event pays at the end of every run: appending a
+/// line of its size to a file in `dir` and fdatasync'ing it (median).
+fn append_fsync(dir: &Path) -> Option<Duration> {
+    use std::io::Write;
+    let path = dir.join("fsync-probe.jsonl");
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path).ok()?;
+    let line = [b'x'; 400];
+    let mut times = Vec::with_capacity(RUNS);
+    for _ in 0..RUNS {
+        let t = Instant::now();
+        f.write_all(&line).ok()?;
+        f.sync_data().ok()?;
+        times.push(t.elapsed());
+    }
+    let _ = std::fs::remove_file(&path);
+    Some(median(times))
+}
+
+fn bwrap_command(ws: &Path) -> Command {
+    let mut c = Command::new("/usr/bin/bwrap");
+    c.args(["--unshare-user", "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup", "--die-with-parent"]);
+    c.args([
+        "--ro-bind",
+        "/usr",
+        "/usr",
+        "--symlink",
+        "usr/bin",
+        "/bin",
+        "--symlink",
+        "usr/lib",
+        "/lib",
+        "--symlink",
+        "usr/lib64",
+        "/lib64",
+    ]);
+    c.args(["--symlink", "usr/sbin", "/sbin", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]);
+    c.arg("--bind").arg(ws).arg("/workspace");
+    c.args(["--chdir", "/workspace", "--clearenv", "--setenv", "PATH", "/usr/bin:/bin", "/bin/true"]);
+    c
 }
 
 fn main() {
@@ -56,105 +120,81 @@ fn main() {
     let clawkeep = env!("CARGO_BIN_EXE_clawkeep");
     let ws = tempfile::tempdir().unwrap();
     let state = tempfile::tempdir().unwrap();
-    println!("jail_startup: median wall time of {RUNS} runs each, same machine, same run");
-    let (bare, _) = measure("bare /bin/true", || Command::new("/bin/true"));
-    let bwrap = if Path::new("/usr/bin/bwrap").exists() {
-        let (t, _) = measure("bwrap (user,pid,net,ipc,uts,cgroup ns)", || {
-            let mut c = Command::new("/usr/bin/bwrap");
-            c.args([
-                "--unshare-user",
-                "--unshare-pid",
-                "--unshare-net",
-                "--unshare-ipc",
-                "--unshare-uts",
-                "--unshare-cgroup",
-                "--die-with-parent",
-            ]);
-            c.args([
-                "--ro-bind",
-                "/usr",
-                "/usr",
-                "--symlink",
-                "usr/bin",
-                "/bin",
-                "--symlink",
-                "usr/lib",
-                "/lib",
-                "--symlink",
-                "usr/lib64",
-                "/lib64",
-            ]);
-            c.args(["--symlink", "usr/sbin", "/sbin", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]);
-            c.arg("--bind").arg(ws.path()).arg("/workspace").args([
-                "--chdir",
-                "/workspace",
-                "--clearenv",
-                "--setenv",
-                "PATH",
-                "/usr/bin:/bin",
-                "/bin/true",
-            ]);
-            c
-        });
-        Some(t)
-    } else {
-        println!("  bwrap                              not installed (apt-get install bubblewrap); no baseline");
-        None
-    };
-    let (ck, rss_kib) = measure("clawkeep run -- /bin/true", || {
-        let mut c = Command::new(clawkeep);
-        c.env("CLAWKEEP_STATE_DIR", state.path()).arg("run").arg("--workspace").arg(ws.path()).args(["--", "/bin/true"]);
-        c
-    });
-    let (ck_noproxy, _) = measure("clawkeep run --no-proxy", || {
-        let mut c = Command::new(clawkeep);
-        c.env("CLAWKEEP_STATE_DIR", state.path()).args(["run", "--no-proxy", "--workspace"]).arg(ws.path()).args(["--", "/bin/true"]);
-        c
-    });
-    let migration = first_cgroup_migration();
-    // The same run with the audit log on tmpfs: what the two fsyncs of the
-    // audit events (start, exit) cost on this machine's disk.
+    // The same run with its state dir on tmpfs: what durable state (the
+    // audit events' fsyncs above all) costs on this machine's disk.
     let shm = Path::new("/dev/shm");
     let tmpfs_state = if shm.is_dir() { tempfile::tempdir_in(shm).ok() } else { None };
-    let ck_tmpfs = tmpfs_state.as_ref().map(|st| {
-        measure("clawkeep run (audit log on tmpfs)", || {
-            let mut c = Command::new(clawkeep);
-            c.env("CLAWKEEP_STATE_DIR", st.path()).arg("run").arg("--workspace").arg(ws.path()).args(["--", "/bin/true"]);
-            c
-        })
-        .0
-    });
+    let has_bwrap = Path::new("/usr/bin/bwrap").exists();
+    let run = |dir: &Path, extra: &[&str]| {
+        let mut c = Command::new(clawkeep);
+        c.env("CLAWKEEP_STATE_DIR", dir).arg("run").args(extra).arg("--workspace").arg(ws.path()).args(["--", "/bin/true"]);
+        c
+    };
+    let mut subjects = vec![
+        Subject::new("bare /bin/true", || Command::new("/bin/true")),
+        Subject::new("clawkeep run -- /bin/true", || run(state.path(), &[])),
+        Subject::new("clawkeep run --no-proxy", || run(state.path(), &["--no-proxy"])),
+    ];
+    if has_bwrap {
+        subjects.push(Subject::new("bwrap (user,pid,net,ipc,uts,cgroup ns)", || bwrap_command(ws.path())));
+    }
+    if let Some(st) = &tmpfs_state {
+        subjects.push(Subject::new("clawkeep run (state dir on tmpfs)", move || run(st.path(), &[])));
+    }
+    println!("jail_startup: median wall time of {RUNS} runs each, taken in turns, same machine, same run");
+    measure(&mut subjects);
+    if !has_bwrap {
+        println!("  bwrap                                  not installed (apt-get install bubblewrap); no baseline");
+    }
+    let find = |name: &str| subjects.iter().find(|s| s.name.starts_with(name)).map(Subject::median);
+    let (bare, ck, ck_noproxy) = (find("bare").unwrap(), find("clawkeep run --").unwrap(), find("clawkeep run --no-proxy").unwrap());
+    let (bwrap, ck_tmpfs) = (find("bwrap"), find("clawkeep run (state"));
+    let rss_kib = subjects.iter().filter(|s| s.name.starts_with("clawkeep")).map(|s| s.rss_kib).max().unwrap_or(0);
+    let fsync = append_fsync(state.path());
+    let migration = first_cgroup_migration();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+
     println!();
-    println!("  clawkeep / bare   = {:.1}x", ck.as_secs_f64() / bare.as_secs_f64());
+    println!("  clawkeep / bare   = {:.1}x", ms(ck) / ms(bare));
     if let Some(t) = ck_tmpfs {
-        println!("  audit fsync cost  = {:.2} ms per run (disk vs tmpfs state dir)", (ck.as_secs_f64() - t.as_secs_f64()) * 1e3);
+        println!(
+            "  state dir on disk vs tmpfs = {:+.2} ms per run (the audit events' fsyncs, the token's revocation, the gate's socket dir)",
+            ms(ck) - ms(t)
+        );
+    }
+    if let Some(f) = fsync {
+        println!("  one audit line appended and fdatasync'd in the state dir: {:.2} ms (median of {RUNS})", ms(f));
     }
     if let Some(b) = bwrap {
-        let ratio = ck.as_secs_f64() / b.as_secs_f64();
-        println!("  clawkeep / bwrap  = {ratio:.2}x   (target <= 1.30x; clawkeep also applies seccomp, landlock, cgroups, audit fsync)");
-        if let Some(t) = ck_tmpfs {
-            println!("  clawkeep / bwrap  = {:.2}x   with the audit log on tmpfs", t.as_secs_f64() / b.as_secs_f64());
-        }
-    }
-    // What the target leaves for everything clawkeep does beyond bwrap, beside
-    // two costs other issues' requirements put on every run, measured above.
-    if let (Some(b), Some(t)) = (bwrap, ck_tmpfs) {
-        let headroom = (b.as_secs_f64() * 0.3) * 1e3;
-        let fsync = (ck.as_secs_f64() - t.as_secs_f64()) * 1e3;
-        let proxy = (ck.as_secs_f64() - ck_noproxy.as_secs_f64()) * 1e3;
         println!(
-            "  1.30x bwrap leaves {headroom:.2} ms for all clawkeep adds; the audit's fsyncs ({fsync:.2} ms) and the proxy's set-up \
-             ({proxy:.2} ms) alone take {:.2} ms",
-            fsync + proxy
+            "  clawkeep / bwrap  = {:.2}x   (target <= 1.30x; clawkeep also applies seccomp, landlock, cgroups, audit fsync)",
+            ms(ck) / ms(b)
         );
+        if let Some(t) = ck_tmpfs {
+            println!("  clawkeep / bwrap  = {:.2}x   with the state dir on tmpfs", ms(t) / ms(b));
+        }
+        // What the target leaves for everything clawkeep does beyond bwrap,
+        // beside two costs other requirements put on every run, measured
+        // above in turns: durable state (the fsync'd audit events, the
+        // token's revocation, the gate's socket dir) on this disk rather
+        // than tmpfs, and the proxy's set-up.
+        if let Some(t) = ck_tmpfs {
+            let (disk, proxy) = (ms(ck) - ms(t), ms(ck) - ms(ck_noproxy));
+            println!(
+                "  1.30x bwrap leaves {:.2} ms for all clawkeep adds; state on this disk ({disk:+.2} ms) and the proxy's set-up \
+                 ({proxy:+.2} ms) take {:.2} ms of it",
+                ms(b) * 0.3,
+                disk + proxy
+            );
+        }
     }
     println!("  peak RSS of clawkeep run (launcher, helper, init; max) = {:.1} MB   (target <= 15 MB)", rss_kib as f64 / 1024.0);
     println!("  where the time goes (same run):");
-    println!("    the inference proxy (token, listener, revocation) {:>6.2} ms", (ck.as_secs_f64() - ck_noproxy.as_secs_f64()) * 1e3);
+    println!("    the inference proxy (token, listener, revocation) {:>6.2} ms", ms(ck) - ms(ck_noproxy));
     match migration {
         Some((procs, own)) => println!(
             "    moving a process into a v1 memory cgroup           {:>6.2} ms (an RCU grace period); a thread moving itself, as the run's helper does: {:.3} ms",
-            procs.as_secs_f64() * 1e3,
+            ms(procs),
             own.as_secs_f64() * 1e3
         ),
         None => println!("    cgroup migration: no v1 memory controller here"),
