@@ -21,12 +21,11 @@ pub struct ProxyState {
     bound: Option<Arc<str>>,
 }
 
-/// Told about every settled request, after its ledger row is written (the
-/// binary turns these into audit events). Never sees a body or a key.
+/// Told about every settled or refused request, after its ledger row is
+/// queued: the row and, when the config's `audit_prompts` is on and the
+/// request was admitted, the body the agent sent (never a reply or a key).
+/// [`crate::audit_observer`] turns these into audit events.
 #[derive(Clone)]
-/// Told about every settled or refused request: its ledger row and, when
-/// the config's `audit_prompts` is on and the request was admitted, the
-/// body the agent sent.
 pub struct UsageObserver(pub Arc<ObserveFn>);
 
 /// The observer's callback: the row, and the prompt when audited. The
