@@ -53,15 +53,19 @@ pub struct StreamUsage {
     /// The start of a line that the next chunk ends.
     line: Vec<u8>,
     overlong: bool,
+    /// A data line that names `usage` could not be read as an event: no
+    /// usage is trusted for this stream (it pays its reservation).
+    unreadable_usage: bool,
     input: Option<u64>,
     output: Option<u64>,
     cache_write: u64,
 }
 
 /// The members of one SSE event that can carry usage. The rest of the event
-/// (the reply's text, above all) is skipped, not built into a tree. An
-/// event this does not parse (a duplicate member, say) is passed over: if
-/// it carried usage, the request is charged its whole reservation.
+/// (the reply's text, above all) is skipped, not built into a tree. A data
+/// line that names `usage` but is not an event this reads (not an object,
+/// a member twice) makes the stream's usage untrusted: the request is
+/// charged its whole reservation.
 #[derive(serde::Deserialize)]
 struct Event {
     #[serde(rename = "type", default)]
@@ -117,7 +121,14 @@ impl StreamUsage {
         if data == b"[DONE]" {
             return;
         }
-        let Ok(ev) = serde_json::from_slice::<Event>(data) else { return };
+        // serde would also read an array into the struct, by position.
+        let parsed = if data.first() == Some(&b'{') { serde_json::from_slice::<Event>(data).ok() } else { None };
+        let Some(ev) = parsed else {
+            if memchr::memmem::find(data, b"usage").is_some() {
+                self.unreadable_usage = true;
+            }
+            return;
+        };
         let nested = |v: &Option<Value>| v.as_ref().and_then(|m| m.get("usage")).and_then(from_usage_object);
         match ev.kind.as_ref().and_then(Value::as_str) {
             Some("message_start") => {
@@ -155,6 +166,9 @@ impl StreamUsage {
 
     /// The usage seen, if the stream reported both input and output.
     pub fn finish(&self) -> Option<Usage> {
+        if self.unreadable_usage {
+            return None;
+        }
         Some(Usage { input_tokens: self.input?, output_tokens: self.output?, cache_write_tokens: self.cache_write })
     }
 }

@@ -115,11 +115,24 @@ fn an_overlong_line_is_passed_over_and_the_next_is_read() {
     assert_eq!(s.finish(), Some(Usage { input_tokens: 9, output_tokens: 4, cache_write_tokens: 0 }));
 }
 
-/// An event the proxy cannot read unambiguously (a member twice) gives no
-/// usage: the request is charged its reservation, never less.
+/// A data line that names usage but cannot be read unambiguously (a member
+/// twice, an array) leaves the stream without trusted usage, even after a
+/// good usage event: the request is charged its reservation, never less.
 #[test]
 fn an_ambiguous_usage_event_is_not_trusted() {
-    let mut s = StreamUsage::default();
-    s.feed(b"data: {\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":4},\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":1}}\n");
-    assert_eq!(s.finish(), None);
+    let good = b"data: {\"usage\":{\"prompt_tokens\":90,\"completion_tokens\":40}}\n".as_slice();
+    let twice =
+        b"data: {\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":4},\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":1}}\n";
+    let array = b"data: [null,{\"prompt_tokens\":1,\"completion_tokens\":1}]\n";
+    let named = b"data: [\"usage\", {\"prompt_tokens\":1,\"completion_tokens\":1}]\n";
+    for bad in [twice.as_slice(), array, named] {
+        let mut s = StreamUsage::default();
+        s.feed(good);
+        s.feed(bad);
+        s.feed(b"data: [DONE]\n");
+        let text = String::from_utf8_lossy(bad);
+        // An array without the word is no usage event at all: the good one stands.
+        let want = if text.contains("usage") { None } else { Some(Usage { input_tokens: 90, output_tokens: 40, cache_write_tokens: 0 }) };
+        assert_eq!(s.finish(), want, "{text}");
+    }
 }
