@@ -69,6 +69,7 @@ impl GroupWriter {
         };
         let mut q = self.shared.queue.lock().unwrap_or_else(PoisonError::into_inner);
         if q.gone {
+            drop(q);
             return done(Err(&AuditError::WriterGone));
         }
         q.events.push_back((kind.to_owned(), fields, done));
@@ -102,15 +103,22 @@ impl Drop for GroupWriter {
     }
 }
 
-/// Marks the writer gone however its thread ends, a panic included, so
-/// no flush waits for it forever.
+/// Marks the writer gone however its thread ends, a panic included, and
+/// tells every event still queued: no flush, and no caller waiting for its
+/// callback, waits for it forever.
 struct Gone<'a>(&'a Shared);
 
 impl Drop for Gone<'_> {
     fn drop(&mut self) {
-        let mut q = self.0.queue.lock().unwrap_or_else(PoisonError::into_inner);
-        q.gone = true;
-        self.0.changed.notify_all();
+        let left: Vec<_> = {
+            let mut q = self.0.queue.lock().unwrap_or_else(PoisonError::into_inner);
+            q.gone = true;
+            self.0.changed.notify_all();
+            q.events.drain(..).collect()
+        };
+        for (_, _, done) in left {
+            done(Err(&AuditError::WriterGone));
+        }
     }
 }
 
@@ -129,9 +137,14 @@ fn write_loop(log: &AuditLog, shared: &Shared) {
         };
         let n = batch.len() as u64;
         let (events, dones): (Vec<_>, Vec<_>) = batch.into_iter().map(|(kind, fields, done)| ((kind, fields), done)).unzip();
+        // A callback that panics (its panic is printed) costs neither the
+        // other callers their answer nor the log its writer.
+        let call = |done: Done, r: Result<&AppendedEvent, &AuditError>| {
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| done(r)));
+        };
         match log.append_all(events) {
-            Ok(appended) => dones.into_iter().zip(&appended).for_each(|(done, a)| done(Ok(a))),
-            Err(e) => dones.into_iter().for_each(|done| done(Err(&e))),
+            Ok(appended) => dones.into_iter().zip(&appended).for_each(|(done, a)| call(done, Ok(a))),
+            Err(e) => dones.into_iter().for_each(|done| call(done, Err(&e))),
         }
         let mut q = shared.queue.lock().unwrap_or_else(PoisonError::into_inner);
         q.finished += n;
@@ -217,17 +230,45 @@ mod tests {
         assert!(errors.iter().all(|e| e.as_deref().is_some_and(|e| e.contains("partial line"))), "{errors:?}");
     }
 
-    /// A callback that panics takes the writer down, but never a flush with
-    /// it: later events are refused at once.
+    /// A callback that panics costs the others nothing: the next event in
+    /// its group and later ones are appended and told.
     #[test]
-    fn a_writer_gone_leaves_no_one_waiting() {
-        let (_dir, log) = open();
+    fn a_panicking_callback_does_not_stop_the_writer() {
+        let (dir, log) = open();
         let writer = GroupWriter::start(log).unwrap();
-        writer.submit("x", json!({}), Box::new(|_| panic!("a callback's bug")));
-        writer.flush();
+        let (queued_tx, queued_rx) = mpsc::channel::<()>();
+        // Panics only once the next event is queued behind it.
+        writer.submit(
+            "x",
+            json!({}),
+            Box::new(move |_| {
+                let _ = queued_rx.recv();
+                panic!("a callback's bug")
+            }),
+        );
         let (tx, rx) = mpsc::channel();
-        writer.submit("x", json!({}), Box::new(move |r| tx.send(r.err().map(ToString::to_string)).unwrap()));
+        let told = tx.clone();
+        writer.submit("x", json!({}), Box::new(move |r| told.send(r.is_ok()).unwrap()));
+        queued_tx.send(()).unwrap();
+        writer.submit("x", json!({}), Box::new(move |r| tx.send(r.is_ok()).unwrap()));
         writer.flush();
-        assert!(rx.try_recv().unwrap().is_some_and(|e| e.contains("writer")));
+        assert_eq!(rx.try_iter().collect::<Vec<_>>(), [true, true]);
+        assert_eq!(std::fs::read_to_string(dir.path().join("audit.jsonl")).unwrap().lines().count(), 3);
+    }
+
+    /// A group lands as consecutive lines chained onto whatever another
+    /// handle (another process) appended before it.
+    #[test]
+    fn a_group_chains_onto_another_writers_lines() {
+        let (dir, log) = open();
+        let other = AuditLog::open(&dir.path().join("audit.jsonl")).unwrap();
+        log.append("a", json!({})).unwrap();
+        other.append("b", json!({})).unwrap();
+        let group = log.append_all((0..3).map(|i| ("c".to_owned(), json!({"i": i}))).collect()).unwrap();
+        assert_eq!(group.iter().map(|e| e.seq).collect::<Vec<_>>(), [2, 3, 4]);
+        other.append("d", json!({})).unwrap();
+        let report = crate::verify(&dir.path().join("audit.jsonl")).unwrap();
+        assert!(report.first_broken.is_none(), "{:?}", report.first_broken);
+        assert_eq!(report.lines, 6);
     }
 }
