@@ -202,7 +202,21 @@ impl Drop for Ledger {
     }
 }
 
+/// Closes the queue however the writer's thread ends, a panic included:
+/// a flush (and the budget reads behind it) never waits for a writer that
+/// is gone, and later rows are refused with an error.
+struct Closed<'a>(&'a Queue);
+
+impl Drop for Closed<'_> {
+    fn drop(&mut self) {
+        let mut st = self.0.state.lock().unwrap_or_else(PoisonError::into_inner);
+        st.closed = true;
+        self.0.changed.notify_all();
+    }
+}
+
 fn write_loop(mut conn: Connection, q: &Queue) {
+    let _closed = Closed(q);
     loop {
         let batch = {
             let mut st = q.state.lock().unwrap_or_else(PoisonError::into_inner);
