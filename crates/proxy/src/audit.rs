@@ -1,7 +1,7 @@
 //! Each inference call's audit record: one `llm.call` event per settled or
 //! refused request. The events go through a [`GroupWriter`], so no request
 //! handler blocks on the disk and concurrent calls share each fsync; each
-//! response waits for its own event (see [`Recorded`]).
+//! response (a stream: its end) waits for its own event (see [`Recorded`]).
 
 use crate::ledger::UsageRow;
 use crate::meter::Recorded;

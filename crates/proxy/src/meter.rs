@@ -24,8 +24,11 @@ pub enum Charge {
 }
 
 /// A request's record on its way to disk (its audit event, when the proxy
-/// has an observer): the response waits for it, so an agent never holds a
-/// reply the audit does not. Nothing to wait for without an observer.
+/// has an observer). A non-streamed response goes out only once the event
+/// is written and fsync'd; a stream's events pass as they come and only its
+/// end waits. An append that fails is logged and does not hold the answer
+/// back (the provider has done the work). Nothing to wait for without an
+/// observer.
 #[must_use = "await `recorded` before the response goes out"]
 #[derive(Debug, Default)]
 pub struct Recorded(Option<tokio::sync::oneshot::Receiver<()>>);

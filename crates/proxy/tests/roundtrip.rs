@@ -167,8 +167,9 @@ async fn wrong_endpoint_for_provider_is_rejected() {
 }
 
 /// Every request, answered, streamed or refused, is in the audit log by the
-/// time its response has ended: the proxy answers once the event is written
-/// (many requests share one fsync), and no key or token goes in.
+/// time its response has ended: the proxy ends a response once its event is
+/// written (and fsync'd, one fsync for many requests), and no key or token
+/// goes in.
 #[tokio::test]
 async fn each_response_ends_after_its_audit_event() {
     let h = Harness::start().await;
