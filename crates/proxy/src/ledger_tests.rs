@@ -81,22 +81,12 @@ fn rows_from_many_threads_are_all_committed_and_survive_drop() {
 /// A row is committed on its own, without anyone flushing: another
 /// connection (another process) sees it within a bounded wait.
 #[test]
+#[allow(clippy::unwrap_used)]
 fn a_row_is_committed_without_a_flush() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("proxy.db");
     let ledger = Ledger::open(&path).unwrap();
-    let row = UsageRow {
-        agent: "alone".into(),
-        model: "m".into(),
-        provider: "p".into(),
-        input_tokens: 1,
-        output_tokens: 1,
-        cost_usd: 0.0,
-        latency_ms: 1,
-        status: 200,
-        at: format_utc(1_000),
-    };
-    ledger.record(&row, 1_000).unwrap();
+    ledger.record(&row("alone"), 1_000).unwrap();
     let other = rusqlite::Connection::open(&path).unwrap();
     let count = || other.query_row("SELECT COUNT(*) FROM proxy_usage", [], |r| r.get::<_, i64>(0)).unwrap();
     let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
