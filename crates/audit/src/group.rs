@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::error::AuditError;
 use crate::line;
@@ -39,7 +39,7 @@ struct Shared {
 
 #[derive(Default)]
 struct Queue {
-    events: VecDeque<(String, Value, Done)>,
+    events: VecDeque<(String, Map<String, Value>, Done)>,
     submitted: u64,
     /// Events whose callback has run (appended or failed).
     finished: u64,
@@ -64,7 +64,7 @@ impl GroupWriter {
     /// fails a group).
     pub fn submit(&self, kind: &str, fields: Value, done: Done) {
         let fields = match line::check_fields(fields) {
-            Ok(map) => Value::Object(map),
+            Ok(map) => map,
             Err(e) => return done(Err(&e)),
         };
         let mut q = self.shared.queue.lock().unwrap_or_else(PoisonError::into_inner);
@@ -142,7 +142,7 @@ fn write_loop(log: &AuditLog, shared: &Shared) {
         let call = |done: Done, r: Result<&AppendedEvent, &AuditError>| {
             let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| done(r)));
         };
-        match log.append_all(events) {
+        match log.append_checked(events) {
             Ok(appended) => dones.into_iter().zip(&appended).for_each(|(done, a)| call(done, Ok(a))),
             Err(e) => dones.into_iter().for_each(|done| call(done, Err(&e))),
         }

@@ -35,6 +35,9 @@ pub struct AuditLog {
     file: Mutex<File>,
 }
 
+/// An event's kind and its fields, checked by [`line::check_fields`].
+pub(crate) type Checked = (String, serde_json::Map<String, Value>);
+
 /// Where an event landed in the chain.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AppendedEvent {
@@ -106,20 +109,26 @@ impl AuditLog {
     /// for one fsync. All or none: nothing is written if any event's fields
     /// are refused.
     pub fn append_all(&self, events: Vec<(String, Value)>) -> Result<Vec<AppendedEvent>, AuditError> {
+        let checked =
+            events.into_iter().map(|(kind, fields)| Ok((kind, line::check_fields(fields)?))).collect::<Result<_, AuditError>>()?;
+        self.write_events(checked, true)
+    }
+
+    /// [`append_all`](Self::append_all) for events whose fields were checked
+    /// already (the group writer checks each as it is submitted).
+    pub(crate) fn append_checked(&self, events: Vec<Checked>) -> Result<Vec<AppendedEvent>, AuditError> {
         self.write_events(events, true)
     }
 
     fn write_event(&self, kind: &str, fields: Value, sync: bool) -> Result<AppendedEvent, AuditError> {
-        let written = self.write_events(vec![(kind.to_owned(), fields)], sync)?;
+        let written = self.write_events(vec![(kind.to_owned(), line::check_fields(fields)?)], sync)?;
         written
             .into_iter()
             .next()
             .ok_or_else(|| AuditError::CorruptTail { path: self.path.clone(), reason: "nothing was written".to_owned() })
     }
 
-    fn write_events(&self, events: Vec<(String, Value)>, sync: bool) -> Result<Vec<AppendedEvent>, AuditError> {
-        let events =
-            events.into_iter().map(|(kind, fields)| Ok((kind, line::check_fields(fields)?))).collect::<Result<Vec<_>, AuditError>>()?;
+    fn write_events(&self, events: Vec<Checked>, sync: bool) -> Result<Vec<AppendedEvent>, AuditError> {
         if events.is_empty() {
             return Ok(Vec::new());
         }
