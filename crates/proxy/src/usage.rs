@@ -92,10 +92,10 @@ impl StreamUsage {
                 }
             } else {
                 if !self.overlong && self.line.len() + head.len() <= MAX_LINE {
+                    // Taken and put back, so its buffer is reused.
                     let mut line = std::mem::take(&mut self.line);
                     line.extend_from_slice(head);
                     self.line_done(&line);
-                    line.clear();
                     self.line = line;
                 }
                 self.line.clear();

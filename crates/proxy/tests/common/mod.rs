@@ -12,6 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use upstream::{FakeUpstream, Keys, Options};
 
+/// The harness's audit log, in its temp dir.
+const AUDIT_FILE: &str = "audit.jsonl";
 pub const OPENAI_KEY: &str = "sk-proj-REALOPENAIKEY-0123456789abcdef";
 pub const ANTHROPIC_KEY: &str = "sk-ant-api03-REALANTHROPICKEY-fedcba9876543210";
 
@@ -69,7 +71,7 @@ impl Harness {
         let mut config = base_config(&upstream.url());
         tweak(&mut config);
         // Audited as `clawkeep run` audits its proxy: one event per request.
-        let log = Arc::new(AuditLog::open(&dir.path().join("audit.jsonl")).unwrap());
+        let log = Arc::new(AuditLog::open(&dir.path().join(AUDIT_FILE)).unwrap());
         let audit = Arc::new(GroupWriter::start(log).unwrap());
         let observer = audit_observer(audit.clone(), "test-run".into());
         let state = ProxyState::with_observer(config, keys.clone(), Arc::new(secrets), ledger, Some(observer)).unwrap();
@@ -84,12 +86,12 @@ impl Harness {
     /// The audit log's events as the file holds them now (no flush: a
     /// request's event is written before its response ends).
     pub fn audit_events(&self) -> Vec<serde_json::Value> {
-        let text = std::fs::read_to_string(self._dir.path().join("audit.jsonl")).unwrap();
+        let text = std::fs::read_to_string(self.audit_path()).unwrap();
         text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
     }
 
     pub fn audit_path(&self) -> std::path::PathBuf {
-        self._dir.path().join("audit.jsonl")
+        self._dir.path().join(AUDIT_FILE)
     }
 
     pub fn token(&self, agent: &str) -> String {
