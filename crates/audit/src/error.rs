@@ -42,7 +42,9 @@ pub enum AuditError {
     #[error("last line of audit log {} is unreadable ({reason}); refusing to append, run `clawkeep audit verify`", .path.display())]
     CorruptTail { path: PathBuf, reason: String },
 
-    #[error("the audit writer thread stopped (it panicked; see above); the event was not recorded")]
+    #[error(
+        "the audit writer thread stopped (it panicked; see above); the event was not recorded, and none will be until the run is restarted"
+    )]
     WriterGone,
 
     #[error("audit event fields must be a JSON object, got {found}; this is a bug in the caller")]
