@@ -56,6 +56,10 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs) -> Result<u8, Failure> {
     let helper_exe = exe.parent().map(|d| d.join("clawkeep-jail")).filter(|p| p.is_file()).unwrap_or_else(|| exe.clone());
     let chans = Channels { exec: Some(exec_jail), prompt: prompt_jail, proxy: proxy_jail };
     let starting = clawkeep_sandbox::launcher::spawn_in_background(helper_exe, chans);
+    let run_id = run_id();
+    let limits = Limits { memory_bytes: args.memory, pids: Some(args.pids), cpus: args.cpus };
+    // Made meanwhile too (removed again on any way out before the plan).
+    let cgroups = clawkeep_sandbox::cgroups_in_background(&run_id, limits.clone());
 
     let policy_load = gate_run::PolicyLoad::start(args.policy.clone());
     let env = AgentEnv::build(|k| std::env::var(k).ok(), &args.env, &args.allow_secret_env).map_err(|e| Failure::usage(e.to_string()))?;
@@ -71,7 +75,6 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs) -> Result<u8, Failure> {
             std::env::current_dir().map_err(|e| Failure::usage(format!("cannot read the current directory ({e}); pass --workspace DIR")))?
         }
     };
-    let run_id = run_id();
     let agent = args.agent.clone().unwrap_or_else(|| format!("run-{}", &run_id[..8]));
     let mut gate = gate_run::prepare(&dir, &agent, args.policy.clone())?;
     let mut proxy = match args.no_proxy {
@@ -96,15 +99,7 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs) -> Result<u8, Failure> {
     if let Some(p) = &proxy {
         p.apply_env(&mut env, &mut env_names);
     }
-    let spec = RunSpec {
-        run_id: run_id.clone(),
-        argv: args.command,
-        env,
-        workspace,
-        rootfs: args.rootfs,
-        limits: Limits { memory_bytes: args.memory, pids: Some(args.pids), cpus: args.cpus },
-        timeout: args.timeout,
-    };
+    let spec = RunSpec { run_id: run_id.clone(), argv: args.command, env, workspace, rootfs: args.rootfs, limits, timeout: args.timeout };
     let shim_binary = exe.parent().map(|d| d.join("clawkeep-shim")).filter(|p| p.is_file()).ok_or_else(|| {
         gate_run::cleanup(&gate.dir);
         Failure::runtime("clawkeep-shim was not found beside the clawkeep binary; install both together")
@@ -113,7 +108,7 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs) -> Result<u8, Failure> {
         gate_run::cleanup(&gate.dir);
         Failure::runtime(e.to_string())
     })?;
-    let plan = match clawkeep_sandbox::plan(spec, Some(audit_file.clone())) {
+    let plan = match clawkeep_sandbox::plan(spec, Some(audit_file.clone()), cgroups) {
         Ok(mut p) => {
             // Compiled on its own thread while the helper started.
             let policy = match policy_load.join() {

@@ -6,7 +6,7 @@ use crate::error::SandboxError;
 use crate::launcher::{self, Launched, Spawned};
 use crate::protocol::HelperConfig;
 use crate::{landlock, sys};
-use clawkeep_core::RunSpec;
+use clawkeep_core::{Limits, RunSpec};
 use serde_json::json;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -54,18 +54,48 @@ fn check_rootfs(p: &Path) -> Result<PathBuf, SandboxError> {
     Ok(canon)
 }
 
+/// The run's cgroups, being made on a thread of their own while the
+/// launcher prepares the rest of the run (they sit on its critical path
+/// otherwise: a v1 memory cgroup's mkdir alone is a tenth of a
+/// millisecond). Dropped unused, it removes them.
+#[derive(Debug)]
+pub struct PendingCgroups(Option<std::thread::JoinHandle<(CgroupSet, Vec<Degraded>)>>);
+
+/// Sweeps cgroups of dead launchers, then creates run `run_id`'s cgroups
+/// with `limits`, on a thread of its own.
+pub fn cgroups_in_background(run_id: &str, limits: Limits) -> PendingCgroups {
+    let name = cgroup::run_cgroup_name(std::process::id(), run_id);
+    PendingCgroups(Some(std::thread::spawn(move || {
+        let host = HostCgroups::detect();
+        cgroup::sweep_stale(&host);
+        CgroupSet::create(&host, &name, &limits)
+    })))
+}
+
+impl PendingCgroups {
+    fn take(mut self) -> Result<(CgroupSet, Vec<Degraded>), SandboxError> {
+        let t = self.0.take().ok_or_else(|| SandboxError::HelperIo(std::io::Error::other("the run's cgroups were already taken")))?;
+        t.join().map_err(|_| SandboxError::HelperIo(std::io::Error::other("creating the run's cgroups panicked")))
+    }
+}
+
+impl Drop for PendingCgroups {
+    fn drop(&mut self) {
+        if let Some(Ok((set, _))) = self.0.take().map(std::thread::JoinHandle::join) {
+            let _ = set.remove();
+        }
+    }
+}
+
 /// Validates the spec's paths (bad input → `Workspace`/`Rootfs` errors),
-/// sweeps cgroups of dead launchers, creates this run's cgroups and works
-/// out what does not hold on this host.
-pub fn plan(mut spec: RunSpec, audit_path: Option<PathBuf>) -> Result<JailPlan, SandboxError> {
+/// takes the run's cgroups (see [`cgroups_in_background`]; removed again
+/// on a bad path) and works out what does not hold on this host.
+pub fn plan(mut spec: RunSpec, audit_path: Option<PathBuf>, cgroups: PendingCgroups) -> Result<JailPlan, SandboxError> {
     spec.workspace = check_workspace(&spec.workspace)?;
     if let Some(r) = &spec.rootfs {
         spec.rootfs = Some(check_rootfs(r)?);
     }
-    let host = HostCgroups::detect();
-    cgroup::sweep_stale(&host);
-    let name = cgroup::run_cgroup_name(std::process::id(), &spec.run_id);
-    let (cgroups, mut degraded) = CgroupSet::create(&host, &name, &spec.limits);
+    let (cgroups, mut degraded) = cgroups.take()?;
     let landlock_abi = landlock::kernel_abi();
     if landlock_abi == 0 {
         degraded.push(Degraded {

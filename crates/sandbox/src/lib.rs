@@ -45,5 +45,5 @@ pub mod sys;
 pub mod vm;
 
 pub use error::{SandboxError, SetupFailure, Step};
-pub use jail::{plan, JailPlan};
+pub use jail::{cgroups_in_background, plan, JailPlan, PendingCgroups};
 pub use protocol::{JailReport, Outcome, HELPER_ARG};
