@@ -46,16 +46,23 @@ pub fn main() -> i32 {
         .map(|_| unsafe { OwnedFd::from_raw_fd(PROMPT_FD) });
     // SAFETY: adopting fd 7 when the launcher passed one (proxied runs only).
     let proxy_chan = cfg.proxy_port.filter(|_| sys::set_cloexec(PROXY_FD).is_ok()).map(|_| unsafe { OwnedFd::from_raw_fd(PROXY_FD) });
-    let (report, parent_gone) = run(&cfg, exec_chan, prompt_chan, proxy_chan);
+    let (report, parent_gone, ending) = run(&cfg, exec_chan, prompt_chan, proxy_chan);
     if parent_gone {
+        if let Some(pid) = ending {
+            reap(pid);
+        }
         finish(&cfg);
         record_abort(&cfg, &report);
     } else {
-        // Reported first: the launcher records the exit while the cgroups
-        // are removed, and waits for this process to end before it does.
+        // Reported first: the launcher records the exit while the jail's
+        // pid 1 ends and the cgroups are removed, and waits for this
+        // process to end before it does.
         if let Ok(mut line) = serde_json::to_vec(&report) {
             line.push(b'\n');
             let _ = sys::write_all(REPORT_FD, &line);
+        }
+        if let Some(pid) = ending {
+            reap(pid);
         }
         finish(&cfg);
     }
@@ -66,7 +73,14 @@ fn setup_failed(failure: SetupFailure) -> JailReport {
     JailReport { outcome: Outcome::SetupFailed { failure }, peak_memory_bytes: None, peak_pids: None, oom_killed: false, landlock: None }
 }
 
-fn run(cfg: &HelperConfig, exec_chan: Option<OwnedFd>, prompt_chan: Option<OwnedFd>, proxy_chan: Option<OwnedFd>) -> (JailReport, bool) {
+/// The jail's report, whether the launcher is gone, and the jail's pid 1
+/// when it was still ending at the report (to be reaped).
+fn run(
+    cfg: &HelperConfig,
+    exec_chan: Option<OwnedFd>,
+    prompt_chan: Option<OwnedFd>,
+    proxy_chan: Option<OwnedFd>,
+) -> (JailReport, bool, Option<libc::pid_t>) {
     let blocked = init::signal_set(FORWARDED.iter().copied().chain([libc::SIGCHLD, libc::SIGWINCH]));
     // SAFETY: blocking signals for this single-threaded process; signalfd gets a valid set.
     let sigfd = unsafe {
@@ -74,7 +88,7 @@ fn run(cfg: &HelperConfig, exec_chan: Option<OwnedFd>, prompt_chan: Option<Owned
         libc::signalfd(-1, &blocked, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK)
     };
     if sigfd < 0 {
-        return (setup_failed(SetupFailure::new(Step::CloneNamespaces, "signalfd", &io::Error::last_os_error())), false);
+        return (setup_failed(SetupFailure::new(Step::CloneNamespaces, "signalfd", &io::Error::last_os_error())), false, None);
     }
     // SAFETY: signalfd returned a fresh descriptor.
     let sigfd = unsafe { OwnedFd::from_raw_fd(sigfd) };
@@ -83,12 +97,12 @@ fn run(cfg: &HelperConfig, exec_chan: Option<OwnedFd>, prompt_chan: Option<Owned
     let (euid, egid) = unsafe { (libc::geteuid(), libc::getegid()) };
     let (console_h, console_i) = match sys::seqpacket_pair() {
         Ok(p) => p,
-        Err(e) => return (setup_failed(SetupFailure::new(Step::Terminal, "socketpair", &e)), false),
+        Err(e) => return (setup_failed(SetupFailure::new(Step::Terminal, "socketpair", &e)), false, None),
     };
     let deferred_idmap = euid == 0 && idmap::idmap_expected(&cfg.spec.workspace);
     let gate_trees = match cfg.gate.as_ref().filter(|_| euid == 0).map(crate::shims::clone_trees).transpose() {
         Ok(t) => t,
-        Err(f) => return (setup_failed(f), false),
+        Err(f) => return (setup_failed(f), false, None),
     };
     let prepared = if deferred_idmap {
         let agent = idmap::agent_host_id();
@@ -100,18 +114,18 @@ fn run(cfg: &HelperConfig, exec_chan: Option<OwnedFd>, prompt_chan: Option<Owned
     };
     let (workspace, maps) = match prepared {
         Ok(p) => p,
-        Err(f) => return (setup_failed(f), false),
+        Err(f) => return (setup_failed(f), false, None),
     };
     let pipes = sys::pipe().and_then(|go| sys::pipe().map(|st| (go, st)));
     let ((go_r, go_w), (status_r, status_w)) = match pipes {
         Ok(p) => p,
-        Err(e) => return (setup_failed(SetupFailure::new(Step::CloneNamespaces, "pipe", &e)), false),
+        Err(e) => return (setup_failed(SetupFailure::new(Step::CloneNamespaces, "pipe", &e)), false, None),
     };
     // The agent blocks on this pipe right before exec until the launcher
     // says its start event is on disk (set-up overlaps the fsync).
     let (gate_r, gate_w) = match sys::pipe() {
         Ok(p) => p,
-        Err(e) => return (setup_failed(SetupFailure::new(Step::CloneNamespaces, "pipe", &e)), false),
+        Err(e) => return (setup_failed(SetupFailure::new(Step::CloneNamespaces, "pipe", &e)), false, None),
     };
 
     // Init is born in the run's cgroups, so no process ever migrates (a
@@ -141,7 +155,7 @@ fn run(cfg: &HelperConfig, exec_chan: Option<OwnedFd>, prompt_chan: Option<Owned
     };
     let pid = match cloned {
         Ok(p) => p,
-        Err(e) => return (setup_failed(SetupFailure::new(Step::CloneNamespaces, "clone", &e)), false),
+        Err(e) => return (setup_failed(SetupFailure::new(Step::CloneNamespaces, "clone", &e)), false, None),
     };
     if pid == 0 {
         drop((go_w, status_r, sigfd, console_h, gate_w, prompt_chan));
@@ -178,13 +192,13 @@ fn run(cfg: &HelperConfig, exec_chan: Option<OwnedFd>, prompt_chan: Option<Owned
         kill(libc::SIGKILL);
         reap(pid);
         finish(cfg);
-        return (setup_failed(SetupFailure::new(Step::JoinCgroup, "leaving the run's cgroups", e)), false);
+        return (setup_failed(SetupFailure::new(Step::JoinCgroup, "leaving the run's cgroups", e)), false, None);
     }
     if let Err(f) = maps.write(pid) {
         kill(libc::SIGKILL);
         reap(pid);
         finish(cfg);
-        return (setup_failed(f), false);
+        return (setup_failed(f), false, None);
     }
     let _ = sys::write_all(go_w.as_raw_fd(), b"g");
     // Built while init sets up; init waits for it only when it attaches
@@ -204,7 +218,7 @@ fn run(cfg: &HelperConfig, exec_chan: Option<OwnedFd>, prompt_chan: Option<Owned
                 ChildMsg::Setup { failure } => Some(failure),
                 _ => None,
             });
-            return (setup_failed(first.unwrap_or(f)), false);
+            return (setup_failed(first.unwrap_or(f)), false, None);
         }
     }
     // Joined while init builds the root: a process migration waits out an
@@ -214,7 +228,7 @@ fn run(cfg: &HelperConfig, exec_chan: Option<OwnedFd>, prompt_chan: Option<Owned
         kill(libc::SIGKILL);
         reap(pid);
         finish(cfg);
-        return (setup_failed(SetupFailure::new(Step::JoinCgroup, "cgroup.procs", &e)), false);
+        return (setup_failed(SetupFailure::new(Step::JoinCgroup, "cgroup.procs", &e)), false, None);
     }
     let _ = sys::write_all(go_w.as_raw_fd(), b"j");
     drop(go_w);
@@ -225,7 +239,7 @@ fn run(cfg: &HelperConfig, exec_chan: Option<OwnedFd>, prompt_chan: Option<Owned
             kill(libc::SIGKILL);
             reap(pid);
             finish(cfg);
-            return (setup_failed(SetupFailure::msg(Step::Seccomp, "compile", e.to_string())), false);
+            return (setup_failed(SetupFailure::msg(Step::Seccomp, "compile", e.to_string())), false, None);
         }
     };
     let mut gate_msg = (filters.len() as u32).to_le_bytes().to_vec();
@@ -237,7 +251,9 @@ fn run(cfg: &HelperConfig, exec_chan: Option<OwnedFd>, prompt_chan: Option<Owned
 
     let mon = monitor(cfg, pid, sigfd.as_raw_fd(), status_r.as_raw_fd(), relay, Some((gate_w, gate_msg)));
     let mut msgs = mon.msgs;
-    msgs.extend(parse_msgs(&sys::read_to_end(status_r.as_raw_fd()).unwrap_or_default()));
+    if !mon.init_running {
+        msgs.extend(parse_msgs(&sys::read_to_end(status_r.as_raw_fd()).unwrap_or_default()));
+    }
     let report = JailReport {
         outcome: outcome(&msgs, mon.timed_out, mon.wait_status),
         peak_memory_bytes: cfg.cgroups.peak_memory(),
@@ -248,7 +264,7 @@ fn run(cfg: &HelperConfig, exec_chan: Option<OwnedFd>, prompt_chan: Option<Owned
             _ => None,
         }),
     };
-    (report, mon.parent_gone)
+    (report, mon.parent_gone, mon.init_running.then_some(pid))
 }
 
 /// Nothing outlives the run: kill stragglers, remove the cgroups.

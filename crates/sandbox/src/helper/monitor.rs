@@ -12,6 +12,9 @@ pub(super) struct Monitored {
     pub(super) timed_out: bool,
     pub(super) parent_gone: bool,
     pub(super) wait_status: i32,
+    /// The agent's exit was reported while the jail's pid 1 was still
+    /// ending: the caller reaps it (see `monitor`).
+    pub(super) init_running: bool,
 }
 
 pub(super) fn monitor(
@@ -22,7 +25,7 @@ pub(super) fn monitor(
     mut relay: Option<pty::Relay>,
     mut gate: Option<(OwnedFd, Vec<u8>)>,
 ) -> Monitored {
-    let mut m = Monitored { msgs: Vec::new(), timed_out: false, parent_gone: false, wait_status: 0 };
+    let mut m = Monitored { msgs: Vec::new(), timed_out: false, parent_gone: false, wait_status: 0, init_running: false };
     let deadline = cfg.spec.timeout.map(|t| Instant::now() + t);
     let mut kill_at: Option<Instant> = None;
     let mut status_open = true;
@@ -52,6 +55,20 @@ pub(super) fn monitor(
             match sys::read_some(status_fd, &mut chunk) {
                 Ok(0) | Err(_) => status_open = false,
                 Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+            // Init sends the agent's exit as its last word, then ends, and
+            // the kernel tears the namespaces down (~0.3 ms here). The exit
+            // is reported now, so the launcher records it meanwhile; the
+            // caller reaps pid 1 before it removes the cgroups. Not with a
+            // terminal: the relay drains the agent's output once pid 1 is
+            // gone, as before.
+            if relay.is_none() && !m.timed_out && !m.parent_gone {
+                let msgs = parse_msgs(&buf);
+                if msgs.iter().any(|x| matches!(x, ChildMsg::Exit { .. })) {
+                    m.msgs = msgs;
+                    m.init_running = true;
+                    return m;
+                }
             }
         }
         if fds[2].revents != 0 {
