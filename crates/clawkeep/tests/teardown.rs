@@ -52,6 +52,27 @@ fn command_killed_leaves_nothing() {
     assert_nothing_left(pid, "sleep 3017", env.workspace.path(), &before);
 }
 
+/// The helper reports the agent's exit before the jail's pid 1 has ended;
+/// still, by the time clawkeep returns, the processes the agent left and
+/// the run's cgroups are gone (checked at once, not waited for).
+#[test]
+fn command_exits_leaving_a_child_and_nothing_outlives_the_run() {
+    if !jail_available("teardown: command exits, child left") {
+        return;
+    }
+    let env = Env::new();
+    let before = tmp_entries();
+    let child = env.std_run(&[], &["sh", "-c", "sleep 3029 & exit 7"]).stdout(Stdio::piped()).spawn().unwrap();
+    let pid = child.id();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(7));
+    assert_eq!(processes_with("sleep 3029"), Vec::<i32>::new(), "a process outlived the run");
+    assert_eq!(cgroups_of(pid), Vec::<std::path::PathBuf>::new(), "a cgroup outlived the run");
+    assert_nothing_left(pid, "sleep 3029", env.workspace.path(), &before);
+    let exit = env.audit().into_iter().find(|e| e["kind"] == "run.exit").expect("an exit event");
+    assert_eq!(exit["exit_code"], 7, "{exit}");
+}
+
 #[test]
 fn clawkeep_killed_with_sigkill_leaves_nothing() {
     if !jail_available("teardown: clawkeep -9") {
