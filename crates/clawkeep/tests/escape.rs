@@ -37,9 +37,21 @@ fn every_restriction_holds_inside_the_jail() {
     let out = probe(&env, &[], &["all", &addr, &host]);
     assert_pass(&out);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    for check in
-        ["shadow", "write-outside", "connect", "mount", "unshare-user", "ptrace", "bpf", "keyctl", "mknod", "status", "env", "proc"]
-    {
+    for check in [
+        "shadow",
+        "write-outside",
+        "connect",
+        "net-config",
+        "mount",
+        "unshare-user",
+        "ptrace",
+        "bpf",
+        "keyctl",
+        "mknod",
+        "status",
+        "env",
+        "proc",
+    ] {
         assert!(stdout.contains(&format!("PASS {check}")), "{check} did not report:\n{stdout}");
     }
 }

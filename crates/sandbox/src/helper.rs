@@ -2,9 +2,9 @@
 //! multi-threaded) launcher re-executes, so no fork or clone ever happens
 //! inside an async runtime (the pattern of Codex's linux-sandbox).
 //!
-//! It stays in the host's namespaces as the jail's monitor: it clones the
-//! jail's init into new user, mount, pid, net, ipc and uts namespaces,
-//! writes its id maps, joins it to the run's cgroups, forwards signals,
+//! It stays in the host's namespaces as the jail's monitor (all but the
+//! network's, as root: see `main`): it clones the jail's init into new
+//! user, mount, pid, net, ipc and uts namespaces, writes its id maps, joins it to the run's cgroups, forwards signals,
 //! enforces the timeout and, whatever happens, tears down: when the
 //! launcher dies (its lifeline pipe closes) the jail is killed and its
 //! cgroups removed before the helper exits.
@@ -13,7 +13,7 @@ use crate::error::{SetupFailure, Step};
 use crate::idmap::{self, IdMaps, WorkspaceMount};
 use crate::init::{self, InitArgs, FORWARDED};
 use crate::protocol::{read_frame, ChildMsg, HelperConfig, JailReport, Outcome, CONFIG_FD, EXEC_FD, PROMPT_FD, PROXY_FD, REPORT_FD};
-use crate::{pty, seccomp, sys};
+use crate::{net, pty, seccomp, sys};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
@@ -25,6 +25,16 @@ const NS_FLAGS: libc::c_int =
 
 /// Entry point of `clawkeep __sandbox-helper`. Returns the process exit code.
 pub fn main() -> i32 {
+    // As root, the jail's network namespace is made now, while the
+    // launcher still prepares the config (a network namespace is the
+    // dearest of the jail's, ~0.35 ms here), with its loopback up; init is
+    // then born in it. It belongs to the host's user namespace, so nothing
+    // in the jail, its own root included, holds a capability over it.
+    // Without root (or should this fail) init gets its own, as before.
+    // The helper itself does no networking.
+    // SAFETY: geteuid has no preconditions; unshare(CLONE_NEWNET) only
+    // moves this single-threaded process into a new network namespace.
+    let net_ready = unsafe { libc::geteuid() == 0 && libc::unshare(libc::CLONE_NEWNET) == 0 } && net::loopback_up().is_ok();
     let cfg: HelperConfig = match read_frame(CONFIG_FD) {
         Ok(c) => c,
         // The launcher called the run off before configuring us.
@@ -46,7 +56,7 @@ pub fn main() -> i32 {
         .map(|_| unsafe { OwnedFd::from_raw_fd(PROMPT_FD) });
     // SAFETY: adopting fd 7 when the launcher passed one (proxied runs only).
     let proxy_chan = cfg.proxy_port.filter(|_| sys::set_cloexec(PROXY_FD).is_ok()).map(|_| unsafe { OwnedFd::from_raw_fd(PROXY_FD) });
-    let (report, parent_gone, ending) = run(&cfg, exec_chan, prompt_chan, proxy_chan);
+    let (report, parent_gone, ending) = run(&cfg, net_ready, exec_chan, prompt_chan, proxy_chan);
     if parent_gone {
         if let Some(pid) = ending {
             reap(pid);
@@ -77,6 +87,7 @@ fn setup_failed(failure: SetupFailure) -> JailReport {
 /// when it was still ending at the report (to be reaped).
 fn run(
     cfg: &HelperConfig,
+    net_ready: bool,
     exec_chan: Option<OwnedFd>,
     prompt_chan: Option<OwnedFd>,
     proxy_chan: Option<OwnedFd>,
@@ -135,13 +146,14 @@ fn run(
     // up for after the clone, the slow way.
     let visit = cfg.cgroups.visit_v1().ok();
     let v2 = cfg.cgroups.v2_dir().and_then(|d| sys::open_path(d, libc::O_PATH | libc::O_DIRECTORY).ok());
+    let ns_flags = (if net_ready { NS_FLAGS & !libc::CLONE_NEWNET } else { NS_FLAGS }) as libc::c_ulong;
     let clone_plain = || {
         // SAFETY: the helper is single-threaded (it never starts a thread).
-        unsafe { sys::clone_fork(NS_FLAGS as libc::c_ulong) }
+        unsafe { sys::clone_fork(ns_flags) }
     };
     let (cloned, born_in_v2) = match &v2 {
         // SAFETY: as above; the descriptor is open.
-        Some(fd) => match unsafe { sys::clone_into_cgroup(NS_FLAGS as libc::c_ulong, fd.as_raw_fd()) } {
+        Some(fd) => match unsafe { sys::clone_into_cgroup(ns_flags, fd.as_raw_fd()) } {
             Ok(p) => (Ok(p), true),
             Err(_) => (clone_plain(), false),
         },
@@ -176,6 +188,7 @@ fn run(
                 exec_chan,
                 gate_trees,
                 proxy_chan,
+                net_ready,
             },
             status_w,
         );

@@ -35,6 +35,9 @@ pub struct InitArgs<'a> {
     pub gate_trees: Option<(OwnedFd, OwnedFd)>,
     /// Where the proxy's listening socket goes (proxied runs only).
     pub proxy_chan: Option<OwnedFd>,
+    /// Born in a network namespace the helper made, loopback up (root
+    /// only); else init brings up its own namespace's loopback.
+    pub net_ready: bool,
 }
 
 /// Never returns: exits with the agent's status (128+signal when killed).
@@ -85,7 +88,9 @@ fn setup_and_supervise(args: InitArgs<'_>, status_fd: i32) -> Result<i32, SetupF
     if unsafe { libc::sethostname(c"clawkeep".as_ptr(), 8) } < 0 {
         return Err(SetupFailure::new(Step::Hostname, "clawkeep", &io::Error::last_os_error()));
     }
-    net::loopback_up().map_err(|e| SetupFailure::new(Step::Loopback, "lo", &e))?;
+    if !args.net_ready {
+        net::loopback_up().map_err(|e| SetupFailure::new(Step::Loopback, "lo", &e))?;
+    }
     if let (Some(port), Some(chan)) = (args.cfg.proxy_port, args.proxy_chan) {
         // Listening before the agent exists: its first request waits in the
         // backlog until the host accepts.

@@ -6,6 +6,7 @@
 //! ```text
 //! clawkeep run (launcher, may be multi-threaded)
 //!   └─ clawkeep __sandbox-helper   single-threaded monitor, host namespaces
+//!        │                         (as root, the jail's network namespace)
 //!        └─ clawkeep-init          pid 1 of new user/mount/pid/net/ipc/uts/cgroup ns
 //!             └─ agent command     uid 1000, no caps, no_new_privs, landlock, seccomp
 //! ```

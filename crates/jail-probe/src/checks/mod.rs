@@ -28,6 +28,7 @@ pub fn simple(name: &str) -> Option<fn() -> Outcome> {
         "io-uring" => syscalls::io_uring,
         "ptrace" => procs::ptrace,
         "raw-socket" => net::raw_socket,
+        "net-config" => net::config,
         "status" => identity::status,
         "uid" => identity::uid,
         "env" => identity::env,
@@ -57,6 +58,8 @@ pub fn all(host_addr: SocketAddr, host_name: &str) -> Vec<Outcome> {
         fs::dev(),
         net::connect(host_addr),
         net::hostname(host_name),
+        // Late: if lo does go down, the connect above has had its turn.
+        net::config(),
         syscalls::mount(),
     ]
 }

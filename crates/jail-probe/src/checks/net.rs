@@ -45,6 +45,44 @@ pub fn raw_socket() -> Outcome {
     f.finish("raw-socket")
 }
 
+/// The jail's network cannot be reconfigured from inside: taking its
+/// loopback down needs CAP_NET_ADMIN over the network namespace, which
+/// nothing in the jail holds (as root, the namespace belongs to the host's
+/// user namespace). Reading the flags is allowed and must work.
+pub fn config() -> Outcome {
+    let mut f = Findings::new();
+    // SAFETY: socket takes only integers; the fd is closed below.
+    let fd = match errno::check(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) }) {
+        Ok(fd) => fd as i32,
+        Err(code) => {
+            f.escaped(format!("socket(AF_INET, SOCK_DGRAM) -> {}: cannot tell", errno::name(code)));
+            return f.finish("net-config");
+        }
+    };
+    // SAFETY: ifreq is plain data; all zeroes is valid.
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in ifr.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: fd is a socket; ifr is a valid ifreq for SIOCGIFFLAGS.
+    match errno::check(unsafe { libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut ifr) }) {
+        // SAFETY: SIOCGIFFLAGS filled the flags member of the union.
+        Ok(_) if unsafe { ifr.ifr_ifru.ifru_flags } & libc::IFF_UP as libc::c_short == 0 => {
+            f.escaped("lo is down: cannot tell whether it could be taken down".to_string());
+        }
+        Ok(_) => {
+            // SAFETY: as above; the flags member was just read.
+            unsafe { ifr.ifr_ifru.ifru_flags &= !(libc::IFF_UP as libc::c_short) };
+            // SAFETY: fd is a socket; ifr is a valid ifreq for SIOCSIFFLAGS.
+            let ret = errno::check(unsafe { libc::ioctl(fd, libc::SIOCSIFFLAGS, &ifr) });
+            attempt(&mut f, "ioctl(SIOCSIFFLAGS, lo down)", ret);
+        }
+        Err(code) => f.escaped(format!("ioctl(SIOCGIFFLAGS, lo) -> {}: cannot tell", errno::name(code))),
+    }
+    close_if_fd(Ok(i64::from(fd)));
+    f.finish("net-config")
+}
+
 /// The jail's hostname is its own, not the host's.
 pub fn hostname(host_name: &str) -> Outcome {
     let mut f = Findings::new();
