@@ -47,6 +47,13 @@ fn main() -> ExitCode {
         Some(clawkeep_sandbox::probe::PROBE_ARG) => return ExitCode::from(clawkeep_sandbox::probe::probe_main() as u8),
         _ => {}
     }
+    // `clawkeep run`: the sandbox helper starts before the command line is
+    // parsed, so its exec overlaps the parsing (see `run::HelperStart`).
+    // Only when `run` comes first; otherwise the run starts it itself.
+    let early = match std::env::args_os().nth(1) {
+        Some(a) if a == "run" => run::HelperStart::begin().ok(),
+        _ => None,
+    };
     let cli = match cli::Cli::try_parse() {
         Ok(c) => c,
         Err(e) => return clap_error(e),
@@ -56,7 +63,7 @@ fn main() -> ExitCode {
         _ => logging::init(),
     }
     .and_then(|()| match cli.command {
-        cli::Command::Run(args) => run::run(cli.state_dir, args),
+        cli::Command::Run(args) => run::run(cli.state_dir, args, early),
         cli::Command::Doctor { json } => doctor::doctor(json, vm_doctor::doctor_report(cli.state_dir.clone())),
         cli::Command::Audit(cli::AuditCommand::Verify { file, anchor, json }) => audit_cmd::verify(cli.state_dir, file, &anchor, json),
         cli::Command::Policy(cli::PolicyCommand::Check { file }) => gate_cmd::policy_check(&file),

@@ -7,10 +7,11 @@ use crate::proxy_run::{ProxyPrep, TokenRevoker, PROXY_PORT};
 use crate::Failure;
 use clawkeep_audit::AuditLog;
 use clawkeep_core::{AgentEnv, Limits, RunSpec};
-use clawkeep_sandbox::launcher::Channels;
+use clawkeep_sandbox::launcher::{Channels, Starting};
 use clawkeep_sandbox::shims::GateMounts;
 use clawkeep_sandbox::{Outcome, SandboxError};
 use serde_json::json;
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -26,7 +27,42 @@ pub(crate) fn run_id() -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-pub fn run(state_dir: Option<PathBuf>, args: RunArgs) -> Result<u8, Failure> {
+/// The sandbox helper being started, and the launcher's ends of the
+/// channels it was handed: the in-jail executor's, the terminal's
+/// approval prompts (with a terminal on stdin), the proxy's listener.
+pub struct HelperStart {
+    exe: PathBuf,
+    starting: Starting,
+    exec_ours: OwnedFd,
+    prompt_ours: Option<OwnedFd>,
+    proxy_ours: Option<OwnedFd>,
+}
+
+impl HelperStart {
+    /// Spawns the helper (the small `clawkeep-jail` beside us when it is
+    /// installed, else this binary) on a thread of its own. `main` calls
+    /// it for `clawkeep run` before the command line is parsed; dropped
+    /// unused (a bad flag, `--help`, the vm backend), it sends the helper
+    /// away.
+    pub fn begin() -> Result<HelperStart, Failure> {
+        let exe = std::env::current_exe().map_err(|e| Failure::runtime(format!("cannot find the clawkeep binary: {e}")))?;
+        let io = |e: std::io::Error| Failure::runtime(e.to_string());
+        let (exec_ours, exec_jail) = clawkeep_sandbox::exec_client::channel_pair().map_err(io)?;
+        // With a terminal, a queued approval can also be answered there.
+        let (prompt_ours, prompt_jail) = match clawkeep_sandbox::pty::terminal_size(0) {
+            Some(_) => clawkeep_sandbox::exec_client::channel_pair().map(|(a, b)| (Some(a), Some(b))).map_err(io)?,
+            None => (None, None),
+        };
+        // The jail's init sends the proxy's listener on this channel.
+        let (proxy_ours, proxy_jail) = clawkeep_sandbox::sys::seqpacket_pair().map_err(io)?;
+        let helper_exe = exe.parent().map(|d| d.join("clawkeep-jail")).filter(|p| p.is_file()).unwrap_or_else(|| exe.clone());
+        let chans = Channels { exec: Some(exec_jail), prompt: prompt_jail, proxy: Some(proxy_jail) };
+        let starting = clawkeep_sandbox::launcher::spawn_in_background(helper_exe, chans);
+        Ok(HelperStart { exe, starting, exec_ours, prompt_ours, proxy_ours: Some(proxy_ours) })
+    }
+}
+
+pub fn run(state_dir: Option<PathBuf>, args: RunArgs, early: Option<HelperStart>) -> Result<u8, Failure> {
     if args.command.is_empty() {
         return Err(Failure::usage("no command given; usage: clawkeep run [OPTIONS] -- CMD [ARGS...]"));
     }
@@ -37,25 +73,14 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs) -> Result<u8, Failure> {
         crate::logging::init_default();
         return crate::vm_run::run(state_dir, args);
     }
-    // The helper starts first: its spawn and exec overlap all of the
-    // launcher's own start-up (dropped on any way out before the plan).
-    let exe = std::env::current_exe().map_err(|e| Failure::runtime(format!("cannot find the clawkeep binary: {e}")))?;
-    let io = |e: std::io::Error| Failure::runtime(e.to_string());
-    let (exec_ours, exec_jail) = clawkeep_sandbox::exec_client::channel_pair().map_err(io)?;
-    // With a terminal, a queued approval can also be answered there.
-    let (prompt_ours, prompt_jail) = match clawkeep_sandbox::pty::terminal_size(0) {
-        Some(_) => clawkeep_sandbox::exec_client::channel_pair().map(|(a, b)| (Some(a), Some(b))).map_err(io)?,
-        None => (None, None),
+    // Started before the command line was parsed (see `HelperStart`), or
+    // now; either way its exec overlaps the launcher's own start-up.
+    let HelperStart { exe, starting, exec_ours, prompt_ours, proxy_ours } = match early {
+        Some(h) => h,
+        None => HelperStart::begin()?,
     };
-    // The jail's init sends the proxy's listener on this channel.
-    let (proxy_ours, proxy_jail) = match args.no_proxy {
-        true => (None, None),
-        false => clawkeep_sandbox::sys::seqpacket_pair().map(|(a, b)| (Some(a), Some(b))).map_err(io)?,
-    };
-    // The small helper binary when it is installed beside us, else ourselves.
-    let helper_exe = exe.parent().map(|d| d.join("clawkeep-jail")).filter(|p| p.is_file()).unwrap_or_else(|| exe.clone());
-    let chans = Channels { exec: Some(exec_jail), prompt: prompt_jail, proxy: proxy_jail };
-    let starting = clawkeep_sandbox::launcher::spawn_in_background(helper_exe, chans);
+    // A run without the proxy hands the helper no port: it closes the channel.
+    let proxy_ours = proxy_ours.filter(|_| !args.no_proxy);
     let run_id = run_id();
     let limits = Limits { memory_bytes: args.memory, pids: Some(args.pids), cpus: args.cpus };
     // Made meanwhile too (removed again on any way out before the plan).

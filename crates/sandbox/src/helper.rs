@@ -56,6 +56,12 @@ pub fn main() -> i32 {
         .map(|_| unsafe { OwnedFd::from_raw_fd(PROMPT_FD) });
     // SAFETY: adopting fd 7 when the launcher passed one (proxied runs only).
     let proxy_chan = cfg.proxy_port.filter(|_| sys::set_cloexec(PROXY_FD).is_ok()).map(|_| unsafe { OwnedFd::from_raw_fd(PROXY_FD) });
+    if proxy_chan.is_none() {
+        // A run without the proxy: the launcher may still have passed the
+        // channel (it starts us before it knows); nothing in the jail keeps it.
+        // SAFETY: fd 7 is the launcher's channel or unused; nothing here owns it.
+        unsafe { libc::close(PROXY_FD) };
+    }
     let (report, parent_gone, ending) = run(&cfg, net_ready, exec_chan, prompt_chan, proxy_chan);
     if parent_gone {
         if let Some(pid) = ending {
