@@ -248,7 +248,6 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs, early: Option<HelperStart>
     if let Some(l) = &usage_ledger {
         l.flush();
     }
-    gate_run::cleanup(&gate_dir);
     // Its fsyncs overlap the exit event's.
     let revoking = revoke.and_then(TokenRevoker::spawn);
     // The helper removes the cgroups before it reports; without a report
@@ -278,6 +277,9 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs, early: Option<HelperStart>
     if let Err(e) = log.append("run.exit", exit_fields) {
         eprintln!("clawkeep: warning: the exit event could not be recorded: {e}");
     }
+    // Removed after the exit event is on disk: the fsync commits the
+    // file system's journal, which would otherwise carry these too.
+    gate_run::cleanup(&gate_dir);
     if let Some(t) = revoking {
         let _ = t.join();
     }
