@@ -224,8 +224,7 @@ fn open_entries(dir: &Path, names: impl Iterator<Item = String>) -> R<Vec<Entry>
             out.push(Entry::Link(name, fs::read_link(&p).map_err(fail(Step::OpenSource, &p))?));
         } else if ft.is_file() && meta.len() <= COPY_MAX {
             let fd = sys::open_path(&p, libc::O_RDONLY | libc::O_NOFOLLOW).map_err(fail(Step::OpenSource, &p))?;
-            let mut body = Vec::with_capacity(meta.len() as usize);
-            fs::File::from(fd).read_to_end(&mut body).map_err(fail(Step::OpenSource, &p))?;
+            let body = read_small(fs::File::from(fd), meta.len() as usize).map_err(fail(Step::OpenSource, &p))?;
             out.push(Entry::Small(name, body, meta.mode() & 0o7777));
         } else if ft.is_dir() || ft.is_file() {
             let fd = sys::open_path(&p, libc::O_PATH | libc::O_NOFOLLOW).map_err(fail(Step::OpenSource, &p))?;
@@ -233,6 +232,29 @@ fn open_entries(dir: &Path, names: impl Iterator<Item = String>) -> R<Vec<Entry>
         }
     }
     Ok(out)
+}
+
+/// A small regular file's content, `len` bytes by its stat: one read of
+/// `len + 1` bytes, where a short read is the end of the file (a regular
+/// file reads short only there). `read_to_end` pays a stat, a seek and a
+/// second read per file on top. A file that grew meanwhile is read on.
+fn read_small(mut f: fs::File, len: usize) -> io::Result<Vec<u8>> {
+    let mut body = vec![0u8; len + 1];
+    let mut n = 0;
+    loop {
+        match f.read(&mut body[n..]) {
+            Ok(r) => {
+                n += r;
+                if r == 0 || n < body.len() {
+                    body.truncate(n);
+                    return Ok(body);
+                }
+                body.resize(body.len() * 2, 0);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 fn place(e: &Entry, parent: &Path) -> R<()> {
@@ -354,4 +376,25 @@ fn build_proc(proc: &Path, null: &Path) -> R<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::read_small;
+    use std::fs;
+
+    #[test]
+    fn a_small_file_is_read_whole_whatever_its_stat_said() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        let body: Vec<u8> = (0..=255u8).cycle().take(5000).collect();
+        fs::write(&p, &body).unwrap();
+        // As stat said; stat behind a file that grew (read on, across the
+        // doubled buffer); stat ahead of one that shrank; empty.
+        for len in [5000, 0, 3, 2499, 2500, 9000] {
+            assert_eq!(read_small(fs::File::open(&p).unwrap(), len).unwrap(), body, "len {len}");
+        }
+        fs::write(&p, b"").unwrap();
+        assert_eq!(read_small(fs::File::open(&p).unwrap(), 0).unwrap(), Vec::<u8>::new());
+    }
 }
