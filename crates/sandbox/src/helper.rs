@@ -4,10 +4,11 @@
 //!
 //! It stays in the host's namespaces as the jail's monitor (all but the
 //! network's, as root: see `main`): it clones the jail's init into new
-//! user, mount, pid, net, ipc and uts namespaces, writes its id maps, joins it to the run's cgroups, forwards signals,
-//! enforces the timeout and, whatever happens, tears down: when the
-//! launcher dies (its lifeline pipe closes) the jail is killed and its
-//! cgroups removed before the helper exits.
+//! user, mount, pid, net, ipc and uts namespaces, writes its id maps,
+//! joins it to the run's cgroups, forwards signals, enforces the timeout
+//! and, whatever happens, tears down: when the launcher dies (its
+//! lifeline pipe closes) the jail is killed and its cgroups removed
+//! before the helper exits.
 
 use crate::error::{SetupFailure, Step};
 use crate::idmap::{self, IdMaps, WorkspaceMount};

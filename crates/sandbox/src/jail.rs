@@ -2,7 +2,7 @@
 //! degrades), launch, wait, clean up.
 
 use crate::cgroup::{self, CgroupSet, Degraded, HostCgroups};
-use crate::error::SandboxError;
+use crate::error::{SandboxError, SetupFailure, Step};
 use crate::launcher::{self, Launched, Spawned};
 use crate::protocol::HelperConfig;
 use crate::{landlock, sys};
@@ -74,8 +74,8 @@ pub fn cgroups_in_background(run_id: &str, limits: Limits) -> PendingCgroups {
 
 impl PendingCgroups {
     fn take(mut self) -> Result<(CgroupSet, Vec<Degraded>), SandboxError> {
-        let t = self.0.take().ok_or_else(|| SandboxError::HelperIo(std::io::Error::other("the run's cgroups were already taken")))?;
-        t.join().map_err(|_| SandboxError::HelperIo(std::io::Error::other("creating the run's cgroups panicked")))
+        let failed = || SandboxError::Setup(SetupFailure::msg(Step::JoinCgroup, "the run's cgroups", "the thread making them panicked"));
+        self.0.take().ok_or_else(failed)?.join().map_err(|_| failed())
     }
 }
 
