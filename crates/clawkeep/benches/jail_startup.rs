@@ -102,7 +102,7 @@ fn append_fsync(dir: &Path) -> Option<Duration> {
 /// (memory, pids at the default limit, a v1 freezer), entered by this
 /// thread alone so the child is born inside (no migration), left, the
 /// child reaped, the cgroups removed. Less bare /bin/true: what a run's
-/// cgroups cost at their cheapest. None where a controller lives on v2
+/// cgroups cost when made simply. None where a controller lives on v2
 /// (the run is born there by clone3, which `Command` cannot do).
 fn true_in_run_cgroups(host: &HostCgroups, n: &mut u32) -> Option<(Duration, i64)> {
     *n += 1;
@@ -247,10 +247,11 @@ fn main() {
     }
 }
 
-/// The least any jail that meets issue 2 could take here: bwrap's run plus
-/// three things the issue asks for that bwrap does not do, each at its
-/// cheapest and on the run's critical path. Seccomp, landlock, the /etc
-/// files, the proxy and the gate come on top.
+/// About the least any jail that meets issue 2 takes here: bwrap's run
+/// plus three things the issue asks for that bwrap does not do, each done
+/// in the simplest way and on the run's critical path. Seccomp, landlock,
+/// the /etc files, the proxy and the gate come on top. (An estimate, not a
+/// bound: a static helper smaller than /bin/true would exec faster.)
 /// - The launcher re-executes a helper for the namespace set-up ("Process
 ///   model"), so the jail's namespaces cannot exist before a second
 ///   process has exec'd: one more process's life, as bare /bin/true.
@@ -263,7 +264,7 @@ fn main() {
 ///   left behind").
 fn floor(bwrap: Duration, bare: Duration, fsync: Option<Duration>, cgroups: Option<Duration>) {
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    println!("  what issue 2 itself asks for beyond bwrap, each at its cheapest, measured in this run:");
+    println!("  what issue 2 itself asks for beyond bwrap, each done simply, measured in this run:");
     println!("    the re-exec'd helper (one more process, as bare /bin/true)      {:>6.2} ms", ms(bare));
     match fsync {
         Some(f) => println!("    the exit event appended and fdatasync'd before the run returns  {:>6.2} ms", ms(f)),
@@ -275,7 +276,7 @@ fn floor(bwrap: Duration, bare: Duration, fsync: Option<Duration>, cgroups: Opti
     }
     let least = bwrap + bare + fsync.unwrap_or_default() + cgroups.unwrap_or_default();
     println!(
-        "  floor = bwrap + these = {:.2} ms = {:.2}x bwrap (target <= 1.30x); seccomp, landlock, /etc, proxy and gate come on top",
+        "  floor ~ bwrap + these = {:.2} ms = {:.2}x bwrap (target <= 1.30x); seccomp, landlock, /etc, proxy and gate come on top",
         ms(least),
         ms(least) / ms(bwrap)
     );
