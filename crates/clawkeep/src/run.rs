@@ -36,6 +36,8 @@ pub struct HelperStart {
     exec_ours: OwnedFd,
     prompt_ours: Option<OwnedFd>,
     proxy_ours: Option<OwnedFd>,
+    /// The jail's network namespace, made meanwhile (root only).
+    net: clawkeep_sandbox::net::PendingNet,
 }
 
 impl HelperStart {
@@ -58,7 +60,8 @@ impl HelperStart {
         let helper_exe = exe.parent().map(|d| d.join("clawkeep-jail")).filter(|p| p.is_file()).unwrap_or_else(|| exe.clone());
         let chans = Channels { exec: Some(exec_jail), prompt: prompt_jail, proxy: Some(proxy_jail) };
         let starting = clawkeep_sandbox::launcher::spawn_in_background(helper_exe, chans);
-        Ok(HelperStart { exe, starting, exec_ours, prompt_ours, proxy_ours: Some(proxy_ours) })
+        let net = clawkeep_sandbox::net::namespace_in_background();
+        Ok(HelperStart { exe, starting, exec_ours, prompt_ours, proxy_ours: Some(proxy_ours), net })
     }
 }
 
@@ -75,7 +78,7 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs, early: Option<HelperStart>
     }
     // Started before the command line was parsed (see `HelperStart`), or
     // now; either way its exec overlaps the launcher's own start-up.
-    let HelperStart { exe, starting, exec_ours, prompt_ours, proxy_ours } = match early {
+    let HelperStart { exe, starting, exec_ours, prompt_ours, proxy_ours, net } = match early {
         Some(h) => h,
         None => HelperStart::begin()?,
     };
@@ -133,6 +136,8 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs, early: Option<HelperStart>
         gate_run::cleanup(&gate.dir);
         Failure::runtime(e.to_string())
     })?;
+    // Held until the run ends; the helper joins it by path.
+    let net_ns = net.wait();
     let plan = match clawkeep_sandbox::plan(spec, Some(audit_file.clone()), cgroups) {
         Ok(mut p) => {
             // Compiled on its own thread while the helper started.
@@ -147,6 +152,7 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs, early: Option<HelperStart>
             };
             p.cfg.gate = Some(GateMounts { shim_binary, socket: gate.gate_socket.clone(), commands: policy.gated_commands() });
             p.cfg.proxy_port = proxy.as_ref().map(|_| PROXY_PORT);
+            p.cfg.net_ns = net_ns.as_ref().map(clawkeep_sandbox::net::path_of);
             gate.policy = Some(policy);
             p
         }

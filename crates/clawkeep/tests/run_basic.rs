@@ -20,6 +20,37 @@ fn stdio_and_exit_code_pass_through() {
     assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
 }
 
+/// Every namespace the jail names is its own, the network one included
+/// (as root the launcher makes it, and the helper joins it before it
+/// clones init), and its loopback is up: nothing of the host's shows.
+#[test]
+fn every_namespace_is_the_jails_own_and_its_loopback_is_up() {
+    if !jail_available("namespaces") {
+        return;
+    }
+    let env = Env::new();
+    let kinds = ["net", "mnt", "pid", "ipc", "uts", "user", "cgroup"];
+    // Last: a TCP connection to the proxy's listener on the jail's own
+    // 127.0.0.1, which needs the loopback up.
+    let script = format!(
+        "for n in {}; do readlink /proc/self/ns/$n; done; grep -E '^ *lo:' /proc/net/dev | wc -l; \
+         exec 3<>/dev/tcp/127.0.0.1/4141 && echo connected",
+        kinds.join(" ")
+    );
+    let out = env.run(&[], &["bash", "-c", &script]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), kinds.len() + 2, "{stdout}");
+    for (kind, inside) in kinds.iter().zip(&lines) {
+        let host = std::fs::read_link(format!("/proc/self/ns/{kind}")).unwrap();
+        assert!(inside.starts_with(&format!("{kind}:[")), "{kind}: {inside}");
+        assert_ne!(*inside, host.to_string_lossy(), "the jail shares the host's {kind} namespace");
+    }
+    assert_eq!(lines[kinds.len()], "1", "the jail's network has exactly one interface, lo: {stdout}");
+    assert_eq!(lines[kinds.len() + 1], "connected", "{stdout}");
+}
+
 #[test]
 fn killed_command_exits_128_plus_signal() {
     if !jail_available("signal exit") {

@@ -3,7 +3,7 @@
 //! inside an async runtime (the pattern of Codex's linux-sandbox).
 //!
 //! It stays in the host's namespaces as the jail's monitor (all but the
-//! network's, as root: see `main`): it clones the jail's init into new
+//! network's, as root: it joins the jail's, see `main`): it clones the jail's init into new
 //! user, mount, pid, net, ipc and uts namespaces, writes its id maps,
 //! joins it to the run's cgroups, forwards signals, enforces the timeout
 //! and, whatever happens, tears down: when the launcher dies (its
@@ -26,16 +26,6 @@ const NS_FLAGS: libc::c_int =
 
 /// Entry point of `clawkeep __sandbox-helper`. Returns the process exit code.
 pub fn main() -> i32 {
-    // As root, the jail's network namespace is made now, while the
-    // launcher still prepares the config (a network namespace is the
-    // dearest of the jail's, ~0.35 ms here), with its loopback up; init is
-    // then born in it. It belongs to the host's user namespace, so nothing
-    // in the jail, its own root included, holds a capability over it.
-    // Without root (or should this fail) init gets its own, as before.
-    // The helper itself does no networking.
-    // SAFETY: geteuid has no preconditions; unshare(CLONE_NEWNET) only
-    // moves this single-threaded process into a new network namespace.
-    let net_ready = unsafe { libc::geteuid() == 0 && libc::unshare(libc::CLONE_NEWNET) == 0 } && net::loopback_up().is_ok();
     let cfg: HelperConfig = match read_frame(CONFIG_FD) {
         Ok(c) => c,
         // The launcher called the run off before configuring us.
@@ -46,6 +36,12 @@ pub fn main() -> i32 {
         }
     };
     let _ = sys::set_cloexec(CONFIG_FD);
+    // As root the launcher made the jail's network namespace while this
+    // process started (loopback up, owned by the host's user namespace,
+    // so nothing in the jail holds a capability over it): joined here, so
+    // init is born in it. Otherwise (or should joining fail) init makes
+    // its own. The helper itself does no networking.
+    let net_ready = cfg.net_ns.as_deref().is_some_and(|p| net::join(p).is_ok());
     let _ = sys::set_cloexec(REPORT_FD);
     // SAFETY: adopting fd 5 when the launcher passed one (gated runs only).
     let exec_chan = cfg.gate.as_ref().filter(|_| sys::set_cloexec(EXEC_FD).is_ok()).map(|_| unsafe { OwnedFd::from_raw_fd(EXEC_FD) });

@@ -71,6 +71,11 @@ pub struct HelperConfig {
     /// else.
     #[serde(default)]
     pub proxy_port: Option<u16>,
+    /// The jail's network namespace, made by the launcher (see
+    /// `net::namespace_in_background`): a path the helper opens and joins
+    /// before it clones init. None: init makes its own.
+    #[serde(default)]
+    pub net_ns: Option<PathBuf>,
 }
 
 /// How the agent's run ended.
