@@ -11,7 +11,7 @@ use clawkeep_sandbox::launcher::{Channels, Starting};
 use clawkeep_sandbox::shims::GateMounts;
 use clawkeep_sandbox::{Outcome, SandboxError};
 use serde_json::json;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -35,7 +35,8 @@ pub struct HelperStart {
     starting: Starting,
     exec_ours: OwnedFd,
     prompt_ours: Option<OwnedFd>,
-    proxy_ours: Option<OwnedFd>,
+    /// The proxy's channel; it first carries the jail's network namespace.
+    proxy_ours: OwnedFd,
     /// The jail's network namespace, made meanwhile (root only).
     net: clawkeep_sandbox::net::PendingNet,
 }
@@ -61,7 +62,7 @@ impl HelperStart {
         let chans = Channels { exec: Some(exec_jail), prompt: prompt_jail, proxy: Some(proxy_jail) };
         let starting = clawkeep_sandbox::launcher::spawn_in_background(helper_exe, chans);
         let net = clawkeep_sandbox::net::namespace_in_background();
-        Ok(HelperStart { exe, starting, exec_ours, prompt_ours, proxy_ours: Some(proxy_ours), net })
+        Ok(HelperStart { exe, starting, exec_ours, prompt_ours, proxy_ours, net })
     }
 }
 
@@ -73,6 +74,9 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs, early: Option<HelperStart>
         return Err(Failure::usage("the command is an empty string; usage: clawkeep run [OPTIONS] -- CMD [ARGS...]"));
     }
     if args.backend == "vm" {
+        // Sent away, and its threads joined, before the VM run blocks its
+        // signals: no jail helper is needed, and none may catch them.
+        drop(early);
         crate::logging::init_default();
         return crate::vm_run::run(state_dir, args);
     }
@@ -82,8 +86,10 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs, early: Option<HelperStart>
         Some(h) => h,
         None => HelperStart::begin()?,
     };
-    // A run without the proxy hands the helper no port: it closes the channel.
-    let proxy_ours = proxy_ours.filter(|_| !args.no_proxy);
+    // A run without the proxy hands the helper no port: it closes the
+    // channel once the network namespace has come through it.
+    let net_chan = proxy_ours;
+    let proxy_ours = (!args.no_proxy).then(|| net_chan.try_clone()).transpose().map_err(|e| Failure::runtime(e.to_string()))?;
     let run_id = run_id();
     let limits = Limits { memory_bytes: args.memory, pids: Some(args.pids), cpus: args.cpus };
     // Made meanwhile too (removed again on any way out before the plan).
@@ -136,8 +142,9 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs, early: Option<HelperStart>
         gate_run::cleanup(&gate.dir);
         Failure::runtime(e.to_string())
     })?;
-    // Held until the run ends; the helper joins it by path.
-    let net_ns = net.wait();
+    // Sent ahead of the config; the helper joins it before it clones init.
+    let net_sent = net.wait().is_some_and(|ns| clawkeep_sandbox::pty::send_fd(net_chan.as_raw_fd(), ns.as_raw_fd()).is_ok());
+    drop(net_chan);
     let plan = match clawkeep_sandbox::plan(spec, Some(audit_file.clone()), cgroups) {
         Ok(mut p) => {
             // Compiled on its own thread while the helper started.
@@ -152,7 +159,7 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs, early: Option<HelperStart>
             };
             p.cfg.gate = Some(GateMounts { shim_binary, socket: gate.gate_socket.clone(), commands: policy.gated_commands() });
             p.cfg.proxy_port = proxy.as_ref().map(|_| PROXY_PORT);
-            p.cfg.net_ns = net_ns.as_ref().map(clawkeep_sandbox::net::path_of);
+            p.cfg.net_ns = net_sent;
             gate.policy = Some(policy);
             p
         }

@@ -56,6 +56,19 @@ fn every_restriction_holds_inside_the_jail() {
     }
 }
 
+/// As root the launcher makes the jail's network namespace: it belongs to
+/// the host's user namespace, so the jail cannot even name its owner.
+#[test]
+fn the_jails_network_namespace_is_owned_outside_the_jail() {
+    if !jail_available("netns owner") {
+        return;
+    }
+    let env = Env::new();
+    let out = probe(&env, &[], &["netns-owner"]);
+    assert_pass(&out);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("PASS netns-owner"), "{}", String::from_utf8_lossy(&out.stdout));
+}
+
 #[test]
 fn fork_bomb_stops_at_the_pids_limit() {
     if !jail_available("fork bomb") {

@@ -33,7 +33,7 @@ fn every_namespace_is_the_jails_own_and_its_loopback_is_up() {
     // Last: a TCP connection to the proxy's listener on the jail's own
     // 127.0.0.1, which needs the loopback up.
     let script = format!(
-        "for n in {}; do readlink /proc/self/ns/$n; done; grep -E '^ *lo:' /proc/net/dev | wc -l; \
+        "for n in {}; do readlink /proc/self/ns/$n; done; tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | tr '\\n' ,; echo; \
          exec 3<>/dev/tcp/127.0.0.1/4141 && echo connected",
         kinds.join(" ")
     );
@@ -47,7 +47,7 @@ fn every_namespace_is_the_jails_own_and_its_loopback_is_up() {
         assert!(inside.starts_with(&format!("{kind}:[")), "{kind}: {inside}");
         assert_ne!(*inside, host.to_string_lossy(), "the jail shares the host's {kind} namespace");
     }
-    assert_eq!(lines[kinds.len()], "1", "the jail's network has exactly one interface, lo: {stdout}");
+    assert_eq!(lines[kinds.len()], "lo,", "the jail's network has one interface, lo: {stdout}");
     assert_eq!(lines[kinds.len() + 1], "connected", "{stdout}");
 }
 

@@ -3,8 +3,9 @@
 //! inside an async runtime (the pattern of Codex's linux-sandbox).
 //!
 //! It stays in the host's namespaces as the jail's monitor (all but the
-//! network's, as root: it joins the jail's, see `main`): it clones the jail's init into new
-//! user, mount, pid, net, ipc and uts namespaces, writes its id maps,
+//! network's: as root it joins the jail's, which the launcher made, see
+//! `main`): it clones the jail's init into new user, mount, pid, ipc, uts
+//! and (without root) net namespaces, writes its id maps,
 //! joins it to the run's cgroups, forwards signals, enforces the timeout
 //! and, whatever happens, tears down: when the launcher dies (its
 //! lifeline pipe closes) the jail is killed and its cgroups removed
@@ -37,11 +38,11 @@ pub fn main() -> i32 {
     };
     let _ = sys::set_cloexec(CONFIG_FD);
     // As root the launcher made the jail's network namespace while this
-    // process started (loopback up, owned by the host's user namespace,
-    // so nothing in the jail holds a capability over it): joined here, so
-    // init is born in it. Otherwise (or should joining fail) init makes
-    // its own. The helper itself does no networking.
-    let net_ready = cfg.net_ns.as_deref().is_some_and(|p| net::join(p).is_ok());
+    // process started (loopback up, owned by the host's user namespace, so
+    // nothing in the jail holds a capability over it) and sent it on fd 7
+    // ahead of the config. Received before fd 7 is handed on; joined in
+    // `run`, so init is born in it.
+    let net_ns = if cfg.net_ns { Some(pty::recv_fd(PROXY_FD)) } else { None };
     let _ = sys::set_cloexec(REPORT_FD);
     // SAFETY: adopting fd 5 when the launcher passed one (gated runs only).
     let exec_chan = cfg.gate.as_ref().filter(|_| sys::set_cloexec(EXEC_FD).is_ok()).map(|_| unsafe { OwnedFd::from_raw_fd(EXEC_FD) });
@@ -59,11 +60,8 @@ pub fn main() -> i32 {
         // SAFETY: fd 7 is the launcher's channel or unused; nothing here owns it.
         unsafe { libc::close(PROXY_FD) };
     }
-    let (report, parent_gone, ending) = run(&cfg, net_ready, exec_chan, prompt_chan, proxy_chan);
+    let (report, parent_gone, ending) = run(&cfg, net_ns, exec_chan, prompt_chan, proxy_chan);
     if parent_gone {
-        if let Some(pid) = ending {
-            reap(pid);
-        }
         finish(&cfg);
         record_abort(&cfg, &report);
     } else {
@@ -75,6 +73,11 @@ pub fn main() -> i32 {
             let _ = sys::write_all(REPORT_FD, &line);
         }
         if let Some(pid) = ending {
+            // Frozen tasks do not die until thawed: a kill switch thrown
+            // after the exit must not hold pid 1's end, and this process.
+            if cfg.cgroups.freezer.is_some() {
+                let _ = cfg.cgroups.freeze(false);
+            }
             reap(pid);
         }
         finish(&cfg);
@@ -90,7 +93,7 @@ fn setup_failed(failure: SetupFailure) -> JailReport {
 /// when it was still ending at the report (to be reaped).
 fn run(
     cfg: &HelperConfig,
-    net_ready: bool,
+    net_ns: Option<io::Result<Option<OwnedFd>>>,
     exec_chan: Option<OwnedFd>,
     prompt_chan: Option<OwnedFd>,
     proxy_chan: Option<OwnedFd>,
@@ -106,6 +109,20 @@ fn run(
     }
     // SAFETY: signalfd returned a fresh descriptor.
     let sigfd = unsafe { OwnedFd::from_raw_fd(sigfd) };
+    // A namespace announced but not joined fails the run: init making its
+    // own instead would give the jail's root a capability over it.
+    let net_ready = match net_ns {
+        None => false,
+        Some(Ok(Some(ns))) => match net::enter(&ns) {
+            Ok(()) => true,
+            Err(e) => return (setup_failed(SetupFailure::new(Step::Loopback, "the jail's network namespace", &e)), false, None),
+        },
+        Some(Ok(None)) => {
+            let e = io::Error::new(io::ErrorKind::UnexpectedEof, "the launcher sent no network namespace");
+            return (setup_failed(SetupFailure::new(Step::Loopback, "the jail's network namespace", &e)), false, None);
+        }
+        Some(Err(e)) => return (setup_failed(SetupFailure::new(Step::Loopback, "the jail's network namespace", &e)), false, None),
+    };
 
     // SAFETY: getters without preconditions.
     let (euid, egid) = unsafe { (libc::geteuid(), libc::getegid()) };

@@ -35,8 +35,9 @@ pub struct InitArgs<'a> {
     pub gate_trees: Option<(OwnedFd, OwnedFd)>,
     /// Where the proxy's listening socket goes (proxied runs only).
     pub proxy_chan: Option<OwnedFd>,
-    /// Born in a network namespace the helper made, loopback up (root
-    /// only); else init brings up its own namespace's loopback.
+    /// Born in the network namespace the launcher made and the helper
+    /// joined, loopback up (root only); else init brings up the loopback
+    /// of its own, new one.
     pub net_ready: bool,
 }
 
@@ -208,6 +209,14 @@ fn supervise(agent: libc::pid_t, status_fd: i32) -> i32 {
             if pid == agent {
                 let (code, signal) =
                     if libc::WIFEXITED(st) { (Some(libc::WEXITSTATUS(st)), None) } else { (None, Some(libc::WTERMSIG(st))) };
+                // Whatever the agent left running dies before its exit is
+                // told: the helper reports it at once, and the launcher then
+                // records it, so nothing the agent started may still reach
+                // the gate or the proxy after. (Pid 1's own end would kill
+                // them too, a little later.)
+                // SAFETY: kill(-1) signals every process of this pid
+                // namespace that we may signal, never pid 1 itself.
+                unsafe { libc::kill(-1, libc::SIGKILL) };
                 ChildMsg::Exit { code, signal }.send(status_fd);
                 return code.unwrap_or_else(|| 128 + signal.unwrap_or(0));
             }

@@ -121,7 +121,7 @@ pub fn plan(mut spec: RunSpec, audit_path: Option<PathBuf>, cgroups: PendingCgro
         kill_grace_ms: 2000,
         gate: None,
         proxy_port: None,
-        net_ns: None,
+        net_ns: false,
     };
     Ok(JailPlan { cfg, degraded, landlock_abi })
 }

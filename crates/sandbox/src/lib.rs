@@ -4,10 +4,9 @@
 //! Process model (one run):
 //!
 //! ```text
-//! clawkeep run (launcher, may be multi-threaded)
-//!   └─ clawkeep __sandbox-helper   single-threaded monitor, host namespaces
-//!        │                         (as root, the jail's network namespace)
-//!        └─ clawkeep-init          pid 1 of new user/mount/pid/net/ipc/uts/cgroup ns
+//! clawkeep run (launcher, may be multi-threaded; as root it makes the jail's net ns)
+//!   └─ clawkeep __sandbox-helper   single-threaded monitor, host namespaces (as root, the jail's net ns)
+//!        └─ clawkeep-init          pid 1 of new user/mount/pid/ipc/uts/cgroup ns (and net, without root)
 //!             └─ agent command     uid 1000, no caps, no_new_privs, landlock, seccomp
 //! ```
 //!

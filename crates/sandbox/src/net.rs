@@ -2,11 +2,11 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// The jail's network namespace, being made on a thread of its own while
 /// the helper starts (a network namespace is the dearest of the jail's,
-/// ~0.35 ms here, and the helper would otherwise make it after its exec).
+/// ~0.35 ms here; cloned with init, it would come after the helper's exec).
 #[derive(Debug)]
 pub struct PendingNet(Option<std::thread::JoinHandle<Option<OwnedFd>>>);
 
@@ -48,16 +48,10 @@ impl Drop for PendingNet {
     }
 }
 
-/// Where another process of ours finds `ns` (held open by this one).
-pub fn path_of(ns: &OwnedFd) -> PathBuf {
-    PathBuf::from(format!("/proc/{}/fd/{}", std::process::id(), ns.as_raw_fd()))
-}
-
 /// Moves the calling (single-threaded) process into the network namespace
-/// at `path` (see `path_of`).
-pub fn join(path: &Path) -> io::Result<()> {
-    let ns = crate::sys::open_path(path, libc::O_RDONLY)?;
-    // SAFETY: setns with a namespace descriptor we own.
+/// `ns` (see `namespace_in_background`).
+pub fn enter(ns: &OwnedFd) -> io::Result<()> {
+    // SAFETY: setns with a namespace descriptor we hold.
     if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
         return Err(io::Error::last_os_error());
     }

@@ -29,6 +29,7 @@ pub fn simple(name: &str) -> Option<fn() -> Outcome> {
         "ptrace" => procs::ptrace,
         "raw-socket" => net::raw_socket,
         "net-config" => net::config,
+        "netns-owner" => net::netns_owner,
         "status" => identity::status,
         "uid" => identity::uid,
         "env" => identity::env,

@@ -83,6 +83,30 @@ pub fn config() -> Outcome {
     f.finish("net-config")
 }
 
+/// As root, the jail's network namespace belongs to the host's user
+/// namespace, so nothing in the jail, its own root included, holds a
+/// capability over it: asking for its owner from inside must fail (EPERM,
+/// the owner is outside the jail's user namespace). Not part of `all`:
+/// without root the jail's own user namespace owns it, by design.
+pub fn netns_owner() -> Outcome {
+    // linux/nsfs.h: _IO(0xb7, 0x1).
+    const NS_GET_USERNS: libc::c_ulong = 0xb701;
+    let mut f = Findings::new();
+    // SAFETY: a NUL-terminated path; a returned fd is closed below.
+    let ns = errno::check(unsafe { libc::open(c"/proc/self/ns/net".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) });
+    match ns {
+        Ok(fd) => {
+            // SAFETY: fd is a namespace descriptor; the request takes no argument.
+            let owner = errno::check(unsafe { libc::ioctl(fd as i32, NS_GET_USERNS) });
+            attempt(&mut f, "ioctl(/proc/self/ns/net, NS_GET_USERNS)", owner);
+            close_if_fd(owner);
+        }
+        Err(code) => f.escaped(format!("open(/proc/self/ns/net) -> {}: cannot tell", errno::name(code))),
+    }
+    close_if_fd(ns);
+    f.finish("netns-owner")
+}
+
 /// The jail's hostname is its own, not the host's.
 pub fn hostname(host_name: &str) -> Outcome {
     let mut f = Findings::new();

@@ -56,20 +56,6 @@ pub(super) fn monitor(
                 Ok(0) | Err(_) => status_open = false,
                 Ok(n) => buf.extend_from_slice(&chunk[..n]),
             }
-            // Init sends the agent's exit as its last word, then ends, and
-            // the kernel tears the namespaces down (~0.3 ms here). The exit
-            // is reported now, so the launcher records it meanwhile; the
-            // caller reaps pid 1 before it removes the cgroups. Not with a
-            // terminal: the relay drains the agent's output once pid 1 is
-            // gone, as before.
-            if relay.is_none() && !m.timed_out && !m.parent_gone {
-                let msgs = parse_msgs(&buf);
-                if msgs.iter().any(|x| matches!(x, ChildMsg::Exit { .. })) {
-                    m.msgs = msgs;
-                    m.init_running = true;
-                    return m;
-                }
-            }
         }
         if fds[2].revents != 0 {
             let mut chunk = [0u8; 64];
@@ -128,6 +114,21 @@ pub(super) fn monitor(
             // Killing pid 1 kills its whole namespace.
             signal_jail(cfg, pid, libc::SIGKILL);
             kill_at = None;
+        }
+        // Init sends the agent's exit as its last word, once it has killed
+        // every other process of the jail, then ends, and the kernel tears
+        // the namespaces down (~0.3 ms here). The exit is reported now, so
+        // the launcher records it meanwhile; the caller reaps pid 1 before
+        // it removes the cgroups. Checked last, so a lifeline that closed
+        // in the same turn is seen first. Not with a terminal: the relay
+        // drains the agent's output once pid 1 is gone, as before.
+        if fds[1].revents != 0 && relay.is_none() && !m.timed_out && !m.parent_gone {
+            let msgs = parse_msgs(&buf);
+            if msgs.iter().any(|x| matches!(x, ChildMsg::Exit { .. })) {
+                m.msgs = msgs;
+                m.init_running = true;
+                return m;
+            }
         }
     }
 }
