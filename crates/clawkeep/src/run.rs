@@ -38,7 +38,7 @@ pub struct HelperStart {
     /// The proxy's channel; it first carries the jail's network namespace.
     proxy_ours: OwnedFd,
     /// The jail's network namespace, made meanwhile (root only).
-    net: clawkeep_sandbox::net::PendingNet,
+    net: Option<clawkeep_sandbox::net::PendingNet>,
 }
 
 impl HelperStart {
@@ -143,7 +143,8 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs, early: Option<HelperStart>
         Failure::runtime(e.to_string())
     })?;
     // Sent ahead of the config; the helper joins it before it clones init.
-    let net_sent = net.wait().is_some_and(|ns| clawkeep_sandbox::pty::send_fd(net_chan.as_raw_fd(), ns.as_raw_fd()).is_ok());
+    let net_sent =
+        net.and_then(|n| n.wait()).flatten().is_some_and(|ns| clawkeep_sandbox::pty::send_fd(net_chan.as_raw_fd(), ns.as_raw_fd()).is_ok());
     drop(net_chan);
     let plan = match clawkeep_sandbox::plan(spec, Some(audit_file.clone()), cgroups) {
         Ok(mut p) => {

@@ -4,6 +4,7 @@
 use crate::cgroup::{self, CgroupSet, Degraded, HostCgroups};
 use crate::error::{SandboxError, SetupFailure, Step};
 use crate::launcher::{self, Launched, Spawned};
+use crate::pending::Pending;
 use crate::protocol::HelperConfig;
 use crate::{landlock, sys};
 use clawkeep_core::{Limits, RunSpec};
@@ -58,33 +59,20 @@ fn check_rootfs(p: &Path) -> Result<PathBuf, SandboxError> {
 /// launcher prepares the rest of the run (they sit on its critical path
 /// otherwise: a v1 memory cgroup's mkdir alone is a tenth of a
 /// millisecond). Dropped unused, it removes them.
-#[derive(Debug)]
-pub struct PendingCgroups(Option<std::thread::JoinHandle<(CgroupSet, Vec<Degraded>)>>);
+pub type PendingCgroups = Pending<(CgroupSet, Vec<Degraded>)>;
 
 /// Sweeps cgroups of dead launchers, then creates run `run_id`'s cgroups
 /// with `limits`, on a thread of its own.
 pub fn cgroups_in_background(run_id: &str, limits: Limits) -> PendingCgroups {
     let name = cgroup::run_cgroup_name(std::process::id(), run_id);
-    PendingCgroups(Some(std::thread::spawn(move || {
+    let make = move || {
         let host = HostCgroups::detect();
         cgroup::sweep_stale(&host);
         CgroupSet::create(&host, &name, &limits)
-    })))
-}
-
-impl PendingCgroups {
-    fn take(mut self) -> Result<(CgroupSet, Vec<Degraded>), SandboxError> {
-        let failed = || SandboxError::Setup(SetupFailure::msg(Step::JoinCgroup, "the run's cgroups", "the thread making them panicked"));
-        self.0.take().ok_or_else(failed)?.join().map_err(|_| failed())
-    }
-}
-
-impl Drop for PendingCgroups {
-    fn drop(&mut self) {
-        if let Some(Ok((set, _))) = self.0.take().map(std::thread::JoinHandle::join) {
-            let _ = set.remove();
-        }
-    }
+    };
+    Pending::spawn("clawkeep-cgroups", make, |(set, _)| {
+        let _ = set.remove();
+    })
 }
 
 /// Validates the spec's paths (bad input → `Workspace`/`Rootfs` errors),
@@ -95,7 +83,9 @@ pub fn plan(mut spec: RunSpec, audit_path: Option<PathBuf>, cgroups: PendingCgro
     if let Some(r) = &spec.rootfs {
         spec.rootfs = Some(check_rootfs(r)?);
     }
-    let (cgroups, mut degraded) = cgroups.take()?;
+    let (cgroups, mut degraded) = cgroups
+        .wait()
+        .ok_or_else(|| SandboxError::Setup(SetupFailure::msg(Step::JoinCgroup, "the run's cgroups", "the thread making them failed")))?;
     let landlock_abi = landlock::kernel_abi();
     if landlock_abi == 0 {
         degraded.push(Degraded {

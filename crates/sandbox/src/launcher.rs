@@ -5,6 +5,7 @@
 //! launcher's address space and no Rust code runs in the child.
 
 use crate::error::SandboxError;
+use crate::pending::Pending;
 use crate::protocol::{
     write_frame, HelperConfig, JailReport, CONFIG_FD, EXEC_FD, HELPER_ARG, KILL, PROCEED, PROMPT_FD, PROXY_FD, REPORT_FD,
 };
@@ -127,26 +128,18 @@ pub fn spawn(exe: &Path, chans: Channels) -> Result<Spawned, SandboxError> {
 /// with its own start-up meanwhile. Dropped without [`Starting::wait`], it
 /// sends the helper away.
 #[derive(Debug)]
-pub struct Starting(Option<std::thread::JoinHandle<Result<Spawned, SandboxError>>>);
+pub struct Starting(Pending<Result<Spawned, SandboxError>>);
 
 /// [`spawn`] on a thread of its own.
 pub fn spawn_in_background(exe: std::path::PathBuf, chans: Channels) -> Starting {
-    Starting(Some(std::thread::spawn(move || spawn(&exe, chans))))
+    let unused = |started: Result<Spawned, SandboxError>| started.map_or((), Spawned::abort);
+    Starting(Pending::spawn("clawkeep-spawn", move || spawn(&exe, chans), unused))
 }
 
 impl Starting {
     /// The started helper, once posix_spawn returned.
-    pub fn wait(mut self) -> Result<Spawned, SandboxError> {
-        let t = self.0.take().ok_or_else(|| SandboxError::HelperIo(io::Error::other("the helper was already taken")))?;
-        t.join().map_err(|_| SandboxError::HelperIo(io::Error::other("starting the sandbox helper panicked")))?
-    }
-}
-
-impl Drop for Starting {
-    fn drop(&mut self) {
-        if let Some(Ok(Ok(helper))) = self.0.take().map(std::thread::JoinHandle::join) {
-            helper.abort();
-        }
+    pub fn wait(self) -> Result<Spawned, SandboxError> {
+        self.0.wait().unwrap_or_else(|| Err(SandboxError::HelperIo(io::Error::other("the thread starting the sandbox helper failed"))))
     }
 }
 

@@ -36,6 +36,7 @@ pub mod landlock;
 pub mod launcher;
 pub mod mounts;
 pub mod net;
+pub mod pending;
 pub mod probe;
 pub mod protocol;
 pub mod pty;

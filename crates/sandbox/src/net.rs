@@ -1,5 +1,6 @@
 //! The jail's network: a fresh namespace with only loopback, brought up.
 
+use crate::pending::Pending;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
@@ -7,20 +8,19 @@ use std::path::Path;
 /// The jail's network namespace, being made on a thread of its own while
 /// the helper starts (a network namespace is the dearest of the jail's,
 /// ~0.35 ms here; cloned with init, it would come after the helper's exec).
-#[derive(Debug)]
-pub struct PendingNet(Option<std::thread::JoinHandle<Option<OwnedFd>>>);
+pub type PendingNet = Pending<Option<OwnedFd>>;
 
 /// As root: a new network namespace with its loopback up, made by a
 /// thread that moves itself into it and ends, leaving the namespace held
 /// by the returned descriptor. It belongs to the caller's user namespace
 /// (the host's), so nothing in the jail, its own root included, holds a
 /// capability over it. Without root there is none: init makes its own.
-pub fn namespace_in_background() -> PendingNet {
+pub fn namespace_in_background() -> Option<PendingNet> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        return PendingNet(None);
+        return None;
     }
-    PendingNet(std::thread::Builder::new().name("clawkeep-netns".into()).spawn(make_namespace).ok())
+    Some(Pending::spawn("clawkeep-netns", make_namespace, drop))
 }
 
 fn make_namespace() -> Option<OwnedFd> {
@@ -31,21 +31,6 @@ fn make_namespace() -> Option<OwnedFd> {
     }
     loopback_up().ok()?;
     crate::sys::open_path(Path::new("/proc/thread-self/ns/net"), libc::O_RDONLY).ok()
-}
-
-impl PendingNet {
-    /// The namespace, once made; None when it could not be.
-    pub fn wait(mut self) -> Option<OwnedFd> {
-        self.0.take()?.join().ok().flatten()
-    }
-}
-
-impl Drop for PendingNet {
-    fn drop(&mut self) {
-        if let Some(t) = self.0.take() {
-            let _ = t.join();
-        }
-    }
 }
 
 /// Moves the calling (single-threaded) process into the network namespace
