@@ -42,7 +42,12 @@ pub fn main() -> i32 {
     // nothing in the jail holds a capability over it) and sent it on fd 7
     // ahead of the config. Received before fd 7 is handed on; joined in
     // `run`, so init is born in it.
-    let net_ns = if cfg.net_ns { Some(pty::recv_fd(PROXY_FD)) } else { None };
+    let net_ns = match cfg.net_ns {
+        true => {
+            pty::recv_fd(PROXY_FD).and_then(|ns| ns.map(Some).ok_or_else(|| io::Error::other("the launcher sent no network namespace")))
+        }
+        false => Ok(None),
+    };
     let _ = sys::set_cloexec(REPORT_FD);
     // SAFETY: adopting fd 5 when the launcher passed one (gated runs only).
     let exec_chan = cfg.gate.as_ref().filter(|_| sys::set_cloexec(EXEC_FD).is_ok()).map(|_| unsafe { OwnedFd::from_raw_fd(EXEC_FD) });
@@ -85,19 +90,30 @@ pub fn main() -> i32 {
     0
 }
 
-fn setup_failed(failure: SetupFailure) -> JailReport {
-    JailReport { outcome: Outcome::SetupFailed { failure }, peak_memory_bytes: None, peak_pids: None, oom_killed: false, landlock: None }
+/// What `run` ends with: the jail's report, whether the launcher is gone,
+/// and the jail's pid 1 when it was still ending at the report (to be
+/// reaped).
+type Ran = (JailReport, bool, Option<libc::pid_t>);
+
+/// A run whose set-up failed (the launcher still there, nothing to reap).
+fn setup_failed(failure: SetupFailure) -> Ran {
+    let report = JailReport {
+        outcome: Outcome::SetupFailed { failure },
+        peak_memory_bytes: None,
+        peak_pids: None,
+        oom_killed: false,
+        landlock: None,
+    };
+    (report, false, None)
 }
 
-/// The jail's report, whether the launcher is gone, and the jail's pid 1
-/// when it was still ending at the report (to be reaped).
 fn run(
     cfg: &HelperConfig,
-    net_ns: Option<io::Result<Option<OwnedFd>>>,
+    net_ns: io::Result<Option<OwnedFd>>,
     exec_chan: Option<OwnedFd>,
     prompt_chan: Option<OwnedFd>,
     proxy_chan: Option<OwnedFd>,
-) -> (JailReport, bool, Option<libc::pid_t>) {
+) -> Ran {
     let blocked = init::signal_set(FORWARDED.iter().copied().chain([libc::SIGCHLD, libc::SIGWINCH]));
     // SAFETY: blocking signals for this single-threaded process; signalfd gets a valid set.
     let sigfd = unsafe {
@@ -105,35 +121,27 @@ fn run(
         libc::signalfd(-1, &blocked, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK)
     };
     if sigfd < 0 {
-        return (setup_failed(SetupFailure::new(Step::CloneNamespaces, "signalfd", &io::Error::last_os_error())), false, None);
+        return setup_failed(SetupFailure::new(Step::CloneNamespaces, "signalfd", &io::Error::last_os_error()));
     }
     // SAFETY: signalfd returned a fresh descriptor.
     let sigfd = unsafe { OwnedFd::from_raw_fd(sigfd) };
     // A namespace announced but not joined fails the run: init making its
     // own instead would give the jail's root a capability over it.
-    let net_ready = match net_ns {
-        None => false,
-        Some(Ok(Some(ns))) => match net::enter(&ns) {
-            Ok(()) => true,
-            Err(e) => return (setup_failed(SetupFailure::new(Step::Loopback, "the jail's network namespace", &e)), false, None),
-        },
-        Some(Ok(None)) => {
-            let e = io::Error::new(io::ErrorKind::UnexpectedEof, "the launcher sent no network namespace");
-            return (setup_failed(SetupFailure::new(Step::Loopback, "the jail's network namespace", &e)), false, None);
-        }
-        Some(Err(e)) => return (setup_failed(SetupFailure::new(Step::Loopback, "the jail's network namespace", &e)), false, None),
+    let net_ready = match net_ns.and_then(|ns| ns.map(|ns| net::enter(&ns)).transpose()) {
+        Ok(joined) => joined.is_some(),
+        Err(e) => return setup_failed(SetupFailure::new(Step::CloneNamespaces, "the jail's network namespace", &e)),
     };
 
     // SAFETY: getters without preconditions.
     let (euid, egid) = unsafe { (libc::geteuid(), libc::getegid()) };
     let (console_h, console_i) = match sys::seqpacket_pair() {
         Ok(p) => p,
-        Err(e) => return (setup_failed(SetupFailure::new(Step::Terminal, "socketpair", &e)), false, None),
+        Err(e) => return setup_failed(SetupFailure::new(Step::Terminal, "socketpair", &e)),
     };
     let deferred_idmap = euid == 0 && idmap::idmap_expected(&cfg.spec.workspace);
     let gate_trees = match cfg.gate.as_ref().filter(|_| euid == 0).map(crate::shims::clone_trees).transpose() {
         Ok(t) => t,
-        Err(f) => return (setup_failed(f), false, None),
+        Err(f) => return setup_failed(f),
     };
     let prepared = if deferred_idmap {
         let agent = idmap::agent_host_id();
@@ -145,18 +153,18 @@ fn run(
     };
     let (workspace, maps) = match prepared {
         Ok(p) => p,
-        Err(f) => return (setup_failed(f), false, None),
+        Err(f) => return setup_failed(f),
     };
     let pipes = sys::pipe().and_then(|go| sys::pipe().map(|st| (go, st)));
     let ((go_r, go_w), (status_r, status_w)) = match pipes {
         Ok(p) => p,
-        Err(e) => return (setup_failed(SetupFailure::new(Step::CloneNamespaces, "pipe", &e)), false, None),
+        Err(e) => return setup_failed(SetupFailure::new(Step::CloneNamespaces, "pipe", &e)),
     };
     // The agent blocks on this pipe right before exec until the launcher
     // says its start event is on disk (set-up overlaps the fsync).
     let (gate_r, gate_w) = match sys::pipe() {
         Ok(p) => p,
-        Err(e) => return (setup_failed(SetupFailure::new(Step::CloneNamespaces, "pipe", &e)), false, None),
+        Err(e) => return setup_failed(SetupFailure::new(Step::CloneNamespaces, "pipe", &e)),
     };
 
     // Init is born in the run's cgroups, so no process ever migrates (a
@@ -187,7 +195,7 @@ fn run(
     };
     let pid = match cloned {
         Ok(p) => p,
-        Err(e) => return (setup_failed(SetupFailure::new(Step::CloneNamespaces, "clone", &e)), false, None),
+        Err(e) => return setup_failed(SetupFailure::new(Step::CloneNamespaces, "clone", &e)),
     };
     if pid == 0 {
         drop((go_w, status_r, sigfd, console_h, gate_w, prompt_chan));
@@ -225,13 +233,13 @@ fn run(
         kill(libc::SIGKILL);
         reap(pid);
         finish(cfg);
-        return (setup_failed(SetupFailure::new(Step::JoinCgroup, "leaving the run's cgroups", e)), false, None);
+        return setup_failed(SetupFailure::new(Step::JoinCgroup, "leaving the run's cgroups", e));
     }
     if let Err(f) = maps.write(pid) {
         kill(libc::SIGKILL);
         reap(pid);
         finish(cfg);
-        return (setup_failed(f), false, None);
+        return setup_failed(f);
     }
     let _ = sys::write_all(go_w.as_raw_fd(), b"g");
     // Built while init sets up; init waits for it only when it attaches
@@ -251,7 +259,7 @@ fn run(
                 ChildMsg::Setup { failure } => Some(failure),
                 _ => None,
             });
-            return (setup_failed(first.unwrap_or(f)), false, None);
+            return setup_failed(first.unwrap_or(f));
         }
     }
     // Joined while init builds the root: a process migration waits out an
@@ -261,7 +269,7 @@ fn run(
         kill(libc::SIGKILL);
         reap(pid);
         finish(cfg);
-        return (setup_failed(SetupFailure::new(Step::JoinCgroup, "cgroup.procs", &e)), false, None);
+        return setup_failed(SetupFailure::new(Step::JoinCgroup, "cgroup.procs", &e));
     }
     let _ = sys::write_all(go_w.as_raw_fd(), b"j");
     drop(go_w);
@@ -272,7 +280,7 @@ fn run(
             kill(libc::SIGKILL);
             reap(pid);
             finish(cfg);
-            return (setup_failed(SetupFailure::msg(Step::Seccomp, "compile", e.to_string())), false, None);
+            return setup_failed(SetupFailure::msg(Step::Seccomp, "compile", e.to_string()));
         }
     };
     let mut gate_msg = (filters.len() as u32).to_le_bytes().to_vec();
