@@ -26,8 +26,8 @@ usage: clawkeep-jail-probe <check> [args]
 Runs ONLY inside a clawkeep jail (refuses with exit 3 elsewhere).
 checks: shadow | write-outside | connect ADDR:PORT | mount | unshare-user |
         ptrace | bpf | keyctl | mknod | raw-socket | net-config | netns-owner |
-        io-uring | status | uid |
-        env | forkbomb N | memhog MB | proc | dev | hostname HOSTNAME |
+        io-uring | status | uid | env | forkbomb N | memhog MB | proc | dev |
+        hostname HOSTNAME |
         all HOSTADDR:PORT HOSTNAME | selftest-guard |\n        time-exec N PROG [ARGS...] (benchmark helper)";
 
 /// Most children `forkbomb` may try to create, whatever N the caller asks for.
