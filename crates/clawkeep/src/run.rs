@@ -11,7 +11,7 @@ use clawkeep_sandbox::launcher::{Channels, Starting};
 use clawkeep_sandbox::shims::GateMounts;
 use clawkeep_sandbox::{Outcome, SandboxError};
 use serde_json::json;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -35,15 +35,12 @@ pub struct HelperStart {
     starting: Starting,
     exec_ours: OwnedFd,
     prompt_ours: Option<OwnedFd>,
-    /// The proxy's channel; it first carries the jail's network namespace.
     proxy_ours: OwnedFd,
-    /// The jail's network namespace, made meanwhile (root only).
-    net: Option<clawkeep_sandbox::net::PendingNet>,
 }
 
 impl HelperStart {
     /// Spawns the helper (the small `clawkeep-jail` beside us when it is
-    /// installed, else this binary) on a thread of its own. `main` calls
+    /// installed, else this binary). `main` calls
     /// it for `clawkeep run` before the command line is parsed; dropped
     /// unused (a bad flag, `--help`, the vm backend), it sends the helper
     /// away.
@@ -60,9 +57,8 @@ impl HelperStart {
         let (proxy_ours, proxy_jail) = clawkeep_sandbox::sys::seqpacket_pair().map_err(io)?;
         let helper_exe = exe.parent().map(|d| d.join("clawkeep-jail")).filter(|p| p.is_file()).unwrap_or_else(|| exe.clone());
         let chans = Channels { exec: Some(exec_jail), prompt: prompt_jail, proxy: Some(proxy_jail) };
-        let starting = clawkeep_sandbox::launcher::spawn_in_background(helper_exe, chans);
-        let net = clawkeep_sandbox::net::namespace_in_background();
-        Ok(HelperStart { exe, starting, exec_ours, prompt_ours, proxy_ours, net })
+        let starting = clawkeep_sandbox::launcher::start(&helper_exe, chans);
+        Ok(HelperStart { exe, starting, exec_ours, prompt_ours, proxy_ours })
     }
 }
 
@@ -82,14 +78,12 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs, early: Option<HelperStart>
     }
     // Started before the command line was parsed (see `HelperStart`), or
     // now; either way its exec overlaps the launcher's own start-up.
-    let HelperStart { exe, starting, exec_ours, prompt_ours, proxy_ours, net } = match early {
+    let HelperStart { exe, starting, exec_ours, prompt_ours, proxy_ours } = match early {
         Some(h) => h,
         None => HelperStart::begin()?,
     };
-    // A run without the proxy hands the helper no port: it closes the
-    // channel once the network namespace has come through it.
-    let net_chan = proxy_ours;
-    let proxy_ours = (!args.no_proxy).then(|| net_chan.try_clone()).transpose().map_err(|e| Failure::runtime(e.to_string()))?;
+    // A run without the proxy hands the helper no port: it closes its end.
+    let proxy_ours = (!args.no_proxy).then_some(proxy_ours);
     let run_id = run_id();
     let limits = Limits { memory_bytes: args.memory, pids: Some(args.pids), cpus: args.cpus };
     // Made meanwhile too (removed again on any way out before the plan).
@@ -138,14 +132,10 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs, early: Option<HelperStart>
         gate_run::cleanup(&gate.dir);
         Failure::runtime("clawkeep-shim was not found beside the clawkeep binary; install both together")
     })?;
-    let helper = starting.wait().map_err(|e| {
+    let helper = starting.take().map_err(|e| {
         gate_run::cleanup(&gate.dir);
         Failure::runtime(e.to_string())
     })?;
-    // Sent ahead of the config; the helper joins it before it clones init.
-    let net_sent =
-        net.and_then(|n| n.wait()).flatten().is_some_and(|ns| clawkeep_sandbox::pty::send_fd(net_chan.as_raw_fd(), ns.as_raw_fd()).is_ok());
-    drop(net_chan);
     let plan = match clawkeep_sandbox::plan(spec, Some(audit_file.clone()), cgroups) {
         Ok(mut p) => {
             // Compiled on its own thread while the helper started.
@@ -160,7 +150,6 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs, early: Option<HelperStart>
             };
             p.cfg.gate = Some(GateMounts { shim_binary, socket: gate.gate_socket.clone(), commands: policy.gated_commands() });
             p.cfg.proxy_port = proxy.as_ref().map(|_| PROXY_PORT);
-            p.cfg.net_ns = net_sent;
             gate.policy = Some(policy);
             p
         }

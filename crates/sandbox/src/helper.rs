@@ -3,7 +3,7 @@
 //! inside an async runtime (the pattern of Codex's linux-sandbox).
 //!
 //! It stays in the host's namespaces as the jail's monitor (all but the
-//! network's: as root it joins the jail's, which the launcher made, see
+//! network's: as root it makes the jail's first and enters it, see
 //! `main`): it clones the jail's init into new user, mount, pid, ipc, uts
 //! and (without root) net namespaces, writes its id maps,
 //! joins it to the run's cgroups, forwards signals, enforces the timeout
@@ -27,6 +27,8 @@ const NS_FLAGS: libc::c_int =
 
 /// Entry point of `clawkeep __sandbox-helper`. Returns the process exit code.
 pub fn main() -> i32 {
+    // While the launcher prepares the config.
+    let net_ready = net::enter_new_namespace();
     let cfg: HelperConfig = match read_frame(CONFIG_FD) {
         Ok(c) => c,
         // The launcher called the run off before configuring us.
@@ -37,17 +39,6 @@ pub fn main() -> i32 {
         }
     };
     let _ = sys::set_cloexec(CONFIG_FD);
-    // As root the launcher made the jail's network namespace while this
-    // process started (loopback up, owned by the host's user namespace, so
-    // nothing in the jail holds a capability over it) and sent it on fd 7
-    // ahead of the config. Received before fd 7 is handed on; joined in
-    // `run`, so init is born in it.
-    let net_ns = match cfg.net_ns {
-        true => {
-            pty::recv_fd(PROXY_FD).and_then(|ns| ns.map(Some).ok_or_else(|| io::Error::other("the launcher sent no network namespace")))
-        }
-        false => Ok(None),
-    };
     let _ = sys::set_cloexec(REPORT_FD);
     // SAFETY: adopting fd 5 when the launcher passed one (gated runs only).
     let exec_chan = cfg.gate.as_ref().filter(|_| sys::set_cloexec(EXEC_FD).is_ok()).map(|_| unsafe { OwnedFd::from_raw_fd(EXEC_FD) });
@@ -65,7 +56,7 @@ pub fn main() -> i32 {
         // SAFETY: fd 7 is the launcher's channel or unused; nothing here owns it.
         unsafe { libc::close(PROXY_FD) };
     }
-    let (report, parent_gone, ending) = run(&cfg, net_ns, exec_chan, prompt_chan, proxy_chan);
+    let (report, parent_gone, ending) = run(&cfg, net_ready, exec_chan, prompt_chan, proxy_chan);
     if parent_gone {
         finish(&cfg);
         record_abort(&cfg, &report);
@@ -107,13 +98,7 @@ fn setup_failed(failure: SetupFailure) -> Ran {
     (report, false, None)
 }
 
-fn run(
-    cfg: &HelperConfig,
-    net_ns: io::Result<Option<OwnedFd>>,
-    exec_chan: Option<OwnedFd>,
-    prompt_chan: Option<OwnedFd>,
-    proxy_chan: Option<OwnedFd>,
-) -> Ran {
+fn run(cfg: &HelperConfig, net_ready: bool, exec_chan: Option<OwnedFd>, prompt_chan: Option<OwnedFd>, proxy_chan: Option<OwnedFd>) -> Ran {
     let blocked = init::signal_set(FORWARDED.iter().copied().chain([libc::SIGCHLD, libc::SIGWINCH]));
     // SAFETY: blocking signals for this single-threaded process; signalfd gets a valid set.
     let sigfd = unsafe {
@@ -125,12 +110,6 @@ fn run(
     }
     // SAFETY: signalfd returned a fresh descriptor.
     let sigfd = unsafe { OwnedFd::from_raw_fd(sigfd) };
-    // A namespace announced but not joined fails the run: init making its
-    // own instead would give the jail's root a capability over it.
-    let net_ready = match net_ns.and_then(|ns| ns.map(|ns| net::enter(&ns)).transpose()) {
-        Ok(joined) => joined.is_some(),
-        Err(e) => return setup_failed(SetupFailure::new(Step::CloneNamespaces, "the jail's network namespace", &e)),
-    };
 
     // SAFETY: getters without preconditions.
     let (euid, egid) = unsafe { (libc::geteuid(), libc::getegid()) };

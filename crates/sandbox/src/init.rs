@@ -35,9 +35,9 @@ pub struct InitArgs<'a> {
     pub gate_trees: Option<(OwnedFd, OwnedFd)>,
     /// Where the proxy's listening socket goes (proxied runs only).
     pub proxy_chan: Option<OwnedFd>,
-    /// Born in the network namespace the launcher made and the helper
-    /// joined, loopback up (root only); else init brings up the loopback
-    /// of its own, new one.
+    /// Born in the network namespace the helper made and entered,
+    /// loopback up (root only); else init brings up the loopback of its
+    /// own, new one.
     pub net_ready: bool,
 }
 

@@ -102,17 +102,8 @@ pub fn plan(mut spec: RunSpec, audit_path: Option<PathBuf>, cgroups: PendingCgro
             reason: "not running as root: the agent runs as your own uid, supplementary groups are kept".into(),
         });
     }
-    let cfg = HelperConfig {
-        spec,
-        cgroups,
-        landlock: landlock_abi > 0,
-        tty,
-        audit_path,
-        kill_grace_ms: 2000,
-        gate: None,
-        proxy_port: None,
-        net_ns: false,
-    };
+    let cfg =
+        HelperConfig { spec, cgroups, landlock: landlock_abi > 0, tty, audit_path, kill_grace_ms: 2000, gate: None, proxy_port: None };
     Ok(JailPlan { cfg, degraded, landlock_abi })
 }
 

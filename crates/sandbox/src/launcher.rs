@@ -5,7 +5,6 @@
 //! launcher's address space and no Rust code runs in the child.
 
 use crate::error::SandboxError;
-use crate::pending::Pending;
 use crate::protocol::{
     write_frame, HelperConfig, JailReport, CONFIG_FD, EXEC_FD, HELPER_ARG, KILL, PROCEED, PROMPT_FD, PROXY_FD, REPORT_FD,
 };
@@ -122,24 +121,32 @@ pub fn spawn(exe: &Path, chans: Channels) -> Result<Spawned, SandboxError> {
     Ok(Spawned { child, lifeline: cfg_w, report: rep_r })
 }
 
-/// A helper being started on a thread of its own: posix_spawn holds the
-/// calling thread until the helper has exec'd and, on a busy two-core host,
-/// often until the helper first blocks (~0.4 ms here); the caller goes on
-/// with its own start-up meanwhile. Dropped without [`Starting::wait`], it
-/// sends the helper away.
+/// A helper started ahead of its config (see [`start`]). Dropped without
+/// [`Starting::take`], it sends the helper away and reaps it.
 #[derive(Debug)]
-pub struct Starting(Pending<Result<Spawned, SandboxError>>);
+pub struct Starting(Option<Result<Spawned, SandboxError>>);
 
-/// [`spawn`] on a thread of its own.
-pub fn spawn_in_background(exe: std::path::PathBuf, chans: Channels) -> Starting {
-    let unused = |started: Result<Spawned, SandboxError>| started.map_or((), Spawned::abort);
-    Starting(Pending::spawn("clawkeep-spawn", move || spawn(&exe, chans), unused))
+/// [`spawn`], called first thing by a launcher that has its config still
+/// to prepare: the helper's exec and its own first steps then overlap that
+/// work. Called on the launcher's main thread, not a thread of its own: on
+/// a busy two-core host a new thread waited up to 0.5 ms for a CPU, while
+/// posix_spawn returns once the helper has exec'd (~0.1 ms).
+pub fn start(exe: &Path, chans: Channels) -> Starting {
+    Starting(Some(spawn(exe, chans)))
 }
 
 impl Starting {
-    /// The started helper, once posix_spawn returned.
-    pub fn wait(self) -> Result<Spawned, SandboxError> {
-        self.0.wait().unwrap_or_else(|| Err(SandboxError::HelperIo(io::Error::other("the thread starting the sandbox helper failed"))))
+    /// The started helper, or why it could not be started.
+    pub fn take(mut self) -> Result<Spawned, SandboxError> {
+        self.0.take().unwrap_or_else(|| Err(SandboxError::HelperIo(io::Error::other("no sandbox helper was started"))))
+    }
+}
+
+impl Drop for Starting {
+    fn drop(&mut self) {
+        if let Some(Ok(helper)) = self.0.take() {
+            helper.abort();
+        }
     }
 }
 

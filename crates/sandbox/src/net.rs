@@ -1,46 +1,21 @@
 //! The jail's network: a fresh namespace with only loopback, brought up.
 
-use crate::pending::Pending;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::path::Path;
+use std::os::fd::{FromRawFd, OwnedFd};
 
-/// The jail's network namespace, being made on a thread of its own while
-/// the helper starts (a network namespace is the dearest of the jail's,
-/// ~0.35 ms here; cloned with init, it would come after the helper's exec).
-pub type PendingNet = Pending<Option<OwnedFd>>;
-
-/// As root: a new network namespace with its loopback up, made by a
-/// thread that moves itself into it and ends, leaving the namespace held
-/// by the returned descriptor. It belongs to the caller's user namespace
-/// (the host's), so nothing in the jail, its own root included, holds a
-/// capability over it. Without root there is none: init makes its own.
-pub fn namespace_in_background() -> Option<PendingNet> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return None;
-    }
-    Some(Pending::spawn("clawkeep-netns", make_namespace, drop))
-}
-
-fn make_namespace() -> Option<OwnedFd> {
-    // SAFETY: unshare(CLONE_NEWNET) moves only this thread, which ends
-    // right after, into a new network namespace.
-    if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
-        return None;
-    }
-    loopback_up().ok()?;
-    crate::sys::open_path(Path::new("/proc/thread-self/ns/net"), libc::O_RDONLY).ok()
-}
-
-/// Moves the calling (single-threaded) process into the network namespace
-/// `ns` (see `namespace_in_background`).
-pub fn enter(ns: &OwnedFd) -> io::Result<()> {
-    // SAFETY: setns with a namespace descriptor we hold.
-    if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+/// As root: moves the calling process (the single-threaded helper, before
+/// it reads its config) into a new network namespace with its loopback up,
+/// and returns true; init is then cloned into it. The namespace belongs to
+/// the caller's user namespace (the host's), so nothing in the jail, its
+/// own root included, holds a capability over it. Made here, it overlaps
+/// the launcher's own start-up: it is the dearest of the jail's namespaces
+/// (~0.35 ms here), and cloned with init it would come after the config.
+/// False without root, or when it cannot be made whole: init then makes
+/// its own.
+pub fn enter_new_namespace() -> bool {
+    // SAFETY: geteuid has no preconditions; unshare(CLONE_NEWNET) moves
+    // only this process, which has no other thread.
+    unsafe { libc::geteuid() == 0 && libc::unshare(libc::CLONE_NEWNET) == 0 && loopback_up().is_ok() }
 }
 
 /// Sets IFF_UP on `lo` in the current network namespace.

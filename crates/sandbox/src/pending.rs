@@ -1,9 +1,8 @@
 //! Work started on a thread of its own while the caller goes on with its
-//! own start-up: `clawkeep run` overlaps the helper's exec, the jail's
-//! network namespace and the run's cgroups with its preparation this way.
+//! own start-up: `clawkeep run` makes the run's cgroups this way.
 //! Dropped before it was waited for (an early way out of the run), it
-//! joins the thread and hands the result to a clean-up (sending a helper
-//! away, removing cgroups), so nothing is left behind.
+//! joins the thread and hands the result to a clean-up (removing the
+//! cgroups), so nothing is left behind.
 
 use std::thread::JoinHandle;
 

@@ -71,12 +71,6 @@ pub struct HelperConfig {
     /// else.
     #[serde(default)]
     pub proxy_port: Option<u16>,
-    /// The launcher made the jail's network namespace (as root, see
-    /// `net::namespace_in_background`) and sent it on fd 7 before this
-    /// config: the helper joins it before it clones init. False: init
-    /// makes its own.
-    #[serde(default)]
-    pub net_ns: bool,
 }
 
 /// How the agent's run ended.
