@@ -86,8 +86,6 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs, early: Option<HelperStart>
     let proxy_ours = (!args.no_proxy).then_some(proxy_ours);
     let run_id = run_id();
     let limits = Limits { memory_bytes: args.memory, pids: Some(args.pids), cpus: args.cpus };
-    // Made meanwhile too (removed again on any way out before the plan).
-    let cgroups = clawkeep_sandbox::cgroups_in_background(&run_id, limits.clone());
 
     let policy_load = gate_run::PolicyLoad::start(args.policy.clone());
     let env = AgentEnv::build(|k| std::env::var(k).ok(), &args.env, &args.allow_secret_env).map_err(|e| Failure::usage(e.to_string()))?;
@@ -136,7 +134,7 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs, early: Option<HelperStart>
         gate_run::cleanup(&gate.dir);
         Failure::runtime(e.to_string())
     })?;
-    let plan = match clawkeep_sandbox::plan(spec, Some(audit_file.clone()), cgroups) {
+    let plan = match clawkeep_sandbox::plan(spec, Some(audit_file.clone())) {
         Ok(mut p) => {
             // Compiled on its own thread while the helper started.
             let policy = match policy_load.join() {

@@ -2,12 +2,11 @@
 //! degrades), launch, wait, clean up.
 
 use crate::cgroup::{self, CgroupSet, Degraded, HostCgroups};
-use crate::error::{SandboxError, SetupFailure, Step};
+use crate::error::SandboxError;
 use crate::launcher::{self, Launched, Spawned};
-use crate::pending::Pending;
 use crate::protocol::HelperConfig;
 use crate::{landlock, sys};
-use clawkeep_core::{Limits, RunSpec};
+use clawkeep_core::RunSpec;
 use serde_json::json;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -55,37 +54,21 @@ fn check_rootfs(p: &Path) -> Result<PathBuf, SandboxError> {
     Ok(canon)
 }
 
-/// The run's cgroups, being made on a thread of their own while the
-/// launcher prepares the rest of the run (they sit on its critical path
-/// otherwise: a v1 memory cgroup's mkdir alone is a tenth of a
-/// millisecond). Dropped unused, it removes them.
-pub type PendingCgroups = Pending<(CgroupSet, Vec<Degraded>)>;
-
-/// Sweeps cgroups of dead launchers, then creates run `run_id`'s cgroups
-/// with `limits`, on a thread of its own.
-pub fn cgroups_in_background(run_id: &str, limits: Limits) -> PendingCgroups {
-    let name = cgroup::run_cgroup_name(std::process::id(), run_id);
-    let make = move || {
-        let host = HostCgroups::detect();
-        cgroup::sweep_stale(&host);
-        CgroupSet::create(&host, &name, &limits)
-    };
-    Pending::spawn("clawkeep-cgroups", make, |(set, _)| {
-        let _ = set.remove();
-    })
-}
-
 /// Validates the spec's paths (bad input → `Workspace`/`Rootfs` errors),
-/// takes the run's cgroups (see [`cgroups_in_background`]; removed again
-/// on a bad path) and works out what does not hold on this host.
-pub fn plan(mut spec: RunSpec, audit_path: Option<PathBuf>, cgroups: PendingCgroups) -> Result<JailPlan, SandboxError> {
+/// then sweeps the cgroups of dead launchers, creates the run's with the
+/// spec's limits, and works out what does not hold on this host. Called
+/// on the launcher's main thread while the helper starts on the other
+/// CPU: on a thread of its own the work waited for a CPU as long as it
+/// took.
+pub fn plan(mut spec: RunSpec, audit_path: Option<PathBuf>) -> Result<JailPlan, SandboxError> {
     spec.workspace = check_workspace(&spec.workspace)?;
     if let Some(r) = &spec.rootfs {
         spec.rootfs = Some(check_rootfs(r)?);
     }
-    let (cgroups, mut degraded) = cgroups
-        .wait()
-        .ok_or_else(|| SandboxError::Setup(SetupFailure::msg(Step::JoinCgroup, "the run's cgroups", "the thread making them failed")))?;
+    let host = HostCgroups::detect();
+    cgroup::sweep_stale(&host);
+    let name = cgroup::run_cgroup_name(std::process::id(), &spec.run_id);
+    let (cgroups, mut degraded) = CgroupSet::create(&host, &name, &spec.limits);
     let landlock_abi = landlock::kernel_abi();
     if landlock_abi == 0 {
         degraded.push(Degraded {

@@ -36,7 +36,6 @@ pub mod landlock;
 pub mod launcher;
 pub mod mounts;
 pub mod net;
-pub mod pending;
 pub mod probe;
 pub mod protocol;
 pub mod pty;
@@ -46,5 +45,5 @@ pub mod sys;
 pub mod vm;
 
 pub use error::{SandboxError, SetupFailure, Step};
-pub use jail::{cgroups_in_background, plan, JailPlan, PendingCgroups};
+pub use jail::{plan, JailPlan};
 pub use protocol::{JailReport, Outcome, HELPER_ARG};
