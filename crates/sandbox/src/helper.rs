@@ -14,6 +14,7 @@
 use crate::error::{SetupFailure, Step};
 use crate::idmap::{self, IdMaps, WorkspaceMount};
 use crate::init::{self, InitArgs, FORWARDED};
+use crate::mounts::RootSource;
 use crate::protocol::{read_frame, ChildMsg, HelperConfig, JailReport, Outcome, CONFIG_FD, EXEC_FD, PROMPT_FD, PROXY_FD, REPORT_FD};
 use crate::{net, pty, seccomp, sys};
 use std::io;
@@ -139,6 +140,13 @@ fn run(cfg: &HelperConfig, net_ready: bool, exec_chan: Option<OwnedFd>, prompt_c
         Ok(p) => p,
         Err(e) => return setup_failed(SetupFailure::new(Step::CloneNamespaces, "pipe", &e)),
     };
+    // Gated runs: the helper plans what the shim covers while init builds
+    // the root, and sends it here.
+    let coverage = match cfg.gate.as_ref().map(|_| sys::pipe()).transpose() {
+        Ok(p) => p,
+        Err(e) => return setup_failed(SetupFailure::new(Step::CloneNamespaces, "pipe", &e)),
+    };
+    let (coverage_r, coverage_w) = coverage.map_or((None, None), |(r, w)| (Some(r), Some(w)));
     // The agent blocks on this pipe right before exec until the launcher
     // says its start event is on disk (set-up overlaps the fsync).
     let (gate_r, gate_w) = match sys::pipe() {
@@ -177,7 +185,7 @@ fn run(cfg: &HelperConfig, net_ready: bool, exec_chan: Option<OwnedFd>, prompt_c
         Err(e) => return setup_failed(SetupFailure::new(Step::CloneNamespaces, "clone", &e)),
     };
     if pid == 0 {
-        drop((go_w, status_r, sigfd, console_h, gate_w, prompt_chan));
+        drop((go_w, status_r, sigfd, console_h, gate_w, prompt_chan, coverage_w));
         // SAFETY: closing the launcher's descriptors in the child; they are not used there.
         unsafe {
             libc::close(CONFIG_FD);
@@ -194,13 +202,14 @@ fn run(cfg: &HelperConfig, net_ready: bool, exec_chan: Option<OwnedFd>, prompt_c
                 exec_gate: gate_r,
                 exec_chan,
                 gate_trees,
+                coverage: coverage_r,
                 proxy_chan,
                 net_ready,
             },
             status_w,
         );
     }
-    drop((go_r, status_w, workspace, console_i, gate_r, exec_chan, gate_trees, proxy_chan));
+    drop((go_r, status_w, workspace, console_i, gate_r, exec_chan, gate_trees, proxy_chan, coverage_r));
 
     let kill = |sig| {
         // SAFETY: pid is our child.
@@ -221,6 +230,15 @@ fn run(cfg: &HelperConfig, net_ready: bool, exec_chan: Option<OwnedFd>, prompt_c
         return setup_failed(f);
     }
     let _ = sys::write_all(go_w.as_raw_fd(), b"g");
+    // Planned here, beside init's first steps of the root (the /etc
+    // files), and from the same directories the root binds: see
+    // `shims::plan`. A write that fails means init is gone; its own
+    // report says why.
+    if let (Some(g), Some(w)) = (&cfg.gate, coverage_w) {
+        let source = cfg.spec.rootfs.clone().map_or(RootSource::Host, RootSource::Tree);
+        let cov = crate::shims::plan(source.dir(), &g.commands, |rel| source.in_jail(rel));
+        let _ = crate::protocol::write_frame(w.as_raw_fd(), &cov);
+    }
     // Built while init sets up; init waits for it only when it attaches
     // /workspace.
     if deferred_idmap {

@@ -33,6 +33,8 @@ pub struct InitArgs<'a> {
     pub exec_chan: Option<OwnedFd>,
     /// Detached mounts of the shim and the gate socket (root callers).
     pub gate_trees: Option<(OwnedFd, OwnedFd)>,
+    /// Where the helper sends what the shim must cover (gated runs only).
+    pub coverage: Option<OwnedFd>,
     /// Where the proxy's listening socket goes (proxied runs only).
     pub proxy_chan: Option<OwnedFd>,
     /// Born in the network namespace the helper made and entered,
@@ -84,7 +86,8 @@ fn setup_and_supervise(args: InitArgs<'_>, status_fd: i32) -> Result<i32, SetupF
 
     let spec = &args.cfg.spec;
     let source = spec.rootfs.clone().map_or(RootSource::Host, RootSource::Tree);
-    let masks = mounts::build_root(&source, args.workspace, spec.limits.memory_bytes, args.cfg.gate.as_ref(), args.gate_trees)?;
+    let masks =
+        mounts::build_root(&source, args.workspace, spec.limits.memory_bytes, args.cfg.gate.as_ref(), args.gate_trees, args.coverage)?;
     // SAFETY: the name is a valid buffer of the given length.
     if unsafe { libc::sethostname(c"clawkeep".as_ptr(), 8) } < 0 {
         return Err(SetupFailure::new(Step::Hostname, "clawkeep", &io::Error::last_os_error()));

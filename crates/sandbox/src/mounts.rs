@@ -85,6 +85,36 @@ pub enum RootSource {
     Tree(PathBuf),
 }
 
+impl RootSource {
+    /// The host directory the jail's root is built from.
+    pub fn dir(&self) -> &Path {
+        match self {
+            RootSource::Host => Path::new("/"),
+            RootSource::Tree(d) => d,
+        }
+    }
+
+    /// Whether `rel` (relative to [`RootSource::dir`]) is in the jail's
+    /// root: under an entry the root binds, copies or links.
+    pub fn in_jail(&self, rel: &Path) -> bool {
+        let parts: Option<Vec<&str>> = rel
+            .components()
+            .map(|c| match c {
+                std::path::Component::Normal(n) => n.to_str(),
+                _ => None,
+            })
+            .collect();
+        let Some(parts) = parts else { return false };
+        let mut parts = parts.into_iter();
+        let first = parts.next().unwrap_or_default();
+        match self {
+            RootSource::Host if first == "etc" => parts.next().is_some_and(|e| HOST_ETC_ENTRIES.contains(&e)),
+            RootSource::Host => HOST_ROOT_ENTRIES.contains(&first),
+            RootSource::Tree(_) => !first.is_empty() && !ROOTFS_SKIP.contains(&first),
+        }
+    }
+}
+
 /// A source opened (a small file: read) before the base tmpfs hides anything.
 enum Entry {
     Dir(String, OwnedFd),
@@ -119,6 +149,7 @@ pub fn build_root(
     tmp_size: Option<u64>,
     gate: Option<&GateMounts>,
     gate_trees: Option<(OwnedFd, OwnedFd)>,
+    coverage: Option<OwnedFd>,
 ) -> R<Vec<shims::Mask>> {
     let target = |p: &str| PathBuf::from(BASE).join(p);
     sys::mount(None, c"/", None, libc::MS_REC | libc::MS_PRIVATE, None).map_err(fail(Step::MountPrivate, "/"))?;
@@ -148,7 +179,13 @@ pub fn build_root(
     }
     drop(entries);
     let masks = match (gate, &gate_src) {
-        (Some(g), Some(src)) => shims::install(Path::new(BASE), g, src)?,
+        (Some(g), Some(src)) => {
+            // Planned by the helper meanwhile (see `shims::plan`).
+            let fd = coverage.ok_or_else(|| SetupFailure::msg(Step::MountBind, "gated commands", "no coverage channel"))?;
+            let cov: shims::Coverage = crate::protocol::read_frame(fd.as_raw_fd())
+                .map_err(|e| SetupFailure::new(Step::MountBind, "gated commands: the helper's coverage", &e))?;
+            shims::install(Path::new(BASE), g, src, &cov)?
+        }
         _ => Vec::new(),
     };
     drop(gate_src);

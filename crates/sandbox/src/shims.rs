@@ -11,6 +11,9 @@
 //! reaches the gate; the real binary is visible only in the executor's
 //! namespace. `/run/clawkeep/manifest` maps each covered path to its
 //! command so the shim knows what it was called as.
+//!
+//! The helper plans the coverage ([`plan`]) while init builds the root,
+//! and init mounts it ([`install`]).
 
 use crate::error::{SetupFailure, Step};
 use crate::sys;
@@ -105,37 +108,51 @@ pub struct Mask {
     pub dir: bool,
 }
 
-/// Installs /run/clawkeep (shim, socket, shims dir, manifest) under `base`
-/// and covers the real binaries. Returns what it covered.
-pub fn install(base: &Path, g: &GateMounts, src: &GateSources) -> Result<Vec<Mask>, SetupFailure> {
-    let mk = |p: &Path| fs::create_dir_all(p).map_err(|e| SetupFailure::new(Step::MakeNode, p.display().to_string(), &e));
-    let run = base.join("run/clawkeep");
-    mk(&run.join("shims"))?;
-    attach(&src.shim, &run.join("shim"))?;
-    attach(&src.socket, &run.join("gate.sock"))?;
-    // Every mask is a bind of the attached shim, now in this namespace.
-    let shim_src = sys::cpath(&run.join("shim")).map_err(|e| SetupFailure::new(Step::MountBind, "shim", &e))?;
+/// What the shim covers (see the module's guarantee), worked out from a
+/// root's files by [`plan`]. Paths are relative to that root.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Coverage {
+    /// Real files, each covered by a bind of the shim, with the commands
+    /// that reach them.
+    pub files: BTreeMap<PathBuf, BTreeSet<String>>,
+    /// Directories holding other hard links, each hidden under an empty
+    /// tmpfs, with the commands whose links they hold.
+    pub dirs: BTreeMap<PathBuf, BTreeSet<String>>,
+    /// Each covered path and PATH spelling, as the jail sees it, and the
+    /// command it stands for (`/run/clawkeep/manifest`).
+    pub manifest: BTreeMap<PathBuf, String>,
+}
 
-    let dirs = path_dirs(base);
-    // Every real file a command name reaches, and the names that reach it.
-    let mut targets: BTreeMap<PathBuf, BTreeSet<String>> = BTreeMap::new();
-    let mut manifest: BTreeMap<PathBuf, String> = BTreeMap::new();
+/// Works out what covers `commands` in the tree at `root`, keeping only
+/// what `in_jail` (given a path relative to `root`) says the jail has.
+///
+/// The helper calls it on the host's files (or the `--rootfs` tree) while
+/// init builds the jail's root, which binds those same directories: a
+/// path the jail has resolves in the jail as it does here. Where a symlink
+/// leaves what the jail has, the jail cannot follow it; here it may, and
+/// what it reaches is dropped by `in_jail` (or covered to no effect), so
+/// nothing the jail can run by a gated name is left out.
+pub fn plan(root: &Path, commands: &[String], in_jail: impl Fn(&Path) -> bool) -> Coverage {
+    let has = |p: &Path| p.strip_prefix(root).is_ok_and(&in_jail);
+    let dirs: Vec<_> = path_dirs(root).into_iter().filter(|(d, _)| has(d)).collect();
+    let mut cov = Coverage::default();
     // Covered files with other hard links: where each lives, how many
     // links it has, and the covered paths found so far.
     let mut linked: HashMap<(u64, u64), Linked> = HashMap::new();
-    for cmd in &g.commands {
+    for cmd in commands {
         if cmd.is_empty() || cmd.contains('/') {
             continue;
         }
-        symlink("../shim", run.join("shims").join(cmd)).map_err(|e| SetupFailure::new(Step::MakeNode, cmd.clone(), &e))?;
         for (real_dir, spellings) in &dirs {
-            let Some((real, meta)) = lookup(base, real_dir, cmd) else { continue };
+            // A name the jail cannot resolve (its symlink leaves the
+            // jail's root) runs nothing there.
+            let Some((real, meta)) = lookup(root, real_dir, cmd).filter(|(r, _)| has(r)) else { continue };
             let prefix = real.parent().and_then(Path::parent).map(Path::to_path_buf);
             if meta.nlink() > 1 {
                 let l = linked.entry((meta.dev(), meta.ino())).or_insert_with(|| Linked::new(&real, meta.nlink(), prefix.clone()));
                 l.found.insert(real.clone());
             }
-            for copy in private_copies(&real, &meta, cmd) {
+            for copy in private_copies(&real, &meta, cmd).into_iter().filter(|c| has(c)) {
                 // A private copy can have hard links of its own (git built
                 // with NO_CROSS_DIRECTORY_HARDLINKS links execdir/git-* to
                 // execdir/git): looked for where the real file's are.
@@ -145,13 +162,13 @@ pub fn install(base: &Path, g: &GateMounts, src: &GateSources) -> Result<Vec<Mas
                         l.found.insert(copy.clone());
                     }
                 }
-                manifest.insert(jail_path(base, &copy), cmd.clone());
-                targets.entry(copy).or_default().insert(cmd.clone());
+                cov.manifest.insert(jail_path(root, &copy), cmd.clone());
+                cov.files.entry(copy).or_default().insert(cmd.clone());
             }
-            targets.entry(real.clone()).or_default().insert(cmd.clone());
-            manifest.insert(jail_path(base, &real), cmd.clone());
+            cov.files.entry(real.clone()).or_default().insert(cmd.clone());
+            cov.manifest.insert(jail_path(root, &real), cmd.clone());
             for dir in spellings {
-                manifest.insert(Path::new("/").join(dir).join(cmd), cmd.clone());
+                cov.manifest.insert(Path::new("/").join(dir).join(cmd), cmd.clone());
             }
         }
     }
@@ -162,36 +179,62 @@ pub fn install(base: &Path, g: &GateMounts, src: &GateSources) -> Result<Vec<Mas
     let own: BTreeSet<PathBuf> =
         linked.values().filter_map(|l| l.real.parent().map(Path::to_path_buf)).filter(|d| dirs.iter().any(|(r, _)| r == d)).collect();
     for dir in &own {
-        scan_links(base, dir, &mut linked, &mut targets, &mut manifest);
+        scan_links(root, dir, &mut linked, &mut cov);
     }
     // Hard links outside the PATH dirs (git's libexec/git-core holds ~140):
     // hide each directory that holds one under an empty read-only tmpfs.
     // One mount instead of one per link; only the gated tool uses them, and
     // it runs in the executor's namespace, where they are uncovered.
-    let mut hidden: BTreeMap<PathBuf, BTreeSet<String>> = BTreeMap::new();
     for ((dev, ino), l) in &mut linked {
         let mut missing = l.missing();
         let Some(prefix) = l.prefix.clone().filter(|_| missing > 0) else { continue };
         let mut budget = 20_000usize;
-        let mut dirs = Vec::new();
-        for root in [prefix.join("libexec"), prefix.join("lib")] {
-            find_link_dirs(&root, *ino, *dev, 3, &mut budget, &mut missing, &mut dirs);
+        let mut found = Vec::new();
+        for dir in [prefix.join("libexec"), prefix.join("lib")] {
+            find_link_dirs(&dir, *ino, *dev, 3, &mut budget, &mut missing, &mut found);
         }
-        for d in dirs {
-            hidden.entry(d).or_default().extend(targets[&l.real].iter().cloned());
+        for d in found {
+            cov.dirs.entry(d).or_default().extend(cov.files[&l.real].iter().cloned());
         }
         l.elsewhere = l.missing() - missing;
     }
     if linked.values().any(|l| l.missing() > l.elsewhere) {
         for (dir, _) in dirs.iter().filter(|(d, _)| !own.contains(d)) {
-            scan_links(base, dir, &mut linked, &mut targets, &mut manifest);
+            scan_links(root, dir, &mut linked, &mut cov);
         }
     }
-    for bind in targets.keys() {
-        bind_file(&shim_src, bind)?;
+    // Relative to the root, and (again) only what the jail has.
+    let rel = |p: &Path| p.strip_prefix(root).map(Path::to_path_buf).ok();
+    let keep = |m: BTreeMap<PathBuf, BTreeSet<String>>| -> BTreeMap<PathBuf, BTreeSet<String>> {
+        m.into_iter().filter_map(|(p, c)| rel(&p).filter(|r| in_jail(r)).map(|r| (r, c))).collect()
+    };
+    Coverage {
+        files: keep(cov.files),
+        dirs: keep(cov.dirs),
+        manifest: cov.manifest.into_iter().filter(|(p, _)| in_jail(p.strip_prefix("/").unwrap_or(p))).collect(),
     }
-    for dir in hidden.keys() {
-        let t = sys::cpath(dir).map_err(|e| SetupFailure::new(Step::MaskPath, dir.display().to_string(), &e))?;
+}
+
+/// Installs /run/clawkeep (shim, socket, shims dir, manifest) under `base`
+/// and covers what `cov` (planned from the tree the root is built from)
+/// names. Returns what it covered.
+pub fn install(base: &Path, g: &GateMounts, src: &GateSources, cov: &Coverage) -> Result<Vec<Mask>, SetupFailure> {
+    let mk = |p: &Path| fs::create_dir_all(p).map_err(|e| SetupFailure::new(Step::MakeNode, p.display().to_string(), &e));
+    let run = base.join("run/clawkeep");
+    mk(&run.join("shims"))?;
+    attach(&src.shim, &run.join("shim"))?;
+    attach(&src.socket, &run.join("gate.sock"))?;
+    // Every mask is a bind of the attached shim, now in this namespace.
+    let shim_src = sys::cpath(&run.join("shim")).map_err(|e| SetupFailure::new(Step::MountBind, "shim", &e))?;
+    for cmd in g.commands.iter().filter(|c| !c.is_empty() && !c.contains('/')) {
+        symlink("../shim", run.join("shims").join(cmd)).map_err(|e| SetupFailure::new(Step::MakeNode, cmd.clone(), &e))?;
+    }
+    for file in cov.files.keys() {
+        bind_file(&shim_src, &base.join(file))?;
+    }
+    for dir in cov.dirs.keys() {
+        let dir = base.join(dir);
+        let t = sys::cpath(&dir).map_err(|e| SetupFailure::new(Step::MaskPath, dir.display().to_string(), &e))?;
         sys::mount(
             Some(c"tmpfs"),
             &t,
@@ -201,11 +244,13 @@ pub fn install(base: &Path, g: &GateMounts, src: &GateSources) -> Result<Vec<Mas
         )
         .map_err(|e| SetupFailure::new(Step::MaskPath, dir.display().to_string(), &e))?;
     }
-    let text: String = manifest.iter().map(|(p, c)| format!("{}\t{c}\n", p.display())).collect();
+    let text: String = cov.manifest.iter().map(|(p, c)| format!("{}\t{c}\n", p.display())).collect();
     let mpath = run.join("manifest");
     fs::write(&mpath, text).map_err(|e| SetupFailure::new(Step::WriteFile, mpath.display().to_string(), &e))?;
-    let files = targets.into_iter().map(|(t, commands)| Mask { path: jail_path(base, &t), commands, dir: false });
-    Ok(files.chain(hidden.into_iter().map(|(t, commands)| Mask { path: jail_path(base, &t), commands, dir: true })).collect())
+    let mask = |dir: bool| {
+        move |(t, commands): (&PathBuf, &BTreeSet<String>)| Mask { path: Path::new("/").join(t), commands: commands.clone(), dir }
+    };
+    Ok(cov.files.iter().map(mask(false)).chain(cov.dirs.iter().map(mask(true))).collect())
 }
 
 /// A covered file with more than one hard link.
@@ -264,13 +309,7 @@ fn lookup(base: &Path, real_dir: &Path, cmd: &str) -> Option<(PathBuf, fs::Metad
 }
 
 /// Covers the hard links in PATH dir `dir` to the files in `linked`.
-fn scan_links(
-    base: &Path,
-    dir: &Path,
-    linked: &mut HashMap<(u64, u64), Linked>,
-    targets: &mut BTreeMap<PathBuf, BTreeSet<String>>,
-    manifest: &mut BTreeMap<PathBuf, String>,
-) {
+fn scan_links(root: &Path, dir: &Path, linked: &mut HashMap<(u64, u64), Linked>, cov: &mut Coverage) {
     let Ok(rd) = fs::read_dir(dir) else { return };
     for e in rd.flatten() {
         // d_ino comes free with readdir; stat only the candidates.
@@ -283,11 +322,11 @@ fn scan_links(
         if !m.is_file() || !l.found.insert(e.path()) {
             continue;
         }
-        let cmds = targets[&l.real].clone();
+        let cmds = cov.files[&l.real].clone();
         if let Some(cmd) = own_name(&cmds, &e.path()) {
-            manifest.insert(jail_path(base, &e.path()), cmd.to_string());
+            cov.manifest.insert(jail_path(root, &e.path()), cmd.to_string());
         }
-        targets.entry(e.path()).or_default().extend(cmds);
+        cov.files.entry(e.path()).or_default().extend(cmds);
     }
 }
 
@@ -314,5 +353,63 @@ mod tests {
         symlink("loop", b.join("loop")).unwrap();
         assert!(resolve_in(b, Path::new("loop")).is_none());
         assert!(resolve_in(b, Path::new("usr/bin/none")).is_none());
+    }
+
+    /// What the helper plans from a tree: every hard link in the PATH dirs
+    /// (relative to the tree), the libexec dir of another hidden, the
+    /// merged-/usr spelling in the manifest; and nothing for a name whose
+    /// symlink leaves what the jail has (its /tmp is the jail's own).
+    #[test]
+    fn plan_covers_the_links_and_drops_what_the_jail_lacks() {
+        let t = tempfile::tempdir().unwrap();
+        let b = t.path();
+        for d in ["usr/bin", "usr/sbin", "usr/libexec/tool-core", "tmp"] {
+            fs::create_dir_all(b.join(d)).unwrap();
+        }
+        symlink("usr/bin", b.join("bin")).unwrap();
+        fs::write(b.join("usr/bin/tool"), b"x").unwrap();
+        for link in ["usr/bin/tool-alias", "usr/sbin/tool-admin", "usr/libexec/tool-core/tool-sub"] {
+            fs::hard_link(b.join("usr/bin/tool"), b.join(link)).unwrap();
+        }
+        fs::write(b.join("tmp/real-other"), b"x").unwrap();
+        symlink("/tmp/real-other", b.join("usr/bin/other")).unwrap();
+        let source = crate::mounts::RootSource::Tree(b.to_path_buf());
+        let cov = plan(b, &["tool".into(), "other".into(), "a/b".into()], |r| source.in_jail(r));
+        let files: Vec<&Path> = cov.files.keys().map(PathBuf::as_path).collect();
+        assert_eq!(files, [Path::new("usr/bin/tool"), Path::new("usr/bin/tool-alias"), Path::new("usr/sbin/tool-admin")]);
+        assert!(cov.files.values().all(|c| c.iter().eq(["tool"])));
+        assert_eq!(cov.dirs.keys().collect::<Vec<_>>(), [Path::new("usr/libexec/tool-core")]);
+        for p in ["/usr/bin/tool", "/bin/tool", "/usr/bin/tool-alias", "/usr/sbin/tool-admin"] {
+            assert_eq!(cov.manifest.get(Path::new(p)).map(String::as_str), Some("tool"), "{p}");
+        }
+        assert!(!cov.manifest.values().any(|c| c == "other"), "{:?}", cov.manifest);
+        // Seen from the host, the symlink reaches a file: dropped because
+        // the jail's /tmp is not the tree's.
+        let everything = plan(b, &["other".into()], |_| true);
+        assert!(everything.files.contains_key(Path::new("tmp/real-other")));
+    }
+
+    #[test]
+    fn the_jail_has_only_what_its_root_binds_copies_or_links() {
+        let host = crate::mounts::RootSource::Host;
+        for (p, has) in [
+            ("usr/bin/git", true),
+            ("lib64/ld.so", true),
+            ("etc/ssl/certs", true),
+            ("etc/alternatives/awk", true),
+            ("etc/shadow", false),
+            ("etc", false),
+            ("var/lib/x", false),
+            ("home/u/bin/git", false),
+            ("tmp/x", false),
+            ("", false),
+            ("usr/../var/x", false),
+        ] {
+            assert_eq!(host.in_jail(Path::new(p)), has, "host: {p}");
+        }
+        let tree = crate::mounts::RootSource::Tree(PathBuf::from("/srv/root"));
+        for (p, has) in [("usr/bin/git", true), ("opt/x", true), ("tmp/x", false), ("proc/1", false), ("workspace/x", false)] {
+            assert_eq!(tree.in_jail(Path::new(p)), has, "tree: {p}");
+        }
     }
 }
