@@ -70,8 +70,8 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs, early: Option<HelperStart>
         return Err(Failure::usage("the command is an empty string; usage: clawkeep run [OPTIONS] -- CMD [ARGS...]"));
     }
     if args.backend == "vm" {
-        // Sent away, and its threads joined, before the VM run blocks its
-        // signals: no jail helper is needed, and none may catch them.
+        // Sent away (and reaped) before the VM run blocks its signals: no
+        // jail helper is needed, and none may catch them.
         drop(early);
         crate::logging::init_default();
         return crate::vm_run::run(state_dir, args);

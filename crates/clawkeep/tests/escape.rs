@@ -56,8 +56,9 @@ fn every_restriction_holds_inside_the_jail() {
     }
 }
 
-/// As root the launcher makes the jail's network namespace: it belongs to
-/// the host's user namespace, so the jail cannot even name its owner.
+/// As root the helper makes the jail's network namespace before it clones
+/// init: it belongs to the host's user namespace, so the jail cannot even
+/// name its owner.
 #[test]
 fn the_jails_network_namespace_is_owned_outside_the_jail() {
     if !jail_available("netns owner") {

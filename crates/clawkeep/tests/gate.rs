@@ -240,6 +240,58 @@ fn every_hard_link_of_a_gated_binary_is_covered() {
     );
 }
 
+/// The helper plans the shim's coverage from the host's directories;
+/// in the jail, every gated name under every PATH spelling, and every
+/// hard link to the file it names in those directories, must be the
+/// shim (the same inode as /run/clawkeep/shim). Checked on this host's
+/// own files, with the built-in policy.
+#[test]
+fn every_gated_name_and_its_links_on_this_host_reach_the_shim() {
+    if !jail_available("host coverage") {
+        return;
+    }
+    use std::os::unix::fs::MetadataExt;
+    const DIRS: [&str; 6] = ["/usr/local/bin", "/usr/local/sbin", "/usr/bin", "/usr/sbin", "/bin", "/sbin"];
+    let env = Env::new();
+    let names = env.std_run(&["--agent", "t-cover-names"], &["ls", "/run/clawkeep/shims"]).output().unwrap();
+    let names: Vec<String> = String::from_utf8_lossy(&names.stdout).split_whitespace().map(String::from).collect();
+    assert!(!names.is_empty(), "no gated names");
+    // On the host: each name's spellings, and the hard links (in the
+    // same directories) to the file each resolves to.
+    let mut paths = std::collections::BTreeSet::new();
+    let mut inodes = std::collections::BTreeSet::new();
+    for n in &names {
+        for d in DIRS {
+            let p = std::path::Path::new(d).join(n);
+            if let Ok(m) = std::fs::metadata(&p) {
+                paths.insert(p);
+                inodes.insert((m.dev(), m.ino()));
+            }
+        }
+    }
+    for d in DIRS {
+        for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
+            if std::fs::metadata(e.path()).is_ok_and(|m| m.is_file() && inodes.contains(&(m.dev(), m.ino()))) {
+                paths.insert(e.path());
+            }
+        }
+    }
+    if paths.is_empty() {
+        println!("skipped: host coverage: none of {names:?} is installed here");
+        return;
+    }
+    let list: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    let script = "shim=$(stat -L -c %d:%i /run/clawkeep/shim); for p in \"$@\"; do \
+        [ \"$(stat -L -c %d:%i \"$p\" 2>&1)\" = \"$shim\" ] && echo \"shim $p\" || echo \"REAL $p\"; done";
+    let mut argv = vec!["sh", "-c", script, "sh"];
+    argv.extend(list.iter().map(String::as_str));
+    let out = env.std_run(&["--agent", "t-cover"], &argv).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let want: String = list.iter().map(|p| format!("shim {p}\n")).collect();
+    assert_eq!(stdout, want, "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    println!("host coverage: {} paths of {} gated names reach the shim", list.len(), names.len());
+}
+
 /// Without --policy the built-in policy gates (compiled only once the
 /// gate first wakes): `su` is denied with the built-in reason.
 #[test]

@@ -29,7 +29,7 @@ const NS_FLAGS: libc::c_int =
 /// Entry point of `clawkeep __sandbox-helper`. Returns the process exit code.
 pub fn main() -> i32 {
     // While the launcher prepares the config.
-    let net_ready = net::enter_new_namespace();
+    let net = net::enter_new_namespace();
     let cfg: HelperConfig = match read_frame(CONFIG_FD) {
         Ok(c) => c,
         // The launcher called the run off before configuring us.
@@ -57,7 +57,7 @@ pub fn main() -> i32 {
         // SAFETY: fd 7 is the launcher's channel or unused; nothing here owns it.
         unsafe { libc::close(PROXY_FD) };
     }
-    let (report, parent_gone, ending) = run(&cfg, net_ready, exec_chan, prompt_chan, proxy_chan);
+    let (report, parent_gone, ending) = run(&cfg, net, exec_chan, prompt_chan, proxy_chan);
     if parent_gone {
         finish(&cfg);
         record_abort(&cfg, &report);
@@ -99,7 +99,13 @@ fn setup_failed(failure: SetupFailure) -> Ran {
     (report, false, None)
 }
 
-fn run(cfg: &HelperConfig, net_ready: bool, exec_chan: Option<OwnedFd>, prompt_chan: Option<OwnedFd>, proxy_chan: Option<OwnedFd>) -> Ran {
+fn run(
+    cfg: &HelperConfig,
+    net: io::Result<bool>,
+    exec_chan: Option<OwnedFd>,
+    prompt_chan: Option<OwnedFd>,
+    proxy_chan: Option<OwnedFd>,
+) -> Ran {
     let blocked = init::signal_set(FORWARDED.iter().copied().chain([libc::SIGCHLD, libc::SIGWINCH]));
     // SAFETY: blocking signals for this single-threaded process; signalfd gets a valid set.
     let sigfd = unsafe {
@@ -111,6 +117,10 @@ fn run(cfg: &HelperConfig, net_ready: bool, exec_chan: Option<OwnedFd>, prompt_c
     }
     // SAFETY: signalfd returned a fresh descriptor.
     let sigfd = unsafe { OwnedFd::from_raw_fd(sigfd) };
+    let net_ready = match net {
+        Ok(made) => made,
+        Err(e) => return setup_failed(SetupFailure::new(Step::CloneNamespaces, "the jail's network namespace", &e)),
+    };
 
     // SAFETY: getters without preconditions.
     let (euid, egid) = unsafe { (libc::geteuid(), libc::getegid()) };
@@ -236,7 +246,12 @@ fn run(cfg: &HelperConfig, net_ready: bool, exec_chan: Option<OwnedFd>, prompt_c
     // report says why.
     if let (Some(g), Some(w)) = (&cfg.gate, coverage_w) {
         let source = cfg.spec.rootfs.clone().map_or(RootSource::Host, RootSource::Tree);
+        // With the file-system identity of the jail's root (which init
+        // would have looked with), not the host root's: the plan holds
+        // nothing the jail could not reach.
+        let as_jail_root = maps.has_root.then(idmap::FsIdentity::jail_root);
         let cov = crate::shims::plan(source.dir(), &g.commands, |rel| source.in_jail(rel));
+        drop(as_jail_root);
         let _ = crate::protocol::write_frame(w.as_raw_fd(), &cov);
     }
     // Built while init sets up; init waits for it only when it attaches

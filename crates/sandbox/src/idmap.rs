@@ -35,6 +35,38 @@ pub struct IdMaps {
     pub deny_setgroups: bool,
 }
 
+/// The calling thread's file-system uid and gid switched to those the
+/// jail's root has on the host, until dropped (root only; the helper is
+/// single-threaded).
+#[derive(Debug)]
+#[must_use = "the identity lasts until dropped"]
+pub struct FsIdentity {
+    uid: libc::uid_t,
+    gid: libc::gid_t,
+}
+
+impl FsIdentity {
+    pub fn jail_root() -> FsIdentity {
+        // SAFETY: setfsuid/setfsgid change only this thread's fs ids and
+        // return the previous ones.
+        unsafe {
+            let gid = libc::setfsgid(JAIL_UID_BASE) as libc::gid_t;
+            let uid = libc::setfsuid(JAIL_UID_BASE) as libc::uid_t;
+            FsIdentity { uid, gid }
+        }
+    }
+}
+
+impl Drop for FsIdentity {
+    fn drop(&mut self) {
+        // SAFETY: as above, back to the ids we had.
+        unsafe {
+            libc::setfsuid(self.uid);
+            libc::setfsgid(self.gid);
+        }
+    }
+}
+
 impl IdMaps {
     /// Maps for a root caller: inside 0 and 1000 map to the dedicated range,
     /// or the agent maps to `agent_host` when the workspace is attached

@@ -17,7 +17,7 @@ use crate::error::{SetupFailure, Step};
 use crate::idmap::{WorkspaceMount, AGENT_ID};
 use crate::shims::{self, GateMounts};
 use crate::sys::{self, cpath};
-use std::ffi::CString;
+use std::ffi::{CString, OsStr, OsString};
 use std::fs;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -97,32 +97,32 @@ impl RootSource {
     /// Whether `rel` (relative to [`RootSource::dir`]) is in the jail's
     /// root: under an entry the root binds, copies or links.
     pub fn in_jail(&self, rel: &Path) -> bool {
-        let parts: Option<Vec<&str>> = rel
+        // Compared as bytes: a name need not be UTF-8.
+        let parts: Option<Vec<&OsStr>> = rel
             .components()
             .map(|c| match c {
-                std::path::Component::Normal(n) => n.to_str(),
+                std::path::Component::Normal(n) => Some(n),
                 _ => None,
             })
             .collect();
         let Some(parts) = parts else { return false };
-        let mut parts = parts.into_iter();
-        let first = parts.next().unwrap_or_default();
+        let listed = |list: &[&str], name: Option<&&OsStr>| name.is_some_and(|n| list.iter().any(|e| *n == OsStr::new(e)));
         match self {
-            RootSource::Host if first == "etc" => parts.next().is_some_and(|e| HOST_ETC_ENTRIES.contains(&e)),
-            RootSource::Host => HOST_ROOT_ENTRIES.contains(&first),
-            RootSource::Tree(_) => !first.is_empty() && !ROOTFS_SKIP.contains(&first),
+            RootSource::Host if parts.first() == Some(&OsStr::new("etc")) => listed(HOST_ETC_ENTRIES, parts.get(1)),
+            RootSource::Host => listed(HOST_ROOT_ENTRIES, parts.first()),
+            RootSource::Tree(_) => !parts.is_empty() && !listed(ROOTFS_SKIP, parts.first()),
         }
     }
 }
 
 /// A source opened (a small file: read) before the base tmpfs hides anything.
 enum Entry {
-    Dir(String, OwnedFd),
+    Dir(OsString, OwnedFd),
     /// Bound: a file too large to copy.
-    File(String, OwnedFd),
+    File(OsString, OwnedFd),
     /// Copied: a small file's content and permission bits.
-    Small(String, Vec<u8>, u32),
-    Link(String, PathBuf),
+    Small(OsString, Vec<u8>, u32),
+    Link(OsString, PathBuf),
 }
 
 type R<T> = Result<T, SetupFailure>;
@@ -234,16 +234,16 @@ pub fn build_root(
 fn open_sources(source: &RootSource) -> R<(Vec<Entry>, Option<Vec<Entry>>)> {
     match source {
         RootSource::Host => {
-            let root = open_entries(Path::new("/"), HOST_ROOT_ENTRIES.iter().map(|s| s.to_string()))?;
-            let etc = open_entries(Path::new("/etc"), HOST_ETC_ENTRIES.iter().map(|s| s.to_string()))?;
+            let root = open_entries(Path::new("/"), HOST_ROOT_ENTRIES.iter().map(OsString::from))?;
+            let etc = open_entries(Path::new("/etc"), HOST_ETC_ENTRIES.iter().map(OsString::from))?;
             Ok((root, Some(etc)))
         }
         RootSource::Tree(dir) => {
             let names = fs::read_dir(dir)
                 .map_err(fail(Step::OpenSource, dir))?
                 .flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| !ROOTFS_SKIP.contains(&n.as_str()))
+                .map(|e| e.file_name())
+                .filter(|n| !ROOTFS_SKIP.iter().any(|s| n == s))
                 .collect::<Vec<_>>();
             Ok((open_entries(dir, names.into_iter())?, None))
         }
@@ -251,7 +251,7 @@ fn open_sources(source: &RootSource) -> R<(Vec<Entry>, Option<Vec<Entry>>)> {
 }
 
 /// Opens every existing entry as an O_PATH fd (or reads its link target).
-fn open_entries(dir: &Path, names: impl Iterator<Item = String>) -> R<Vec<Entry>> {
+fn open_entries(dir: &Path, names: impl Iterator<Item = OsString>) -> R<Vec<Entry>> {
     let mut out = Vec::new();
     for name in names {
         let p = dir.join(&name);

@@ -10,12 +10,20 @@ use std::os::fd::{FromRawFd, OwnedFd};
 /// own root included, holds a capability over it. Made here, it overlaps
 /// the launcher's own start-up: it is the dearest of the jail's namespaces
 /// (~0.35 ms here), and cloned with init it would come after the config.
-/// False without root, or when it cannot be made whole: init then makes
-/// its own.
-pub fn enter_new_namespace() -> bool {
-    // SAFETY: geteuid has no preconditions; unshare(CLONE_NEWNET) moves
-    // only this process, which has no other thread.
-    unsafe { libc::geteuid() == 0 && libc::unshare(libc::CLONE_NEWNET) == 0 && loopback_up().is_ok() }
+/// False without root: init makes its own. An error as root fails the run
+/// (a namespace of init's own would give the jail's root a capability over
+/// it).
+pub fn enter_new_namespace() -> io::Result<bool> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Ok(false);
+    }
+    // SAFETY: unshare(CLONE_NEWNET) moves only this process, which has no
+    // other thread.
+    if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    loopback_up().map(|()| true)
 }
 
 /// Sets IFF_UP on `lo` in the current network namespace.

@@ -3,6 +3,7 @@
 //! launcher ──fd 3: HelperConfig frame, PROCEED, then held open as a lifeline──▶ helper
 //! launcher ◀──fd 4: one JailReport JSON line at the end────────────── helper
 //! helper   ◀──status pipe: ChildMsg JSON lines─────────────── init / agent
+//! helper   ──coverage pipe: one shims::Coverage frame (gated runs)──▶ init
 
 use crate::cgroup::CgroupSet;
 use crate::error::SetupFailure;
@@ -142,7 +143,7 @@ pub fn read_frame<T: for<'de> Deserialize<'de>>(fd: RawFd) -> io::Result<T> {
     sys::read_exact(fd, &mut len)?;
     let len = u32::from_le_bytes(len) as usize;
     if len > MAX_FRAME {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "config frame too large"));
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "frame too large"));
     }
     let mut body = vec![0u8; len];
     sys::read_exact(fd, &mut body)?;

@@ -80,6 +80,11 @@ fn the_search_tree_decides_as_the_plain_chain() {
                 [libc::AF_INET as u64, libc::SOCK_STREAM as u64, libc::S_IFCHR as u64, 0, 0, 0],
                 [0, libc::TIOCSTI, libc::S_IFBLK as u64, 0, 0, 0],
                 [0, libc::S_IFCHR as u64, libc::S_IFIFO as u64, 0, 0, 0],
+                [libc::AF_INET as u64, SOCK_PACKET, 0, 0, 0, 0],
+                [0, libc::TIOCLINUX, 0, 0, 0, 0],
+                // The high halves set: rules that read one word only.
+                [*f | 1 << 32, libc::SOCK_RAW as u64 | 1 << 40, libc::S_IFBLK as u64 | 1 << 33, 0, 0, 0],
+                [libc::AF_PACKET as u64 | 1 << 32, libc::TIOCSTI | 1 << 35, 0, 0, 0, 0],
             ]
         })
         .collect();
@@ -107,6 +112,16 @@ fn the_search_tree_decides_as_the_plain_chain() {
     assert_eq!(native(libc::SYS_socket, [inet, SOCK_PACKET | libc::SOCK_CLOEXEC as u64, 0, 0, 0, 0]), eperm);
     assert_eq!(native(libc::SYS_socket, [inet, libc::SOCK_STREAM as u64, 0, 0, 0, 0]), SECCOMP_RET_ALLOW);
     assert_eq!(run(&full, libc::SYS_read as u32, 0x4000_0003, [0; 6]), SECCOMP_RET_KILL_PROCESS);
+}
+
+/// A number in both lists would lose its unconditional denial (the
+/// tree sends it to the argument rules): the lists stay apart.
+#[test]
+fn unconditional_and_argument_rules_are_disjoint() {
+    let by_args = argument_rules();
+    for (name, nr) in DENIED {
+        assert!(!by_args.contains_key(nr), "{name} is in both lists");
+    }
 }
 
 #[test]

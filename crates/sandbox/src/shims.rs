@@ -13,17 +13,20 @@
 //! command so the shim knows what it was called as.
 //!
 //! The helper plans the coverage ([`plan`]) while init builds the root,
-//! and init mounts it ([`install`]).
+//! from the same directories the root binds, keeping only paths the
+//! jail's root holds; init mounts it ([`install`]). This assumes, as
+//! before, that no one untrusted writes to a `--rootfs` tree during a run.
 
 use crate::error::{SetupFailure, Step};
 use crate::sys;
-pub use clawkeep_shim::root::resolve_in;
 use clawkeep_shim::root::{find_link_dirs, own_name, private_copies};
+pub use clawkeep_shim::root::{resolve_in, resolve_within};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ffi::CString;
 use std::fs;
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::{symlink, MetadataExt};
 use std::path::{Path, PathBuf};
 
@@ -111,6 +114,7 @@ pub struct Mask {
 /// What the shim covers (see the module's guarantee), worked out from a
 /// root's files by [`plan`]. Paths are relative to that root.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "CoverageWire", from = "CoverageWire")]
 pub struct Coverage {
     /// Real files, each covered by a bind of the shim, with the commands
     /// that reach them.
@@ -123,18 +127,50 @@ pub struct Coverage {
     pub manifest: BTreeMap<PathBuf, String>,
 }
 
+/// [`Coverage`] as it crosses the pipe: paths as bytes, since a file name
+/// need not be UTF-8 (JSON strings must be).
+#[derive(Serialize, Deserialize)]
+struct CoverageWire {
+    files: Vec<(Vec<u8>, BTreeSet<String>)>,
+    dirs: Vec<(Vec<u8>, BTreeSet<String>)>,
+    manifest: Vec<(Vec<u8>, String)>,
+}
+
+impl From<Coverage> for CoverageWire {
+    fn from(c: Coverage) -> Self {
+        let bytes = |p: PathBuf| p.into_os_string().into_vec();
+        CoverageWire {
+            files: c.files.into_iter().map(|(p, v)| (bytes(p), v)).collect(),
+            dirs: c.dirs.into_iter().map(|(p, v)| (bytes(p), v)).collect(),
+            manifest: c.manifest.into_iter().map(|(p, v)| (bytes(p), v)).collect(),
+        }
+    }
+}
+
+impl From<CoverageWire> for Coverage {
+    fn from(w: CoverageWire) -> Self {
+        let path = |b: Vec<u8>| PathBuf::from(std::ffi::OsString::from_vec(b));
+        Coverage {
+            files: w.files.into_iter().map(|(p, v)| (path(p), v)).collect(),
+            dirs: w.dirs.into_iter().map(|(p, v)| (path(p), v)).collect(),
+            manifest: w.manifest.into_iter().map(|(p, v)| (path(p), v)).collect(),
+        }
+    }
+}
+
 /// Works out what covers `commands` in the tree at `root`, keeping only
 /// what `in_jail` (given a path relative to `root`) says the jail has.
 ///
 /// The helper calls it on the host's files (or the `--rootfs` tree) while
 /// init builds the jail's root, which binds those same directories: a
-/// path the jail has resolves in the jail as it does here. Where a symlink
-/// leaves what the jail has, the jail cannot follow it; here it may, and
-/// what it reaches is dropped by `in_jail` (or covered to no effect), so
-/// nothing the jail can run by a gated name is left out.
+/// path the jail has resolves in the jail as it does here. A symlink chain
+/// that leaves what the jail has (even to come back) resolves to nothing
+/// in the jail, and to nothing here ([`resolve_within`]). It looks with the
+/// file-system ids of the jail's root (see `idmap::FsIdentity`), so it
+/// finds what init would have found, no more.
 pub fn plan(root: &Path, commands: &[String], in_jail: impl Fn(&Path) -> bool) -> Coverage {
     let has = |p: &Path| p.strip_prefix(root).is_ok_and(&in_jail);
-    let dirs: Vec<_> = path_dirs(root).into_iter().filter(|(d, _)| has(d)).collect();
+    let dirs: Vec<_> = path_dirs(root, &in_jail).into_iter().filter(|(d, _)| has(d)).collect();
     let mut cov = Coverage::default();
     // Covered files with other hard links: where each lives, how many
     // links it has, and the covered paths found so far.
@@ -146,7 +182,7 @@ pub fn plan(root: &Path, commands: &[String], in_jail: impl Fn(&Path) -> bool) -
         for (real_dir, spellings) in &dirs {
             // A name the jail cannot resolve (its symlink leaves the
             // jail's root) runs nothing there.
-            let Some((real, meta)) = lookup(root, real_dir, cmd).filter(|(r, _)| has(r)) else { continue };
+            let Some((real, meta)) = lookup(root, real_dir, cmd, &in_jail).filter(|(r, _)| has(r)) else { continue };
             let prefix = real.parent().and_then(Path::parent).map(Path::to_path_buf);
             if meta.nlink() > 1 {
                 let l = linked.entry((meta.dev(), meta.ino())).or_insert_with(|| Linked::new(&real, meta.nlink(), prefix.clone()));
@@ -278,10 +314,10 @@ impl Linked {
 
 /// The PATH dirs as they resolve under `base`: each real directory once,
 /// with the spellings that reach it (`bin` and `usr/bin` on merged-/usr).
-fn path_dirs(base: &Path) -> Vec<(PathBuf, Vec<&'static str>)> {
+fn path_dirs(base: &Path, in_jail: &dyn Fn(&Path) -> bool) -> Vec<(PathBuf, Vec<&'static str>)> {
     let mut out: Vec<(PathBuf, Vec<&'static str>)> = Vec::new();
     for dir in PATH_DIRS {
-        let Some(real) = resolve_in(base, Path::new(dir)) else { continue };
+        let Some(real) = resolve_within(base, Path::new(dir), in_jail) else { continue };
         if !real.starts_with(base) || !real.is_dir() {
             continue;
         }
@@ -294,12 +330,13 @@ fn path_dirs(base: &Path) -> Vec<(PathBuf, Vec<&'static str>)> {
 }
 
 /// The regular file `cmd` in `real_dir` reaches under `base` (following
-/// symlinks as the jail will), with its metadata.
-fn lookup(base: &Path, real_dir: &Path, cmd: &str) -> Option<(PathBuf, fs::Metadata)> {
+/// symlinks as the jail will, through what `in_jail` says it holds), with
+/// its metadata.
+fn lookup(base: &Path, real_dir: &Path, cmd: &str, in_jail: &dyn Fn(&Path) -> bool) -> Option<(PathBuf, fs::Metadata)> {
     let p = real_dir.join(cmd);
     let lmeta = fs::symlink_metadata(&p).ok()?;
     let (real, meta) = if lmeta.file_type().is_symlink() {
-        let real = resolve_in(base, p.strip_prefix(base).ok()?)?;
+        let real = resolve_within(base, p.strip_prefix(base).ok()?, in_jail)?;
         let meta = fs::metadata(&real).ok()?;
         (real, meta)
     } else {
@@ -389,6 +426,36 @@ mod tests {
         assert!(everything.files.contains_key(Path::new("tmp/real-other")));
     }
 
+    /// A chain that leaves what the jail holds and comes back resolves to
+    /// nothing there, so it covers nothing; a hard link whose name is not
+    /// UTF-8 is covered, and crosses the pipe intact.
+    #[test]
+    fn plan_follows_the_jail_and_keeps_names_that_are_not_utf8() {
+        use std::os::unix::ffi::OsStrExt;
+        let t = tempfile::tempdir().unwrap();
+        let b = t.path();
+        for d in ["usr/bin", "tmp"] {
+            fs::create_dir_all(b.join(d)).unwrap();
+        }
+        fs::write(b.join("usr/bin/realtool"), b"x").unwrap();
+        symlink("/tmp/t", b.join("usr/bin/tool2")).unwrap();
+        symlink("/usr/bin/realtool", b.join("tmp/t")).unwrap();
+        fs::write(b.join("usr/bin/tool"), b"x").unwrap();
+        let odd = b.join("usr/bin").join(std::ffi::OsStr::from_bytes(b"tool-\xff"));
+        fs::hard_link(b.join("usr/bin/tool"), &odd).unwrap();
+        let source = crate::mounts::RootSource::Tree(b.to_path_buf());
+        let cov = plan(b, &["tool2".into()], |r| source.in_jail(r));
+        assert_eq!(cov, Coverage::default(), "the jail cannot resolve tool2");
+        assert!(plan(b, &["tool2".into()], |_| true).files.contains_key(Path::new("usr/bin/realtool")));
+        let cov = plan(b, &["tool".into()], |r| source.in_jail(r));
+        let rel = odd.strip_prefix(b).unwrap();
+        assert!(cov.files.contains_key(rel), "{:?}", cov.files);
+        let (r, w) = crate::sys::pipe().unwrap();
+        crate::protocol::write_frame(std::os::fd::AsRawFd::as_raw_fd(&w), &cov).unwrap();
+        let back: Coverage = crate::protocol::read_frame(std::os::fd::AsRawFd::as_raw_fd(&r)).unwrap();
+        assert_eq!(back, cov);
+    }
+
     #[test]
     fn the_jail_has_only_what_its_root_binds_copies_or_links() {
         let host = crate::mounts::RootSource::Host;
@@ -407,6 +474,8 @@ mod tests {
         ] {
             assert_eq!(host.in_jail(Path::new(p)), has, "host: {p}");
         }
+        use std::os::unix::ffi::OsStrExt;
+        assert!(host.in_jail(&Path::new("usr/bin").join(std::ffi::OsStr::from_bytes(b"git-\xff"))));
         let tree = crate::mounts::RootSource::Tree(PathBuf::from("/srv/root"));
         for (p, has) in [("usr/bin/git", true), ("opt/x", true), ("tmp/x", false), ("proc/1", false), ("workspace/x", false)] {
             assert_eq!(tree.in_jail(Path::new(p)), has, "tree: {p}");

@@ -9,6 +9,13 @@ use std::path::{Path, PathBuf};
 /// Resolves `rel` against `base` as if `base` were `/`: absolute symlink
 /// targets restart at `base` (the way they will resolve inside the jail).
 pub fn resolve_in(base: &Path, rel: &Path) -> Option<PathBuf> {
+    resolve_within(base, rel, |_| true)
+}
+
+/// [`resolve_in`], where every path the walk visits (relative to `base`)
+/// must pass `has`, or nothing resolves: a symlink chain that leaves what
+/// a jail's root holds resolves to nothing there, even when it comes back.
+pub fn resolve_within(base: &Path, rel: &Path, has: impl Fn(&Path) -> bool) -> Option<PathBuf> {
     let mut todo: Vec<std::ffi::OsString> = rel.components().rev().map(|c| c.as_os_str().to_owned()).collect();
     let mut cur = base.to_path_buf();
     let mut hops = 0;
@@ -24,6 +31,9 @@ pub fn resolve_in(base: &Path, rel: &Path) -> Option<PathBuf> {
             _ => {}
         }
         let next = cur.join(&part);
+        if !has(next.strip_prefix(base).ok()?) {
+            return None;
+        }
         let meta = fs::symlink_metadata(&next).ok()?;
         if meta.file_type().is_symlink() {
             hops += 1;
