@@ -244,18 +244,29 @@ fn every_hard_link_of_a_gated_binary_is_covered() {
 /// in the jail, every gated name under every PATH spelling, and every
 /// hard link to the file it names in those directories, must be the
 /// shim (the same inode as /run/clawkeep/shim). Checked on this host's
-/// own files, with the built-in policy.
+/// own files, with the built-in policy, and with a policy gating names
+/// Debian resolves through /etc/alternatives (awk, editor, pager).
 #[test]
 fn every_gated_name_and_its_links_on_this_host_reach_the_shim() {
     if !jail_available("host coverage") {
         return;
     }
+    let env = Env::new();
+    assert_host_coverage(&env, &[], "built-in policy");
+    let p = env.state.path().join("alternatives.yaml");
+    let rules: String =
+        ["awk", "editor", "pager"].iter().map(|c| format!("  - command: {c}\n    action: deny\n    reason: gated\n")).collect();
+    std::fs::write(&p, format!("default_action: deny\nrules:\n{rules}")).unwrap();
+    assert_host_coverage(&env, &["--policy", p.to_str().unwrap()], "names through /etc/alternatives");
+}
+
+fn assert_host_coverage(env: &Env, extra: &[&str], what: &str) {
     use std::os::unix::fs::MetadataExt;
     const DIRS: [&str; 6] = ["/usr/local/bin", "/usr/local/sbin", "/usr/bin", "/usr/sbin", "/bin", "/sbin"];
-    let env = Env::new();
-    let names = env.std_run(&["--agent", "t-cover-names"], &["ls", "/run/clawkeep/shims"]).output().unwrap();
+    let run = |agent: &str, argv: &[&str]| env.std_run(&[extra, &["--agent", agent]].concat(), argv).output().unwrap();
+    let names = run("t-cover-names", &["ls", "/run/clawkeep/shims"]);
     let names: Vec<String> = String::from_utf8_lossy(&names.stdout).split_whitespace().map(String::from).collect();
-    assert!(!names.is_empty(), "no gated names");
+    assert!(!names.is_empty(), "{what}: no gated names");
     // On the host: each name's spellings, and the hard links (in the
     // same directories) to the file each resolves to.
     let mut paths = std::collections::BTreeSet::new();
@@ -277,7 +288,7 @@ fn every_gated_name_and_its_links_on_this_host_reach_the_shim() {
         }
     }
     if paths.is_empty() {
-        println!("skipped: host coverage: none of {names:?} is installed here");
+        println!("skipped: host coverage ({what}): none of {names:?} is installed here");
         return;
     }
     let list: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
@@ -285,11 +296,11 @@ fn every_gated_name_and_its_links_on_this_host_reach_the_shim() {
         [ \"$(stat -L -c %d:%i \"$p\" 2>&1)\" = \"$shim\" ] && echo \"shim $p\" || echo \"REAL $p\"; done";
     let mut argv = vec!["sh", "-c", script, "sh"];
     argv.extend(list.iter().map(String::as_str));
-    let out = env.std_run(&["--agent", "t-cover"], &argv).output().unwrap();
+    let out = run("t-cover", &argv);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let want: String = list.iter().map(|p| format!("shim {p}\n")).collect();
-    assert_eq!(stdout, want, "stderr: {}", String::from_utf8_lossy(&out.stderr));
-    println!("host coverage: {} paths of {} gated names reach the shim", list.len(), names.len());
+    assert_eq!(stdout, want, "{what}; stderr: {}", String::from_utf8_lossy(&out.stderr));
+    println!("host coverage ({what}): {} paths of {} gated names reach the shim", list.len(), names.len());
 }
 
 /// Without --policy the built-in policy gates (compiled only once the

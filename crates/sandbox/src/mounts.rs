@@ -95,7 +95,8 @@ impl RootSource {
     }
 
     /// Whether `rel` (relative to [`RootSource::dir`]) is in the jail's
-    /// root: under an entry the root binds, copies or links.
+    /// root: under an entry the root binds, copies or links, or /etc
+    /// itself (a symlink through /etc/alternatives passes it).
     pub fn in_jail(&self, rel: &Path) -> bool {
         // Compared as bytes: a name need not be UTF-8.
         let parts: Option<Vec<&OsStr>> = rel
@@ -108,7 +109,7 @@ impl RootSource {
         let Some(parts) = parts else { return false };
         let listed = |list: &[&str], name: Option<&&OsStr>| name.is_some_and(|n| list.iter().any(|e| *n == OsStr::new(e)));
         match self {
-            RootSource::Host if parts.first() == Some(&OsStr::new("etc")) => listed(HOST_ETC_ENTRIES, parts.get(1)),
+            RootSource::Host if parts.first() == Some(&OsStr::new("etc")) => parts.len() == 1 || listed(HOST_ETC_ENTRIES, parts.get(1)),
             RootSource::Host => listed(HOST_ROOT_ENTRIES, parts.first()),
             RootSource::Tree(_) => !parts.is_empty() && !listed(ROOTFS_SKIP, parts.first()),
         }

@@ -456,6 +456,25 @@ mod tests {
         assert_eq!(back, cov);
     }
 
+    /// On the host's layout, a name that resolves through
+    /// /etc/alternatives (as `nc`, `editor` or `awk` do on Debian) is
+    /// covered: the walk passes /etc itself.
+    #[test]
+    fn plan_follows_debian_alternatives_on_the_host_layout() {
+        let t = tempfile::tempdir().unwrap();
+        let b = t.path();
+        for d in ["usr/bin", "etc/alternatives"] {
+            fs::create_dir_all(b.join(d)).unwrap();
+        }
+        fs::write(b.join("usr/bin/nc.openbsd"), b"x").unwrap();
+        symlink("/etc/alternatives/nc", b.join("usr/bin/nc")).unwrap();
+        symlink("/usr/bin/nc.openbsd", b.join("etc/alternatives/nc")).unwrap();
+        let host = crate::mounts::RootSource::Host;
+        let cov = plan(b, &["nc".into()], |r| host.in_jail(r));
+        assert_eq!(cov.files.keys().collect::<Vec<_>>(), [Path::new("usr/bin/nc.openbsd")]);
+        assert_eq!(cov.manifest.get(Path::new("/usr/bin/nc")).map(String::as_str), Some("nc"));
+    }
+
     #[test]
     fn the_jail_has_only_what_its_root_binds_copies_or_links() {
         let host = crate::mounts::RootSource::Host;
@@ -465,7 +484,7 @@ mod tests {
             ("etc/ssl/certs", true),
             ("etc/alternatives/awk", true),
             ("etc/shadow", false),
-            ("etc", false),
+            ("etc", true),
             ("var/lib/x", false),
             ("home/u/bin/git", false),
             ("tmp/x", false),
