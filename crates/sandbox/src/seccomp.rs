@@ -197,10 +197,8 @@ fn search_tree(denied: &[u32], by_args: &[u32]) -> Vec<sock_filter> {
     let mut sorted: Vec<u32> = denied.iter().chain(by_args).copied().collect();
     sorted.sort_unstable();
     sorted.dedup();
-    // A number with rules is never denied outright.
-    let denied: Vec<u32> = denied.iter().filter(|nr| !by_args.contains(nr)).copied().collect();
     let mut code = Vec::new();
-    tree(&sorted, &denied, &mut code);
+    tree(&sorted, denied, &mut code);
     let allow = code.len();
     let offset = |from: usize, to: Target| -> u8 {
         let to = match to {

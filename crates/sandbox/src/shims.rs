@@ -169,8 +169,7 @@ impl From<CoverageWire> for Coverage {
 /// file-system ids of the jail's root (see `idmap::FsIdentity`), so it
 /// finds what init would have found, no more.
 pub fn plan(root: &Path, commands: &[String], in_jail: impl Fn(&Path) -> bool) -> Coverage {
-    let has = |p: &Path| p.strip_prefix(root).is_ok_and(&in_jail);
-    let dirs: Vec<_> = path_dirs(root, &in_jail).into_iter().filter(|(d, _)| has(d)).collect();
+    let dirs = path_dirs(root, &in_jail);
     let mut cov = Coverage::default();
     // Covered files with other hard links: where each lives, how many
     // links it has, and the covered paths found so far.
@@ -182,13 +181,13 @@ pub fn plan(root: &Path, commands: &[String], in_jail: impl Fn(&Path) -> bool) -
         for (real_dir, spellings) in &dirs {
             // A name the jail cannot resolve (its symlink leaves the
             // jail's root) runs nothing there.
-            let Some((real, meta)) = lookup(root, real_dir, cmd, &in_jail).filter(|(r, _)| has(r)) else { continue };
+            let Some((real, meta)) = lookup(root, real_dir, cmd, &in_jail) else { continue };
             let prefix = real.parent().and_then(Path::parent).map(Path::to_path_buf);
             if meta.nlink() > 1 {
                 let l = linked.entry((meta.dev(), meta.ino())).or_insert_with(|| Linked::new(&real, meta.nlink(), prefix.clone()));
                 l.found.insert(real.clone());
             }
-            for copy in private_copies(&real, &meta, cmd).into_iter().filter(|c| has(c)) {
+            for copy in private_copies(&real, &meta, cmd) {
                 // A private copy can have hard links of its own (git built
                 // with NO_CROSS_DIRECTORY_HARDLINKS links execdir/git-* to
                 // execdir/git): looked for where the real file's are.
@@ -239,7 +238,9 @@ pub fn plan(root: &Path, commands: &[String], in_jail: impl Fn(&Path) -> bool) -
             scan_links(root, dir, &mut linked, &mut cov);
         }
     }
-    // Relative to the root, and (again) only what the jail has.
+    // Relative to the root, and only what the jail has: the walks above
+    // stay in it, and the scans under a covered file's prefix are cut
+    // back here.
     let rel = |p: &Path| p.strip_prefix(root).map(Path::to_path_buf).ok();
     let keep = |m: BTreeMap<PathBuf, BTreeSet<String>>| -> BTreeMap<PathBuf, BTreeSet<String>> {
         m.into_iter().filter_map(|(p, c)| rel(&p).filter(|r| in_jail(r)).map(|r| (r, c))).collect()
