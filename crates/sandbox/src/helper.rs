@@ -221,23 +221,24 @@ fn run(
     }
     drop((go_r, status_w, workspace, console_i, gate_r, exec_chan, gate_trees, proxy_chan, coverage_r));
 
-    let kill = |sig| {
+    // Set-up failed after the clone: the jail dies, nothing is left.
+    let kill_jail = || {
         // SAFETY: pid is our child.
-        unsafe { libc::kill(pid, sig) };
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        reap(pid);
+        finish(cfg);
+    };
+    let abort = |f: SetupFailure| {
+        kill_jail();
+        setup_failed(f)
     };
     if let Some(Err(e)) = &came_back {
         // Still inside the run's cgroups, the helper would be killed with
         // the jail and keep its cgroups from being removed.
-        kill(libc::SIGKILL);
-        reap(pid);
-        finish(cfg);
-        return setup_failed(SetupFailure::new(Step::JoinCgroup, "leaving the run's cgroups", e));
+        return abort(SetupFailure::new(Step::JoinCgroup, "leaving the run's cgroups", e));
     }
     if let Err(f) = maps.write(pid) {
-        kill(libc::SIGKILL);
-        reap(pid);
-        finish(cfg);
-        return setup_failed(f);
+        return abort(f);
     }
     let _ = sys::write_all(go_w.as_raw_fd(), b"g");
     // Planned here, beside init's first steps of the root (the /etc
@@ -263,9 +264,7 @@ fn run(
         if let Err(f) = sent {
             // Init may have failed first (that is why the socket is closed):
             // its own report names the real cause.
-            kill(libc::SIGKILL);
-            reap(pid);
-            finish(cfg);
+            kill_jail();
             let msgs = parse_msgs(&sys::read_to_end(status_r.as_raw_fd()).unwrap_or_default());
             let first = msgs.into_iter().find_map(|m| match m {
                 ChildMsg::Setup { failure } => Some(failure),
@@ -278,10 +277,7 @@ fn run(
     // RCU grace period (about 7 ms here). Init forks nothing (and enters no
     // cgroup namespace) before the second byte on the go pipe says it is in.
     if let Err(e) = cfg.cgroups.join(pid, came_back.is_none(), !born_in_v2) {
-        kill(libc::SIGKILL);
-        reap(pid);
-        finish(cfg);
-        return setup_failed(SetupFailure::new(Step::JoinCgroup, "cgroup.procs", &e));
+        return abort(SetupFailure::new(Step::JoinCgroup, "cgroup.procs", &e));
     }
     let _ = sys::write_all(go_w.as_raw_fd(), b"j");
     drop(go_w);
@@ -289,10 +285,7 @@ fn run(
     let filters = match seccomp::compile_encoded() {
         Ok(f) => f,
         Err(e) => {
-            kill(libc::SIGKILL);
-            reap(pid);
-            finish(cfg);
-            return setup_failed(SetupFailure::msg(Step::Seccomp, "compile", e.to_string()));
+            return abort(SetupFailure::msg(Step::Seccomp, "compile", e.to_string()));
         }
     };
     let mut gate_msg = (filters.len() as u32).to_le_bytes().to_vec();
