@@ -4,8 +4,8 @@
 //! Process model (one run):
 //!
 //! ```text
-//! clawkeep run (launcher, may be multi-threaded; as root it makes the jail's net ns)
-//!   └─ clawkeep __sandbox-helper   single-threaded monitor, host namespaces (as root, the jail's net ns)
+//! clawkeep run (launcher, may be multi-threaded)
+//!   └─ clawkeep __sandbox-helper   single-threaded monitor, host namespaces (as root, the jail's net ns, which it makes)
 //!        └─ clawkeep-init          pid 1 of new user/mount/pid/ipc/uts/cgroup ns (and net, without root)
 //!             └─ agent command     uid 1000, no caps, no_new_privs, landlock, seccomp
 //! ```

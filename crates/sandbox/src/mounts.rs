@@ -183,8 +183,13 @@ pub fn build_root(
         (Some(g), Some(src)) => {
             // Planned by the helper meanwhile (see `shims::plan`).
             let fd = coverage.ok_or_else(|| SetupFailure::msg(Step::MountBind, "gated commands", "no coverage channel"))?;
-            let cov: shims::Coverage = crate::protocol::read_frame(fd.as_raw_fd())
-                .map_err(|e| SetupFailure::new(Step::MountBind, "gated commands: the helper's coverage", &e))?;
+            let cov: shims::Coverage = crate::protocol::read_frame(fd.as_raw_fd()).map_err(|e| {
+                SetupFailure::msg(
+                    Step::MountBind,
+                    "gated commands",
+                    format!("the helper's plan of what the shim covers did not arrive ({e})"),
+                )
+            })?;
             shims::install(Path::new(BASE), g, src, &cov)?
         }
         _ => Vec::new(),
