@@ -23,6 +23,24 @@ mod vm_signals;
 use clap::Parser;
 use std::process::ExitCode;
 
+/// This binary is a static PIE (see build.rs). Its glibc resolves host
+/// names (the proxy's providers) with the `files` and `dns` modules built
+/// into it, but would dlopen any other module nsswitch.conf names, and such
+/// a module works only with the exact glibc this binary was linked with. So
+/// host lookups are pinned to the two built-in modules. glibc's setter is
+/// not thread-safe: this runs before any thread exists.
+#[cfg(static_glibc)]
+fn pin_name_lookups() {
+    extern "C" {
+        fn __nss_configure_lookup(db: *const std::ffi::c_char, services: *const std::ffi::c_char) -> std::ffi::c_int;
+    }
+    // SAFETY: both arguments are NUL-terminated literals; glibc copies what
+    // it keeps. No other thread exists yet (see above).
+    unsafe {
+        __nss_configure_lookup(c"hosts".as_ptr(), c"files dns".as_ptr());
+    }
+}
+
 /// An error with the exit code it maps to.
 #[derive(Debug)]
 pub struct Failure {
@@ -54,6 +72,8 @@ fn main() -> ExitCode {
         Some(a) if a == "run" => run::HelperStart::begin().ok(),
         _ => None,
     };
+    #[cfg(static_glibc)]
+    pin_name_lookups();
     let cli = match cli::Cli::try_parse() {
         Ok(c) => c,
         Err(e) => return clap_error(e),

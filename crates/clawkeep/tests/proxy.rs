@@ -47,10 +47,14 @@ fn seal(env: &Env, name: &str, value: &str) {
     env.cmd().env("CLAWKEEP_MASTER_KEY", MASTER).args(["secret", "set", name]).write_stdin(value).assert().success();
 }
 
+/// The openai provider is named by host (`localhost` for `127.0.0.1`), so
+/// the launcher's own name lookup is on the path: it is a static binary
+/// with its lookups pinned to glibc's built-in modules (see its `main`).
 fn config(env: &Env, upstream: &str) -> std::path::PathBuf {
     let path = env.state.path().join("proxy-test.yaml");
+    let by_name = upstream.replacen("127.0.0.1", "localhost", 1);
     let text = format!(
-        "providers:\n  - {{ name: openai, kind: openai, base_url: \"{upstream}\", secret: openai }}\n  - {{ name: anthropic, kind: anthropic, base_url: \"{upstream}\", secret: anthropic }}\nroutes:\n  - {{ prefix: \"gpt-\", provider: openai }}\n  - {{ prefix: \"claude-\", provider: anthropic }}\nprices:\n  gpt-4o: {{ input_per_mtok: 2.5, output_per_mtok: 10.0 }}\n  claude-sonnet-4: {{ input_per_mtok: 3.0, output_per_mtok: 15.0 }}\nupstream_timeout: 10\n"
+        "providers:\n  - {{ name: openai, kind: openai, base_url: \"{by_name}\", secret: openai }}\n  - {{ name: anthropic, kind: anthropic, base_url: \"{upstream}\", secret: anthropic }}\nroutes:\n  - {{ prefix: \"gpt-\", provider: openai }}\n  - {{ prefix: \"claude-\", provider: anthropic }}\nprices:\n  gpt-4o: {{ input_per_mtok: 2.5, output_per_mtok: 10.0 }}\n  claude-sonnet-4: {{ input_per_mtok: 3.0, output_per_mtok: 15.0 }}\nupstream_timeout: 10\n"
     );
     std::fs::write(&path, text).unwrap();
     path
