@@ -65,14 +65,20 @@ pub fn ledger_path(state: &Path) -> PathBuf {
     state.join("usage.db")
 }
 
+/// The built-in config, parsed only when a run's proxy first serves: most
+/// runs never call a model, and the parse was on every run's start-up path.
+fn built_in_config() -> Result<ProxyConfig, String> {
+    serde_norway::from_str(DEFAULT_CONFIG).map_err(|e| format!("built-in proxy config: {e}"))
+}
+
 /// Where the config comes from, in order: the flag, the env var, the state
-/// dir's proxy.yaml, the built-in default.
-fn load_config(state: &Path, flag: Option<&Path>) -> Result<(ProxyConfig, String), Failure> {
+/// dir's proxy.yaml, the built-in default (`None`: see `built_in_config`).
+/// A file is read and checked here, so its errors stop the run.
+fn load_config(state: &Path, flag: Option<&Path>) -> Result<(Option<ProxyConfig>, String), Failure> {
     let from_env = std::env::var_os(CONFIG_ENV).map(PathBuf::from);
     let in_state = Some(state.join("proxy.yaml")).filter(|p| p.is_file());
     let Some(path) = flag.map(Path::to_path_buf).or(from_env).or(in_state) else {
-        let config = serde_norway::from_str(DEFAULT_CONFIG).map_err(|e| Failure::runtime(format!("built-in proxy config: {e}")))?;
-        return Ok((config, "built-in".into()));
+        return Ok((None, "built-in".into()));
     };
     let text = std::fs::read_to_string(&path).map_err(|e| {
         Failure::usage(format!("cannot read the proxy config {}: {e}; pass --proxy-config FILE or --no-proxy", path.display()))
@@ -80,12 +86,13 @@ fn load_config(state: &Path, flag: Option<&Path>) -> Result<(ProxyConfig, String
     let config: ProxyConfig = serde_norway::from_str(&text)
         .map_err(|e| Failure::usage(format!("invalid proxy config {}: {e}; see docs/proxy.md for the keys", path.display())))?;
     config.check().map_err(|e| Failure::usage(format!("invalid proxy config {}: {e}", path.display())))?;
-    Ok((config, path.display().to_string()))
+    Ok((Some(config), path.display().to_string()))
 }
 
 /// The proxy of one run, before the jail exists.
 pub struct ProxyPrep {
-    config: ProxyConfig,
+    /// None: the built-in config.
+    config: Option<ProxyConfig>,
     pub source: String,
     keys: Arc<KeyRing>,
     token: IssuedToken,
@@ -278,13 +285,17 @@ fn wait_readable(l: &std::net::TcpListener) {
 
 fn open_state(
     state: &Path,
-    config: ProxyConfig,
+    config: Option<ProxyConfig>,
     keys: Arc<KeyRing>,
     agent: &str,
     run_id: String,
     audit: Arc<AuditLog>,
     handle: &LedgerHandle,
 ) -> Result<ProxyState, String> {
+    let config = match config {
+        Some(c) => c,
+        None => built_in_config()?,
+    };
     let paths = IdentityPaths::under(state);
     let master = MasterKey::from_env_or_file(std::env::var(MASTER_KEY_ENV).ok(), &paths.master_key).map_err(|e| e.to_string())?;
     let secrets = SealedStore::open(&paths.secrets, master).map_err(|e| e.to_string())?;
@@ -302,7 +313,8 @@ mod tests {
 
     #[test]
     fn default_config_routes_both_providers() {
-        let c: ProxyConfig = serde_norway::from_str(DEFAULT_CONFIG).unwrap();
+        let c = built_in_config().unwrap();
+        c.check().unwrap();
         assert_eq!(clawkeep_proxy::routing::route(&c, "gpt-4o").unwrap().provider.name, "openai");
         assert_eq!(clawkeep_proxy::routing::route(&c, "claude-sonnet-4").unwrap().provider.name, "anthropic");
         assert!(clawkeep_proxy::routing::route(&c, "llama-3").is_none());
