@@ -237,6 +237,8 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs, early: Option<HelperStart>
                 ) {
                     eprintln!("clawkeep: warning: {}; gated commands will fail", f.message);
                 }
+                // Cgroups that killed runs left behind, swept while the agent runs.
+                plan.sweep_stale_cgroups();
                 let report = launched.wait();
                 ending = Some(launched);
                 report

@@ -126,3 +126,35 @@ fn launcher_and_helper_killed_together_leave_nothing() {
     env.run(&[], &["true"]).assert().success();
     assert_nothing_left(pid, marker, env.workspace.path(), &before);
 }
+
+/// Cgroups left by a run whose launcher and helper were both killed (named
+/// for a launcher pid that is gone, and empty) are swept by the next run;
+/// those named for a live launcher are kept.
+#[test]
+fn the_next_run_sweeps_the_cgroups_killed_runs_left() {
+    if !jail_available("teardown: stale cgroups swept") {
+        return;
+    }
+    use clawkeep_sandbox::cgroup::{run_cgroup_name, HostCgroups};
+    let host = HostCgroups::detect();
+    assert!(!host.hierarchies.is_empty(), "no cgroup hierarchy found");
+    // A pid that is gone: a child already reaped.
+    let mut gone = std::process::Command::new("true").spawn().unwrap();
+    let dead_pid = gone.id();
+    gone.wait().unwrap();
+    let tag = format!("sweep{}", std::process::id());
+    let in_each = |pid: u32| host.hierarchies.iter().map(|h| h.own_dir.join(run_cgroup_name(pid, &tag))).collect::<Vec<_>>();
+    let (stale, live) = (in_each(dead_pid), in_each(std::process::id()));
+    for d in stale.iter().chain(&live) {
+        std::fs::create_dir(d).unwrap_or_else(|e| panic!("mkdir {}: {e}", d.display()));
+    }
+    let out = Env::new().run(&[], &["true"]).output().unwrap();
+    let left: Vec<_> = stale.iter().filter(|d| d.exists()).collect();
+    let kept: Vec<_> = live.iter().filter(|d| d.exists()).collect();
+    for d in stale.iter().chain(&live) {
+        let _ = std::fs::remove_dir(d);
+    }
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(left.is_empty(), "stale cgroups were not swept: {left:?}");
+    assert_eq!(kept.len(), live.len(), "a live launcher's cgroups were removed");
+}

@@ -17,6 +17,7 @@ pub struct JailPlan {
     pub cfg: HelperConfig,
     pub degraded: Vec<Degraded>,
     pub landlock_abi: u32,
+    host: HostCgroups,
 }
 
 fn check_workspace(p: &Path) -> Result<PathBuf, SandboxError> {
@@ -55,8 +56,8 @@ fn check_rootfs(p: &Path) -> Result<PathBuf, SandboxError> {
 }
 
 /// Validates the spec's paths (bad input → `Workspace`/`Rootfs` errors),
-/// then sweeps the cgroups of dead launchers, creates the run's with the
-/// spec's limits, and works out what does not hold on this host. Called
+/// then creates the run's cgroups with the spec's limits, and works out
+/// what does not hold on this host. Called
 /// on the launcher's main thread while the helper starts on the other
 /// CPU: on a thread of its own the work waited for a CPU as long as it
 /// took.
@@ -66,7 +67,6 @@ pub fn plan(mut spec: RunSpec, audit_path: Option<PathBuf>) -> Result<JailPlan, 
         spec.rootfs = Some(check_rootfs(r)?);
     }
     let host = HostCgroups::detect();
-    cgroup::sweep_stale(&host);
     let name = cgroup::run_cgroup_name(std::process::id(), &spec.run_id);
     let (cgroups, mut degraded) = CgroupSet::create(&host, &name, &spec.limits);
     let landlock_abi = landlock::kernel_abi();
@@ -87,7 +87,7 @@ pub fn plan(mut spec: RunSpec, audit_path: Option<PathBuf>) -> Result<JailPlan, 
     }
     let cfg =
         HelperConfig { spec, cgroups, landlock: landlock_abi > 0, tty, audit_path, kill_grace_ms: 2000, gate: None, proxy_port: None };
-    Ok(JailPlan { cfg, degraded, landlock_abi })
+    Ok(JailPlan { cfg, degraded, landlock_abi, host })
 }
 
 impl JailPlan {
@@ -123,6 +123,15 @@ impl JailPlan {
     /// Configures a helper started early with `launcher::spawn`.
     pub fn launch_spawned(&self, helper: Spawned) -> Result<Launched, SandboxError> {
         helper.configure(&self.cfg)
+    }
+
+    /// Removes the cgroups of runs whose launcher and helper were both
+    /// killed before they could (the name holds the launcher's pid; a live
+    /// launcher's and a non-empty cgroup are kept). Housekeeping, not set-up:
+    /// `clawkeep run` calls it once the agent is released, off the start-up
+    /// path (listing v1 hierarchies' roots costs ~40 us).
+    pub fn sweep_stale_cgroups(&self) -> Vec<PathBuf> {
+        cgroup::sweep_stale(&self.host)
     }
 
     /// Removes the run's cgroups (the helper normally has already). Call
