@@ -114,18 +114,6 @@ fn setup_and_supervise(args: InitArgs<'_>, status_fd: i32) -> Result<i32, SetupF
     if unsafe { libc::unshare(libc::CLONE_NEWCGROUP) } < 0 {
         return Err(SetupFailure::new(Step::UnshareCgroup, "cgroup namespace", &io::Error::last_os_error()));
     }
-    if let Some(chan) = args.exec_chan {
-        // SAFETY: init is single-threaded; the executor never returns.
-        let pid = unsafe { libc::fork() };
-        if pid < 0 {
-            return Err(SetupFailure::new(Step::Exec, "fork executor", &io::Error::last_os_error()));
-        }
-        if pid == 0 {
-            let path = spec.env.iter().find(|(k, _)| k == "PATH").map_or(String::new(), |(_, v)| v.clone());
-            let path = path.split(':').filter(|d| *d != clawkeep_shim::JAIL_SHIM_DIR).collect::<Vec<_>>().join(":");
-            exec_server::run(chan, masks, path, args.can_setgroups, args.cfg.landlock);
-        }
-    }
     let slave = match args.cfg.tty {
         Some(size) => {
             let (master, slave) = pty::open(size).map_err(|e| SetupFailure::new(Step::Terminal, "/dev/ptmx", &e))?;
@@ -145,6 +133,24 @@ fn setup_and_supervise(args: InitArgs<'_>, status_fd: i32) -> Result<i32, SetupF
         exec::agent_main(args.cfg, status_fd, args.can_setgroups, slave, args.exec_gate);
     }
     drop((slave, args.exec_gate));
+    // The executor (it runs approved gated commands) is forked after the
+    // agent, whose start is the run's critical path; a job sent before it
+    // runs waits on its channel. It holds no terminal and no exec gate.
+    if let Some(chan) = args.exec_chan {
+        // SAFETY: init is single-threaded; the executor never returns.
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            let e = io::Error::last_os_error();
+            // SAFETY: agent is our child.
+            unsafe { libc::kill(agent, libc::SIGKILL) };
+            return Err(SetupFailure::new(Step::Exec, "fork executor", &e));
+        }
+        if pid == 0 {
+            let path = spec.env.iter().find(|(k, _)| k == "PATH").map_or(String::new(), |(_, v)| v.clone());
+            let path = path.split(':').filter(|d| *d != clawkeep_shim::JAIL_SHIM_DIR).collect::<Vec<_>>().join(":");
+            exec_server::run(chan, masks, path, args.can_setgroups, args.cfg.landlock);
+        }
+    }
     // The jail's pid 1 keeps no handle on the user's terminal either.
     if let Ok(null) = sys::open_path(std::path::Path::new("/dev/null"), libc::O_RDWR) {
         for fd in 0..3 {
