@@ -164,9 +164,10 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs, early: Option<HelperStart>
         eprintln!("clawkeep: warning: {} does not hold: {}", d.guarantee, d.reason);
     }
     let spec = &plan.cfg.spec;
-    // The start event is written, then the jail is set up while the event
-    // is fsync'd; the command itself execs only once the event is on disk,
-    // so an operator can always see what ran.
+    // The helper gets its config first, so the jail is set up while the
+    // start event is written and fsync'd; the command itself execs only
+    // once the event is on disk, so an operator can always see what ran.
+    let launch = plan.launch_spawned(helper);
     let start = log.append_deferred(
         "run.start",
         json!({
@@ -186,7 +187,9 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs, early: Option<HelperStart>
         }),
     );
     if let Err(e) = start {
-        helper.abort();
+        if let Ok(launched) = launch {
+            launched.abort();
+        }
         gate_run::cleanup(&gate.dir);
         plan.cleanup();
         return Err(Failure::runtime(format!("{e}; the command was not started")));
@@ -198,7 +201,7 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs, early: Option<HelperStart>
     let inflight: Arc<std::sync::atomic::AtomicUsize> = Arc::default();
     // Reaped after the exit event: the helper removes the cgroups meanwhile.
     let mut ending = None;
-    let result = match plan.launch_spawned(helper) {
+    let result = match launch {
         Err(e) => Err(e),
         Ok(mut launched) => match log.sync() {
             Err(e) => {
