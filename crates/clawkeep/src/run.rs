@@ -11,7 +11,7 @@ use clawkeep_sandbox::launcher::{Channels, Starting};
 use clawkeep_sandbox::shims::GateMounts;
 use clawkeep_sandbox::{Outcome, SandboxError};
 use serde_json::json;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -36,6 +36,8 @@ pub struct HelperStart {
     exec_ours: OwnedFd,
     prompt_ours: Option<OwnedFd>,
     proxy_ours: OwnedFd,
+    /// As root: where init gets the jail's /etc, made by us (see `send_etc`).
+    etc_ours: Option<OwnedFd>,
 }
 
 impl HelperStart {
@@ -55,10 +57,16 @@ impl HelperStart {
         };
         // The jail's init sends the proxy's listener on this channel.
         let (proxy_ours, proxy_jail) = clawkeep_sandbox::sys::seqpacket_pair().map_err(io)?;
+        // Only root can make a tmpfs outside the jail.
+        // SAFETY: geteuid has no preconditions.
+        let (etc_ours, etc_jail) = match unsafe { libc::geteuid() } == 0 {
+            true => clawkeep_sandbox::sys::seqpacket_pair().map(|(a, b)| (Some(a), Some(b))).map_err(io)?,
+            false => (None, None),
+        };
         let helper_exe = exe.parent().map(|d| d.join("clawkeep-jail")).filter(|p| p.is_file()).unwrap_or_else(|| exe.clone());
-        let chans = Channels { exec: Some(exec_jail), prompt: prompt_jail, proxy: Some(proxy_jail) };
+        let chans = Channels { exec: Some(exec_jail), prompt: prompt_jail, proxy: Some(proxy_jail), etc: etc_jail };
         let starting = clawkeep_sandbox::launcher::start(&helper_exe, chans);
-        Ok(HelperStart { exe, starting, exec_ours, prompt_ours, proxy_ours })
+        Ok(HelperStart { exe, starting, exec_ours, prompt_ours, proxy_ours, etc_ours })
     }
 }
 
@@ -78,7 +86,7 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs, early: Option<HelperStart>
     }
     // Started before the command line was parsed (see `HelperStart`), or
     // now; either way its exec overlaps the launcher's own start-up.
-    let HelperStart { exe, starting, exec_ours, prompt_ours, proxy_ours } = match early {
+    let HelperStart { exe, starting, exec_ours, prompt_ours, proxy_ours, etc_ours } = match early {
         Some(h) => h,
         None => HelperStart::begin()?,
     };
@@ -147,6 +155,8 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs, early: Option<HelperStart>
                 }
             };
             p.cfg.gate = Some(GateMounts { shim_binary, socket: gate.gate_socket.clone(), commands: policy.gated_commands() });
+            // A --rootfs tree brings its own /etc.
+            p.cfg.prepared_etc = etc_ours.is_some() && p.cfg.spec.rootfs.is_none();
             p.cfg.proxy_port = proxy.as_ref().map(|_| PROXY_PORT);
             gate.policy = Some(policy);
             p
@@ -194,6 +204,7 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs, early: Option<HelperStart>
         plan.cleanup();
         return Err(Failure::runtime(format!("{e}; the command was not started")));
     }
+    send_etc(etc_ours.filter(|_| plan.cfg.prepared_etc && launch.is_ok()));
 
     let usage_ledger = proxy.as_ref().map(ProxyPrep::ledger);
     let t0 = Instant::now();
@@ -311,6 +322,17 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs, early: Option<HelperStart>
             }
             Ok(code.clamp(0, 255) as u8)
         }
+    }
+}
+
+/// Makes the jail's /etc (see `mounts::PreparedEtc`) while the helper
+/// clones the jail and init starts its root, and sends it to init. If it
+/// cannot be made, nothing is sent: the channel closes and init writes
+/// /etc itself (and says what failed, if it fails there too).
+fn send_etc(chan: Option<OwnedFd>) {
+    let Some(chan) = chan else { return };
+    if let Ok(etc) = clawkeep_sandbox::mounts::prepare_etc() {
+        let _ = clawkeep_sandbox::mounts::send_prepared_etc(chan.as_raw_fd(), &etc);
     }
 }
 

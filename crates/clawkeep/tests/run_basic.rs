@@ -260,17 +260,13 @@ fn rootfs_uses_a_prepared_tree() {
     assert_eq!(text, "prepared\nhost-hidden\nro\n", "stderr: {}", String::from_utf8_lossy(&out.stderr));
 }
 
-/// Without root the jail still runs: the agent is the caller's own uid,
-/// cgroup limits are reported as not enforced, and the start event says
-/// "degraded".
-#[test]
-fn unprivileged_caller_runs_degraded() {
-    if !jail_available("unprivileged") {
-        return;
-    }
+/// `clawkeep run -- CMD...` as uid 65534 (setpriv), with a workspace
+/// (`ws`) and a state dir (`state`) of its own under the returned dir;
+/// None, saying why, where that cannot run here.
+fn run_unprivileged(test: &str, cmd: &[&str]) -> Option<(std::process::Output, tempfile::TempDir)> {
     if !std::path::Path::new("/usr/bin/setpriv").exists() || !common::reachable_by_others(&common::bin()) {
-        println!("skipped: unprivileged: needs setpriv and a binary other users can execute");
-        return;
+        println!("skipped: {test}: needs setpriv and a binary other users can execute");
+        return None;
     }
     let base = tempfile::tempdir().unwrap();
     use std::os::unix::fs::PermissionsExt;
@@ -288,16 +284,26 @@ fn unprivileged_caller_runs_degraded() {
         .arg("run")
         .arg("--workspace")
         .arg(&ws)
-        .args([
-            "--",
-            "sh",
-            "-c",
-            "id -u; grep -E '^(CapEff|NoNewPrivs|Seccomp):' /proc/self/status | tr -s '\\t' ' '; echo hi > /workspace/f",
-        ])
+        .arg("--")
+        .args(cmd)
         .env_clear()
         .env("PATH", "/usr/bin:/bin")
         .output()
         .unwrap();
+    Some((out, base))
+}
+
+/// Without root the jail still runs: the agent is the caller's own uid,
+/// cgroup limits are reported as not enforced, and the start event says
+/// "degraded".
+#[test]
+fn unprivileged_caller_runs_degraded() {
+    if !jail_available("unprivileged") {
+        return;
+    }
+    let script = "id -u; grep -E '^(CapEff|NoNewPrivs|Seccomp):' /proc/self/status | tr -s '\\t' ' '; echo hi > /workspace/f";
+    let Some((out, base)) = run_unprivileged("unprivileged", &["sh", "-c", script]) else { return };
+    let (ws, state) = (base.path().join("ws"), base.path().join("state"));
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
@@ -307,6 +313,34 @@ fn unprivileged_caller_runs_degraded() {
     let audit = std::fs::read_to_string(state.join("audit.jsonl")).unwrap();
     let start: serde_json::Value = serde_json::from_str(audit.lines().next().unwrap()).unwrap();
     assert_eq!(start["isolation"]["level"], "degraded");
+}
+
+/// As root the launcher makes the jail's /etc outside the jail (a detached
+/// tmpfs init attaches); without root init writes it itself. Both are the
+/// same /etc: the same names, kinds, link targets and contents, read-only.
+#[test]
+fn etc_made_outside_the_jail_is_the_etc_init_writes() {
+    if !jail_available("etc: made outside vs by init") {
+        return;
+    }
+    let list = r#"cd /etc && for f in *; do
+        if [ -L "$f" ]; then echo "L $f $(readlink "$f")";
+        elif [ -d "$f" ]; then echo "D $f $(ls "$f" | wc -l)";
+        else echo "F $f $(cksum < "$f")"; fi; done; touch /etc/x 2>/dev/null || echo read-only"#;
+    let env = Env::new();
+    let out = env.run(&[], &["sh", "-c", list]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let as_root = String::from_utf8_lossy(&out.stdout).into_owned();
+    // The jail's own identity files, host files copied, a directory bound.
+    for line in ["F hostname ", "F passwd ", "F debian_version ", "D ssl ", "read-only"] {
+        assert!(as_root.lines().any(|l| l.starts_with(line)), "no '{line}' in:\n{as_root}");
+    }
+    let host_version = std::process::Command::new("sh").args(["-c", "cksum < /etc/debian_version"]).output().unwrap();
+    let host_version = String::from_utf8_lossy(&host_version.stdout).trim().to_string();
+    assert!(as_root.contains(&format!("F debian_version {host_version}\n")), "{as_root}");
+    let Some((out, _base)) = run_unprivileged("etc: made outside vs by init", &["sh", "-c", list]) else { return };
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), as_root);
 }
 
 /// With a terminal, Ctrl-C typed by the user reaches the command through

@@ -15,7 +15,9 @@ use crate::error::{SetupFailure, Step};
 use crate::idmap::{self, IdMaps, WorkspaceMount};
 use crate::init::{self, InitArgs, FORWARDED};
 use crate::mounts::RootSource;
-use crate::protocol::{read_frame, ChildMsg, HelperConfig, JailReport, Outcome, CONFIG_FD, EXEC_FD, PROMPT_FD, PROXY_FD, REPORT_FD};
+use crate::protocol::{
+    read_frame, ChildMsg, HelperConfig, JailReport, Outcome, CONFIG_FD, ETC_FD, EXEC_FD, PROMPT_FD, PROXY_FD, REPORT_FD,
+};
 use crate::{net, pty, seccomp, sys};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -57,7 +59,13 @@ pub fn main() -> i32 {
         // SAFETY: fd 7 is the launcher's channel or unused; nothing here owns it.
         unsafe { libc::close(PROXY_FD) };
     }
-    let (report, parent_gone, ending) = run(&cfg, net, exec_chan, prompt_chan, proxy_chan);
+    // SAFETY: adopting fd 8 when the launcher sends the jail's /etc on it.
+    let etc_chan = (cfg.prepared_etc && sys::set_cloexec(ETC_FD).is_ok()).then(|| unsafe { OwnedFd::from_raw_fd(ETC_FD) });
+    if etc_chan.is_none() {
+        // SAFETY: fd 8 is the launcher's channel or unused; nothing here owns it.
+        unsafe { libc::close(ETC_FD) };
+    }
+    let (report, parent_gone, ending) = run(&cfg, net, exec_chan, prompt_chan, proxy_chan, etc_chan);
     if parent_gone {
         finish(&cfg);
         record_abort(&cfg, &report);
@@ -105,6 +113,7 @@ fn run(
     exec_chan: Option<OwnedFd>,
     prompt_chan: Option<OwnedFd>,
     proxy_chan: Option<OwnedFd>,
+    etc_chan: Option<OwnedFd>,
 ) -> Ran {
     let blocked = init::signal_set(FORWARDED.iter().copied().chain([libc::SIGCHLD, libc::SIGWINCH]));
     // SAFETY: blocking signals for this single-threaded process; signalfd gets a valid set.
@@ -215,11 +224,12 @@ fn run(
                 coverage: coverage_r,
                 proxy_chan,
                 net_ready,
+                etc_chan,
             },
             status_w,
         );
     }
-    drop((go_r, status_w, workspace, console_i, gate_r, exec_chan, gate_trees, proxy_chan, coverage_r));
+    drop((go_r, status_w, workspace, console_i, gate_r, exec_chan, gate_trees, proxy_chan, coverage_r, etc_chan));
 
     // Set-up failed after the clone: the jail dies, nothing is left.
     let kill_jail = || {

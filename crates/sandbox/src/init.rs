@@ -41,6 +41,9 @@ pub struct InitArgs<'a> {
     /// loopback up (root only); else init brings up the loopback of its
     /// own, new one.
     pub net_ready: bool,
+    /// Where the launcher sends the default root's /etc, made outside
+    /// (root callers without --rootfs; see `mounts::PreparedEtc`).
+    pub etc_chan: Option<OwnedFd>,
 }
 
 /// Never returns: exits with the agent's status (128+signal when killed).
@@ -86,8 +89,15 @@ fn setup_and_supervise(args: InitArgs<'_>, status_fd: i32) -> Result<i32, SetupF
 
     let spec = &args.cfg.spec;
     let source = spec.rootfs.clone().map_or(RootSource::Host, RootSource::Tree);
-    let masks =
-        mounts::build_root(&source, args.workspace, spec.limits.memory_bytes, args.cfg.gate.as_ref(), args.gate_trees, args.coverage)?;
+    let masks = mounts::build_root(
+        &source,
+        args.workspace,
+        spec.limits.memory_bytes,
+        args.cfg.gate.as_ref(),
+        args.gate_trees,
+        args.coverage,
+        args.etc_chan,
+    )?;
     // SAFETY: the name is a valid buffer of the given length.
     if unsafe { libc::sethostname(c"clawkeep".as_ptr(), 8) } < 0 {
         return Err(SetupFailure::new(Step::Hostname, "clawkeep", &io::Error::last_os_error()));

@@ -85,8 +85,17 @@ pub fn plan(mut spec: RunSpec, audit_path: Option<PathBuf>) -> Result<JailPlan, 
             reason: "not running as root: the agent runs as your own uid, supplementary groups are kept".into(),
         });
     }
-    let cfg =
-        HelperConfig { spec, cgroups, landlock: landlock_abi > 0, tty, audit_path, kill_grace_ms: 2000, gate: None, proxy_port: None };
+    let cfg = HelperConfig {
+        spec,
+        cgroups,
+        landlock: landlock_abi > 0,
+        tty,
+        audit_path,
+        kill_grace_ms: 2000,
+        gate: None,
+        proxy_port: None,
+        prepared_etc: false,
+    };
     Ok(JailPlan { cfg, degraded, landlock_abi, host })
 }
 

@@ -6,7 +6,7 @@
 
 use crate::error::SandboxError;
 use crate::protocol::{
-    write_frame, HelperConfig, JailReport, CONFIG_FD, EXEC_FD, HELPER_ARG, KILL, PROCEED, PROMPT_FD, PROXY_FD, REPORT_FD,
+    write_frame, HelperConfig, JailReport, CONFIG_FD, ETC_FD, EXEC_FD, HELPER_ARG, KILL, PROCEED, PROMPT_FD, PROXY_FD, REPORT_FD,
 };
 use crate::{init::FORWARDED, sys};
 use std::ffi::CString;
@@ -86,12 +86,14 @@ pub struct Channels {
     pub prompt: Option<OwnedFd>,
     /// fd 7: receives the proxy's listening socket from inside the jail.
     pub proxy: Option<OwnedFd>,
+    /// fd 8: sends the jail's /etc, made outside, to init.
+    pub etc: Option<OwnedFd>,
 }
 
 /// Starts `exe __sandbox-helper` with fd 3 for its config and lifeline and
 /// fd 4 for its report, and installs signal forwarding to it.
 pub fn spawn(exe: &Path, chans: Channels) -> Result<Spawned, SandboxError> {
-    let Channels { exec: exec_chan, prompt: prompt_chan, proxy: proxy_chan } = chans;
+    let Channels { exec: exec_chan, prompt: prompt_chan, proxy: proxy_chan, etc: etc_chan } = chans;
     let io = SandboxError::HelperIo;
     let (cfg_r, cfg_w) = sys::pipe().map_err(io)?;
     let (rep_r, rep_w) = sys::pipe().map_err(io)?;
@@ -104,10 +106,12 @@ pub fn spawn(exe: &Path, chans: Channels) -> Result<Spawned, SandboxError> {
     let pr: RawFd = prompt_chan.as_ref().map_or(-1, |f| f.as_raw_fd());
     let proxy_chan = proxy_chan.map(high_fd).transpose().map_err(io)?;
     let px: RawFd = proxy_chan.as_ref().map_or(-1, |f| f.as_raw_fd());
-    let maps = [(cr, CONFIG_FD), (rw, REPORT_FD), (ex, EXEC_FD), (pr, PROMPT_FD), (px, PROXY_FD)];
+    let etc_chan = etc_chan.map(high_fd).transpose().map_err(io)?;
+    let et: RawFd = etc_chan.as_ref().map_or(-1, |f| f.as_raw_fd());
+    let maps = [(cr, CONFIG_FD), (rw, REPORT_FD), (ex, EXEC_FD), (pr, PROMPT_FD), (px, PROXY_FD), (et, ETC_FD)];
     let pid = posix_spawn(exe, &maps).map_err(|source| SandboxError::SpawnHelper { exe: exe.to_path_buf(), source })?;
     let child = Child { pid, reaped: false };
-    drop((cfg_r, rep_w, exec_chan, prompt_chan, proxy_chan));
+    drop((cfg_r, rep_w, exec_chan, prompt_chan, proxy_chan, etc_chan));
     HELPER_PID.store(pid, Ordering::SeqCst);
     for sig in FORWARDED {
         // SAFETY: installing an async-signal-safe handler.

@@ -17,10 +17,11 @@ use crate::error::{SetupFailure, Step};
 use crate::idmap::{WorkspaceMount, AGENT_ID};
 use crate::shims::{self, GateMounts};
 use crate::sys::{self, cpath};
-use std::ffi::{CString, OsStr, OsString};
+use std::ffi::{CStr, CString, OsStr, OsString};
 use std::fs;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{symlink, DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -128,6 +129,102 @@ enum Entry {
 
 type R<T> = Result<T, SetupFailure>;
 
+/// The default root's /etc, made outside the jail: a detached tmpfs (mounted
+/// nowhere) holding the jail's identity files, copies of the small host
+/// files and links, and mount points for what init binds. The launcher
+/// makes it as root once the helper has its config, on a CPU that is idle
+/// then, and sends it on the /etc channel (fd 8); init attaches it with one
+/// `move_mount` instead of reading and writing each file on the start-up
+/// path, or, when nothing comes, writes /etc itself.
+#[derive(Debug)]
+pub struct PreparedEtc {
+    tree: OwnedFd,
+    /// The host /etc entries init binds onto the mount points (directories,
+    /// files too large to copy).
+    binds: Vec<OsString>,
+}
+
+/// Makes [`PreparedEtc`]. Host root only (a new tmpfs needs CAP_SYS_ADMIN
+/// in the host's user namespace). Everything is read and written with the
+/// file-system identity of the jail's root (`idmap::FsIdentity`): the jail
+/// sees no host file it could not have read itself, and owns what it owned
+/// when init wrote the files (its root).
+pub fn prepare_etc() -> R<PreparedEtc> {
+    let _as_jail_root = crate::idmap::FsIdentity::jail_root();
+    let tree = sys::fsmount_tmpfs(&[(c"mode", c"0755")], sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV)
+        .map_err(fail(Step::MountTmpfs, "/etc (detached)"))?;
+    // Made by name relative to the tree's root: it is mounted nowhere.
+    let at = |name: &OsStr, make: &dyn Fn(libc::c_int, &CStr) -> libc::c_int| {
+        let c = CString::new(name.as_bytes()).map_err(|_| SetupFailure::msg(Step::WriteFile, "/etc", "a name holds a NUL byte"))?;
+        match make(tree.as_raw_fd(), &c) {
+            r if r >= 0 => Ok(r),
+            _ => Err(SetupFailure::new(Step::WriteFile, Path::new("/etc").join(name).display().to_string(), &io::Error::last_os_error())),
+        }
+    };
+    let file = |name: &OsStr, body: &[u8], mode: u32| -> R<()> {
+        let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC | libc::O_NOFOLLOW;
+        // SAFETY: a valid descriptor and C string; the new descriptor is owned below.
+        let fd = at(name, &|dir, c| unsafe { libc::openat(dir, c.as_ptr(), flags, mode) })?;
+        // SAFETY: openat returned a fresh descriptor.
+        let mut f = unsafe { fs::File::from_raw_fd(fd) };
+        f.write_all(body).map_err(fail(Step::WriteFile, Path::new("/etc").join(name)))
+    };
+    for (name, body) in identity_files() {
+        file(OsStr::new(name), body.as_bytes(), 0o644)?;
+    }
+    let mut binds = Vec::new();
+    for e in open_entries(Path::new("/etc"), HOST_ETC_ENTRIES.iter().map(OsString::from))? {
+        match e {
+            Entry::Small(name, body, mode) => file(&name, &body, mode)?,
+            Entry::Link(name, to) => {
+                let to = CString::new(to.as_os_str().as_bytes())
+                    .map_err(|_| SetupFailure::msg(Step::WriteFile, "/etc", "a link holds a NUL byte"))?;
+                // SAFETY: valid C strings and descriptor.
+                at(&name, &|dir, c| unsafe { libc::symlinkat(to.as_ptr(), dir, c.as_ptr()) })?;
+            }
+            Entry::Dir(name, _) => {
+                // SAFETY: as above.
+                at(&name, &|dir, c| unsafe { libc::mkdirat(dir, c.as_ptr(), 0o755) })?;
+                binds.push(name);
+            }
+            Entry::File(name, _) => {
+                file(&name, b"", 0o644)?;
+                binds.push(name);
+            }
+        }
+    }
+    Ok(PreparedEtc { tree, binds })
+}
+
+/// The first byte of a prepared /etc's message; the bind names follow,
+/// each ended by a NUL.
+const ETC_MSG: u8 = b'e';
+
+/// Sends `etc` on `sock` (the launcher's end of the /etc channel).
+pub fn send_prepared_etc(sock: RawFd, etc: &PreparedEtc) -> io::Result<()> {
+    let mut msg = vec![ETC_MSG];
+    for name in &etc.binds {
+        msg.extend_from_slice(name.as_bytes());
+        msg.push(0);
+    }
+    clawkeep_shim::fdpass::send_with_fds(sock, &msg, &[etc.tree.as_raw_fd()])
+}
+
+/// What init receives on the /etc channel: None when the launcher sent
+/// nothing (it could not prepare it, or is gone), or sent something else
+/// than a tree and names that are all on the list.
+fn recv_prepared_etc(sock: RawFd) -> Option<PreparedEtc> {
+    let mut buf = [0u8; 4096];
+    let (n, mut fds) = clawkeep_shim::fdpass::recv_with_fds(sock, &mut buf).ok()?;
+    let tree = fds.pop().filter(|_| fds.is_empty())?;
+    let (&first, names) = buf[..n].split_first()?;
+    if first != ETC_MSG || names.last().is_some_and(|&b| b != 0) {
+        return None;
+    }
+    let binds: Vec<OsString> = names.split(|&b| b == 0).filter(|n| !n.is_empty()).map(|n| OsStr::from_bytes(n).to_os_string()).collect();
+    binds.iter().all(|b| HOST_ETC_ENTRIES.iter().any(|e| b == e)).then_some(PreparedEtc { tree, binds })
+}
+
 fn fail(step: Step, target: impl AsRef<Path>) -> impl FnOnce(io::Error) -> SetupFailure {
     let t = target.as_ref().display().to_string();
     move |e| SetupFailure::new(step, t, &e)
@@ -151,11 +248,12 @@ pub fn build_root(
     gate: Option<&GateMounts>,
     gate_trees: Option<(OwnedFd, OwnedFd)>,
     coverage: Option<OwnedFd>,
+    etc_chan: Option<OwnedFd>,
 ) -> R<Vec<shims::Mask>> {
     let target = |p: &str| PathBuf::from(BASE).join(p);
     sys::mount(None, c"/", None, libc::MS_REC | libc::MS_PRIVATE, None).map_err(fail(Step::MountPrivate, "/"))?;
 
-    let (entries, etc) = open_sources(source)?;
+    let entries = open_sources(source)?;
     let gate_src = gate.map(|g| shims::open_sources(g, gate_trees)).transpose()?;
     // Opened before the base tmpfs covers /tmp, where a workspace may live.
     let ws_src = match &workspace {
@@ -171,11 +269,22 @@ pub fn build_root(
     for e in &entries {
         place(e, Path::new(BASE))?;
     }
-    if let Some(etc) = etc {
-        mkdir(&target("etc"), 0o755)?;
-        write_identity_files(&target("etc"))?;
-        for e in &etc {
-            place(e, &target("etc"))?;
+    if matches!(source, RootSource::Host) {
+        let at = target("etc");
+        mkdir(&at, 0o755)?;
+        // Prepared: only the binds are left (their mount points exist).
+        let names: Vec<OsString> = match etc_chan.and_then(|ch| recv_prepared_etc(ch.as_raw_fd())) {
+            Some(p) => {
+                sys::move_mount_to(&p.tree, &c(&at)?).map_err(fail(Step::MountBind, &at))?;
+                p.binds
+            }
+            None => {
+                write_identity_files(&at)?;
+                HOST_ETC_ENTRIES.iter().map(OsString::from).collect()
+            }
+        };
+        for e in &open_entries(Path::new("/etc"), names.into_iter())? {
+            place(e, &at)?;
         }
     }
     drop(entries);
@@ -237,13 +346,9 @@ pub fn build_root(
     Ok(masks)
 }
 
-fn open_sources(source: &RootSource) -> R<(Vec<Entry>, Option<Vec<Entry>>)> {
+fn open_sources(source: &RootSource) -> R<Vec<Entry>> {
     match source {
-        RootSource::Host => {
-            let root = open_entries(Path::new("/"), HOST_ROOT_ENTRIES.iter().map(OsString::from))?;
-            let etc = open_entries(Path::new("/etc"), HOST_ETC_ENTRIES.iter().map(OsString::from))?;
-            Ok((root, Some(etc)))
-        }
+        RootSource::Host => open_entries(Path::new("/"), HOST_ROOT_ENTRIES.iter().map(OsString::from)),
         RootSource::Tree(dir) => {
             let names = fs::read_dir(dir)
                 .map_err(fail(Step::OpenSource, dir))?
@@ -251,7 +356,7 @@ fn open_sources(source: &RootSource) -> R<(Vec<Entry>, Option<Vec<Entry>>)> {
                 .map(|e| e.file_name())
                 .filter(|n| !ROOTFS_SKIP.iter().any(|s| n == s))
                 .collect::<Vec<_>>();
-            Ok((open_entries(dir, names.into_iter())?, None))
+            open_entries(dir, names.into_iter())
         }
     }
 }
@@ -305,7 +410,10 @@ fn place(e: &Entry, parent: &Path) -> R<()> {
         Entry::Link(name, to) => symlink(to, parent.join(name)).map_err(fail(Step::MountBind, parent.join(name))),
         Entry::Dir(name, fd) => {
             let t = parent.join(name);
-            mkdir(&t, 0o755)?;
+            // A prepared /etc has its mount points already.
+            if !t.is_dir() {
+                mkdir(&t, 0o755)?;
+            }
             bind(&fd_path(fd), &t)
         }
         // Small files are copied rather than bound: every mount costs at set-up
@@ -354,18 +462,21 @@ fn touch(p: &Path) -> R<()> {
 
 /// The jail's own identity files: no host user names leak in.
 fn write_identity_files(etc: &Path) -> R<()> {
-    let files = [
+    for (name, body) in identity_files() {
+        let p = etc.join(name);
+        fs::write(&p, body).map_err(fail(Step::WriteFile, &p))?;
+    }
+    Ok(())
+}
+
+fn identity_files() -> [(&'static str, String); 5] {
+    [
         ("passwd", format!("root:x:0:0:root:/root:/usr/sbin/nologin\nagent:x:{AGENT_ID}:{AGENT_ID}:clawkeep agent:/workspace:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n")),
         ("group", format!("root:x:0:\nagent:x:{AGENT_ID}:\nnogroup:x:65534:\n")),
         ("hosts", "127.0.0.1 localhost clawkeep\n::1 localhost ip6-localhost ip6-loopback\n".to_string()),
         ("hostname", "clawkeep\n".to_string()),
         ("resolv.conf", "# the jail's network is loopback-only\n".to_string()),
-    ];
-    for (name, body) in files {
-        let p = etc.join(name);
-        fs::write(&p, body).map_err(fail(Step::WriteFile, &p))?;
-    }
-    Ok(())
+    ]
 }
 
 fn build_dev(dev: &Path) -> R<()> {

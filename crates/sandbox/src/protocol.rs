@@ -25,6 +25,9 @@ pub const PROMPT_FD: RawFd = 6;
 /// Where the jail's init sends the inference proxy's listening socket
 /// (only when `HelperConfig::proxy_port` is set).
 pub const PROXY_FD: RawFd = 7;
+/// Where the launcher sends the jail's /etc, made outside the jail (only
+/// when `HelperConfig::prepared_etc` is set).
+pub const ETC_FD: RawFd = 8;
 
 /// A question the helper asks at the user's terminal, or its answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,6 +75,10 @@ pub struct HelperConfig {
     /// else.
     #[serde(default)]
     pub proxy_port: Option<u16>,
+    /// The launcher sends the default root's /etc on fd 8 (see
+    /// `mounts::PreparedEtc`); init writes it itself when nothing comes.
+    #[serde(default)]
+    pub prepared_etc: bool,
 }
 
 /// How the agent's run ended.

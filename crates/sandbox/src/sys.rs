@@ -98,6 +98,41 @@ pub fn mount_setattr(dirfd: RawFd, path: &CStr, flags: libc::c_uint, set: u64, u
     Ok(())
 }
 
+/// A new tmpfs that is mounted nowhere (fsopen, fsconfig, fsmount): a
+/// detached mount to fill through `/proc/self/fd/N` and attach later with
+/// [`move_mount_to`], in another mount namespace too. `options` are the
+/// mount's string options; `attrs` its MOUNT_ATTR_* flags. Nothing of it
+/// outlives its last descriptor until it is attached.
+pub fn fsmount_tmpfs(options: &[(&CStr, &CStr)], attrs: u64) -> io::Result<OwnedFd> {
+    const FSOPEN_CLOEXEC: libc::c_uint = 1;
+    const FSCONFIG_SET_STRING: libc::c_uint = 1;
+    const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
+    const FSMOUNT_CLOEXEC: libc::c_uint = 1;
+    // SAFETY: "tmpfs" is a valid C string.
+    let fs = check_long(unsafe { libc::syscall(libc::SYS_fsopen, c"tmpfs".as_ptr(), FSOPEN_CLOEXEC) })?;
+    // SAFETY: fsopen returned a new descriptor that nothing else owns.
+    let fs = unsafe { OwnedFd::from_raw_fd(fs as RawFd) };
+    for (key, value) in options {
+        // SAFETY: valid descriptor and C strings; aux is unused for strings.
+        check_long(unsafe { libc::syscall(libc::SYS_fsconfig, fs.as_raw_fd(), FSCONFIG_SET_STRING, key.as_ptr(), value.as_ptr(), 0) })?;
+    }
+    // SAFETY: valid descriptor; CMD_CREATE takes no key or value.
+    check_long(unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fs.as_raw_fd(),
+            FSCONFIG_CMD_CREATE,
+            std::ptr::null::<libc::c_char>(),
+            std::ptr::null::<libc::c_void>(),
+            0,
+        )
+    })?;
+    // SAFETY: valid descriptor; attrs are mount attribute flags.
+    let mnt = check_long(unsafe { libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), FSMOUNT_CLOEXEC, attrs as libc::c_uint) })?;
+    // SAFETY: fsmount returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(mnt as RawFd) })
+}
+
 /// Attaches the detached mount `from` at `to`.
 pub fn move_mount_to(from: &OwnedFd, to: &CStr) -> io::Result<()> {
     // SAFETY: valid fd and C strings; MOVE_MOUNT_F_EMPTY_PATH makes "" refer to `from`.
