@@ -65,10 +65,12 @@ pub fn main() -> i32 {
         // SAFETY: fd 8 is the launcher's channel or unused; nothing here owns it.
         unsafe { libc::close(ETC_FD) };
     }
-    let (report, parent_gone, ending) = run(&cfg, net, exec_chan, prompt_chan, proxy_chan, etc_chan);
-    if parent_gone {
+    let (report, launcher, ending) = run(&cfg, net, exec_chan, prompt_chan, proxy_chan, etc_chan);
+    if launcher != Launcher::Stayed {
         finish(&cfg);
-        record_abort(&cfg, &report);
+        if launcher == Launcher::Died {
+            record_abort(&cfg, &report);
+        }
     } else {
         // Reported first: the launcher records the exit while the jail's
         // pid 1 ends and the cgroups are removed, and waits for this
@@ -93,7 +95,16 @@ pub fn main() -> i32 {
 /// What `run` ends with: the jail's report, whether the launcher is gone,
 /// and the jail's pid 1 when it was still ending at the report (to be
 /// reaped).
-type Ran = (JailReport, bool, Option<libc::pid_t>);
+type Ran = (JailReport, Launcher, Option<libc::pid_t>);
+
+/// Whether the launcher stayed for the whole run, and if not, how it went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Launcher {
+    Stayed,
+    Died,
+    /// It called the run off itself (`protocol::CALL_OFF`).
+    CalledOff,
+}
 
 /// A run whose set-up failed (the launcher still there, nothing to reap).
 fn setup_failed(failure: SetupFailure) -> Ran {
@@ -104,7 +115,7 @@ fn setup_failed(failure: SetupFailure) -> Ran {
         oom_killed: false,
         landlock: None,
     };
-    (report, false, None)
+    (report, Launcher::Stayed, None)
 }
 
 fn run(
@@ -320,7 +331,12 @@ fn run(
             _ => None,
         }),
     };
-    (report, mon.parent_gone, mon.init_running.then_some(pid))
+    let launcher = match (mon.parent_gone, mon.called_off) {
+        (false, _) => Launcher::Stayed,
+        (true, false) => Launcher::Died,
+        (true, true) => Launcher::CalledOff,
+    };
+    (report, launcher, mon.init_running.then_some(pid))
 }
 
 /// Nothing outlives the run: kill stragglers, remove the cgroups.

@@ -6,7 +6,7 @@
 
 use crate::error::SandboxError;
 use crate::protocol::{
-    write_frame, HelperConfig, JailReport, CONFIG_FD, ETC_FD, EXEC_FD, HELPER_ARG, KILL, PROCEED, PROMPT_FD, PROXY_FD, REPORT_FD,
+    write_frame, HelperConfig, JailReport, CALL_OFF, CONFIG_FD, ETC_FD, EXEC_FD, HELPER_ARG, KILL, PROCEED, PROMPT_FD, PROXY_FD, REPORT_FD,
 };
 use crate::{init::FORWARDED, sys};
 use std::ffi::CString;
@@ -247,8 +247,9 @@ impl Launched {
         })
     }
 
-    /// Tears the jail down without running the command.
+    /// Tears the jail down without running the command (see `CALL_OFF`).
     pub fn abort(mut self) {
+        let _ = sys::write_all(self.lifeline.as_raw_fd(), CALL_OFF);
         drop(self.lifeline);
         let _ = self.child.wait();
         HELPER_PID.store(0, Ordering::SeqCst);

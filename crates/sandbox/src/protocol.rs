@@ -51,6 +51,11 @@ pub enum PromptMsg {
 pub const PROCEED: &[u8] = b"x";
 /// Sent by the launcher on the lifeline to kill the whole jail now.
 pub const KILL: &[u8] = b"k";
+/// Sent by the launcher right before it closes the lifeline when it calls
+/// the run off itself (its start event could not be written or made
+/// durable): the jail is torn down as when the launcher dies, but no
+/// `run.abort` is recorded, since the launcher is alive and reports why.
+pub const CALL_OFF: &[u8] = b"c";
 const MAX_FRAME: usize = 16 << 20;
 
 /// Everything the helper needs; sent once, as a length-prefixed JSON frame.

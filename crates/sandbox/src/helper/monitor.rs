@@ -2,7 +2,7 @@
 //! forwarded signals, the timeout, the launcher's lifeline and, at the end,
 //! how the jail's command ended.
 
-use crate::protocol::{ChildMsg, HelperConfig, Outcome, CONFIG_FD, KILL, PROCEED};
+use crate::protocol::{ChildMsg, HelperConfig, Outcome, CALL_OFF, CONFIG_FD, KILL, PROCEED};
 use crate::{pty, sys};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
@@ -11,6 +11,8 @@ pub(super) struct Monitored {
     pub(super) msgs: Vec<ChildMsg>,
     pub(super) timed_out: bool,
     pub(super) parent_gone: bool,
+    /// The launcher said it called the run off before it went (`CALL_OFF`).
+    pub(super) called_off: bool,
     pub(super) wait_status: i32,
     /// The agent's exit was reported while the jail's pid 1 was still
     /// ending: the caller reaps it (see `monitor`).
@@ -25,7 +27,8 @@ pub(super) fn monitor(
     mut relay: Option<pty::Relay>,
     mut gate: Option<(OwnedFd, Vec<u8>)>,
 ) -> Monitored {
-    let mut m = Monitored { msgs: Vec::new(), timed_out: false, parent_gone: false, wait_status: 0, init_running: false };
+    let mut m =
+        Monitored { msgs: Vec::new(), timed_out: false, parent_gone: false, called_off: false, wait_status: 0, init_running: false };
     let deadline = cfg.spec.timeout.map(|t| Instant::now() + t);
     let mut kill_at: Option<Instant> = None;
     let mut status_open = true;
@@ -61,6 +64,7 @@ pub(super) fn monitor(
             let mut chunk = [0u8; 64];
             let got = sys::read_some(CONFIG_FD, &mut chunk);
             if let Ok(n @ 1..) = got {
+                m.called_off |= chunk[..n].contains(&CALL_OFF[0]);
                 if chunk[..n].contains(&KILL[0]) {
                     // The kill switch: pid 1 dies, and the kernel kills the rest.
                     signal_jail(cfg, pid, libc::SIGKILL);
