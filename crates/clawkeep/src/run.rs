@@ -204,7 +204,9 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs, early: Option<HelperStart>
         plan.cleanup();
         return Err(Failure::runtime(format!("{e}; the command was not started")));
     }
-    send_etc(etc_ours.filter(|_| plan.cfg.prepared_etc && launch.is_ok()));
+    // Made on a thread of its own while this one waits on the start
+    // event's fsync: the exec waits for that fsync, init for the /etc.
+    let etc_thread = spawn_etc(etc_ours.filter(|_| plan.cfg.prepared_etc && launch.is_ok()));
 
     let usage_ledger = proxy.as_ref().map(ProxyPrep::ledger);
     let t0 = Instant::now();
@@ -254,6 +256,9 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs, early: Option<HelperStart>
                 // Cgroups that killed runs left behind, swept while the agent runs.
                 plan.sweep_stale_cgroups();
                 let report = launched.wait();
+                if let Some(t) = etc_thread {
+                    let _ = t.join();
+                }
                 ending = Some(launched);
                 report
             }
@@ -329,11 +334,21 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs, early: Option<HelperStart>
 /// clones the jail and init starts its root, and sends it to init. If it
 /// cannot be made, nothing is sent: the channel closes and init writes
 /// /etc itself (and says what failed, if it fails there too).
-fn send_etc(chan: Option<OwnedFd>) {
-    let Some(chan) = chan else { return };
-    if let Ok(etc) = clawkeep_sandbox::mounts::prepare_etc() {
-        let _ = clawkeep_sandbox::mounts::send_prepared_etc(chan.as_raw_fd(), &etc);
+fn send_etc(chan: OwnedFd) {
+    let sent = clawkeep_sandbox::mounts::prepare_etc()
+        .map_err(|f| f.to_string())
+        .and_then(|etc| clawkeep_sandbox::mounts::send_prepared_etc(chan.as_raw_fd(), &etc).map_err(|e| e.to_string()));
+    if let Err(e) = sent {
+        tracing::debug!(error = %e, "the jail's /etc was not made outside the jail; init writes it");
     }
+}
+
+/// Runs [`send_etc`] on a thread of its own: the file-system ids it takes
+/// are that thread's alone. If no thread can start, the channel closes
+/// unused and init writes /etc itself.
+fn spawn_etc(chan: Option<OwnedFd>) -> Option<std::thread::JoinHandle<()>> {
+    let chan = chan?;
+    std::thread::Builder::new().name("clawkeep-etc".into()).spawn(move || send_etc(chan)).ok()
 }
 
 /// `--api-tcp ADDR` checked: loopback only, and CLAWKEEP_API_TOKEN (at

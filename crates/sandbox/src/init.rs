@@ -140,6 +140,8 @@ fn setup_and_supervise(args: InitArgs<'_>, status_fd: i32) -> Result<i32, SetupF
         return Err(SetupFailure::new(Step::Exec, "fork", &io::Error::last_os_error()));
     }
     if agent == 0 {
+        // The executor's channel is not the agent's, not even until exec.
+        drop(args.exec_chan);
         exec::agent_main(args.cfg, status_fd, args.can_setgroups, slave, args.exec_gate);
     }
     drop((slave, args.exec_gate));

@@ -1,9 +1,11 @@
 //! The jail's filesystem: a read-only root built on a tmpfs, then pivot_root.
 //!
 //! Runs in the jail's init (pid 1 of the new pid namespace, root of the new
-//! user namespace, in a private mount namespace). After `build_root`
-//! returns Ok:
-//! - `/` is a read-only tmpfs holding only what is listed here;
+//! user namespace, in a private mount namespace), except `prepare_etc`,
+//! which a root launcher runs outside (see `PreparedEtc`). After
+//! `build_root` returns Ok:
+//! - `/` is a read-only tmpfs holding only what is listed here, and /etc a
+//!   read-only tmpfs of its own when it was made outside;
 //! - system directories are read-only binds (host /usr, /bin, /lib*, /sbin
 //!   and selected /etc files by default, or the entries of `--rootfs`);
 //!   /root, /home, /var, /run and the host's /tmp are never bound;
@@ -150,8 +152,9 @@ pub struct PreparedEtc {
 /// sees no host file it could not have read itself, and owns what it owned
 /// when init wrote the files (its root).
 pub fn prepare_etc() -> R<PreparedEtc> {
-    let _as_jail_root = crate::idmap::FsIdentity::jail_root();
-    let tree = sys::fsmount_tmpfs(&[(c"mode", c"0755")], sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV)
+    let _as_jail_root = crate::idmap::FsIdentity::jail_root().map_err(fail(Step::OpenSource, "/etc"))?;
+    // Bounded as the base that holds /etc otherwise.
+    let tree = sys::fsmount_tmpfs(&[(c"mode", c"0755"), (c"size", c"8m")], sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV)
         .map_err(fail(Step::MountTmpfs, "/etc (detached)"))?;
     // Made by name relative to the tree's root: it is mounted nowhere.
     let at = |name: &OsStr, make: &dyn Fn(libc::c_int, &CStr) -> libc::c_int| {
@@ -273,11 +276,11 @@ pub fn build_root(
         let at = target("etc");
         mkdir(&at, 0o755)?;
         // Prepared: only the binds are left (their mount points exist).
-        let names: Vec<OsString> = match etc_chan.and_then(|ch| recv_prepared_etc(ch.as_raw_fd())) {
-            Some(p) => {
-                sys::move_mount_to(&p.tree, &c(&at)?).map_err(fail(Step::MountBind, &at))?;
-                p.binds
-            }
+        let prepared = etc_chan.and_then(|ch| recv_prepared_etc(ch.as_raw_fd()));
+        // One that cannot be attached is written here instead, as without.
+        let at_c = c(&at)?;
+        let names: Vec<OsString> = match prepared.filter(|p| sys::move_mount_to(&p.tree, &at_c).is_ok()) {
+            Some(p) => p.binds,
             None => {
                 write_identity_files(&at)?;
                 HOST_ETC_ENTRIES.iter().map(OsString::from).collect()
@@ -411,7 +414,7 @@ fn place(e: &Entry, parent: &Path) -> R<()> {
         Entry::Dir(name, fd) => {
             let t = parent.join(name);
             // A prepared /etc has its mount points already.
-            if !t.is_dir() {
+            if !fs::symlink_metadata(&t).is_ok_and(|m| m.is_dir()) {
                 mkdir(&t, 0o755)?;
             }
             bind(&fd_path(fd), &t)
