@@ -67,6 +67,21 @@ pub fn keep_only(keep: &[u32]) -> Result<(), SetupFailure> {
     set_sets(mask).map_err(f("capset"))
 }
 
+/// Whether this thread can bypass file permission checks now:
+/// CAP_DAC_OVERRIDE or CAP_DAC_READ_SEARCH in its effective set.
+pub fn bypasses_file_permissions() -> io::Result<bool> {
+    const CAP_DAC_OVERRIDE: u32 = 1;
+    const CAP_DAC_READ_SEARCH: u32 = 2;
+    let mut header = CapHeader { version: LINUX_CAPABILITY_VERSION_3, pid: 0 };
+    let mut data = [CapData { effective: 0, permitted: 0, inheritable: 0 }; 2];
+    // SAFETY: header and data are valid v3 capability structs (two data words).
+    let r = unsafe { libc::syscall(libc::SYS_capget, &mut header as *mut CapHeader, data.as_mut_ptr()) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(data[0].effective & (1 << CAP_DAC_OVERRIDE | 1 << CAP_DAC_READ_SEARCH) != 0)
+}
+
 fn clear_all_sets() -> io::Result<()> {
     set_sets(0)
 }

@@ -262,8 +262,8 @@ fn run(
         return abort(f);
     }
     let _ = sys::write_all(go_w.as_raw_fd(), b"g");
-    // Planned here, beside init's first steps of the root (the /etc
-    // files), and from the same directories the root binds: see
+    // Planned here, beside init's first steps of the root, and from the
+    // same directories the root binds: see
     // `shims::plan`. A write that fails means init is gone; its own
     // report says why.
     if let (Some(g), Some(w)) = (&cfg.gate, coverage_w) {
@@ -271,7 +271,10 @@ fn run(
         // With the file-system identity of the jail's root (which init
         // would have looked with), not the host root's: the plan holds
         // nothing the jail could not reach.
-        let as_jail_root = maps.has_root.then(idmap::FsIdentity::jail_root);
+        let as_jail_root = match maps.has_root.then(idmap::FsIdentity::jail_root).transpose() {
+            Ok(id) => id,
+            Err(e) => return abort(SetupFailure::new(Step::MountBind, "gated commands (as the jail's root)", &e)),
+        };
         let cov = crate::shims::plan(source.dir(), &g.commands, |rel| source.in_jail(rel));
         drop(as_jail_root);
         let _ = crate::protocol::write_frame(w.as_raw_fd(), &cov);

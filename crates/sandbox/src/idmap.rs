@@ -46,14 +46,24 @@ pub struct FsIdentity {
 }
 
 impl FsIdentity {
-    pub fn jail_root() -> FsIdentity {
+    /// Fails (with the old ids back) unless the switch took and left this
+    /// thread no way around file permissions: setfsuid reports no error,
+    /// and under SECBIT_NO_SETUID_FIXUP the DAC capabilities would stay.
+    pub fn jail_root() -> io::Result<FsIdentity> {
         // SAFETY: setfsuid/setfsgid change only this thread's fs ids and
-        // return the previous ones.
-        unsafe {
+        // return the previous ones; an invalid id (-1) changes nothing.
+        let (id, now) = unsafe {
             let gid = libc::setfsgid(JAIL_UID_BASE) as libc::gid_t;
             let uid = libc::setfsuid(JAIL_UID_BASE) as libc::uid_t;
-            FsIdentity { uid, gid }
+            (FsIdentity { uid, gid }, (libc::setfsuid(u32::MAX) as u32, libc::setfsgid(u32::MAX) as u32))
+        };
+        if now != (JAIL_UID_BASE, JAIL_UID_BASE) {
+            return Err(io::Error::other("the file-system ids of the jail's root did not take"));
         }
+        if crate::caps::bypasses_file_permissions()? {
+            return Err(io::Error::other("file permissions are still bypassed under the jail root's ids"));
+        }
+        Ok(id)
     }
 }
 
@@ -267,5 +277,30 @@ mod tests {
         }
         let (_, meta) = open_workspace(&real.join("inner")).unwrap();
         assert_eq!(meta.ino(), fs::metadata(real.join("inner")).unwrap().ino());
+    }
+
+    /// Under the jail root's file-system ids this thread reads what others
+    /// may, not what host root may; dropped, host root's ids are back.
+    #[test]
+    fn the_jail_roots_file_system_ids_read_no_more_than_others_may() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            println!("skipped: needs root");
+            return;
+        }
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        let (private, public) = (dir.path().join("private"), dir.path().join("public"));
+        for (p, mode) in [(&private, 0o600), (&public, 0o644)] {
+            fs::write(p, b"x").unwrap();
+            fs::set_permissions(p, fs::Permissions::from_mode(mode)).unwrap();
+        }
+        {
+            let _id = FsIdentity::jail_root().unwrap();
+            assert_eq!(fs::read(&private).unwrap_err().kind(), std::io::ErrorKind::PermissionDenied);
+            assert_eq!(fs::read(&public).unwrap(), b"x");
+        }
+        assert_eq!(fs::read(&private).unwrap(), b"x");
     }
 }
