@@ -26,9 +26,31 @@ fn link_static_pie(bin: &str) -> bool {
         p.is_absolute().then_some(p)
     }
 
+    /// The build host's glibc, as (major, minor).
+    fn glibc_version() -> Option<(u32, u32)> {
+        let out = Command::new("getconf").arg("GNU_LIBC_VERSION").output().ok()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let (major, minor) = text.trim().strip_prefix("glibc ")?.split_once('.')?;
+        Some((major.parse().ok()?, minor.split('.').next()?.parse().ok()?))
+    }
+
     println!("cargo:rerun-if-changed=build.rs");
     if std::env::var("CARGO_CFG_TARGET_OS").as_deref() != Ok("linux") || std::env::var("CARGO_CFG_TARGET_ENV").as_deref() != Ok("gnu") {
         return false;
+    }
+    // The archives are found with the host's `cc`: not for a cross build.
+    if std::env::var("HOST") != std::env::var("TARGET") {
+        println!("cargo:warning={bin} will be dynamically linked (a cross build)");
+        return false;
+    }
+    // From 2.34 on, libc.a holds the files and dns NSS modules itself; an
+    // older one would dlopen them, which a static binary cannot do safely.
+    match glibc_version() {
+        Some(v) if v >= (2, 34) => {}
+        v => {
+            println!("cargo:warning={bin} will be dynamically linked (glibc {v:?} is older than 2.34 or unknown)");
+            return false;
+        }
     }
     let dir = PathBuf::from(std::env::var("OUT_DIR").unwrap_or_default()).join("static-libs");
     let _ = std::fs::create_dir_all(&dir);

@@ -27,8 +27,11 @@ use std::process::ExitCode;
 /// names (the proxy's providers) with the `files` and `dns` modules built
 /// into it, but would dlopen any other module nsswitch.conf names, and such
 /// a module works only with the exact glibc this binary was linked with. So
-/// host lookups are pinned to the two built-in modules. glibc's setter is
-/// not thread-safe: this runs before any thread exists.
+/// host lookups are pinned to the two built-in modules, and the other
+/// databases a future call might reach to `files` (nothing here looks up
+/// users, groups or services today). glibc's setter is not thread-safe:
+/// this runs before any thread exists. docs/proxy.md says what it means for
+/// a provider's host name.
 #[cfg(static_glibc)]
 fn pin_name_lookups() {
     extern "C" {
@@ -38,6 +41,9 @@ fn pin_name_lookups() {
     // it keeps. No other thread exists yet (see above).
     unsafe {
         __nss_configure_lookup(c"hosts".as_ptr(), c"files dns".as_ptr());
+        for db in [c"passwd", c"group", c"services"] {
+            __nss_configure_lookup(db.as_ptr(), c"files".as_ptr());
+        }
     }
 }
 
