@@ -317,7 +317,8 @@ fn unprivileged_caller_runs_degraded() {
 
 /// As root the launcher makes the jail's /etc outside the jail (a detached
 /// tmpfs init attaches); without root init writes it itself. Both are the
-/// same /etc: the same names, kinds, link targets and contents, read-only.
+/// same /etc: the same names, kinds, link targets, modes and contents as
+/// the host's listed entries, read-only.
 #[test]
 fn etc_made_outside_the_jail_is_the_etc_init_writes() {
     if !jail_available("etc: made outside vs by init") {
@@ -326,21 +327,37 @@ fn etc_made_outside_the_jail_is_the_etc_init_writes() {
     let list = r#"cd /etc && for f in *; do
         if [ -L "$f" ]; then echo "L $f $(readlink "$f")";
         elif [ -d "$f" ]; then echo "D $f $(ls "$f" | wc -l)";
-        else echo "F $f $(cksum < "$f")"; fi; done; touch /etc/x 2>/dev/null || echo read-only"#;
+        else echo "F $f $(stat -c %a "$f") $(cksum < "$f")"; fi; done; touch /etc/x 2>/dev/null || echo read-only"#;
+    let mounted = r#"; grep -c ' /etc [^ ]* .*- tmpfs ' /proc/self/mountinfo || true"#;
+    let script = format!("{list}{mounted}");
     let env = Env::new();
-    let out = env.run(&[], &["sh", "-c", list]).output().unwrap();
+    let out = env.run(&[], &["sh", "-c", &script]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let as_root = String::from_utf8_lossy(&out.stdout).into_owned();
-    // The jail's own identity files, host files copied, a directory bound.
-    for line in ["F hostname ", "F passwd ", "F debian_version ", "D ssl ", "read-only"] {
-        assert!(as_root.lines().any(|l| l.starts_with(line)), "no '{line}' in:\n{as_root}");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    // As root /etc is its own tmpfs: the one made outside was attached.
+    let (as_root, mounts) = text.rsplit_once('\n').map(|(a, _)| a.rsplit_once('\n').unwrap()).unwrap();
+    assert_eq!(mounts, "1", "no tmpfs of its own at /etc:\n{text}");
+    assert!(as_root.lines().any(|l| l == "read-only"), "{as_root}");
+    // Every copied host file is the host's, bit for bit and mode.
+    let identity = ["passwd", "group", "hosts", "hostname", "resolv.conf"];
+    let mut copied = 0;
+    for line in as_root.lines().filter(|l| l.starts_with("F ")) {
+        let name = line.split(' ').nth(1).unwrap();
+        if identity.contains(&name) {
+            continue;
+        }
+        let host = std::process::Command::new("sh")
+            .args(["-c", &format!("cd /etc && echo \"F {name} $(stat -c %a {name}) $(cksum < {name})\"")])
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&host.stdout).trim_end(), line);
+        copied += 1;
     }
-    let host_version = std::process::Command::new("sh").args(["-c", "cksum < /etc/debian_version"]).output().unwrap();
-    let host_version = String::from_utf8_lossy(&host_version.stdout).trim().to_string();
-    assert!(as_root.contains(&format!("F debian_version {host_version}\n")), "{as_root}");
-    let Some((out, _base)) = run_unprivileged("etc: made outside vs by init", &["sh", "-c", list]) else { return };
+    assert!(copied > 3 && as_root.contains("F passwd ") && as_root.contains("\nD "), "{as_root}");
+    let Some((out, _base)) = run_unprivileged("etc: made outside vs by init", &["sh", "-c", &script]) else { return };
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(String::from_utf8_lossy(&out.stdout), as_root);
+    // Without root init wrote it into the root's own tmpfs.
+    assert_eq!(String::from_utf8_lossy(&out.stdout), format!("{as_root}\n0\n"));
 }
 
 /// With a terminal, Ctrl-C typed by the user reaches the command through

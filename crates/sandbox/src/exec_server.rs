@@ -1,6 +1,6 @@
 //! The jail's executor: runs commands the gate approved *inside* the jail.
 //!
-//! Init forks it before the agent, and it keeps five of init's capabilities
+//! Init forks it right after the agent, and it keeps five of init's capabilities
 //! inside the jail's user namespace (never more than the jail's root; its
 //! only input is the launcher's channel, it is non-dumpable, and with a
 //! root caller it is not the agent's uid). Each job gets a *runner*
