@@ -99,16 +99,18 @@ pub fn spawn(exe: &Path, chans: Channels) -> Result<Spawned, SandboxError> {
     let (rep_r, rep_w) = sys::pipe().map_err(io)?;
     // Above 10 so that dup2 onto 3 and 4 can never clobber each other.
     let (cfg_r, rep_w) = (high_fd(cfg_r).map_err(io)?, high_fd(rep_w).map_err(io)?);
-    let exec_chan = exec_chan.map(high_fd).transpose().map_err(io)?;
-    let (cr, rw): (RawFd, RawFd) = (cfg_r.as_raw_fd(), rep_w.as_raw_fd());
-    let ex: RawFd = exec_chan.as_ref().map_or(-1, |f| f.as_raw_fd());
-    let prompt_chan = prompt_chan.map(high_fd).transpose().map_err(io)?;
-    let pr: RawFd = prompt_chan.as_ref().map_or(-1, |f| f.as_raw_fd());
-    let proxy_chan = proxy_chan.map(high_fd).transpose().map_err(io)?;
-    let px: RawFd = proxy_chan.as_ref().map_or(-1, |f| f.as_raw_fd());
-    let etc_chan = etc_chan.map(high_fd).transpose().map_err(io)?;
-    let et: RawFd = etc_chan.as_ref().map_or(-1, |f| f.as_raw_fd());
-    let maps = [(cr, CONFIG_FD), (rw, REPORT_FD), (ex, EXEC_FD), (pr, PROMPT_FD), (px, PROXY_FD), (et, ETC_FD)];
+    // The optional channels, each moved above 10 too; -1 where absent.
+    let high = |c: Option<OwnedFd>| c.map(high_fd).transpose().map_err(io);
+    let (exec_chan, prompt_chan, proxy_chan, etc_chan) = (high(exec_chan)?, high(prompt_chan)?, high(proxy_chan)?, high(etc_chan)?);
+    let raw = |c: &Option<OwnedFd>| c.as_ref().map_or(-1, |f| f.as_raw_fd());
+    let maps = [
+        (cfg_r.as_raw_fd(), CONFIG_FD),
+        (rep_w.as_raw_fd(), REPORT_FD),
+        (raw(&exec_chan), EXEC_FD),
+        (raw(&prompt_chan), PROMPT_FD),
+        (raw(&proxy_chan), PROXY_FD),
+        (raw(&etc_chan), ETC_FD),
+    ];
     let pid = posix_spawn(exe, &maps).map_err(|source| SandboxError::SpawnHelper { exe: exe.to_path_buf(), source })?;
     let child = Child { pid, reaped: false };
     drop((cfg_r, rep_w, exec_chan, prompt_chan, proxy_chan, etc_chan));
