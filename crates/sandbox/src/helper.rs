@@ -273,7 +273,7 @@ fn run(
         // nothing the jail could not reach.
         let as_jail_root = match maps.has_root.then(idmap::FsIdentity::jail_root).transpose() {
             Ok(id) => id,
-            Err(e) => return abort(SetupFailure::new(Step::MountBind, "gated commands (as the jail's root)", &e)),
+            Err(e) => return abort(SetupFailure::new(Step::SetIds, "the jail root's file-system ids (to plan the gated commands)", &e)),
         };
         let cov = crate::shims::plan(source.dir(), &g.commands, |rel| source.in_jail(rel));
         drop(as_jail_root);

@@ -36,8 +36,8 @@ pub struct IdMaps {
 }
 
 /// The calling thread's file-system uid and gid switched to those the
-/// jail's root has on the host, until dropped (root only; the helper is
-/// single-threaded).
+/// jail's root has on the host, until dropped (root only). Per thread: the
+/// helper has no other, the launcher takes them on a thread of their own.
 #[derive(Debug)]
 #[must_use = "the identity lasts until dropped"]
 pub struct FsIdentity {

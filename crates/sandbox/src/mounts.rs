@@ -152,7 +152,8 @@ pub struct PreparedEtc {
 /// sees no host file it could not have read itself, and owns what it owned
 /// when init wrote the files (its root).
 pub fn prepare_etc() -> R<PreparedEtc> {
-    let _as_jail_root = crate::idmap::FsIdentity::jail_root().map_err(fail(Step::OpenSource, "/etc"))?;
+    let _as_jail_root =
+        crate::idmap::FsIdentity::jail_root().map_err(fail(Step::SetIds, "the jail root's file-system ids (to read /etc)"))?;
     // Bounded as the base that holds /etc otherwise.
     let tree = sys::fsmount_tmpfs(&[(c"mode", c"0755"), (c"size", c"8m")], sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV)
         .map_err(fail(Step::MountTmpfs, "/etc (detached)"))?;

@@ -99,7 +99,8 @@ pub fn mount_setattr(dirfd: RawFd, path: &CStr, flags: libc::c_uint, set: u64, u
 }
 
 /// A new tmpfs that is mounted nowhere (fsopen, fsconfig, fsmount): a
-/// detached mount to fill through `/proc/self/fd/N` and attach later with
+/// detached mount to fill by name relative to the returned descriptor
+/// (openat, mkdirat, symlinkat) and attach later with
 /// [`move_mount_to`], in another mount namespace too. `options` are the
 /// mount's string options; `attrs` its MOUNT_ATTR_* flags. Nothing of it
 /// outlives its last descriptor until it is attached.
