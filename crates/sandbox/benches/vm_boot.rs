@@ -81,9 +81,11 @@ fn main() {
                 };
                 std::fs::create_dir_all(&run_root).unwrap();
                 let t = Instant::now();
-                let mut c = clawkeep_sandbox::vm::qemu::spawn(&qc, &run_root.join("baseline.err")).unwrap();
+                let (mut c, mut console) = clawkeep_sandbox::vm::qemu::spawn(&qc, &run_root.join("baseline.err")).unwrap();
                 c.wait().unwrap();
-                t.elapsed()
+                let took = t.elapsed();
+                console.finish();
+                took
             })
             .collect(),
     );

@@ -28,10 +28,10 @@ pub use config::{boot_plan, FirecrackerConfig, Tap, VmmPaths, DEFAULT_BOOT_ARGS}
 pub use error::{FirecrackerError, JailStep, Result};
 pub use jailer::{Chroot, VmmIds, FIRECRACKER_UID_BASE};
 
+use super::console::{self, ConsoleLog};
 use crate::cgroup::{run_cgroup_name, CgroupSet, Degraded, HostCgroups};
 use std::fs;
 use std::io::{Read, Seek, SeekFrom};
-use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -63,6 +63,8 @@ pub fn check_kvm() -> Result<()> {
 #[derive(Debug)]
 pub struct FirecrackerVm {
     child: Child,
+    /// The copy of its stdout and stderr into the log (see `console`).
+    console: ConsoleLog,
     chroot: Chroot,
     cgroups: CgroupSet,
     api: ApiClient,
@@ -94,7 +96,7 @@ impl FirecrackerVm {
             CgroupSet::create(&HostCgroups::detect(), &run_cgroup_name(std::process::id(), &format!("fc-{}", config.id)), &config.limits);
         let started =
             prepare_paths(config, &mut chroot).and_then(|paths| Ok((start_process(config, &binary, &mut chroot, &cgroups)?, paths)));
-        let (child, paths) = match started {
+        let ((child, console), paths) = match started {
             Ok(s) => s,
             Err(e) => {
                 let _ = cgroups.remove();
@@ -106,6 +108,7 @@ impl FirecrackerVm {
             api: ApiClient::new(chroot.root().join(API_SOCK), config.api_timeout),
             vsock_uds: chroot.root().join(VSOCK_SOCK),
             child,
+            console,
             chroot,
             cgroups,
             degraded,
@@ -130,6 +133,8 @@ impl FirecrackerVm {
         let start = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait().map_err(|source| FirecrackerError::Stop { pid: self.child.id(), source })? {
+                // Its last words are in the log once the copy ends.
+                self.console.finish();
                 return Err(FirecrackerError::Exited { step: "its API socket answered", status, log_tail: self.log_tail() });
             }
             if self.api.socket().exists() && self.api.instance_info().is_ok() {
@@ -229,6 +234,9 @@ impl FirecrackerVm {
             let _ = self.kill();
         }
         self.cgroups.kill_all();
+        // The VMM is reaped; if a process it left still held the pipe, the
+        // cgroup kill has ended it too.
+        self.console.finish();
         let _ = self.cgroups.remove();
         self.chroot.remove()
     }
@@ -252,17 +260,13 @@ fn prepare_paths(config: &FirecrackerConfig, c: &mut Chroot) -> Result<VmmPaths>
     })
 }
 
-fn start_process(config: &FirecrackerConfig, binary: &Path, chroot: &mut Chroot, cgroups: &CgroupSet) -> Result<Child> {
+fn start_process(config: &FirecrackerConfig, binary: &Path, chroot: &mut Chroot, cgroups: &CgroupSet) -> Result<(Child, ConsoleLog)> {
     let exe = chroot.install_binary(binary)?;
     chroot.make_devices(config.tap.is_some())?;
     let log_path = chroot.log_path();
-    let log = fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&log_path)
-        .map_err(FirecrackerError::jail(JailStep::CreateDir, &log_path))?;
+    // The VMM's log and the guest's serial console, bounded (see `console`).
+    let (log, console) =
+        ConsoleLog::start(&log_path, console::MAX_BYTES).map_err(FirecrackerError::jail(JailStep::CreateDir, &log_path))?;
     let log2 = log.try_clone().map_err(FirecrackerError::jail(JailStep::CreateDir, &log_path))?;
     let api_sock = chroot.vmm_path(&chroot.root().join(API_SOCK));
     let pre = jailer::PreExec::new(chroot, &cgroups.dirs).map_err(|source| FirecrackerError::Spawn { binary: binary.into(), source })?;
@@ -272,7 +276,9 @@ fn start_process(config: &FirecrackerConfig, binary: &Path, chroot: &mut Chroot,
     // SAFETY: `apply` only makes system calls on data prepared before the
     // fork; it neither allocates nor takes locks.
     unsafe { cmd.pre_exec(move || pre.apply()) };
-    cmd.spawn().map_err(|source| FirecrackerError::Spawn { binary: binary.into(), source })
+    // Dropped with `cmd`, the write ends are the VMM's alone: the copy
+    // ends when it does.
+    cmd.spawn().map(|child| (child, console)).map_err(|source| FirecrackerError::Spawn { binary: binary.into(), source })
 }
 
 fn log_tail(path: &Path, max: u64) -> String {

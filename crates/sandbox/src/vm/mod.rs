@@ -16,6 +16,7 @@
 //! shim's gate requests).
 
 pub mod channel;
+pub mod console;
 mod credit;
 pub mod disk;
 pub mod fc_boot;
@@ -113,7 +114,8 @@ pub struct VmConfig {
 
 #[derive(Debug)]
 enum Process {
-    Qemu(Child),
+    /// QEMU, and the copy of its console into the run's console.log.
+    Qemu(Child, console::ConsoleLog),
     Firecracker(Box<firecracker::FirecrackerVm>),
 }
 
@@ -191,7 +193,8 @@ impl Vm {
             accel: cfg.accel,
         };
         let t0 = Instant::now();
-        let mut child = qemu::spawn(&qc, &run_dir.join("qemu.log")).map_err(|e| VmError::Spawn { binary, source: e })?;
+        let (mut child, console) = qemu::spawn(&qc, &run_dir.join("qemu.log")).map_err(|e| VmError::Spawn { binary, source: e })?;
+        let console = std::cell::RefCell::new(console);
         let deadline = t0 + cfg.ready_timeout;
         let cancelled = || cfg.cancel.as_ref().is_some_and(|c| c.load(Ordering::SeqCst));
         let fail = |child: &mut Child, timed_out: bool| -> VmError {
@@ -201,6 +204,8 @@ impl Vm {
                 return VmError::Cancelled;
             }
             let status = child.wait().map(|s| s.to_string()).unwrap_or_default();
+            // QEMU is gone: its last words are in the log once the copy ends.
+            console.borrow_mut().finish();
             let console = console_tail(&qc.console_log, 15);
             let qemu_err = console_tail(&run_dir.join("qemu.log"), 3).replace('\n', "; ");
             if timed_out {
@@ -225,9 +230,13 @@ impl Vm {
         let ready = ch.wait_ready(left, || !cancelled() && alive(&mut child_cell.borrow_mut()));
         let mut child = child_cell.into_inner();
         match ready {
-            Ok(ready) => {
-                Ok(Vm { process: Some(Process::Qemu(child)), channel: ch, ready, boot_time: t0.elapsed(), run_dir: run_dir.to_path_buf() })
-            }
+            Ok(ready) => Ok(Vm {
+                process: Some(Process::Qemu(child, console.into_inner())),
+                channel: ch,
+                ready,
+                boot_time: t0.elapsed(),
+                run_dir: run_dir.to_path_buf(),
+            }),
             Err(ChannelError::Timeout(_)) => Err(fail(&mut child, true)),
             Err(_) => Err(fail(&mut child, false)),
         }
@@ -235,7 +244,7 @@ impl Vm {
 
     pub fn pid(&self) -> Option<u32> {
         match self.process.as_ref()? {
-            Process::Qemu(c) => Some(c.id()),
+            Process::Qemu(c, _) => Some(c.id()),
             Process::Firecracker(f) => Some(f.pid()),
         }
     }
@@ -252,13 +261,14 @@ impl Vm {
     pub fn shutdown(mut self, grace: Duration) -> Result<(), VmError> {
         let _ = self.channel.send(0, Message::Shutdown);
         match self.process.take() {
-            Some(Process::Qemu(mut c)) => {
+            Some(Process::Qemu(mut c, mut console)) => {
                 let end = Instant::now() + grace;
                 while alive(&mut c) && Instant::now() < end {
                     std::thread::sleep(Duration::from_millis(20));
                 }
                 let _ = c.kill();
                 let _ = c.wait();
+                console.finish();
             }
             // Its own bounded stop (the guest is already resetting).
             Some(Process::Firecracker(f)) => {
@@ -277,9 +287,10 @@ impl Vm {
 
     fn reap(&mut self) {
         match self.process.take() {
-            Some(Process::Qemu(mut c)) => {
+            Some(Process::Qemu(mut c, mut console)) => {
                 let _ = c.kill();
                 let _ = c.wait();
+                console.finish();
             }
             // Dropping it kills the VMM and removes its chroot and cgroups.
             Some(Process::Firecracker(f)) => drop(f),

@@ -3,12 +3,14 @@
 //! Devices: virtio-blk-device for the read-only root (vda), the runtime
 //! disk (vdb) and the workspace disk (vdc), in that order (the guest names
 //! them by discovery order); one virtio-serial port `org.clawkeep.0` on a
-//! Unix socket; the console (ttyS0) into a log file. No network device, no
+//! Unix socket; the console (ttyS0) into a log file of bounded size (see
+//! `console`). No network device, no
 //! shared host filesystem, no firmware option ROMs, no user config.
 //!
 //! QEMU is a plain exec (no async runtime here); it is started with
 //! PR_SET_PDEATHSIG so it dies with the thread that started it.
 
+use super::console::{self, ConsoleLog};
 use super::Accel;
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
@@ -85,17 +87,23 @@ pub fn args(c: &QemuConfig) -> Vec<OsString> {
     a.extend(["-device".into(), "virtio-serial-device".into()]);
     a.extend(["-chardev".into(), format!("socket,id=ch0,path={},server=on,wait=off", esc(&c.socket)).into()]);
     a.extend(["-device".into(), format!("virtserialport,chardev=ch0,name={}", clawkeep_guest::proto::PORT_NAME).into()]);
-    a.extend(["-serial".into(), format!("file:{}", esc(&c.console_log)).into()]);
+    // The console goes to QEMU's stdout, a pipe `spawn` copies into
+    // `console_log` (bounded: see `console`). The file backend opens the
+    // pipe again through /proc (its O_TRUNC does nothing to a pipe).
+    a.extend(["-serial".into(), "file:/proc/self/fd/1".into()]);
     a
 }
 
-/// Starts QEMU; its own stderr goes to `stderr_log`.
-pub fn spawn(c: &QemuConfig, stderr_log: &Path) -> std::io::Result<Child> {
+/// Starts QEMU; its own stderr goes to `stderr_log`, the guest's console
+/// to `c.console_log` (call `ConsoleLog::finish` once QEMU is reaped,
+/// before reading the log's end).
+pub fn spawn(c: &QemuConfig, stderr_log: &Path) -> std::io::Result<(Child, ConsoleLog)> {
     let err = std::fs::File::create(stderr_log)?;
+    let (console_w, log) = ConsoleLog::start(&c.console_log, console::MAX_BYTES)?;
     let mut cmd = Command::new(&c.binary);
     // QEMU gets none of our environment: it may hold the master key or a
     // host provider key, and a VMM escape would read its environ first.
-    cmd.env_clear().args(args(c)).stdin(Stdio::null()).stdout(Stdio::null()).stderr(err);
+    cmd.env_clear().args(args(c)).stdin(Stdio::null()).stdout(console_w).stderr(err);
     let parent = std::process::id() as libc::pid_t;
     // SAFETY: sigprocmask and prctl are async-signal-safe; the closure
     // allocates nothing.
@@ -116,7 +124,9 @@ pub fn spawn(c: &QemuConfig, stderr_log: &Path) -> std::io::Result<Child> {
             Ok(())
         });
     }
-    cmd.spawn()
+    // The write end is dropped with `cmd`: QEMU holds the only one, so
+    // the copy ends when QEMU does.
+    cmd.spawn().map(|child| (child, log))
 }
 
 /// `qemu-system-x86_64` on PATH (or `CLAWKEEP_QEMU`), if any.
@@ -175,7 +185,7 @@ mod tests {
         assert!(
             s.contains("-chardev socket,id=ch0,path=/r/ch.sock,server=on,wait=off -device virtserialport,chardev=ch0,name=org.clawkeep.0")
         );
-        assert!(s.ends_with("-serial file:/r/console.log"));
+        assert!(s.ends_with("-serial file:/proc/self/fd/1"));
         assert!(!s.contains("-netdev") && !s.contains("virtfs") && !s.contains("-cpu host"));
     }
 
