@@ -226,6 +226,117 @@ async fn opted_in_prompts_reach_the_audit() {
     env.cmd().args(["audit", "verify"]).assert().success();
 }
 
+/// The answer of a DNS server that knows one name: its A record is
+/// 127.0.0.1, it has no other record, and no other name exists. None for
+/// what is not a query it can read. The bool: the question was for `name`.
+fn dns_answer(query: &[u8], name: &str) -> Option<(Vec<u8>, bool)> {
+    let mut i = 12;
+    let mut labels = Vec::new();
+    loop {
+        let len = *query.get(i)? as usize;
+        i += 1;
+        if len == 0 {
+            break;
+        }
+        labels.push(String::from_utf8_lossy(query.get(i..i + len)?).to_ascii_lowercase());
+        i += len;
+    }
+    let qtype = u16::from_be_bytes([*query.get(i)?, *query.get(i + 1)?]);
+    let question = query.get(12..i + 4)?;
+    let ours = labels.join(".") == name;
+    let a = ours && qtype == 1;
+    let mut r = query[..2].to_vec();
+    // A response to a recursive query; NXDOMAIN for any other name.
+    r.extend_from_slice(&[0x81, if ours { 0x80 } else { 0x83 }, 0, 1, 0, u8::from(a), 0, 0, 0, 0]);
+    r.extend_from_slice(question);
+    if a {
+        r.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 127, 0, 0, 1]);
+    }
+    Some((r, ours))
+}
+
+/// A provider named only in DNS: the launcher, a static binary whose glibc
+/// resolves with its built-in `dns` module (see its `main`), finds it
+/// through the nameserver in /etc/resolv.conf. The run gets a mount
+/// namespace of its own whose resolv.conf names a test server on
+/// 127.0.0.2, which knows the provider's name and nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_named_in_dns_is_reached() {
+    use std::os::unix::process::CommandExt;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    if !jail_available("a_provider_named_in_dns_is_reached") {
+        return;
+    }
+    if !std::path::Path::new("/etc/resolv.conf").exists() {
+        println!("skipped: a_provider_named_in_dns_is_reached: no /etc/resolv.conf to stand in for");
+        return;
+    }
+    const NAME: &str = "upstream.clawkeep.test";
+    let socket = match std::net::UdpSocket::bind("127.0.0.2:53") {
+        Ok(s) => s,
+        Err(e) => {
+            println!("skipped: a_provider_named_in_dns_is_reached: cannot serve DNS on 127.0.0.2:53 ({e})");
+            return;
+        }
+    };
+    socket.set_read_timeout(Some(std::time::Duration::from_millis(50))).unwrap();
+    let (answered, stop) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicBool::new(false)));
+    let server = {
+        let (answered, stop) = (answered.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 512];
+            while !stop.load(Ordering::SeqCst) {
+                let Ok((n, from)) = socket.recv_from(&mut buf) else { continue };
+                if let Some((reply, ours)) = dns_answer(&buf[..n], NAME) {
+                    if socket.send_to(&reply, from).is_ok() && ours {
+                        answered.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            }
+        })
+    };
+
+    let (env, fake, cfg) = provider_and_sealed_keys().await;
+    let text = std::fs::read_to_string(&cfg).unwrap().replacen("localhost", NAME, 1);
+    assert!(text.contains(NAME));
+    std::fs::write(&cfg, text).unwrap();
+    let resolv = env.state.path().join("resolv.conf");
+    std::fs::write(&resolv, "nameserver 127.0.0.2\noptions timeout:2 attempts:2\n").unwrap();
+    std::fs::write(env.workspace.path().join("call.py"), ONE_CALL).unwrap();
+
+    let extra = ["--agent", "named", "--proxy-config", &cfg.display().to_string()].map(String::from);
+    let mut cmd = env.std_run(&extra.iter().map(String::as_str).collect::<Vec<_>>(), &["python3", "/workspace/call.py"]);
+    cmd.env("CLAWKEEP_MASTER_KEY", MASTER);
+    let source = std::ffi::CString::new(resolv.display().to_string()).unwrap();
+    // SAFETY: only system calls, on strings made before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            let none = std::ptr::null();
+            let fail = || Err(std::io::Error::last_os_error());
+            if libc::unshare(libc::CLONE_NEWNS) != 0 {
+                return fail();
+            }
+            if libc::mount(none, c"/".as_ptr(), none, libc::MS_REC | libc::MS_PRIVATE, std::ptr::null()) != 0 {
+                return fail();
+            }
+            if libc::mount(source.as_ptr(), c"/etc/resolv.conf".as_ptr(), none, libc::MS_BIND, std::ptr::null()) != 0 {
+                return fail();
+            }
+            Ok(())
+        });
+    }
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap();
+    stop.store(true, Ordering::SeqCst);
+    server.join().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && stdout.trim() == "200", "stdout: {stdout}\nstderr: {stderr}");
+    assert!(answered.load(Ordering::SeqCst) >= 1, "the launcher never asked the test's nameserver for {NAME}");
+    let got = fake.received();
+    assert_eq!(got.len(), 1, "the provider got {} requests", got.len());
+    assert!(got[0].headers.get("authorization").is_some_and(|v| v == &format!("Bearer {OPENAI_KEY}")[..]));
+}
+
 /// The proxy's own diagnostics reach the operator: an unreachable provider
 /// is a JSON warning line on stderr (stderr is not a terminal here), naming
 /// the agent and never a key; the agent gets a 502.
