@@ -4,8 +4,8 @@
 //! disk (vdb) and the workspace disk (vdc), in that order (the guest names
 //! them by discovery order); one virtio-serial port `org.clawkeep.0` on a
 //! Unix socket; the console (ttyS0) into a log file of bounded size (see
-//! `console`). No network device, no
-//! shared host filesystem, no firmware option ROMs, no user config.
+//! `console`). No network device, no shared host filesystem, no firmware
+//! option ROMs, no user config.
 //!
 //! QEMU is a plain exec (no async runtime here); it is started with
 //! PR_SET_PDEATHSIG so it dies with the thread that started it.
