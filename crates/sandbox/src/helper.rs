@@ -347,6 +347,9 @@ fn finish(cfg: &HelperConfig) {
     let _ = cfg.cgroups.remove();
 }
 
+/// Says what the jail ran as well as how it ended: a launcher killed
+/// between sending the config and writing its start event leaves no
+/// `run.start` for this run, and the abort must then stand on its own.
 fn record_abort(cfg: &HelperConfig, report: &JailReport) {
     let Some(path) = &cfg.audit_path else { return };
     if let Ok(log) = clawkeep_audit::AuditLog::open(path) {
@@ -354,6 +357,8 @@ fn record_abort(cfg: &HelperConfig, report: &JailReport) {
             "run.abort",
             serde_json::json!({
                 "run_id": cfg.spec.run_id,
+                "argv": cfg.spec.argv,
+                "workspace": cfg.spec.workspace,
                 "reason": "the launcher died; the jail was killed and its cgroups removed",
                 "peak_memory_bytes": report.peak_memory_bytes,
                 "peak_pids": report.peak_pids,

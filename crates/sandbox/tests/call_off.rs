@@ -53,5 +53,15 @@ fn a_called_off_run_records_no_abort_and_a_dead_launcher_does() {
         std::thread::sleep(Duration::from_millis(20));
     }
     plan.cleanup();
-    assert!(audit(died.path()).contains("\"run.abort\""), "no abort recorded: {}", audit(died.path()));
+    let text = audit(died.path());
+    let abort: serde_json::Value = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|e| e["kind"] == "run.abort")
+        .unwrap_or_else(|| panic!("no abort recorded: {text}"));
+    // No start event was written for this run: the abort names what ran.
+    assert!(!text.contains("run.start"), "{text}");
+    assert_eq!(abort["run_id"], "launcherdied01", "{abort}");
+    assert_eq!(abort["argv"], serde_json::json!(["/bin/true"]), "{abort}");
+    assert_eq!(abort["workspace"], serde_json::json!(died.path().join("ws")), "{abort}");
 }
