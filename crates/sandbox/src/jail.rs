@@ -57,10 +57,9 @@ fn check_rootfs(p: &Path) -> Result<PathBuf, SandboxError> {
 
 /// Validates the spec's paths (bad input → `Workspace`/`Rootfs` errors),
 /// then creates the run's cgroups with the spec's limits, and works out
-/// what does not hold on this host. Called
-/// on the launcher's main thread while the helper starts on the other
-/// CPU: on a thread of its own the work waited for a CPU as long as it
-/// took.
+/// what does not hold on this host. Called on the launcher's main thread
+/// while the helper starts: on a thread of its own the work waited for a
+/// CPU as long as it took.
 pub fn plan(mut spec: RunSpec, audit_path: Option<PathBuf>) -> Result<JailPlan, SandboxError> {
     spec.workspace = check_workspace(&spec.workspace)?;
     if let Some(r) = &spec.rootfs {

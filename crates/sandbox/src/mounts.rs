@@ -134,10 +134,11 @@ type R<T> = Result<T, SetupFailure>;
 /// The default root's /etc, made outside the jail: a detached tmpfs (mounted
 /// nowhere) holding the jail's identity files, copies of the small host
 /// files and links, and mount points for what init binds. The launcher
-/// makes it as root once the helper has its config, on a CPU that is idle
-/// then, and sends it on the /etc channel (fd 8); init attaches it with one
-/// `move_mount` instead of reading and writing each file on the start-up
-/// path, or, when nothing comes, writes /etc itself.
+/// makes it as root once the helper has its config, on a thread of its own
+/// while it waits for the start event's fsync, and sends it on the /etc
+/// channel (fd 8). Init attaches it with one `move_mount` instead of
+/// reading and writing each file on the start-up path, or, when nothing
+/// comes, writes /etc itself.
 #[derive(Debug)]
 pub struct PreparedEtc {
     tree: OwnedFd,

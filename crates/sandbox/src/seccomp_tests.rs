@@ -114,8 +114,8 @@ fn the_search_tree_decides_as_the_plain_chain() {
     assert_eq!(run(&full, libc::SYS_read as u32, 0x4000_0003, [0; 6]), SECCOMP_RET_KILL_PROCESS);
 }
 
-/// A number in both lists would lose its unconditional denial (the
-/// tree sends it to the argument rules): the lists stay apart.
+/// A number in both lists would be denied outright by the tree, its
+/// argument rules never reached: the lists stay apart.
 #[test]
 fn unconditional_and_argument_rules_are_disjoint() {
     let by_args = argument_rules();
