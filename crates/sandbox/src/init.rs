@@ -89,6 +89,11 @@ fn setup_and_supervise(args: InitArgs<'_>, status_fd: i32) -> Result<i32, SetupF
 
     let spec = &args.cfg.spec;
     let source = spec.rootfs.clone().map_or(RootSource::Host, RootSource::Tree);
+    // The root is built with the modes it names, whatever the caller's
+    // umask (under 077 the agent could not read /etc/passwd); the agent
+    // and the executor get the caller's back.
+    // SAFETY: umask has no preconditions; init is single-threaded.
+    let caller_umask = unsafe { libc::umask(0) };
     let masks = mounts::build_root(
         &source,
         args.workspace,
@@ -98,6 +103,8 @@ fn setup_and_supervise(args: InitArgs<'_>, status_fd: i32) -> Result<i32, SetupF
         args.coverage,
         args.etc_chan,
     )?;
+    // SAFETY: as above.
+    unsafe { libc::umask(caller_umask) };
     // SAFETY: the name is a valid buffer of the given length.
     if unsafe { libc::sethostname(c"clawkeep".as_ptr(), 8) } < 0 {
         return Err(SetupFailure::new(Step::Hostname, "clawkeep", &io::Error::last_os_error()));

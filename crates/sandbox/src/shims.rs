@@ -25,9 +25,10 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ffi::CString;
 use std::fs;
+use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStringExt;
-use std::os::unix::fs::{symlink, MetadataExt};
+use std::os::unix::fs::{symlink, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 /// Where the gate meets the jail.
@@ -283,7 +284,14 @@ pub fn install(base: &Path, g: &GateMounts, src: &GateSources, cov: &Coverage) -
     }
     let text: String = cov.manifest.iter().map(|(p, c)| format!("{}\t{c}\n", p.display())).collect();
     let mpath = run.join("manifest");
-    fs::write(&mpath, text).map_err(|e| SetupFailure::new(Step::WriteFile, mpath.display().to_string(), &e))?;
+    // 0644 named: init builds the root under umask 0.
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(&mpath)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .map_err(|e| SetupFailure::new(Step::WriteFile, mpath.display().to_string(), &e))?;
     let mask = |dir: bool| {
         move |(t, commands): (&PathBuf, &BTreeSet<String>)| Mask { path: Path::new("/").join(t), commands: commands.clone(), dir }
     };
