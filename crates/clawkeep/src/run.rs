@@ -206,7 +206,9 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs, early: Option<HelperStart>
     }
     // Made on a thread of its own while this one waits on the start
     // event's fsync: the exec waits for that fsync, init for the /etc.
-    let etc_thread = spawn_etc(etc_ours.filter(|_| plan.cfg.prepared_etc && launch.is_ok()));
+    let etc_thread = spawn_etc(etc_ours.filter(|_| plan.cfg.prepared_etc && launch.is_ok()), dir.join("etc-cache"));
+    // The kept /etc's lock, held until the run ends.
+    let mut _etc_held = None;
 
     let usage_ledger = proxy.as_ref().map(ProxyPrep::ledger);
     let t0 = Instant::now();
@@ -257,7 +259,7 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs, early: Option<HelperStart>
                 plan.sweep_stale_cgroups();
                 let report = launched.wait();
                 if let Some(t) = etc_thread {
-                    let _ = t.join();
+                    _etc_held = t.join().ok().flatten();
                 }
                 ending = Some(launched);
                 report
@@ -333,22 +335,25 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs, early: Option<HelperStart>
 /// Makes the jail's /etc (see `mounts::PreparedEtc`) while the helper
 /// clones the jail and init starts its root, and sends it to init. If it
 /// cannot be made, nothing is sent: the channel closes and init writes
-/// /etc itself (and says what failed, if it fails there too).
-fn send_etc(chan: OwnedFd) {
-    let sent = clawkeep_sandbox::mounts::prepare_etc()
-        .map_err(|f| f.to_string())
-        .and_then(|etc| clawkeep_sandbox::mounts::send_prepared_etc(chan.as_raw_fd(), &etc).map_err(|e| e.to_string()));
-    if let Err(e) = sent {
+/// /etc itself (and says what failed, if it fails there too). Returns the
+/// kept generation's lock, to hold until the run ends.
+fn send_etc(chan: OwnedFd, cache: PathBuf) -> Option<OwnedFd> {
+    let sent = clawkeep_sandbox::mounts::prepare_etc(Some(&cache)).map_err(|f| f.to_string()).and_then(|etc| {
+        clawkeep_sandbox::mounts::send_prepared_etc(chan.as_raw_fd(), &etc).map(|()| etc.into_held()).map_err(|e| e.to_string())
+    });
+    sent.unwrap_or_else(|e| {
         tracing::debug!(error = %e, "the jail's /etc was not made outside the jail; init writes it");
-    }
+        None
+    })
 }
 
 /// Runs [`send_etc`] on a thread of its own: the file-system ids it takes
 /// are that thread's alone. If no thread can start, the channel closes
-/// unused and init writes /etc itself.
-fn spawn_etc(chan: Option<OwnedFd>) -> Option<std::thread::JoinHandle<()>> {
+/// unused and init writes /etc itself. `cache` is where /etc is kept
+/// between runs (`etc-cache` in the state dir).
+fn spawn_etc(chan: Option<OwnedFd>, cache: PathBuf) -> Option<std::thread::JoinHandle<Option<OwnedFd>>> {
     let chan = chan?;
-    std::thread::Builder::new().name("clawkeep-etc".into()).spawn(move || send_etc(chan)).ok()
+    std::thread::Builder::new().name("clawkeep-etc".into()).spawn(move || send_etc(chan, cache)).ok()
 }
 
 /// `--api-tcp ADDR` checked: loopback only, and CLAWKEEP_API_TOKEN (at

@@ -260,10 +260,10 @@ fn rootfs_uses_a_prepared_tree() {
     assert_eq!(text, "prepared\nhost-hidden\nro\n", "stderr: {}", String::from_utf8_lossy(&out.stderr));
 }
 
-/// `clawkeep run -- CMD...` as uid 65534 (setpriv), with a workspace
+/// `clawkeep run -- CMD...` as uid 65534 (setpriv) under `umask`, with a workspace
 /// (`ws`) and a state dir (`state`) of its own under the returned dir;
 /// None, saying why, where that cannot run here.
-fn run_unprivileged(test: &str, cmd: &[&str]) -> Option<(std::process::Output, tempfile::TempDir)> {
+fn run_unprivileged(test: &str, cmd: &[&str], umask: libc::mode_t) -> Option<(std::process::Output, tempfile::TempDir)> {
     if !std::path::Path::new("/usr/bin/setpriv").exists() || !common::reachable_by_others(&common::bin()) {
         println!("skipped: {test}: needs setpriv and a binary other users can execute");
         return None;
@@ -276,7 +276,15 @@ fn run_unprivileged(test: &str, cmd: &[&str]) -> Option<(std::process::Output, t
         std::fs::create_dir(d).unwrap();
         std::os::unix::fs::chown(d, Some(65534), Some(65534)).unwrap();
     }
-    let out = std::process::Command::new("setpriv")
+    let mut setpriv = std::process::Command::new("setpriv");
+    // SAFETY: umask is async-signal-safe; it changes only the child.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut setpriv, move || {
+            libc::umask(umask);
+            Ok(())
+        })
+    };
+    let out = setpriv
         .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
         .arg(common::bin())
         .arg("--state-dir")
@@ -302,7 +310,7 @@ fn unprivileged_caller_runs_degraded() {
         return;
     }
     let script = "id -u; grep -E '^(CapEff|NoNewPrivs|Seccomp):' /proc/self/status | tr -s '\\t' ' '; echo hi > /workspace/f";
-    let Some((out, base)) = run_unprivileged("unprivileged", &["sh", "-c", script]) else { return };
+    let Some((out, base)) = run_unprivileged("unprivileged", &["sh", "-c", script], 0o022) else { return };
     let (ws, state) = (base.path().join("ws"), base.path().join("state"));
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -315,10 +323,11 @@ fn unprivileged_caller_runs_degraded() {
     assert_eq!(start["isolation"]["level"], "degraded");
 }
 
-/// As root the launcher makes the jail's /etc outside the jail (a detached
-/// tmpfs init attaches); without root init writes it itself. Both are the
-/// same /etc: the same names, kinds, link targets, modes and contents as
-/// the host's listed entries, read-only.
+/// As root the launcher makes the jail's /etc outside the jail, kept in the
+/// state dir between runs (see `etc_cache`); without root init writes it
+/// itself. Both are the same /etc: the same names, kinds, link targets,
+/// modes and contents as the host's listed entries, read-only, whatever
+/// the caller's umask (077 here, which the agent keeps).
 #[test]
 fn etc_made_outside_the_jail_is_the_etc_init_writes() {
     if !jail_available("etc: made outside vs by init") {
@@ -328,22 +337,38 @@ fn etc_made_outside_the_jail_is_the_etc_init_writes() {
         if [ -L "$f" ]; then echo "L $f $(readlink "$f")";
         elif [ -d "$f" ]; then echo "D $f $(ls "$f" | wc -l)";
         else echo "F $f $(stat -c %a "$f") $(cksum < "$f")"; fi; done; touch /etc/x 2>/dev/null || echo read-only"#;
-    let mounted = r#"; grep -c ' /etc [^ ]* .*- tmpfs ' /proc/self/mountinfo || true"#;
-    let script = format!("{list}{mounted}");
+    let tail = r#"; grep -c ' /etc ' /proc/self/mountinfo || true; umask"#;
+    let script = format!("{list}{tail}");
     let env = Env::new();
-    let out = env.run(&[], &["sh", "-c", &script]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    // As root /etc is its own tmpfs: the one made outside was attached.
-    let (as_root, mounts) = text.rsplit_once('\n').map(|(a, _)| a.rsplit_once('\n').unwrap()).unwrap();
-    assert_eq!(mounts, "1", "no tmpfs of its own at /etc:\n{text}");
-    assert!(as_root.lines().any(|l| l == "read-only"), "{as_root}");
+    let as_root = || {
+        use std::os::unix::process::CommandExt;
+        let mut c = env.std_run(&[], &["sh", "-c", &script]);
+        // SAFETY: umask is async-signal-safe; it changes only the child.
+        unsafe {
+            c.pre_exec(|| {
+                libc::umask(0o077);
+                Ok(())
+            })
+        };
+        let out = c.output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let text = as_root();
+    let mut lines: Vec<&str> = text.lines().collect();
+    let (umask, mounts) = (lines.pop().unwrap(), lines.pop().unwrap());
+    let listing = lines.join("\n");
+    // As root /etc is a mount of its own: the one made outside was attached.
+    assert_eq!(mounts, "1", "no mount of its own at /etc:\n{text}");
+    assert_eq!(umask, "0077", "the agent keeps the caller's umask");
+    assert!(listing.lines().any(|l| l == "read-only"), "{listing}");
     // Every copied host file is the host's, bit for bit and mode.
     let identity = ["passwd", "group", "hosts", "hostname", "resolv.conf"];
     let mut copied = 0;
-    for line in as_root.lines().filter(|l| l.starts_with("F ")) {
+    for line in listing.lines().filter(|l| l.starts_with("F ")) {
         let name = line.split(' ').nth(1).unwrap();
         if identity.contains(&name) {
+            assert!(line.starts_with(&format!("F {name} 644 ")), "{line}");
             continue;
         }
         let host = std::process::Command::new("sh")
@@ -353,11 +378,25 @@ fn etc_made_outside_the_jail_is_the_etc_init_writes() {
         assert_eq!(String::from_utf8_lossy(&host.stdout).trim_end(), line);
         copied += 1;
     }
-    assert!(copied > 3 && as_root.contains("F passwd ") && as_root.contains("\nD "), "{as_root}");
-    let Some((out, _base)) = run_unprivileged("etc: made outside vs by init", &["sh", "-c", &script]) else { return };
+    assert!(copied > 3 && listing.contains("F passwd ") && listing.contains("\nD "), "{listing}");
+    // Kept in the state dir (the host's /etc has not changed in seconds),
+    // and the next run binds the same generation instead of building one.
+    let cache = env.state.path().join("etc-cache");
+    let generations = || -> Vec<(String, u64)> {
+        std::fs::read_dir(&cache)
+            .unwrap()
+            .map(|e| e.unwrap())
+            .map(|e| (e.file_name().into_string().unwrap(), e.metadata().unwrap().ino()))
+            .collect()
+    };
+    let kept = generations();
+    assert!(kept.len() == 1 && kept[0].0.len() == 32, "{kept:?}");
+    assert_eq!(as_root(), text);
+    assert_eq!(generations(), kept);
+    let Some((out, _base)) = run_unprivileged("etc: made outside vs by init", &["sh", "-c", &script], 0o077) else { return };
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     // Without root init wrote it into the root's own tmpfs.
-    assert_eq!(String::from_utf8_lossy(&out.stdout), format!("{as_root}\n0\n"));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), format!("{listing}\n0\n0077\n"));
 }
 
 /// With a terminal, Ctrl-C typed by the user reaches the command through

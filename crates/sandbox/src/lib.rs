@@ -25,6 +25,7 @@ pub mod backend;
 pub mod caps;
 pub mod cgroup;
 pub mod error;
+pub mod etc_cache;
 pub mod exec;
 pub mod exec_client;
 pub mod exec_server;

@@ -5,7 +5,8 @@
 //! which a root launcher runs outside (see `PreparedEtc`). After
 //! `build_root` returns Ok:
 //! - `/` is a read-only tmpfs holding only what is listed here, and /etc a
-//!   read-only tmpfs of its own when it was made outside;
+//!   read-only mount of its own when it was made outside (a generation
+//!   kept in the state dir, see `etc_cache`, or a tmpfs);
 //! - system directories are read-only binds (host /usr, /bin, /lib*, /sbin
 //!   and selected /etc files by default, or the entries of `--rootfs`);
 //!   /root, /home, /var, /run and the host's /tmp are never bound;
@@ -24,7 +25,7 @@ use std::fs;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{symlink, DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{symlink, DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// Where the new root is assembled, inside the private mount namespace.
@@ -35,7 +36,7 @@ const HOST_ROOT_ENTRIES: &[&str] = &["usr", "bin", "sbin", "lib", "lib32", "lib6
 
 /// Host /etc entries the default root may see. Never shadow, gshadow,
 /// sudoers, ssh keys or the host's passwd/group (generated instead).
-const HOST_ETC_ENTRIES: &[&str] = &[
+pub(crate) const HOST_ETC_ENTRIES: &[&str] = &[
     "alternatives",
     "bash.bashrc",
     "ca-certificates",
@@ -71,7 +72,7 @@ const HOST_ETC_ENTRIES: &[&str] = &[
 const ROOTFS_SKIP: &[&str] = &["dev", "proc", "sys", "tmp", "workspace"];
 
 /// Files up to this size are copied into the root instead of bound.
-const COPY_MAX: u64 = 1 << 20;
+pub(crate) const COPY_MAX: u64 = 1 << 20;
 
 const DEV_NODES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
 
@@ -131,28 +132,46 @@ enum Entry {
 
 type R<T> = Result<T, SetupFailure>;
 
-/// The default root's /etc, made outside the jail: a detached tmpfs (mounted
-/// nowhere) holding the jail's identity files, copies of the small host
-/// files and links, and mount points for what init binds. The launcher
-/// makes it as root once the helper has its config, on a thread of its own
-/// while it waits for the start event's fsync, and sends it on the /etc
-/// channel (fd 8). Init attaches it with one `move_mount` instead of
-/// reading and writing each file on the start-up path, or, when nothing
-/// comes, writes /etc itself.
+/// The default root's /etc, made outside the jail: the generation of it
+/// kept in the state dir (see `etc_cache`), or else a detached tmpfs
+/// (mounted nowhere); either holds the jail's identity files, copies of
+/// the small host files and links, and mount points for what init binds.
+/// The launcher makes it as root once the helper has its config, on a
+/// thread of its own while it waits for the start event's fsync, and sends
+/// it on the /etc channel (fd 8). Init attaches it with one `move_mount`
+/// instead of reading and writing each file on the start-up path, or, when
+/// nothing comes, writes /etc itself.
 #[derive(Debug)]
 pub struct PreparedEtc {
-    tree: OwnedFd,
+    pub(crate) tree: OwnedFd,
     /// The host /etc entries init binds onto the mount points (directories,
     /// files too large to copy).
-    binds: Vec<OsString>,
+    pub(crate) binds: Vec<OsString>,
+    /// The kept generation, locked shared so no build removes it while the
+    /// run lasts (see [`PreparedEtc::into_held`]).
+    pub(crate) held: Option<OwnedFd>,
+}
+
+impl PreparedEtc {
+    /// Once sent: what must stay open until the run ends (the kept
+    /// generation's lock), the tree itself closed.
+    pub fn into_held(self) -> Option<OwnedFd> {
+        self.held
+    }
 }
 
 /// Makes [`PreparedEtc`]. Host root only (a new tmpfs needs CAP_SYS_ADMIN
-/// in the host's user namespace). Everything is read and written with the
-/// file-system identity of the jail's root (`idmap::FsIdentity`): the jail
-/// sees no host file it could not have read itself, and owns what it owned
-/// when init wrote the files (its root).
-pub fn prepare_etc() -> R<PreparedEtc> {
+/// in the host's user namespace). With `cache` (a dir in the state dir),
+/// the generation kept there for the host's /etc as it is now, built if
+/// need be; where none can be kept, or that fails, a fresh tmpfs. Host
+/// files are read with the file-system identity of the jail's root
+/// (`idmap::FsIdentity`): the jail sees no host file it could not have
+/// read itself. A fresh tmpfs is written with that identity too, so the
+/// jail's root owns it, as when init writes /etc itself.
+pub fn prepare_etc(cache: Option<&Path>) -> R<PreparedEtc> {
+    if let Some(Ok(Some(kept))) = cache.map(crate::etc_cache::prepared) {
+        return Ok(kept);
+    }
     let _as_jail_root =
         crate::idmap::FsIdentity::jail_root().map_err(fail(Step::SetIds, "the jail root's file-system ids (to read /etc)"))?;
     // Bounded as the base that holds /etc otherwise.
@@ -166,13 +185,17 @@ pub fn prepare_etc() -> R<PreparedEtc> {
             _ => Err(SetupFailure::new(Step::WriteFile, Path::new("/etc").join(name).display().to_string(), &io::Error::last_os_error())),
         }
     };
+    // Modes are set outright: the launcher's umask must not narrow them
+    // (under 077 the agent could not read /etc/passwd).
     let file = |name: &OsStr, body: &[u8], mode: u32| -> R<()> {
         let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC | libc::O_NOFOLLOW;
         // SAFETY: a valid descriptor and C string; the new descriptor is owned below.
         let fd = at(name, &|dir, c| unsafe { libc::openat(dir, c.as_ptr(), flags, mode) })?;
         // SAFETY: openat returned a fresh descriptor.
         let mut f = unsafe { fs::File::from_raw_fd(fd) };
-        f.write_all(body).map_err(fail(Step::WriteFile, Path::new("/etc").join(name)))
+        let to = Path::new("/etc").join(name);
+        f.set_permissions(fs::Permissions::from_mode(mode)).map_err(fail(Step::WriteFile, &to))?;
+        f.write_all(body).map_err(fail(Step::WriteFile, to))
     };
     for (name, body) in identity_files() {
         file(OsStr::new(name), body.as_bytes(), 0o644)?;
@@ -188,8 +211,13 @@ pub fn prepare_etc() -> R<PreparedEtc> {
                 at(&name, &|dir, c| unsafe { libc::symlinkat(to.as_ptr(), dir, c.as_ptr()) })?;
             }
             Entry::Dir(name, _) => {
-                // SAFETY: as above.
-                at(&name, &|dir, c| unsafe { libc::mkdirat(dir, c.as_ptr(), 0o755) })?;
+                // SAFETY: as above; fchmodat sets the mode the umask narrowed.
+                at(&name, &|dir, c| unsafe {
+                    match libc::mkdirat(dir, c.as_ptr(), 0o755) {
+                        0 => libc::fchmodat(dir, c.as_ptr(), 0o755, 0),
+                        r => r,
+                    }
+                })?;
                 binds.push(name);
             }
             Entry::File(name, _) => {
@@ -198,7 +226,7 @@ pub fn prepare_etc() -> R<PreparedEtc> {
             }
         }
     }
-    Ok(PreparedEtc { tree, binds })
+    Ok(PreparedEtc { tree, binds, held: None })
 }
 
 /// The first byte of a prepared /etc's message; the bind names follow,
@@ -227,7 +255,7 @@ fn recv_prepared_etc(sock: RawFd) -> Option<PreparedEtc> {
         return None;
     }
     let binds: Vec<OsString> = names.split(|&b| b == 0).filter(|n| !n.is_empty()).map(|n| OsStr::from_bytes(n).to_os_string()).collect();
-    binds.iter().all(|b| HOST_ETC_ENTRIES.iter().any(|e| b == e)).then_some(PreparedEtc { tree, binds })
+    binds.iter().all(|b| HOST_ETC_ENTRIES.iter().any(|e| b == e)).then_some(PreparedEtc { tree, binds, held: None })
 }
 
 fn fail(step: Step, target: impl AsRef<Path>) -> impl FnOnce(io::Error) -> SetupFailure {
@@ -366,23 +394,55 @@ fn open_sources(source: &RootSource) -> R<Vec<Entry>> {
     }
 }
 
+/// How the root holds an entry it takes from the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// A symlink, re-made with its target.
+    Link = b'L' as isize,
+    /// A regular file up to [`COPY_MAX`], copied.
+    Small = b'S' as isize,
+    /// A directory, bound.
+    Dir = b'D' as isize,
+    /// A larger regular file, bound.
+    Large = b'F' as isize,
+}
+
+/// How an entry with metadata `meta` is held; None for what the root
+/// leaves out (devices, sockets, fifos).
+pub(crate) fn kind_of(meta: &fs::Metadata) -> Option<Kind> {
+    let ft = meta.file_type();
+    match () {
+        _ if ft.is_symlink() => Some(Kind::Link),
+        _ if ft.is_file() && meta.len() <= COPY_MAX => Some(Kind::Small),
+        _ if ft.is_dir() => Some(Kind::Dir),
+        _ if ft.is_file() => Some(Kind::Large),
+        _ => None,
+    }
+}
+
 /// Opens every existing entry as an O_PATH fd (or reads its link target).
 fn open_entries(dir: &Path, names: impl Iterator<Item = OsString>) -> R<Vec<Entry>> {
     let mut out = Vec::new();
     for name in names {
         let p = dir.join(&name);
         let Ok(meta) = fs::symlink_metadata(&p) else { continue };
-        let ft = meta.file_type();
-        if ft.is_symlink() {
-            out.push(Entry::Link(name, fs::read_link(&p).map_err(fail(Step::OpenSource, &p))?));
-        } else if ft.is_file() && meta.len() <= COPY_MAX {
-            let fd = sys::open_path(&p, libc::O_RDONLY | libc::O_NOFOLLOW).map_err(fail(Step::OpenSource, &p))?;
-            let body = read_small(fs::File::from(fd), meta.len() as usize).map_err(fail(Step::OpenSource, &p))?;
-            out.push(Entry::Small(name, body, meta.mode() & 0o7777));
-        } else if ft.is_dir() || ft.is_file() {
-            let fd = sys::open_path(&p, libc::O_PATH | libc::O_NOFOLLOW).map_err(fail(Step::OpenSource, &p))?;
-            out.push(if ft.is_dir() { Entry::Dir(name, fd) } else { Entry::File(name, fd) });
-        }
+        let Some(kind) = kind_of(&meta) else { continue };
+        out.push(match kind {
+            Kind::Link => Entry::Link(name, fs::read_link(&p).map_err(fail(Step::OpenSource, &p))?),
+            Kind::Small => {
+                let fd = sys::open_path(&p, libc::O_RDONLY | libc::O_NOFOLLOW).map_err(fail(Step::OpenSource, &p))?;
+                let body = read_small(fs::File::from(fd), meta.len() as usize).map_err(fail(Step::OpenSource, &p))?;
+                Entry::Small(name, body, meta.mode() & 0o7777)
+            }
+            Kind::Dir | Kind::Large => {
+                let fd = sys::open_path(&p, libc::O_PATH | libc::O_NOFOLLOW).map_err(fail(Step::OpenSource, &p))?;
+                if kind == Kind::Dir {
+                    Entry::Dir(name, fd)
+                } else {
+                    Entry::File(name, fd)
+                }
+            }
+        });
     }
     Ok(out)
 }
@@ -391,7 +451,7 @@ fn open_entries(dir: &Path, names: impl Iterator<Item = OsString>) -> R<Vec<Entr
 /// `len + 1` bytes, where a short read is the end of the file (a regular
 /// file reads short only there). `read_to_end` pays a stat, a seek and a
 /// second read per file on top. A file that grew meanwhile is read on.
-fn read_small(mut f: fs::File, len: usize) -> io::Result<Vec<u8>> {
+pub(crate) fn read_small(mut f: fs::File, len: usize) -> io::Result<Vec<u8>> {
     let mut body = vec![0u8; len + 1];
     let mut n = 0;
     loop {
@@ -469,12 +529,13 @@ fn touch(p: &Path) -> R<()> {
 fn write_identity_files(etc: &Path) -> R<()> {
     for (name, body) in identity_files() {
         let p = etc.join(name);
-        fs::write(&p, body).map_err(fail(Step::WriteFile, &p))?;
+        let mut f = fs::OpenOptions::new().write(true).create_new(true).mode(0o644).open(&p).map_err(fail(Step::WriteFile, &p))?;
+        f.write_all(body.as_bytes()).map_err(fail(Step::WriteFile, &p))?;
     }
     Ok(())
 }
 
-fn identity_files() -> [(&'static str, String); 5] {
+pub(crate) fn identity_files() -> [(&'static str, String); 5] {
     [
         ("passwd", format!("root:x:0:0:root:/root:/usr/sbin/nologin\nagent:x:{AGENT_ID}:{AGENT_ID}:clawkeep agent:/workspace:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n")),
         ("group", format!("root:x:0:\nagent:x:{AGENT_ID}:\nnogroup:x:65534:\n")),
