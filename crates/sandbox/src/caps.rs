@@ -27,19 +27,22 @@ struct CapData {
 
 const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
 
-fn last_cap() -> u32 {
-    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(63)
-}
-
-/// Drops the capability bounding set. Needs CAP_SETPCAP, so it runs before
-/// the uid change.
-pub fn drop_bounding_set(last: u32) -> Result<(), SetupFailure> {
-    for cap in 0..=last {
-        if let Err(e) = sys::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong) {
-            // EINVAL: this kernel does not know the capability.
-            if sys::errno_of(&e) != libc::EINVAL {
-                return Err(SetupFailure::new(Step::DropCapabilities, format!("bounding set cap {cap}"), &e));
-            }
+/// Drops every capability but `keep` from the bounding set. Needs
+/// CAP_SETPCAP, so it runs before the uid change. Only what is still in
+/// the set is dropped (reading is a plain lookup; each drop prepares and
+/// commits new credentials): init drops all but the executor's before it
+/// forks, so the executor and the agent find little left to drop. The
+/// kernel's last capability is where reading fails (EINVAL).
+pub fn drop_bounding_set(keep: &[u32]) -> Result<(), SetupFailure> {
+    for cap in 0..64u32 {
+        // SAFETY: PR_CAPBSET_READ takes a capability number and nothing else.
+        let held = unsafe { libc::prctl(libc::PR_CAPBSET_READ, cap as libc::c_ulong, 0, 0, 0) };
+        if held < 0 {
+            return Ok(());
+        }
+        if held == 1 && !keep.contains(&cap) {
+            sys::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong)
+                .map_err(|e| SetupFailure::new(Step::DropCapabilities, format!("bounding set cap {cap}"), &e))?;
         }
     }
     Ok(())
@@ -56,13 +59,7 @@ pub const CAP_SYS_ADMIN: u32 = 21;
 /// effective sets; the inheritable and ambient sets end empty.
 pub fn keep_only(keep: &[u32]) -> Result<(), SetupFailure> {
     let f = |what: &'static str| move |e: io::Error| SetupFailure::new(Step::DropCapabilities, what, &e);
-    for cap in (0..=last_cap()).filter(|c| !keep.contains(c)) {
-        if let Err(e) = sys::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong) {
-            if sys::errno_of(&e) != libc::EINVAL {
-                return Err(SetupFailure::new(Step::DropCapabilities, format!("bounding set cap {cap}"), &e));
-            }
-        }
-    }
+    drop_bounding_set(keep)?;
     let mask = keep.iter().filter(|c| **c < 32).fold(0u32, |m, c| m | 1 << c);
     set_sets(mask).map_err(f("capset"))
 }
@@ -101,7 +98,7 @@ fn set_sets(low: u32) -> io::Result<()> {
 /// set up by an unprivileged caller (setgroups is denied there).
 pub fn drop_to_agent(can_setgroups: bool) -> Result<(), SetupFailure> {
     let f = |what: &'static str| move |e: io::Error| SetupFailure::new(Step::DropCapabilities, what, &e);
-    drop_bounding_set(last_cap())?;
+    drop_bounding_set(&[])?;
     if can_setgroups {
         // SAFETY: an empty group list is valid.
         if unsafe { libc::setgroups(0, std::ptr::null()) } < 0 {

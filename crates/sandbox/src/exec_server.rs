@@ -79,16 +79,16 @@ const MAX_PACKET: usize = 256 * 1024;
 /// Nothing costly happens at jail start-up: the seccomp program is compiled
 /// at the first request, and each job's mount namespace is made (and torn
 /// down) by its own runner, off every run's start and exit.
+/// What a runner needs: a mount namespace of its own (SYS_ADMIN), the
+/// agent's ids and an empty bounding set for the command (SETUID, SETGID,
+/// SETPCAP), and signals to the command, which runs as the agent (KILL).
+pub const EXECUTOR_CAPS: [u32; 5] = [caps::CAP_KILL, caps::CAP_SETGID, caps::CAP_SETUID, caps::CAP_SETPCAP, caps::CAP_SYS_ADMIN];
+
 pub fn run(chan: OwnedFd, masks: Vec<Mask>, path: String, can_setgroups: bool, landlock_on: bool) -> ! {
     set_name(c"clawkeep-exec");
     let _ = sys::prctl(libc::PR_SET_DUMPABLE, 0);
-    // What a runner needs: a mount namespace of its own (SYS_ADMIN), the
-    // agent's ids and an empty bounding set for the command (SETUID,
-    // SETGID, SETPCAP), and signals to the command, which runs as the
-    // agent (KILL).
-    let keep = [caps::CAP_KILL, caps::CAP_SETGID, caps::CAP_SETUID, caps::CAP_SETPCAP, caps::CAP_SYS_ADMIN];
     // If the others cannot be dropped, every job is refused (by `prepare`).
-    let refused = caps::keep_only(&keep).err().map(|e| format!("it could not drop its other capabilities: {e}"));
+    let refused = caps::keep_only(&EXECUTOR_CAPS).err().map(|e| format!("it could not drop its other capabilities: {e}"));
     let confine = Confine { masks, can_setgroups, landlock_on, refused, filters: std::cell::OnceCell::new() };
     serve(chan, &path, &confine);
     // SAFETY: _exit in a forked child.

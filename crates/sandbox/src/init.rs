@@ -141,6 +141,10 @@ fn setup_and_supervise(args: InitArgs<'_>, status_fd: i32) -> Result<i32, SetupF
         None => None,
     };
     drop(args.console);
+    // The bounding set the executor and the agent inherit: all but what
+    // the executor keeps is dropped once here, not by each (they still
+    // drop what is left, so this failing leaves them no less confined).
+    let _ = caps::drop_bounding_set(&exec_server::EXECUTOR_CAPS);
     // SAFETY: init is single-threaded; the child execs or _exits.
     let agent = unsafe { libc::fork() };
     if agent < 0 {
