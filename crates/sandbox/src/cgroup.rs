@@ -357,11 +357,15 @@ pub fn run_cgroup_name(launcher_pid: u32, run_id: &str) -> String {
     format!("clawkeep-{launcher_pid}-{run_id}")
 }
 
+/// The controllers a run makes cgroups for (see `CgroupSet::create`):
+/// the only hierarchies where one can be left behind.
+pub const RUN_CONTROLLERS: [&str; 4] = ["memory", "pids", "cpu", "freezer"];
+
 /// Removes cgroups left by launchers that died (e.g. SIGKILL of both the
 /// launcher and its helper). Only empty groups of dead launchers are touched.
 pub fn sweep_stale(host: &HostCgroups) -> Vec<PathBuf> {
     let mut removed = Vec::new();
-    for h in &host.hierarchies {
+    for h in host.hierarchies.iter().filter(|h| h.controllers.iter().any(|c| RUN_CONTROLLERS.contains(&c.as_str()))) {
         let Ok(entries) = fs::read_dir(&h.own_dir) else { continue };
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
@@ -370,8 +374,11 @@ pub fn sweep_stale(host: &HostCgroups) -> Vec<PathBuf> {
             };
             // SAFETY: kill with signal 0 only checks for existence.
             let alive = unsafe { libc::kill(pid, 0) } == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+            if alive {
+                continue;
+            }
             let empty = fs::read_to_string(e.path().join("cgroup.procs")).map(|s| s.trim().is_empty()).unwrap_or(false);
-            if !alive && empty && fs::remove_dir(e.path()).is_ok() {
+            if empty && fs::remove_dir(e.path()).is_ok() {
                 removed.push(e.path());
             }
         }
