@@ -157,6 +157,7 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs, early: Option<HelperStart>
             p.cfg.gate = Some(GateMounts { shim_binary, socket: gate.gate_socket.clone(), commands: policy.gated_commands() });
             // A --rootfs tree brings its own /etc.
             p.cfg.prepared_etc = etc_ours.is_some() && p.cfg.spec.rootfs.is_none();
+            p.cfg.plan_cache = Some(dir.join("plan-cache"));
             p.cfg.proxy_port = proxy.as_ref().map(|_| PROXY_PORT);
             gate.policy = Some(policy);
             p

@@ -267,6 +267,19 @@ fn assert_host_coverage(env: &Env, extra: &[&str], what: &str) {
     let names = run("t-cover-names", &["ls", "/run/clawkeep/shims"]);
     let names: Vec<String> = String::from_utf8_lossy(&names.stdout).split_whitespace().map(String::from).collect();
     assert!(!names.is_empty(), "{what}: no gated names");
+    // The plan is kept (this host's PATH dirs last changed seconds ago),
+    // and the run checked below takes it as kept: planned again, it
+    // would be written anew (a new inode).
+    let kept = || -> std::collections::BTreeSet<(std::ffi::OsString, u64)> {
+        std::fs::read_dir(env.state.path().join("plan-cache"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| (e.file_name(), e.metadata().unwrap().ino()))
+            .collect()
+    };
+    let before = kept();
+    assert!(!before.is_empty(), "{what}: no plan was kept");
     // On the host: each name's spellings, and the hard links (in the
     // same directories) to the file each resolves to.
     let mut paths = std::collections::BTreeSet::new();
@@ -297,6 +310,7 @@ fn assert_host_coverage(env: &Env, extra: &[&str], what: &str) {
     let mut argv = vec!["sh", "-c", script, "sh"];
     argv.extend(list.iter().map(String::as_str));
     let out = run("t-cover", &argv);
+    assert_eq!(kept(), before, "{what}: the kept plan was not taken");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let want: String = list.iter().map(|p| format!("shim {p}\n")).collect();
     assert_eq!(stdout, want, "{what}; stderr: {}", String::from_utf8_lossy(&out.stderr));

@@ -18,6 +18,7 @@ use crate::mounts::RootSource;
 use crate::protocol::{
     read_frame, ChildMsg, HelperConfig, JailReport, Outcome, CONFIG_FD, ETC_FD, EXEC_FD, PROMPT_FD, PROXY_FD, REPORT_FD,
 };
+use crate::shims::KeptPlan;
 use crate::{net, pty, seccomp, sys};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -268,6 +269,10 @@ fn run(
     // report says why.
     if let (Some(g), Some(w)) = (&cfg.gate, coverage_w) {
         let source = cfg.spec.rootfs.clone().map_or(RootSource::Host, RootSource::Tree);
+        // The plan kept from an earlier run, for the host's root only
+        // (read as ourselves: the state dir is the caller's).
+        let cache = cfg.plan_cache.as_deref().filter(|_| matches!(source, RootSource::Host));
+        let kept = cache.and_then(|d| KeptPlan::read(d, &g.commands));
         // With the file-system identity of the jail's root (which init
         // would have looked with), not the host root's: the plan holds
         // nothing the jail could not reach.
@@ -275,9 +280,18 @@ fn run(
             Ok(id) => id,
             Err(e) => return abort(SetupFailure::new(Step::SetIds, "the jail root's file-system ids (to plan the gated commands)", &e)),
         };
-        let cov = crate::shims::plan(source.dir(), &g.commands, |rel| source.in_jail(rel));
+        let in_jail = |rel: &std::path::Path| source.in_jail(rel);
+        let (cov, to_keep) = match (kept.and_then(KeptPlan::check), cache) {
+            (Some(cov), _) => (cov, None),
+            (None, Some(_)) => KeptPlan::plan(source.dir(), &g.commands, in_jail, crate::etc_cache::FRESH),
+            (None, None) => (crate::shims::plan(source.dir(), &g.commands, in_jail), None),
+        };
         drop(as_jail_root);
         let _ = crate::protocol::write_frame(w.as_raw_fd(), &cov);
+        // Kept after init has it: off its path.
+        if let (Some(dir), Some(k)) = (cache, to_keep) {
+            let _ = k.write(dir);
+        }
     }
     // Built while init sets up; init waits for it only when it attaches
     // /workspace.

@@ -94,6 +94,7 @@ pub fn plan(mut spec: RunSpec, audit_path: Option<PathBuf>) -> Result<JailPlan, 
         gate: None,
         proxy_port: None,
         prepared_etc: false,
+        plan_cache: None,
     };
     Ok(JailPlan { cfg, degraded, landlock_abi, host })
 }

@@ -84,6 +84,10 @@ pub struct HelperConfig {
     /// `mounts::PreparedEtc`); init writes it itself when nothing comes.
     #[serde(default)]
     pub prepared_etc: bool,
+    /// Where the helper keeps the shims' coverage plan between runs (see
+    /// `shims::KeptPlan`); none: planned afresh each run.
+    #[serde(default)]
+    pub plan_cache: Option<PathBuf>,
 }
 
 /// How the agent's run ended.

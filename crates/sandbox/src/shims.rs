@@ -19,7 +19,7 @@
 
 use crate::error::{SetupFailure, Step};
 use crate::sys;
-use clawkeep_shim::root::{find_link_dirs, own_name, private_copies};
+use clawkeep_shim::root::{find_link_dirs, note, own_name, private_copies};
 pub use clawkeep_shim::root::{resolve_in, resolve_within};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -27,7 +27,7 @@ use std::ffi::CString;
 use std::fs;
 use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::ffi::OsStringExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{symlink, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -159,6 +159,108 @@ impl From<CoverageWire> for Coverage {
     }
 }
 
+/// A plan kept between runs (in the state dir's `plan-cache`): the
+/// coverage, and every path the walk that made it looked at, stamped as it
+/// was (see `clawkeep_shim::root::recording`). While every stamp is the
+/// same (inode, links, size, mode and times of each file looked up, and
+/// of each directory whose listing was read), the walk would find the
+/// same, so the plan is taken as it is: ~40 stat calls where the walk
+/// makes ~140 and reads git's libexec dir whole (~0.3 ms here). A walk is
+/// kept only when nothing it looked at changed in the last
+/// [`crate::etc_cache::FRESH`] (a change in the same clock tick could leave
+/// the same times), and only for the host's root.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct KeptPlan {
+    format: String,
+    commands: Vec<String>,
+    seen: Vec<(Vec<u8>, bool, clawkeep_shim::root::Stamp)>,
+    coverage: Coverage,
+}
+
+/// Changes whenever the rules of [`plan`] do; the helper binary's own
+/// stamp is checked too (a rebuilt or reinstalled helper plans afresh).
+const PLAN_FORMAT: &str = "clawkeep plan 1";
+
+impl KeptPlan {
+    fn file(dir: &Path, commands: &[String]) -> PathBuf {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for c in commands {
+            h.update(c.as_bytes());
+            h.update([0]);
+        }
+        let name: String = h.finalize()[..8].iter().map(|b| format!("{b:02x}")).collect();
+        dir.join(format!("{name}.json"))
+    }
+
+    /// The plan kept in `dir` for `commands`, if any (read as the host's
+    /// root: the state dir is its own; see [`KeptPlan::check`]).
+    pub fn read(dir: &Path, commands: &[String]) -> Option<KeptPlan> {
+        let k: KeptPlan = serde_json::from_slice(&fs::read(Self::file(dir, commands)).ok()?).ok()?;
+        (k.format == PLAN_FORMAT && k.commands == commands).then_some(k)
+    }
+
+    /// Its coverage, if every path it looked at is as it was (checked with
+    /// the ids the plan is made with).
+    pub fn check(self) -> Option<Coverage> {
+        let same = |(p, follow, was): &(Vec<u8>, bool, clawkeep_shim::root::Stamp)| {
+            clawkeep_shim::root::stamp(Path::new(std::ffi::OsStr::from_bytes(p)), *follow) == *was
+        };
+        self.seen.iter().all(same).then_some(self.coverage)
+    }
+
+    /// [`plan`], recording what it looks at; kept-to-be when all of it
+    /// (and the helper binary) last changed `fresh` or more ago.
+    pub fn plan(
+        root: &Path,
+        commands: &[String],
+        in_jail: impl Fn(&Path) -> bool,
+        fresh: std::time::Duration,
+    ) -> (Coverage, Option<KeptPlan>) {
+        let (coverage, mut seen) = clawkeep_shim::root::recording(|| plan(root, commands, in_jail));
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let at = |secs: u64, nanos: u64| std::time::Duration::new(secs, nanos.min(999_999_999) as u32);
+        let settled =
+            now.checked_sub(fresh).is_some_and(|before| seen.values().flatten().all(|s| at(s[5], s[6]).max(at(s[7], s[8])) < before));
+        // The plan's rules are this binary's: another one (rebuilt,
+        // reinstalled: a new inode) plans afresh. Its times are not the
+        // walk's, so a binary built a moment ago still keeps its plan.
+        if let Ok(exe) = fs::read_link("/proc/self/exe") {
+            let s = clawkeep_shim::root::stamp(&exe, true);
+            seen.insert((exe, true), s);
+        }
+        let kept = settled.then(|| KeptPlan {
+            format: PLAN_FORMAT.to_string(),
+            commands: commands.to_vec(),
+            // What was not there is kept out: the listing of its nearest
+            // ancestor that is (noted too) would show it appear.
+            seen: std::mem::take(&mut seen)
+                .into_iter()
+                .filter(|(_, s)| s.is_some())
+                .map(|((p, f), s)| (p.into_os_string().into_vec(), f, s))
+                .collect(),
+            coverage: coverage.clone(),
+        });
+        (coverage, kept)
+    }
+
+    /// Keeps it in `dir` (as the host's root), replacing what was there:
+    /// written beside and renamed over, so a reader never sees half of it.
+    /// Not synced: one cut short by a crash does not parse, and is planned
+    /// afresh.
+    pub fn write(&self, dir: &Path) -> std::io::Result<()> {
+        use std::os::unix::fs::DirBuilderExt;
+        fs::DirBuilder::new().mode(0o700).recursive(true).create(dir)?;
+        let file = Self::file(dir, &self.commands);
+        let tmp = file.with_extension(format!("new-{}", std::process::id()));
+        let body = serde_json::to_vec(self).map_err(std::io::Error::other)?;
+        fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).and_then(|mut f| f.write_all(&body))?;
+        fs::rename(&tmp, file).inspect_err(|_| {
+            let _ = fs::remove_file(&tmp);
+        })
+    }
+}
+
 /// Works out what covers `commands` in the tree at `root`, keeping only
 /// what `in_jail` (given a path relative to `root`) says the jail has.
 ///
@@ -192,6 +294,7 @@ pub fn plan(root: &Path, commands: &[String], in_jail: impl Fn(&Path) -> bool) -
                 // A private copy can have hard links of its own (git built
                 // with NO_CROSS_DIRECTORY_HARDLINKS links execdir/git-* to
                 // execdir/git): looked for where the real file's are.
+                note(&copy, true);
                 if let Ok(m) = fs::metadata(&copy).map(|m| (m.dev(), m.ino(), m.nlink())) {
                     if m.2 > 1 {
                         let l = linked.entry((m.0, m.1)).or_insert_with(|| Linked::new(&copy, m.2, prefix.clone()));
@@ -327,6 +430,7 @@ fn path_dirs(base: &Path, in_jail: &dyn Fn(&Path) -> bool) -> Vec<(PathBuf, Vec<
     let mut out: Vec<(PathBuf, Vec<&'static str>)> = Vec::new();
     for dir in PATH_DIRS {
         let Some(real) = resolve_within(base, Path::new(dir), in_jail) else { continue };
+        note(&real, true);
         if !real.starts_with(base) || !real.is_dir() {
             continue;
         }
@@ -343,9 +447,11 @@ fn path_dirs(base: &Path, in_jail: &dyn Fn(&Path) -> bool) -> Vec<(PathBuf, Vec<
 /// its metadata.
 fn lookup(base: &Path, real_dir: &Path, cmd: &str, in_jail: &dyn Fn(&Path) -> bool) -> Option<(PathBuf, fs::Metadata)> {
     let p = real_dir.join(cmd);
+    note(&p, false);
     let lmeta = fs::symlink_metadata(&p).ok()?;
     let (real, meta) = if lmeta.file_type().is_symlink() {
         let real = resolve_within(base, p.strip_prefix(base).ok()?, in_jail)?;
+        note(&real, true);
         let meta = fs::metadata(&real).ok()?;
         (real, meta)
     } else {
@@ -356,6 +462,7 @@ fn lookup(base: &Path, real_dir: &Path, cmd: &str, in_jail: &dyn Fn(&Path) -> bo
 
 /// Covers the hard links in PATH dir `dir` to the files in `linked`.
 fn scan_links(root: &Path, dir: &Path, linked: &mut HashMap<(u64, u64), Linked>, cov: &mut Coverage) {
+    note(dir, true);
     let Ok(rd) = fs::read_dir(dir) else { return };
     for e in rd.flatten() {
         // d_ino comes free with readdir; stat only the candidates.
@@ -363,6 +470,7 @@ fn scan_links(root: &Path, dir: &Path, linked: &mut HashMap<(u64, u64), Linked>,
         if !linked.keys().any(|(_, ino)| *ino == e.ino()) {
             continue;
         }
+        note(&e.path(), false);
         let Ok(m) = e.metadata() else { continue };
         let Some(l) = linked.get_mut(&(m.dev(), m.ino())) else { continue };
         if !m.is_file() || !l.found.insert(e.path()) {
@@ -508,5 +616,82 @@ mod tests {
         for (p, has) in [("usr/bin/git", true), ("opt/x", true), ("tmp/x", false), ("proc/1", false), ("workspace/x", false)] {
             assert_eq!(tree.in_jail(Path::new(p)), has, "tree: {p}");
         }
+    }
+
+    /// A tree where `tool` is gated: a file with a hard link beside it,
+    /// reached through /bin too, and a lib dir its private copies would be
+    /// in. The plan is kept (`fresh` zero: everything here is new).
+    fn kept_plan() -> (tempfile::TempDir, PathBuf, Coverage, KeptPlan) {
+        let t = tempfile::tempdir().unwrap();
+        let b = t.path().join("root");
+        fs::create_dir_all(b.join("usr/bin")).unwrap();
+        fs::create_dir_all(b.join("usr/lib")).unwrap();
+        fs::write(b.join("usr/bin/tool"), b"x").unwrap();
+        fs::hard_link(b.join("usr/bin/tool"), b.join("usr/bin/tool-alias")).unwrap();
+        symlink("usr/bin", b.join("bin")).unwrap();
+        let cmds = ["tool".to_string(), "late".to_string()];
+        let (cov, kept) = KeptPlan::plan(&b, &cmds, |_| true, std::time::Duration::ZERO);
+        assert_eq!(cov, plan(&b, &cmds, |_| true), "recording changes nothing of the plan");
+        // Changes below come a clock tick or more after the stamps.
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        (t, b, cov, kept.expect("kept"))
+    }
+
+    #[test]
+    fn a_kept_plan_is_used_while_nothing_it_looked_at_changed() {
+        let (t, b, cov, kept) = kept_plan();
+        assert!(cov.files.contains_key(Path::new("usr/bin/tool-alias")), "{cov:?}");
+        let dir = t.path().join("cache");
+        kept.write(&dir).unwrap();
+        let cmds = ["tool".to_string(), "late".to_string()];
+        assert_eq!(KeptPlan::read(&dir, &cmds).unwrap().check().unwrap(), cov);
+        assert!(KeptPlan::read(&dir, &["tool".to_string()]).is_none(), "kept per command list");
+        // Taken as kept, not walked again: a mark put into the kept plan
+        // comes back.
+        let mut marked = KeptPlan::read(&dir, &cmds).unwrap();
+        marked.coverage.manifest.insert(PathBuf::from("/marked"), "tool".into());
+        marked.write(&dir).unwrap();
+        assert!(KeptPlan::read(&dir, &cmds).unwrap().check().unwrap().manifest.contains_key(Path::new("/marked")));
+        // A file cut short (a crash before it reached the disk) is no plan.
+        fs::write(KeptPlan::file(&dir, &cmds), b"{\"format\":").unwrap();
+        assert!(KeptPlan::read(&dir, &cmds).is_none());
+        drop(b);
+    }
+
+    #[test]
+    fn a_change_to_what_the_plan_looked_at_makes_it_walk_again() {
+        type Change = fn(&Path);
+        let changes: [(&str, Change); 5] = [
+            ("a new hard link to a covered file", |b| fs::hard_link(b.join("usr/bin/tool"), b.join("usr/lib/tool.bak")).unwrap()),
+            ("a gated name appearing in a PATH dir", |b| fs::write(b.join("usr/bin/late"), b"y").unwrap()),
+            ("a PATH dir that was not there", |b| {
+                fs::create_dir_all(b.join("usr/local/bin")).unwrap();
+            }),
+            ("a private copy appearing", |b| {
+                fs::create_dir_all(b.join("usr/lib/tool")).unwrap();
+            }),
+            ("a covered file replaced", |b| {
+                fs::write(b.join("usr/bin/tool.new"), b"z").unwrap();
+                fs::rename(b.join("usr/bin/tool.new"), b.join("usr/bin/tool")).unwrap();
+            }),
+        ];
+        for (what, change) in changes {
+            let (_t, b, _, kept) = kept_plan();
+            change(&b);
+            assert!(kept.check().is_none(), "{what}: the kept plan was still taken");
+        }
+        // Unchanged, it is taken.
+        let (_t, _b, cov, kept) = kept_plan();
+        assert_eq!(kept.check(), Some(cov));
+    }
+
+    #[test]
+    fn a_plan_of_what_just_changed_is_not_kept() {
+        let t = tempfile::tempdir().unwrap();
+        fs::create_dir_all(t.path().join("usr/bin")).unwrap();
+        fs::write(t.path().join("usr/bin/tool"), b"x").unwrap();
+        let (cov, kept) = KeptPlan::plan(t.path(), &["tool".to_string()], |_| true, crate::etc_cache::FRESH);
+        assert!(kept.is_none());
+        assert!(cov.files.contains_key(Path::new("usr/bin/tool")));
     }
 }

@@ -2,9 +2,61 @@
 //! the VM guest both need to find the real files a gated command name
 //! reaches.
 
+use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+
+/// What a path was when a walk looked at it: device, inode, mode, links,
+/// size, modification and change times (seconds, nanoseconds); None when
+/// it could not be stat'ed.
+pub type Stamp = Option<[u64; 9]>;
+
+/// Every path a walk looked at (with whether symlinks were followed), and
+/// its [`Stamp`] from just before it looked: see [`recording`].
+pub type Seen = BTreeMap<(PathBuf, bool), Stamp>;
+
+thread_local! {
+    static SEEN: RefCell<Option<Seen>> = const { RefCell::new(None) };
+}
+
+/// `p`'s stamp now, following a final symlink when `follow`.
+pub fn stamp(p: &Path, follow: bool) -> Stamp {
+    let m = if follow { fs::metadata(p) } else { fs::symlink_metadata(p) }.ok()?;
+    let t = |v: i64| v as u64;
+    Some([m.dev(), m.ino(), u64::from(m.mode()), m.nlink(), m.size(), t(m.mtime()), t(m.mtime_nsec()), t(m.ctime()), t(m.ctime_nsec())])
+}
+
+/// Runs `walk`, returning what it looked at on this thread (each path's
+/// stamp taken before it first looked): while every stamp stays the same,
+/// the walk would look at the same things and find the same.
+pub fn recording<T>(walk: impl FnOnce() -> T) -> (T, Seen) {
+    SEEN.with(|s| *s.borrow_mut() = Some(Seen::new()));
+    let out = walk();
+    (out, SEEN.with(|s| s.borrow_mut().take()).unwrap_or_default())
+}
+
+/// Before a walk looks `p` up (by name in its parent, whose listing it
+/// reads; `follow`ing a final symlink or not) or lists it: notes both
+/// while [`recording`], and, where the parent is not there, the nearest
+/// ancestor that is (whose listing would show it appear). A directory is
+/// stamped as what it resolves to, so its listing's changes show in its
+/// times.
+pub fn note(p: &Path, follow: bool) {
+    SEEN.with(|s| {
+        let mut s = s.borrow_mut();
+        let Some(seen) = s.as_mut() else { return };
+        seen.entry((p.to_path_buf(), follow)).or_insert_with(|| stamp(p, follow));
+        let mut dir = p.parent();
+        while let Some(d) = dir.filter(|d| !d.as_os_str().is_empty()) {
+            if seen.entry((d.to_path_buf(), true)).or_insert_with(|| stamp(d, true)).is_some() {
+                break;
+            }
+            dir = d.parent();
+        }
+    });
+}
 
 /// Resolves `rel` against `base` as if `base` were `/`: absolute symlink
 /// targets restart at `base` (the way they will resolve inside the jail).
@@ -34,6 +86,7 @@ pub fn resolve_within(base: &Path, rel: &Path, has: impl Fn(&Path) -> bool) -> O
         if !has(next.strip_prefix(base).ok()?) {
             return None;
         }
+        note(&next, false);
         let meta = fs::symlink_metadata(&next).ok()?;
         if meta.file_type().is_symlink() {
             hops += 1;
@@ -61,6 +114,7 @@ pub fn private_copies(real: &Path, meta: &fs::Metadata, cmd: &str) -> Vec<PathBu
     for root in [prefix.join("libexec"), prefix.join("lib")] {
         for dir in [root.clone(), root.join(format!("{cmd}-core")), root.join(cmd)] {
             let p = dir.join(cmd);
+            note(&p, false);
             let Ok(m) = fs::symlink_metadata(&p) else { continue };
             if m.is_file() && m.len() == meta.len() && (m.dev(), m.ino()) != (meta.dev(), meta.ino()) {
                 out.push(p);
@@ -76,6 +130,7 @@ pub fn find_link_dirs(dir: &Path, ino: u64, dev: u64, depth: usize, budget: &mut
     // A file is on its directory's device (only a mount point could be
     // elsewhere, and those are directories): one stat per directory, not
     // one per matching entry (git-core holds ~140 links).
+    note(dir, true);
     if fs::metadata(dir).map_or(true, |m| m.dev() != dev) {
         return;
     }
