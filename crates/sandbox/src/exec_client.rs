@@ -1,6 +1,7 @@
 //! The launcher's end of the executor channel: submits approved commands
 //! to the jail's executor and collects their outcomes. Thread-safe; one
-//! reader thread dispatches the executor's messages to waiting jobs.
+//! reader thread, started with the first job (a run that gates nothing
+//! never starts it), dispatches the executor's messages to waiting jobs.
 
 use crate::exec_server::{FromExec, ToExec};
 use std::collections::HashMap;
@@ -8,7 +9,7 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// What a job needs besides the shim's descriptors.
 #[derive(Debug, Clone)]
@@ -49,6 +50,8 @@ pub struct ExecClient {
     sock: Arc<OwnedFd>,
     waiters: Waiters,
     next: Arc<AtomicU64>,
+    /// Whether the reader thread started (once, at the first job).
+    reader: Arc<OnceLock<bool>>,
 }
 
 /// A submitted job.
@@ -62,18 +65,18 @@ pub struct JobHandle {
 
 impl ExecClient {
     pub fn new(sock: OwnedFd) -> ExecClient {
-        let sock = Arc::new(sock);
-        let waiters: Waiters = Arc::default();
-        let (s, w) = (sock.clone(), waiters.clone());
-        std::thread::Builder::new()
-            .name("clawkeep-exec-reader".into())
-            .spawn(move || read_loop(s.as_raw_fd(), &w))
-            .expect("spawning the executor reader thread");
-        ExecClient { sock, waiters, next: Arc::new(AtomicU64::new(1)) }
+        ExecClient { sock: Arc::new(sock), waiters: Arc::default(), next: Arc::new(AtomicU64::new(1)), reader: Arc::default() }
     }
 
     /// Submits `job` with the shim's stdin, stdout and stderr.
     pub fn submit(&self, job: &ExecJob, stdio: [RawFd; 3]) -> io::Result<JobHandle> {
+        let started = self.reader.get_or_init(|| {
+            let (s, w) = (self.sock.clone(), self.waiters.clone());
+            std::thread::Builder::new().name("clawkeep-exec-reader".into()).spawn(move || read_loop(s.as_raw_fd(), &w)).is_ok()
+        });
+        if !*started {
+            return Err(io::Error::other("the thread that reads the executor's replies could not start"));
+        }
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = channel();
         self.waiters.lock().unwrap_or_else(|p| p.into_inner()).insert(id, tx);
