@@ -360,7 +360,15 @@ pub fn plan(root: &Path, commands: &[String], in_jail: impl Fn(&Path) -> bool) -
 /// and covers what `cov` (planned from the tree the root is built from)
 /// names. Returns what it covered.
 pub fn install(base: &Path, g: &GateMounts, src: &GateSources, cov: &Coverage) -> Result<Vec<Mask>, SetupFailure> {
-    let mk = |p: &Path| fs::create_dir_all(p).map_err(|e| SetupFailure::new(Step::MakeNode, p.display().to_string(), &e));
+    // 0755 named: init builds the root under umask 0.
+    let mk = |p: &Path| {
+        use std::os::unix::fs::DirBuilderExt;
+        fs::DirBuilder::new()
+            .mode(0o755)
+            .recursive(true)
+            .create(p)
+            .map_err(|e| SetupFailure::new(Step::MakeNode, p.display().to_string(), &e))
+    };
     let run = base.join("run/clawkeep");
     mk(&run.join("shims"))?;
     attach(&src.shim, &run.join("shim"))?;
