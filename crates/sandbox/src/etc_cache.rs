@@ -18,12 +18,16 @@
 //!   read must still be the one stat'ed for its name, else nothing is kept.
 //! - Kept only when every entry last changed [`FRESH`] or more ago: a
 //!   change within the clock tick of a stat could leave the same times.
-//! - Written into a `.new-*` dir, each file synced, then renamed to its
-//!   name: a crash leaves no half-written generation under a real name.
+//! - Written into a `.new-*` dir, synced (one syncfs), then renamed to its
+//!   name, locked all the while: a crash leaves no half-written generation
+//!   under a real name, and no other build removes it meanwhile.
 //! - A run holds its generation with a shared `flock` for its whole life.
 //!   A build removes the other generations no run holds (an exclusive,
-//!   non-blocking `flock`), and the `.new-*` dirs of builds that died. A run
-//!   that finds its generation gone once it has the lock makes /etc afresh.
+//!   non-blocking `flock`; renamed away first), and the `.new-*` dirs of
+//!   builds that died, never descending into a mount. A run that finds its
+//!   generation gone once it has the lock makes /etc afresh.
+//! - The bind sent to init is private: what init binds onto it (host /etc
+//!   dirs) never propagates back to the state dir's mount.
 
 use crate::idmap::FsIdentity;
 use crate::mounts::{identity_files, kind_of, read_small, Kind, PreparedEtc, HOST_ETC_ENTRIES};
@@ -120,12 +124,16 @@ fn generation_name(listed: &[Listed]) -> String {
     h.finalize()[..16].iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Whether every entry last changed `fresh` or more ago.
+/// Whether every entry copied (small files, links) last changed `fresh`
+/// or more ago; what is bound is the host's own at each run.
 fn settled(listed: &[Listed], fresh: Duration) -> bool {
     let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
     let Some(before) = now.checked_sub(fresh) else { return false };
     let at = |secs: i64, nsecs: i64| Duration::new(secs.max(0) as u64, nsecs.clamp(0, 999_999_999) as u32);
-    listed.iter().all(|l| at(l.meta.ctime(), l.meta.ctime_nsec()).max(at(l.meta.mtime(), l.meta.mtime_nsec())) < before)
+    listed
+        .iter()
+        .filter(|l| matches!(l.kind, Kind::Small | Kind::Link))
+        .all(|l| at(l.meta.ctime(), l.meta.ctime_nsec()).max(at(l.meta.mtime(), l.meta.mtime_nsec())) < before)
 }
 
 fn flock(fd: &OwnedFd, op: libc::c_int) -> io::Result<()> {
@@ -156,11 +164,13 @@ fn hold(cache: &Path, name: &str) -> io::Result<Option<OwnedFd>> {
     Ok(now.ok().filter(|m| (m.dev(), m.ino()) == (ours.dev(), ours.ino())).map(|_| OwnedFd::from(held)))
 }
 
-/// A read-only bind of the held generation, to send to init.
+/// A read-only, private bind of the held generation, to send to init:
+/// the directories init binds onto it must not propagate to the state
+/// dir's mount (shared on systemd hosts), where they would stay, and be
+/// writable binds of host /etc dirs.
 fn attach(held: OwnedFd, listed: &[Listed]) -> io::Result<PreparedEtc> {
-    let tree = sys::open_tree_clone(held.as_raw_fd())?;
-    let attrs = sys::MOUNT_ATTR_RDONLY | sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV;
-    sys::mount_setattr(tree.as_raw_fd(), c"", libc::AT_EMPTY_PATH as libc::c_uint, attrs, None)?;
+    let tree = sys::open_tree_clone(held.as_raw_fd(), false)?;
+    sys::make_private(&tree, sys::MOUNT_ATTR_RDONLY | sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV)?;
     let binds = listed.iter().filter(|l| matches!(l.kind, Kind::Dir | Kind::Large)).map(|l| OsString::from(l.name)).collect();
     Ok(PreparedEtc { tree, binds, held: Some(held) })
 }
@@ -195,7 +205,8 @@ fn build(etc: &Path, listed: &[Listed], cache: &Path, name: &str) -> io::Result<
                     if body.len() as u64 != l.meta.len() {
                         return Ok(false);
                     }
-                    Body::File(body, l.meta.mode() & 0o7777)
+                    // Never setuid, setgid or sticky in the jail's copy.
+                    Body::File(body, l.meta.mode() & 0o777)
                 }
                 Kind::Link => {
                     let to = fs::read_link(&p)?;
@@ -211,18 +222,21 @@ fn build(etc: &Path, listed: &[Listed], cache: &Path, name: &str) -> io::Result<
     }
     let tmp = cache.join(format!(".new-{}", random_hex()));
     fs::DirBuilder::new().mode(0o700).create(&tmp)?;
-    if let Err(e) = write_generation(&tmp, &bodies) {
-        let _ = fs::remove_dir_all(&tmp);
+    // Locked until it is in place under its name: no other run's build
+    // removes it meanwhile (see `collect`).
+    let lock = sys::open_path(&tmp, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW)?;
+    flock(&lock, libc::LOCK_EX)?;
+    if let Err(e) = write_generation(&tmp, &lock, &bodies) {
+        remove_generation(&tmp);
         return Err(e);
     }
     if let Err(e) = fs::rename(&tmp, cache.join(name)) {
-        let _ = fs::remove_dir_all(&tmp);
+        remove_generation(&tmp);
         // Another run built the same generation first: theirs is as good.
         if !matches!(e.raw_os_error(), Some(libc::ENOTEMPTY | libc::EEXIST)) {
             return Err(e);
         }
     }
-    fs::File::open(cache)?.sync_all()?;
     Ok(true)
 }
 
@@ -238,55 +252,78 @@ fn random_hex() -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-/// Fills `dir` (locked for the build's time) and syncs it, then opens it to all.
-fn write_generation(dir: &Path, bodies: &[(&str, Body)]) -> io::Result<()> {
-    let lock = sys::open_path(dir, libc::O_RDONLY | libc::O_DIRECTORY)?;
-    flock(&lock, libc::LOCK_EX)?;
-    // Modes are set outright: the launcher's umask must not narrow them.
-    let file = |name: &str, body: &[u8], mode: u32, sync: bool| -> io::Result<()> {
+/// Fills `dir` (`lock` is it), opens it to all and syncs its file
+/// system: nothing of it is renamed into place before it is on disk.
+/// Modes are set outright: the launcher's umask must not narrow them.
+fn write_generation(dir: &Path, lock: &OwnedFd, bodies: &[(&str, Body)]) -> io::Result<()> {
+    let file = |name: &str, body: &[u8], mode: u32| -> io::Result<()> {
         let mut f = fs::OpenOptions::new().write(true).create_new(true).custom_flags(libc::O_NOFOLLOW).mode(0o600).open(dir.join(name))?;
         f.write_all(body)?;
-        f.set_permissions(fs::Permissions::from_mode(mode))?;
-        if sync {
-            f.sync_data()?;
-        }
-        Ok(())
+        f.set_permissions(fs::Permissions::from_mode(mode))
     };
     for (name, body) in identity_files() {
-        file(name, body.as_bytes(), 0o644, true)?;
+        file(name, body.as_bytes(), 0o644)?;
     }
     for (name, body) in bodies {
         match body {
-            Body::File(content, mode) => file(name, content, *mode, true)?,
+            Body::File(content, mode) => file(name, content, *mode)?,
             Body::Link(to) => std::os::unix::fs::symlink(to, dir.join(name))?,
             Body::Point(Kind::Dir) => {
                 fs::DirBuilder::new().mode(0o755).create(dir.join(name))?;
                 fs::set_permissions(dir.join(name), fs::Permissions::from_mode(0o755))?;
             }
-            Body::Point(_) => file(name, b"", 0o644, false)?,
+            Body::Point(_) => file(name, b"", 0o644)?,
         }
     }
     fs::set_permissions(dir, fs::Permissions::from_mode(0o755))?;
-    fs::File::from(lock).sync_all()
+    // One syncfs for the contents, the modes and the entries alike, on any
+    // file system (an fdatasync need not carry a mode change).
+    // SAFETY: syncfs on a descriptor we own.
+    if unsafe { libc::syncfs(lock.as_raw_fd()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Removes every generation but `keep` that no run holds, and what builds
 /// that died left. Best effort: what cannot be removed stays for the next.
+/// A generation is renamed away first, under its exclusive lock, so no run
+/// finds it half removed under its name.
 fn collect(cache: &Path, keep: &str) {
     let Ok(entries) = fs::read_dir(cache) else { return };
     for e in entries.flatten() {
         let name = e.file_name();
         let Some(name) = name.to_str() else { continue };
-        let ours = name.starts_with(".new-") || (name.len() == 32 && name.bytes().all(|b| b.is_ascii_hexdigit()));
+        let ours =
+            name.starts_with(".new-") || name.starts_with(".old-") || (name.len() == 32 && name.bytes().all(|b| b.is_ascii_hexdigit()));
         if name == keep || !ours {
             continue;
         }
         let path = e.path();
         let Ok(fd) = sys::open_path(&path, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW) else { continue };
-        if flock(&fd, libc::LOCK_EX | libc::LOCK_NB).is_ok() {
-            let _ = fs::remove_dir_all(&path);
+        if flock(&fd, libc::LOCK_EX | libc::LOCK_NB).is_err() {
+            continue;
+        }
+        let gone = cache.join(format!(".old-{}", random_hex()));
+        if name.starts_with(".old-") || fs::rename(&path, &gone).is_ok() {
+            remove_generation(if name.starts_with(".old-") { &path } else { &gone });
         }
     }
+}
+
+/// Removes a generation's files, links and (empty) mount-point dirs, then
+/// the generation, never descending into anything: a mount on it (EBUSY)
+/// or a dir that is not empty stays, and the generation with it.
+fn remove_generation(dir: &Path) {
+    if let Ok(entries) = fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let _ = match e.file_type() {
+                Ok(t) if t.is_dir() => fs::remove_dir(e.path()),
+                _ => fs::remove_file(e.path()),
+            };
+        }
+    }
+    let _ = fs::remove_dir(dir);
 }
 
 #[cfg(test)]

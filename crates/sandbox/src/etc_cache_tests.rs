@@ -115,13 +115,21 @@ fn a_generation_a_run_holds_stays_and_the_rest_is_collected() {
     fs::create_dir(cache.join(".new-0123456789abcdef")).unwrap();
     fs::create_dir(cache.join("0123456789abcdef0123456789abcdef")).unwrap();
     fs::write(cache.join("0123456789abcdef0123456789abcdef/passwd"), b"stale").unwrap();
+    // Removal never descends: what is in a dir of a generation stays (were
+    // it a mount, it would be the host's), and the generation with it.
+    fs::create_dir_all(cache.join("fedcba9876543210fedcba9876543210/ssl")).unwrap();
+    fs::write(cache.join("fedcba9876543210fedcba9876543210/ssl/host-file"), b"not ours").unwrap();
     fs::write(cache.join("notes"), b"an operator's").unwrap();
     fs::write(etc.join("small"), b"two\n").unwrap();
     let second = kept(&etc, &cache);
     let now = names(&cache);
-    assert_eq!(now.len(), 3, "{now:?}");
+    assert_eq!(now.len(), 4, "{now:?}");
     assert!(now.contains(&first[0]), "the held generation stays: {now:?}");
     assert!(now.contains(&"notes".to_string()));
+    // Renamed away first, so no run finds it half removed under its name.
+    let old = now.iter().find(|n| n.starts_with(".old-")).expect("the one that could not be removed, renamed away");
+    assert_eq!(fs::read(cache.join(old).join("ssl/host-file")).unwrap(), b"not ours");
+    fs::remove_dir_all(cache.join(old)).unwrap();
     // Released, it goes with the next build.
     drop((held, second));
     symlink("elsewhere", etc.join("link.new")).unwrap();

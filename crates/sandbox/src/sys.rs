@@ -67,10 +67,13 @@ pub fn pivot_root(new_root: &CStr, put_old: &CStr) -> io::Result<()> {
     Ok(())
 }
 
-/// `open_tree(dirfd, "", OPEN_TREE_CLONE | AT_RECURSIVE | AT_EMPTY_PATH)`: a
-/// detached copy of the mount tree at `dirfd`.
-pub fn open_tree_clone(dirfd: RawFd) -> io::Result<OwnedFd> {
-    let flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | AT_RECURSIVE | libc::AT_EMPTY_PATH as libc::c_uint;
+/// `open_tree(dirfd, "", OPEN_TREE_CLONE | AT_EMPTY_PATH)`, with
+/// `AT_RECURSIVE` when `recursive`: a detached copy of the mount (tree) at
+/// `dirfd`. A copy of a shared mount joins its peer group: see
+/// [`make_private`] before anything is mounted on it.
+pub fn open_tree_clone(dirfd: RawFd, recursive: bool) -> io::Result<OwnedFd> {
+    let flags =
+        OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | if recursive { AT_RECURSIVE } else { 0 } | libc::AT_EMPTY_PATH as libc::c_uint;
     // SAFETY: "" is a valid C string; the kernel validates dirfd.
     let fd = check_long(unsafe { libc::syscall(libc::SYS_open_tree, dirfd, c"".as_ptr(), flags) })?;
     // SAFETY: open_tree returned a new descriptor that nothing else owns.
@@ -86,6 +89,27 @@ pub fn open_tree_path(path: &Path) -> io::Result<OwnedFd> {
     let fd = check_long(unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, c.as_ptr(), flags) })?;
     // SAFETY: open_tree returned a new descriptor.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Makes every mount of the detached tree `tree` private and sets `set`
+/// on each. A clone of a shared mount (systemd mounts / shared) is in the
+/// peer group of what it was cloned from: whatever init later mounts on
+/// it would otherwise appear there too, on the host, and stay.
+pub fn make_private(tree: &OwnedFd, set: u64) -> io::Result<()> {
+    let attr = MountAttr { attr_set: set, attr_clr: 0, propagation: libc::MS_PRIVATE, userns_fd: 0 };
+    let flags = libc::AT_EMPTY_PATH as libc::c_uint | AT_RECURSIVE;
+    // SAFETY: attr is a properly laid-out struct mount_attr that outlives the call; "" is a valid C string.
+    check_long(unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            flags,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    })?;
+    Ok(())
 }
 
 /// Sets mount attributes on the mount at `dirfd`/`path`.
