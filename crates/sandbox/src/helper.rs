@@ -272,7 +272,8 @@ fn run(
         // The plan kept from an earlier run, for the host's root only
         // (read as ourselves: the state dir is the caller's).
         let cache = cfg.plan_cache.as_deref().filter(|_| matches!(source, RootSource::Host));
-        let kept = cache.and_then(|d| KeptPlan::read(d, &g.commands));
+        let exe = cache.and_then(|_| KeptPlan::this_exe());
+        let kept = cache.and_then(|d| KeptPlan::read(d, &g.commands, exe));
         // With the file-system identity of the jail's root (which init
         // would have looked with), not the host root's: the plan holds
         // nothing the jail could not reach.
@@ -283,7 +284,7 @@ fn run(
         let in_jail = |rel: &std::path::Path| source.in_jail(rel);
         let (cov, to_keep) = match (kept.and_then(KeptPlan::check), cache) {
             (Some(cov), _) => (cov, None),
-            (None, Some(_)) => KeptPlan::plan(source.dir(), &g.commands, in_jail, crate::etc_cache::FRESH),
+            (None, Some(_)) => KeptPlan::plan(source.dir(), &g.commands, in_jail, crate::etc_cache::FRESH, exe),
             (None, None) => (crate::shims::plan(source.dir(), &g.commands, in_jail), None),
         };
         drop(as_jail_root);

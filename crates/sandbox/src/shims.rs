@@ -76,13 +76,25 @@ pub fn open_sources(g: &GateMounts, trees: Option<(OwnedFd, OwnedFd)>) -> Result
     Ok(GateSources { shim: GateSource::Path(open(&g.shim_binary)?), socket: GateSource::Path(open(&g.socket)?) })
 }
 
+/// An empty 0644 file to bind onto (init builds the root under umask 0).
+fn mount_point(target: &Path) -> Result<(), SetupFailure> {
+    fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o644)
+        .open(target)
+        .map(drop)
+        .map_err(|e| SetupFailure::new(Step::MakeNode, target.display().to_string(), &e))
+}
+
 fn fd_src(fd: &OwnedFd) -> CString {
     CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd())).unwrap_or_default()
 }
 
 fn bind_file(src: &CString, target: &Path) -> Result<(), SetupFailure> {
     if !target.exists() {
-        fs::write(target, b"").map_err(|e| SetupFailure::new(Step::MakeNode, target.display().to_string(), &e))?;
+        mount_point(target)?;
     }
     let t = sys::cpath(target).map_err(|e| SetupFailure::new(Step::MountBind, target.display().to_string(), &e))?;
     sys::mount(Some(src), &t, None, libc::MS_BIND, None).map_err(|e| SetupFailure::new(Step::MountBind, target.display().to_string(), &e))
@@ -90,7 +102,7 @@ fn bind_file(src: &CString, target: &Path) -> Result<(), SetupFailure> {
 
 fn attach(src: &GateSource, target: &Path) -> Result<(), SetupFailure> {
     if !target.exists() {
-        fs::write(target, b"").map_err(|e| SetupFailure::new(Step::MakeNode, target.display().to_string(), &e))?;
+        mount_point(target)?;
     }
     match src {
         GateSource::Path(fd) => bind_file(&fd_src(fd), target),
@@ -173,12 +185,14 @@ impl From<CoverageWire> for Coverage {
 pub struct KeptPlan {
     format: String,
     commands: Vec<String>,
+    /// The helper binary that made it (its rules), as stamped.
+    exe: clawkeep_shim::root::Stamp,
     seen: Vec<(Vec<u8>, bool, clawkeep_shim::root::Stamp)>,
     coverage: Coverage,
 }
 
-/// Changes whenever the rules of [`plan`] do; the helper binary's own
-/// stamp is checked too (a rebuilt or reinstalled helper plans afresh).
+/// Changes whenever the rules of [`plan`] do; the running helper binary's
+/// stamp must match too (a rebuilt or reinstalled helper plans afresh).
 const PLAN_FORMAT: &str = "clawkeep plan 1";
 
 impl KeptPlan {
@@ -193,11 +207,18 @@ impl KeptPlan {
         dir.join(format!("{name}.json"))
     }
 
-    /// The plan kept in `dir` for `commands`, if any (read as the host's
-    /// root: the state dir is its own; see [`KeptPlan::check`]).
-    pub fn read(dir: &Path, commands: &[String]) -> Option<KeptPlan> {
+    /// The running helper binary's stamp (`/proc/self/exe`), taken with
+    /// its own ids.
+    pub fn this_exe() -> clawkeep_shim::root::Stamp {
+        clawkeep_shim::root::stamp(Path::new("/proc/self/exe"), true)
+    }
+
+    /// The plan kept in `dir` for `commands` by the binary stamped `exe`,
+    /// if any (read as ourselves: the state dir is the caller's; see
+    /// [`KeptPlan::check`]).
+    pub fn read(dir: &Path, commands: &[String], exe: clawkeep_shim::root::Stamp) -> Option<KeptPlan> {
         let k: KeptPlan = serde_json::from_slice(&fs::read(Self::file(dir, commands)).ok()?).ok()?;
-        (k.format == PLAN_FORMAT && k.commands == commands).then_some(k)
+        (k.format == PLAN_FORMAT && k.commands == commands && exe.is_some() && k.exe == exe).then_some(k)
     }
 
     /// Its coverage, if every path it looked at is as it was (checked with
@@ -209,36 +230,25 @@ impl KeptPlan {
         self.seen.iter().all(same).then_some(self.coverage)
     }
 
-    /// [`plan`], recording what it looks at; kept-to-be when all of it
-    /// (and the helper binary) last changed `fresh` or more ago.
+    /// [`plan`], recording what it looks at; kept-to-be (by the binary
+    /// stamped `exe`) when all of it last changed `fresh` or more ago.
     pub fn plan(
         root: &Path,
         commands: &[String],
         in_jail: impl Fn(&Path) -> bool,
         fresh: std::time::Duration,
+        exe: clawkeep_shim::root::Stamp,
     ) -> (Coverage, Option<KeptPlan>) {
-        let (coverage, mut seen) = clawkeep_shim::root::recording(|| plan(root, commands, in_jail));
+        let (coverage, seen) = clawkeep_shim::root::recording(|| plan(root, commands, in_jail));
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         let at = |secs: u64, nanos: u64| std::time::Duration::new(secs, nanos.min(999_999_999) as u32);
         let settled =
             now.checked_sub(fresh).is_some_and(|before| seen.values().flatten().all(|s| at(s[5], s[6]).max(at(s[7], s[8])) < before));
-        // The plan's rules are this binary's: another one (rebuilt,
-        // reinstalled: a new inode) plans afresh. Its times are not the
-        // walk's, so a binary built a moment ago still keeps its plan.
-        if let Ok(exe) = fs::read_link("/proc/self/exe") {
-            let s = clawkeep_shim::root::stamp(&exe, true);
-            seen.insert((exe, true), s);
-        }
-        let kept = settled.then(|| KeptPlan {
+        let kept = (settled && exe.is_some()).then(|| KeptPlan {
             format: PLAN_FORMAT.to_string(),
             commands: commands.to_vec(),
-            // What was not there is kept out: the listing of its nearest
-            // ancestor that is (noted too) would show it appear.
-            seen: std::mem::take(&mut seen)
-                .into_iter()
-                .filter(|(_, s)| s.is_some())
-                .map(|((p, f), s)| (p.into_os_string().into_vec(), f, s))
-                .collect(),
+            exe,
+            seen: clawkeep_shim::root::kept(seen).map(|((p, f), s)| (p.into_os_string().into_vec(), f, s)).collect(),
             coverage: coverage.clone(),
         });
         (coverage, kept)
@@ -257,7 +267,18 @@ impl KeptPlan {
         fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).and_then(|mut f| f.write_all(&body))?;
         fs::rename(&tmp, file).inspect_err(|_| {
             let _ = fs::remove_file(&tmp);
-        })
+        })?;
+        // What writers that died left (`<name>.new-<pid>`, pid gone).
+        for e in fs::read_dir(dir)?.flatten() {
+            let name = e.file_name();
+            let pid = name.to_str().and_then(|n| n.rsplit_once(".new-")).and_then(|(_, p)| p.parse::<i32>().ok());
+            // SAFETY: kill with signal 0 only checks for existence.
+            if pid.is_some_and(|p| unsafe { libc::kill(p, 0) } != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH))
+            {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+        Ok(())
     }
 }
 
@@ -626,6 +647,15 @@ mod tests {
         }
     }
 
+    /// A stand-in for the helper binary's stamp.
+    fn exe(t: &tempfile::TempDir) -> clawkeep_shim::root::Stamp {
+        let p = t.path().join("helper");
+        if !p.exists() {
+            fs::write(&p, b"helper").unwrap();
+        }
+        clawkeep_shim::root::stamp(&p, true)
+    }
+
     /// A tree where `tool` is gated: a file with a hard link beside it,
     /// reached through /bin too, and a lib dir its private copies would be
     /// in. The plan is kept (`fresh` zero: everything here is new).
@@ -637,8 +667,12 @@ mod tests {
         fs::write(b.join("usr/bin/tool"), b"x").unwrap();
         fs::hard_link(b.join("usr/bin/tool"), b.join("usr/bin/tool-alias")).unwrap();
         symlink("usr/bin", b.join("bin")).unwrap();
+        // Private copies would be looked for through this link too; its
+        // target's parent is there, but nothing the walk lists.
+        fs::create_dir_all(b.join("opt")).unwrap();
+        symlink("../opt/libexec", b.join("usr/libexec")).unwrap();
         let cmds = ["tool".to_string(), "late".to_string()];
-        let (cov, kept) = KeptPlan::plan(&b, &cmds, |_| true, std::time::Duration::ZERO);
+        let (cov, kept) = KeptPlan::plan(&b, &cmds, |_| true, std::time::Duration::ZERO, exe(&t));
         assert_eq!(cov, plan(&b, &cmds, |_| true), "recording changes nothing of the plan");
         // Changes below come a clock tick or more after the stamps.
         std::thread::sleep(std::time::Duration::from_millis(30));
@@ -652,24 +686,34 @@ mod tests {
         let dir = t.path().join("cache");
         kept.write(&dir).unwrap();
         let cmds = ["tool".to_string(), "late".to_string()];
-        assert_eq!(KeptPlan::read(&dir, &cmds).unwrap().check().unwrap(), cov);
-        assert!(KeptPlan::read(&dir, &["tool".to_string()]).is_none(), "kept per command list");
+        let me = exe(&t);
+        assert_eq!(KeptPlan::read(&dir, &cmds, me).unwrap().check().unwrap(), cov);
+        assert!(KeptPlan::read(&dir, &["tool".to_string()], me).is_none(), "kept per command list");
+        // Another helper binary (rebuilt: a new inode) plans afresh.
+        fs::rename(t.path().join("helper"), t.path().join("old-helper")).unwrap();
+        assert!(KeptPlan::read(&dir, &cmds, exe(&t)).is_none(), "kept by another binary");
+        assert!(KeptPlan::read(&dir, &cmds, None).is_none(), "no stamp of the binary");
         // Taken as kept, not walked again: a mark put into the kept plan
         // comes back.
-        let mut marked = KeptPlan::read(&dir, &cmds).unwrap();
+        let mut marked = KeptPlan::read(&dir, &cmds, me).unwrap();
         marked.coverage.manifest.insert(PathBuf::from("/marked"), "tool".into());
         marked.write(&dir).unwrap();
-        assert!(KeptPlan::read(&dir, &cmds).unwrap().check().unwrap().manifest.contains_key(Path::new("/marked")));
+        assert!(KeptPlan::read(&dir, &cmds, me).unwrap().check().unwrap().manifest.contains_key(Path::new("/marked")));
         // A file cut short (a crash before it reached the disk) is no plan.
         fs::write(KeptPlan::file(&dir, &cmds), b"{\"format\":").unwrap();
-        assert!(KeptPlan::read(&dir, &cmds).is_none());
+        assert!(KeptPlan::read(&dir, &cmds, me).is_none());
+        // What a writer that died left is cleared by the next write.
+        let dead = KeptPlan::file(&dir, &cmds).with_extension("new-2147483646");
+        fs::write(&dead, b"{").unwrap();
+        marked.write(&dir).unwrap();
+        assert!(!dead.exists());
         drop(b);
     }
 
     #[test]
     fn a_change_to_what_the_plan_looked_at_makes_it_walk_again() {
         type Change = fn(&Path);
-        let changes: [(&str, Change); 5] = [
+        let changes: [(&str, Change); 6] = [
             ("a new hard link to a covered file", |b| fs::hard_link(b.join("usr/bin/tool"), b.join("usr/lib/tool.bak")).unwrap()),
             ("a gated name appearing in a PATH dir", |b| fs::write(b.join("usr/bin/late"), b"y").unwrap()),
             ("a PATH dir that was not there", |b| {
@@ -677,6 +721,10 @@ mod tests {
             }),
             ("a private copy appearing", |b| {
                 fs::create_dir_all(b.join("usr/lib/tool")).unwrap();
+            }),
+            ("a private copy behind a dangling link appearing", |b| {
+                fs::create_dir_all(b.join("opt/libexec")).unwrap();
+                fs::write(b.join("opt/libexec/tool"), b"y").unwrap();
             }),
             ("a covered file replaced", |b| {
                 fs::write(b.join("usr/bin/tool.new"), b"z").unwrap();
@@ -698,7 +746,7 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         fs::create_dir_all(t.path().join("usr/bin")).unwrap();
         fs::write(t.path().join("usr/bin/tool"), b"x").unwrap();
-        let (cov, kept) = KeptPlan::plan(t.path(), &["tool".to_string()], |_| true, crate::etc_cache::FRESH);
+        let (cov, kept) = KeptPlan::plan(t.path(), &["tool".to_string()], |_| true, crate::etc_cache::FRESH, exe(&t));
         assert!(kept.is_none());
         assert!(cov.files.contains_key(Path::new("usr/bin/tool")));
     }

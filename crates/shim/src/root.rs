@@ -42,20 +42,39 @@ pub fn recording<T>(walk: impl FnOnce() -> T) -> (T, Seen) {
 /// while [`recording`], and, where the parent is not there, the nearest
 /// ancestor that is (whose listing would show it appear). A directory is
 /// stamped as what it resolves to, so its listing's changes show in its
-/// times.
+/// times. Where following a path finds nothing but the path is there (a
+/// dangling symlink), its own stamp is noted too: see [`kept`].
 pub fn note(p: &Path, follow: bool) {
     SEEN.with(|s| {
         let mut s = s.borrow_mut();
         let Some(seen) = s.as_mut() else { return };
-        seen.entry((p.to_path_buf(), follow)).or_insert_with(|| stamp(p, follow));
+        let mut there = |x: &Path, follow: bool| -> bool {
+            let st = *seen.entry((x.to_path_buf(), follow)).or_insert_with(|| stamp(x, follow));
+            if st.is_none() && follow {
+                seen.entry((x.to_path_buf(), false)).or_insert_with(|| stamp(x, false));
+            }
+            st.is_some()
+        };
+        there(p, follow);
         let mut dir = p.parent();
         while let Some(d) = dir.filter(|d| !d.as_os_str().is_empty()) {
-            if seen.entry((d.to_path_buf(), true)).or_insert_with(|| stamp(d, true)).is_some() {
+            if there(d, true) {
                 break;
             }
             dir = d.parent();
         }
     });
+}
+
+/// The stamps of `seen` that tell whether the walk would find the same:
+/// all of what was there; of what was not, only paths that are there
+/// unfollowed (a dangling symlink: no listing would show its target
+/// appear). The rest shows in the listing of its nearest ancestor that
+/// is there, noted too.
+pub fn kept(seen: Seen) -> impl Iterator<Item = ((PathBuf, bool), Stamp)> {
+    let links: std::collections::BTreeSet<PathBuf> =
+        seen.iter().filter(|((_, follow), s)| !follow && s.is_some()).map(|((p, _), _)| p.clone()).collect();
+    seen.into_iter().filter(move |((p, _), s)| s.is_some() || links.contains(p))
 }
 
 /// Resolves `rel` against `base` as if `base` were `/`: absolute symlink
