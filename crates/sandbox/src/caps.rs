@@ -38,7 +38,12 @@ pub fn drop_bounding_set(keep: &[u32]) -> Result<(), SetupFailure> {
         // SAFETY: PR_CAPBSET_READ takes a capability number and nothing else.
         let held = unsafe { libc::prctl(libc::PR_CAPBSET_READ, cap as libc::c_ulong, 0, 0, 0) };
         if held < 0 {
-            return Ok(());
+            let e = io::Error::last_os_error();
+            return match e.raw_os_error() {
+                // Past the last capability this kernel knows.
+                Some(libc::EINVAL) => Ok(()),
+                _ => Err(SetupFailure::new(Step::DropCapabilities, format!("reading bounding set cap {cap}"), &e)),
+            };
         }
         if held == 1 && !keep.contains(&cap) {
             sys::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong)

@@ -73,17 +73,17 @@ struct RunnerReport {
 
 const MAX_PACKET: usize = 256 * 1024;
 
+/// What a runner needs: a mount namespace of its own (SYS_ADMIN), the
+/// agent's ids and an empty bounding set for the command (SETUID, SETGID,
+/// SETPCAP), and signals to the command, which runs as the agent (KILL).
+pub const EXECUTOR_CAPS: [u32; 5] = [caps::CAP_KILL, caps::CAP_SETGID, caps::CAP_SETUID, caps::CAP_SETPCAP, caps::CAP_SYS_ADMIN];
+
 /// Never returns. `masks` are what the shim covers in the agent's mount
 /// namespace; `path` is the agent's PATH without the shims directory.
 ///
 /// Nothing costly happens at jail start-up: the seccomp program is compiled
 /// at the first request, and each job's mount namespace is made (and torn
 /// down) by its own runner, off every run's start and exit.
-/// What a runner needs: a mount namespace of its own (SYS_ADMIN), the
-/// agent's ids and an empty bounding set for the command (SETUID, SETGID,
-/// SETPCAP), and signals to the command, which runs as the agent (KILL).
-pub const EXECUTOR_CAPS: [u32; 5] = [caps::CAP_KILL, caps::CAP_SETGID, caps::CAP_SETUID, caps::CAP_SETPCAP, caps::CAP_SYS_ADMIN];
-
 pub fn run(chan: OwnedFd, masks: Vec<Mask>, path: String, can_setgroups: bool, landlock_on: bool) -> ! {
     set_name(c"clawkeep-exec");
     let _ = sys::prctl(libc::PR_SET_DUMPABLE, 0);

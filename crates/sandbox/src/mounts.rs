@@ -432,7 +432,8 @@ fn open_entries(dir: &Path, names: impl Iterator<Item = OsString>) -> R<Vec<Entr
             Kind::Small => {
                 let fd = sys::open_path(&p, libc::O_RDONLY | libc::O_NOFOLLOW).map_err(fail(Step::OpenSource, &p))?;
                 let body = read_small(fs::File::from(fd), meta.len() as usize).map_err(fail(Step::OpenSource, &p))?;
-                Entry::Small(name, body, meta.mode() & 0o7777)
+                // Never setuid, setgid or sticky in the jail's copy.
+                Entry::Small(name, body, meta.mode() & 0o777)
             }
             Kind::Dir | Kind::Large => {
                 let fd = sys::open_path(&p, libc::O_PATH | libc::O_NOFOLLOW).map_err(fail(Step::OpenSource, &p))?;
@@ -493,7 +494,10 @@ fn place(e: &Entry, parent: &Path) -> R<()> {
         }
         Entry::File(name, fd) => {
             let t = parent.join(name);
-            touch(&t)?;
+            // A prepared /etc has its mount points already (a kept one is read-only).
+            if !fs::symlink_metadata(&t).is_ok_and(|m| m.is_file()) {
+                touch(&t)?;
+            }
             bind(&fd_path(fd), &t)
         }
     }
