@@ -400,10 +400,11 @@ fn etc_made_outside_the_jail_is_the_etc_init_writes() {
 }
 
 /// On a host whose mounts are shared (systemd makes / shared), what init
-/// mounts on the jail's /etc (host /etc dirs) or under /workspace must not
-/// propagate back: run in a mount namespace of the test's own, with the
-/// state dir and the workspace on a shared tmpfs, two runs leave no mount
-/// under it (the kept /etc is bound from the state dir).
+/// mounts on the jail's /etc (host /etc dirs), on the shim or under
+/// /workspace must not propagate back: run in a mount namespace of the
+/// test's own, with the binaries, the state dir and the workspace on a
+/// shared tmpfs, no mount in the jail is shared, and two runs leave no
+/// mount under it (the kept /etc is bound from the state dir).
 #[test]
 fn nothing_the_jail_mounts_propagates_to_a_shared_host_mount() {
     if !jail_available("shared mounts") {
@@ -415,8 +416,9 @@ fn nothing_the_jail_mounts_propagates_to_a_shared_host_mount() {
     }
     let dir = tempfile::tempdir().unwrap();
     // The second run binds the /etc the first one kept.
-    let script = r#"mount -t tmpfs shared-test "$1" && mount --make-shared "$1" && mkdir "$1/state" "$1/ws" &&
-        for i in 1 2; do CLAWKEEP_STATE_DIR="$1/state" "$2" run --workspace "$1/ws" -- sh -c 'ls /etc/ssl >/dev/null && touch /workspace/f' || exit 1; done;
+    let script = r#"mount -t tmpfs shared-test "$1" && mount --make-shared "$1" && mkdir "$1/state" "$1/ws" "$1/bin" &&
+        for b in clawkeep clawkeep-jail clawkeep-shim; do cp "$(dirname "$2")/$b" "$1/bin/" || exit 1; done &&
+        for i in 1 2; do CLAWKEEP_STATE_DIR="$1/state" "$1/bin/clawkeep" run --workspace "$1/ws" -- sh -c 'grep -c shared: /proc/self/mountinfo; touch /workspace/f' || exit 1; done;
         ls "$1/state/etc-cache" | grep -c '^[0-9a-f]\{32\}$'; grep -c " $1/" /proc/self/mountinfo; true"#;
     let out = std::process::Command::new("unshare")
         .args(["-m", "--propagation", "private", "sh", "-c", script, "sh"])
@@ -426,7 +428,12 @@ fn nothing_the_jail_mounts_propagates_to_a_shared_host_mount() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(stdout, "1\n0\n", "a kept /etc, and no mount left under the shared tmpfs: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        stdout,
+        "0\n0\n1\n0\n",
+        "no shared mount in either jail, a kept /etc, no mount left under the shared tmpfs: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// With a terminal, Ctrl-C typed by the user reaches the command through

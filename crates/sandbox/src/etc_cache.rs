@@ -76,7 +76,7 @@ pub(crate) fn prepared_from(etc: &Path, names: &[&'static str], cache: &Path, fr
     if !build(etc, &listed, cache, &name)? {
         return Ok(None);
     }
-    collect(cache, &name);
+    collect(cache, &name, fresh);
     match hold(cache, &name)? {
         Some(held) => attach(held, &listed).map(Some),
         None => Ok(None),
@@ -285,11 +285,12 @@ fn write_generation(dir: &Path, lock: &OwnedFd, bodies: &[(&str, Body)]) -> io::
     Ok(())
 }
 
-/// Removes every generation but `keep` that no run holds, and what builds
-/// that died left. Best effort: what cannot be removed stays for the next.
+/// Removes every generation but `keep` that no run holds and that was not
+/// placed in the last `fresh`, and what builds that died left. Best
+/// effort: what cannot be removed stays for the next.
 /// A generation is renamed away first, under its exclusive lock, so no run
 /// finds it half removed under its name.
-fn collect(cache: &Path, keep: &str) {
+fn collect(cache: &Path, keep: &str, fresh: Duration) {
     let Ok(entries) = fs::read_dir(cache) else { return };
     for e in entries.flatten() {
         let name = e.file_name();
@@ -300,8 +301,21 @@ fn collect(cache: &Path, keep: &str) {
             continue;
         }
         let path = e.path();
+        // A build in progress, or one just placed whose run has yet to
+        // take its shared lock, is left alone.
+        let recent = |m: &fs::Metadata| {
+            let changed = SystemTime::UNIX_EPOCH + Duration::new(m.ctime().max(0) as u64, m.ctime_nsec().clamp(0, 999_999_999) as u32);
+            changed.elapsed().map_or(true, |age| age < fresh)
+        };
         let Ok(fd) = sys::open_path(&path, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW) else { continue };
         if flock(&fd, libc::LOCK_EX | libc::LOCK_NB).is_err() {
+            continue;
+        }
+        // Still what the name is (another clean-up may have renamed it
+        // away, and a build placed a new one there, since it was opened).
+        let held = fs::File::from(fd);
+        let (Ok(ours), Ok(now)) = (held.metadata(), fs::symlink_metadata(&path)) else { continue };
+        if (ours.dev(), ours.ino()) != (now.dev(), now.ino()) || recent(&now) {
             continue;
         }
         let gone = cache.join(format!(".old-{}", random_hex()));

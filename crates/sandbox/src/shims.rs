@@ -62,8 +62,16 @@ pub struct GateSources {
 }
 
 /// Detached clones of the shim and socket, made by the helper (root only).
+/// Each made private: init binds the shim onto every covered file, and a
+/// bind of a shared mount (a clone of one on a host whose / is shared)
+/// would be the host mount's peer, whatever were mounted on it showing
+/// up on the host too.
 pub fn clone_trees(g: &GateMounts) -> Result<(OwnedFd, OwnedFd), SetupFailure> {
-    let t = |p: &Path| sys::open_tree_path(p).map_err(|e| SetupFailure::new(Step::OpenSource, p.display().to_string(), &e));
+    let t = |p: &Path| {
+        sys::open_tree_path(p)
+            .and_then(|tree| sys::make_private(&tree, 0).map(|()| tree))
+            .map_err(|e| SetupFailure::new(Step::OpenSource, p.display().to_string(), &e))
+    };
     Ok((t(&g.shim_binary)?, t(&g.socket)?))
 }
 
