@@ -17,14 +17,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 pub(crate) fn run_id() -> String {
-    let mut b = [0u8; 8];
-    // SAFETY: b is valid for 8 bytes; getrandom fills it.
-    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
-    if n != 8 {
-        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-        b = (t.as_nanos() as u64 ^ u64::from(std::process::id())).to_le_bytes();
-    }
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    clawkeep_sandbox::sys::random_hex()
 }
 
 /// The sandbox helper being started, and the launcher's ends of the

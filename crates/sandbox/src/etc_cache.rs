@@ -44,6 +44,14 @@ use std::time::{Duration, SystemTime};
 /// How long ago an entry must have last changed for its copy to be kept.
 pub const FRESH: Duration = Duration::from_secs(2);
 
+/// Whether any of `times` (seconds and nanoseconds since the epoch, as
+/// stat gives them) is less than `fresh` ago (or ahead of the clock).
+pub(crate) fn changed_within(times: impl IntoIterator<Item = (i64, i64)>, fresh: Duration) -> bool {
+    let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let Some(before) = now.checked_sub(fresh) else { return true };
+    times.into_iter().any(|(secs, nsecs)| Duration::new(secs.max(0) as u64, nsecs.clamp(0, 999_999_999) as u32) >= before)
+}
+
 /// Changes whenever what a generation holds, or how it is named, does.
 const FORMAT: &[u8] = b"clawkeep etc generation 1\n";
 
@@ -127,26 +135,8 @@ fn generation_name(listed: &[Listed]) -> String {
 /// Whether every entry copied (small files, links) last changed `fresh`
 /// or more ago; what is bound is the host's own at each run.
 fn settled(listed: &[Listed], fresh: Duration) -> bool {
-    let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
-    let Some(before) = now.checked_sub(fresh) else { return false };
-    let at = |secs: i64, nsecs: i64| Duration::new(secs.max(0) as u64, nsecs.clamp(0, 999_999_999) as u32);
-    listed
-        .iter()
-        .filter(|l| matches!(l.kind, Kind::Small | Kind::Link))
-        .all(|l| at(l.meta.ctime(), l.meta.ctime_nsec()).max(at(l.meta.mtime(), l.meta.mtime_nsec())) < before)
-}
-
-fn flock(fd: &OwnedFd, op: libc::c_int) -> io::Result<()> {
-    loop {
-        // SAFETY: flock on a descriptor we own.
-        if unsafe { libc::flock(fd.as_raw_fd(), op) } == 0 {
-            return Ok(());
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
-        }
-    }
+    let copied = listed.iter().filter(|l| matches!(l.kind, Kind::Small | Kind::Link));
+    !changed_within(copied.flat_map(|l| [(l.meta.ctime(), l.meta.ctime_nsec()), (l.meta.mtime(), l.meta.mtime_nsec())]), fresh)
 }
 
 /// The generation `name`, opened and locked shared, if it is there.
@@ -157,7 +147,7 @@ fn hold(cache: &Path, name: &str) -> io::Result<Option<OwnedFd>> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
-    flock(&fd, libc::LOCK_SH)?;
+    sys::flock(&fd, libc::LOCK_SH)?;
     // A build may have removed it between the open and the lock.
     let held = fs::File::from(fd);
     let (now, ours) = (fs::symlink_metadata(&path), held.metadata()?);
@@ -169,8 +159,7 @@ fn hold(cache: &Path, name: &str) -> io::Result<Option<OwnedFd>> {
 /// dir's mount (shared on systemd hosts), where they would stay, and be
 /// writable binds of host /etc dirs.
 fn attach(held: OwnedFd, listed: &[Listed]) -> io::Result<PreparedEtc> {
-    let tree = sys::open_tree_clone(held.as_raw_fd(), false)?;
-    sys::make_private(&tree, sys::MOUNT_ATTR_RDONLY | sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV)?;
+    let tree = sys::open_tree_clone(held.as_raw_fd(), false, sys::MOUNT_ATTR_RDONLY | sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV)?;
     let binds = listed.iter().filter(|l| matches!(l.kind, Kind::Dir | Kind::Large)).map(|l| OsString::from(l.name)).collect();
     Ok(PreparedEtc { tree, binds, held: Some(held) })
 }
@@ -220,12 +209,12 @@ fn build(etc: &Path, listed: &[Listed], cache: &Path, name: &str) -> io::Result<
             bodies.push((l.name, body));
         }
     }
-    let tmp = cache.join(format!(".new-{}", random_hex()));
+    let tmp = cache.join(format!(".new-{}", sys::random_hex()));
     fs::DirBuilder::new().mode(0o700).create(&tmp)?;
     // Locked until it is in place under its name: no other run's build
     // removes it meanwhile (see `collect`).
     let lock = sys::open_path(&tmp, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW)?;
-    flock(&lock, libc::LOCK_EX)?;
+    sys::flock(&lock, libc::LOCK_EX)?;
     if let Err(e) = write_generation(&tmp, &lock, &bodies) {
         remove_generation(&tmp);
         return Err(e);
@@ -238,18 +227,6 @@ fn build(etc: &Path, listed: &[Listed], cache: &Path, name: &str) -> io::Result<
         }
     }
     Ok(true)
-}
-
-/// 16 random hex digits (a build dir's name).
-fn random_hex() -> String {
-    let mut b = [0u8; 8];
-    // SAFETY: b is valid for 8 bytes; getrandom fills at most that.
-    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
-    if n != 8 {
-        let t = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
-        b = (t.as_nanos() as u64 ^ u64::from(std::process::id())).to_le_bytes();
-    }
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// Fills `dir` (`lock` is it), opens it to all and syncs its file
@@ -303,22 +280,18 @@ fn collect(cache: &Path, keep: &str, fresh: Duration) {
         let path = e.path();
         // A build in progress, or one just placed whose run has yet to
         // take its shared lock, is left alone.
-        let recent = |m: &fs::Metadata| {
-            let changed = SystemTime::UNIX_EPOCH + Duration::new(m.ctime().max(0) as u64, m.ctime_nsec().clamp(0, 999_999_999) as u32);
-            changed.elapsed().map_or(true, |age| age < fresh)
-        };
         let Ok(fd) = sys::open_path(&path, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW) else { continue };
-        if flock(&fd, libc::LOCK_EX | libc::LOCK_NB).is_err() {
+        if sys::flock(&fd, libc::LOCK_EX | libc::LOCK_NB).is_err() {
             continue;
         }
         // Still what the name is (another clean-up may have renamed it
         // away, and a build placed a new one there, since it was opened).
         let held = fs::File::from(fd);
         let (Ok(ours), Ok(now)) = (held.metadata(), fs::symlink_metadata(&path)) else { continue };
-        if (ours.dev(), ours.ino()) != (now.dev(), now.ino()) || recent(&now) {
+        if (ours.dev(), ours.ino()) != (now.dev(), now.ino()) || changed_within([(now.ctime(), now.ctime_nsec())], fresh) {
             continue;
         }
-        let gone = cache.join(format!(".old-{}", random_hex()));
+        let gone = cache.join(format!(".old-{}", sys::random_hex()));
         if name.starts_with(".old-") || fs::rename(&path, &gone).is_ok() {
             remove_generation(if name.starts_with(".old-") { &path } else { &gone });
         }

@@ -190,9 +190,7 @@ pub fn open_workspace(ws: &Path) -> Result<(OwnedFd, fs::Metadata), SetupFailure
 
 fn idmapped_clone(ws: &OwnedFd, owner_uid: u32, owner_gid: u32, agent: u32) -> Result<OwnedFd, SetupFailure> {
     let userns = mapping_userns(owner_uid, owner_gid, agent)?;
-    let tree = sys::open_tree_clone(ws.as_raw_fd(), true).map_err(|e| SetupFailure::new(Step::IdmapMount, "open_tree", &e))?;
-    // Nothing mounted in the jail under /workspace reaches the host's tree.
-    sys::make_private(&tree, 0).map_err(|e| SetupFailure::new(Step::IdmapMount, "mount_setattr(MS_PRIVATE)", &e))?;
+    let tree = sys::open_tree_clone(ws.as_raw_fd(), true, 0).map_err(|e| SetupFailure::new(Step::IdmapMount, "open_tree", &e))?;
     sys::mount_setattr(
         tree.as_raw_fd(),
         c"",

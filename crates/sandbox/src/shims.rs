@@ -62,16 +62,11 @@ pub struct GateSources {
 }
 
 /// Detached clones of the shim and socket, made by the helper (root only).
-/// Each made private: init binds the shim onto every covered file, and a
-/// bind of a shared mount (a clone of one on a host whose / is shared)
-/// would be the host mount's peer, whatever were mounted on it showing
-/// up on the host too.
+/// Each private (see `sys::open_tree_path`): init binds the shim onto
+/// every covered file, and a bind of a shared mount would be the host
+/// mount's peer.
 pub fn clone_trees(g: &GateMounts) -> Result<(OwnedFd, OwnedFd), SetupFailure> {
-    let t = |p: &Path| {
-        sys::open_tree_path(p)
-            .and_then(|tree| sys::make_private(&tree, 0).map(|()| tree))
-            .map_err(|e| SetupFailure::new(Step::OpenSource, p.display().to_string(), &e))
-    };
+    let t = |p: &Path| sys::open_tree_path(p).map_err(|e| SetupFailure::new(Step::OpenSource, p.display().to_string(), &e));
     Ok((t(&g.shim_binary)?, t(&g.socket)?))
 }
 
@@ -248,10 +243,8 @@ impl KeptPlan {
         exe: clawkeep_shim::root::Stamp,
     ) -> (Coverage, Option<KeptPlan>) {
         let (coverage, seen) = clawkeep_shim::root::recording(|| plan(root, commands, in_jail));
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-        let at = |secs: u64, nanos: u64| std::time::Duration::new(secs, nanos.min(999_999_999) as u32);
-        let settled =
-            now.checked_sub(fresh).is_some_and(|before| seen.values().flatten().all(|s| at(s[5], s[6]).max(at(s[7], s[8])) < before));
+        let times = seen.values().flatten().flat_map(|s| [(s[5] as i64, s[6] as i64), (s[7] as i64, s[8] as i64)]);
+        let settled = !crate::etc_cache::changed_within(times, fresh);
         let kept = (settled && exe.is_some()).then(|| KeptPlan {
             format: PLAN_FORMAT.to_string(),
             commands: commands.to_vec(),

@@ -69,33 +69,37 @@ pub fn pivot_root(new_root: &CStr, put_old: &CStr) -> io::Result<()> {
 
 /// `open_tree(dirfd, "", OPEN_TREE_CLONE | AT_EMPTY_PATH)`, with
 /// `AT_RECURSIVE` when `recursive`: a detached copy of the mount (tree) at
-/// `dirfd`. A copy of a shared mount joins its peer group: see
-/// [`make_private`] before anything is mounted on it.
-pub fn open_tree_clone(dirfd: RawFd, recursive: bool) -> io::Result<OwnedFd> {
+/// `dirfd`, private, with `attrs` (MOUNT_ATTR_*) set on every mount of it.
+pub fn open_tree_clone(dirfd: RawFd, recursive: bool, attrs: u64) -> io::Result<OwnedFd> {
     let flags =
         OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | if recursive { AT_RECURSIVE } else { 0 } | libc::AT_EMPTY_PATH as libc::c_uint;
     // SAFETY: "" is a valid C string; the kernel validates dirfd.
     let fd = check_long(unsafe { libc::syscall(libc::SYS_open_tree, dirfd, c"".as_ptr(), flags) })?;
     // SAFETY: open_tree returned a new descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+    let tree = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
+    make_private(&tree, attrs)?;
+    Ok(tree)
 }
 
 /// `open_tree(AT_FDCWD, path, OPEN_TREE_CLONE)`: a detached bind of one
-/// file or directory, attachable in another mount namespace.
+/// file or directory, attachable in another mount namespace; private.
 pub fn open_tree_path(path: &Path) -> io::Result<OwnedFd> {
     let c = cpath(path)?;
     let flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint;
     // SAFETY: c is a valid C string.
     let fd = check_long(unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, c.as_ptr(), flags) })?;
     // SAFETY: open_tree returned a new descriptor.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+    let tree = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
+    make_private(&tree, 0)?;
+    Ok(tree)
 }
 
 /// Makes every mount of the detached tree `tree` private and sets `set`
-/// on each. A clone of a shared mount (systemd mounts / shared) is in the
-/// peer group of what it was cloned from: whatever init later mounts on
-/// it would otherwise appear there too, on the host, and stay.
-pub fn make_private(tree: &OwnedFd, set: u64) -> io::Result<()> {
+/// on each. Every clone this crate makes goes through here: a clone of a
+/// shared mount (systemd mounts / shared) is in the peer group of what it
+/// was cloned from, and whatever init later mounts on it would appear
+/// there too, on the host, and stay.
+fn make_private(tree: &OwnedFd, set: u64) -> io::Result<()> {
     let attr = MountAttr { attr_set: set, attr_clr: 0, propagation: libc::MS_PRIVATE, userns_fd: 0 };
     let flags = libc::AT_EMPTY_PATH as libc::c_uint | AT_RECURSIVE;
     // SAFETY: attr is a properly laid-out struct mount_attr that outlives the call; "" is a valid C string.
@@ -110,6 +114,33 @@ pub fn make_private(tree: &OwnedFd, set: u64) -> io::Result<()> {
         )
     })?;
     Ok(())
+}
+
+/// `flock(2)` on `fd`, retried when a signal interrupts it.
+pub fn flock(fd: &OwnedFd, op: libc::c_int) -> io::Result<()> {
+    loop {
+        // SAFETY: flock on a descriptor we own.
+        if unsafe { libc::flock(fd.as_raw_fd(), op) } == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// 16 random hex digits (run ids, temporary names); from the time and pid
+/// should getrandom fail.
+pub fn random_hex() -> String {
+    let mut b = [0u8; 8];
+    // SAFETY: b is valid for 8 bytes; getrandom fills at most that.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    if n != 8 {
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        b = (t.as_nanos() as u64 ^ u64::from(std::process::id())).to_le_bytes();
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// Sets mount attributes on the mount at `dirfd`/`path`.
