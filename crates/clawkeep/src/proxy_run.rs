@@ -23,7 +23,8 @@ pub const PROXY_PORT: u16 = 4141;
 /// Env naming the proxy config when `--proxy-config` is not given.
 pub const CONFIG_ENV: &str = "CLAWKEEP_PROXY_CONFIG";
 /// A token lives as long as its run, at most this long when the run has no
-/// timeout; it is revoked when the run ends either way.
+/// timeout. It is bound to its run, so it is dead once the run ends either
+/// way: only that run's proxy accepts it (see `ProxyPrep::prepare`).
 const MAX_TOKEN_TTL: Duration = Duration::from_secs(12 * 3600);
 
 /// Providers and routes used when no config file is given: provider keys
@@ -41,24 +42,6 @@ routes:
   - { prefix: "text-embedding-", provider: openai }
   - { prefix: "claude-", provider: anthropic }
 "#;
-
-/// Revokes the run's token when dropped, or on a thread of its own with
-/// [`TokenRevoker::spawn`] (its fsyncs then overlap the run's exit event).
-pub struct TokenRevoker(Option<Box<dyn FnOnce() + Send>>);
-
-impl TokenRevoker {
-    pub fn spawn(mut self) -> Option<std::thread::JoinHandle<()>> {
-        self.0.take().and_then(|f| std::thread::Builder::new().name("clawkeep-revoke".into()).spawn(f).ok())
-    }
-}
-
-impl Drop for TokenRevoker {
-    fn drop(&mut self) {
-        if let Some(f) = self.0.take() {
-            f();
-        }
-    }
-}
 
 /// The usage ledger every run's proxy writes and `clawkeep usage` reads.
 pub fn ledger_path(state: &Path) -> PathBuf {
@@ -133,9 +116,15 @@ impl LedgerHandle {
 impl ProxyPrep {
     /// Loads the config, opens the key ring and issues the agent's token.
     /// `chan` is our end of the channel a jail sends its listener on.
+    ///
+    /// The token is issued for `run_id`, and the run's proxy accepts only
+    /// that run's tokens while every other verifier refuses them: the
+    /// token is worthless once this run's proxy is gone, with no
+    /// revocation to write (or to miss when the run is killed with -9).
     pub fn prepare(
         state: &Path,
         agent: &str,
+        run_id: &str,
         flag: Option<&Path>,
         run_timeout: Option<Duration>,
         chan: Option<OwnedFd>,
@@ -143,7 +132,7 @@ impl ProxyPrep {
         let (config, source) = load_config(state, flag)?;
         let keys = KeyRing::open(&IdentityPaths::under(state).keys).map_err(|e| Failure::runtime(e.to_string()))?;
         let ttl = run_timeout.map_or(MAX_TOKEN_TTL, |t| (t + Duration::from_secs(60)).min(MAX_TOKEN_TTL));
-        let token = keys.issue(agent, &["inference".to_string()], ttl).map_err(|e| Failure::runtime(e.to_string()))?;
+        let token = keys.issue_for_run(agent, run_id, &["inference".to_string()], ttl).map_err(|e| Failure::runtime(e.to_string()))?;
         Ok(ProxyPrep { config, source, keys: Arc::new(keys), token, chan, ledger: LedgerHandle::default() })
     }
 
@@ -171,6 +160,7 @@ impl ProxyPrep {
             "token_jti": self.token.claims.jti,
             "token_exp": self.token.claims.exp,
             "token_kid": self.token.kid,
+            "token_run": self.token.claims.run,
         })
     }
 
@@ -184,17 +174,6 @@ impl ProxyPrep {
             names.push(k.clone());
             env.push((k, v));
         }
-    }
-
-    /// Ends the token's life with the run: take it right after `prepare`
-    /// and hold it until the run is over; every early return revokes too.
-    pub fn revoker(&self) -> TokenRevoker {
-        let (keys, jti, exp) = (self.keys.clone(), self.token.claims.jti.clone(), self.token.claims.exp);
-        TokenRevoker(Some(Box::new(move || {
-            if let Err(e) = keys.revoke(&jti, exp) {
-                eprintln!("clawkeep: warning: the agent's token could not be revoked ({e}); it expires on its own");
-            }
-        })))
     }
 
     /// Serves the proxy on a Unix socket at `path`, on a runtime thread of
@@ -301,10 +280,11 @@ fn open_state(
     let secrets = SealedStore::open(&paths.secrets, master).map_err(|e| e.to_string())?;
     let ledger = Arc::new(Ledger::open(&ledger_path(state)).map_err(|e| e.to_string())?);
     let writer = Arc::new(GroupWriter::start(audit).map_err(|e| format!("cannot start the audit writer: {e}"))?);
-    let observer = audit_observer(writer.clone(), run_id);
+    let observer = audit_observer(writer.clone(), run_id.clone());
+    let run = run_id;
     let proxy = ProxyState::with_observer(config, keys, Arc::new(secrets), ledger.clone(), Some(observer)).map_err(|e| e.to_string())?;
     let _ = handle.0.set((ledger, proxy.clone(), writer));
-    Ok(proxy.bound_to(agent))
+    Ok(proxy.bound_to_run(agent, &run))
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 use crate::audit_cmd::audit_path;
 use crate::cli::RunArgs;
 use crate::gate_run;
-use crate::proxy_run::{ProxyPrep, TokenRevoker, PROXY_PORT};
+use crate::proxy_run::{ProxyPrep, PROXY_PORT};
 use crate::Failure;
 use clawkeep_audit::AuditLog;
 use clawkeep_core::{AgentEnv, Limits, RunSpec};
@@ -106,7 +106,7 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs, early: Option<HelperStart>
     let mut gate = gate_run::prepare(&dir, &agent, args.policy.clone())?;
     let mut proxy = match args.no_proxy {
         true => None,
-        false => match ProxyPrep::prepare(&dir, &agent, args.proxy_config.as_deref(), args.timeout, proxy_ours) {
+        false => match ProxyPrep::prepare(&dir, &agent, &run_id, args.proxy_config.as_deref(), args.timeout, proxy_ours) {
             Ok(p) => Some(p),
             Err(f) => {
                 gate_run::cleanup(&gate.dir);
@@ -114,8 +114,6 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs, early: Option<HelperStart>
             }
         },
     };
-    // Held for the whole run: any way out of it revokes the agent's token.
-    let revoke = proxy.as_ref().map(ProxyPrep::revoker);
     let mut env_names = env.names();
     let mut env = env.into_pairs();
     for (k, v) in env.iter_mut() {
@@ -266,8 +264,6 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs, early: Option<HelperStart>
     if let Some(l) = &usage_ledger {
         l.flush();
     }
-    // Its fsyncs overlap the exit event's.
-    let revoking = revoke.and_then(TokenRevoker::spawn);
     // The helper removes the cgroups before it reports; without a report
     // (it died), the launcher does.
     if result.is_err() {
@@ -298,9 +294,6 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs, early: Option<HelperStart>
     // Removed after the exit event is on disk: the fsync commits the
     // file system's journal, which would otherwise carry these too.
     gate_run::cleanup(&gate_dir);
-    if let Some(t) = revoking {
-        let _ = t.join();
-    }
     if let Some(helper) = ending {
         helper.reap();
     }

@@ -145,14 +145,13 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs) -> Result<u8, Failure> {
     let proxy = if args.no_proxy {
         None
     } else {
-        let prep = ProxyPrep::prepare(&state, &agent, args.proxy_config.as_deref(), args.timeout, None)?;
-        // From here on every way out of this function revokes the token.
-        let revoke = prep.revoker();
+        // Its token is bound to this run: valid at this run's proxy only.
+        let prep = ProxyPrep::prepare(&state, &agent, &run_id, args.proxy_config.as_deref(), args.timeout, None)?;
         prep.apply_env(&mut env, &mut env_names);
         let dir = disk::private_dir(&cfg.run_root, "px").map_err(|e| Failure::runtime(format!("proxy socket directory: {e}")))?;
-        Some((prep.describe(), revoke, dir, prep))
+        Some((prep.describe(), dir, prep))
     };
-    if let Some((_, _, dir, _)) = &proxy {
+    if let Some((_, dir, _)) = &proxy {
         cfg.cmdline = format!("{} clawkeep.proxyport={PROXY_PORT}", cfg.cmdline);
         cfg.relays.insert(Service::Proxy, dir.join("proxy.sock"));
     }
@@ -164,7 +163,7 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs) -> Result<u8, Failure> {
             g
         }
         Err(f) => {
-            if let Some((_, _, dir, _)) = &proxy {
+            if let Some((_, dir, _)) = &proxy {
                 let _ = std::fs::remove_dir_all(dir);
             }
             return Err(f);
@@ -193,16 +192,16 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs) -> Result<u8, Failure> {
         "isolation": "vm",
     });
     let gate_dir = gate.dir.clone();
-    let (revoke, proxy_dir, usage_ledger) = match proxy {
-        Some((_, revoke, dir, prep)) => {
+    let (proxy_dir, usage_ledger) = match proxy {
+        Some((_, dir, prep)) => {
             let ledger = prep.ledger();
             if let Err(f) = prep.serve_unix(&state, agent.clone(), run_id.clone(), log.clone(), &dir.join("proxy.sock")) {
                 gate_run::cleanup(&gate_dir);
                 return Err(f);
             }
-            (Some(revoke), Some(dir), Some(ledger))
+            (Some(dir), Some(ledger))
         }
-        None => (None, None, None),
+        None => (None, None),
     };
     let started = log.append("run.start", start);
     if let Err(e) = started {
@@ -248,7 +247,6 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs) -> Result<u8, Failure> {
     if let Some(l) = &usage_ledger {
         l.flush();
     }
-    drop(revoke);
     if let Some(dir) = proxy_dir {
         let _ = std::fs::remove_dir_all(dir);
     }

@@ -82,4 +82,6 @@ pub enum TokenError {
     Revoked,
     #[error("token was issued to another agent")]
     WrongAgent,
+    #[error("token was issued for another run; a run's token is valid only at that run's proxy")]
+    WrongRun,
 }

@@ -6,6 +6,11 @@
 //! claims are clawkeep's, the token is within its lifetime (± `LEEWAY`)
 //! and its `jti` is not revoked. Checks run in that order, so a forged
 //! token's claims are never even parsed.
+//!
+//! A token issued for one run (`issue_for_run`) carries that run's id and
+//! verifies only where the verifier is bound to the same run
+//! (`verify_bound`): the run's own proxy, which ends with it. Everywhere
+//! else it is refused, so it needs no revocation when the run ends.
 
 use crate::keys::{kid_of, unix_secs};
 use crate::{random, IdentityError, KeyRing, TokenError};
@@ -42,6 +47,10 @@ pub struct Claims {
     /// 128 random bits in hex; what `revoke` names.
     pub jti: String,
     pub scope: Vec<String>,
+    /// The run the token was issued for: it is valid at that run's proxy
+    /// and nowhere else. Absent for a token not bound to a run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<String>,
 }
 
 /// A freshly issued token. `Debug` hides the token: it is a bearer credential.
@@ -81,8 +90,25 @@ impl KeyRing {
         self.issue_at(agent, scope, ttl, SystemTime::now())
     }
 
+    /// Issues a token for `agent` that only a verifier bound to `run`
+    /// accepts (see the module docs).
+    pub fn issue_for_run(&self, agent: &str, run: &str, scope: &[String], ttl: Duration) -> Result<IssuedToken, IdentityError> {
+        self.issue_claims(agent, Some(run), scope, ttl, SystemTime::now())
+    }
+
     /// `issue` as of `now`.
     pub fn issue_at(&self, agent: &str, scope: &[String], ttl: Duration, now: SystemTime) -> Result<IssuedToken, IdentityError> {
+        self.issue_claims(agent, None, scope, ttl, now)
+    }
+
+    fn issue_claims(
+        &self,
+        agent: &str,
+        run: Option<&str>,
+        scope: &[String],
+        ttl: Duration,
+        now: SystemTime,
+    ) -> Result<IssuedToken, IdentityError> {
         if agent.is_empty() {
             return Err(IdentityError::EmptyAgent);
         }
@@ -94,6 +120,7 @@ impl KeyRing {
             exp: iat.saturating_add(ttl.as_secs()),
             jti: hex::encode(*random::bytes::<16>()?),
             scope: scope.to_vec(),
+            run: run.map(str::to_string),
         };
         let payload = serde_json::to_vec(&claims).map_err(IdentityError::Encode)?;
         let payload = URL_SAFE_NO_PAD.encode(payload);
@@ -109,7 +136,33 @@ impl KeyRing {
     }
 
     /// Verifies `token` as of `now`; see the module docs for the checks.
+    /// A token bound to a run is refused here (see `verify_bound`).
     pub fn verify(&self, token: &str, now: SystemTime) -> Result<Claims, TokenError> {
+        self.verify_bound(token, None, None, now)
+    }
+
+    /// `verify`, and the token must have been issued to `expected_agent`.
+    pub fn verify_for(&self, token: &str, expected_agent: &str, now: SystemTime) -> Result<Claims, TokenError> {
+        self.verify_bound(token, Some(expected_agent), None, now)
+    }
+
+    /// `verify` for a verifier bound to `agent` (when given) and to `run`:
+    /// the token's run must be `run` exactly, so a run's token passes only
+    /// its own run's verifier, and a verifier bound to a run passes only
+    /// that run's tokens.
+    pub fn verify_bound(&self, token: &str, agent: Option<&str>, run: Option<&str>, now: SystemTime) -> Result<Claims, TokenError> {
+        let claims = self.verify_signed(token, now)?;
+        if agent.is_some_and(|a| claims.sub != a) {
+            return Err(TokenError::WrongAgent);
+        }
+        if claims.run.as_deref() != run {
+            return Err(TokenError::WrongRun);
+        }
+        Ok(claims)
+    }
+
+    /// Signature, claims, lifetime and revocation; no binding.
+    fn verify_signed(&self, token: &str, now: SystemTime) -> Result<Claims, TokenError> {
         if token.len() > MAX_TOKEN_LEN {
             return Err(TokenError::Malformed);
         }
@@ -164,15 +217,6 @@ impl KeyRing {
         }
         if self.is_revoked(&claims.jti) {
             return Err(TokenError::Revoked);
-        }
-        Ok(claims)
-    }
-
-    /// `verify`, and the token must have been issued to `expected_agent`.
-    pub fn verify_for(&self, token: &str, expected_agent: &str, now: SystemTime) -> Result<Claims, TokenError> {
-        let claims = self.verify(token, now)?;
-        if claims.sub != expected_agent {
-            return Err(TokenError::WrongAgent);
         }
         Ok(claims)
     }

@@ -198,3 +198,28 @@ fn a_token_verified_once_still_expires_is_revoked_and_dies_with_its_key() {
     ring.prune_at(Duration::from_secs(60), now + Duration::from_secs(3600)).unwrap();
     assert_eq!(ring.verify(&kept.token, now), Err(TokenError::UnknownKey));
 }
+
+#[test]
+fn a_run_token_verifies_only_where_bound_to_its_run() {
+    let (_t, ring) = ring();
+    let now = SystemTime::now();
+    let issued = ring.issue_for_run("agent-a", "run-1", &scope(), Duration::from_secs(600)).unwrap();
+    assert_eq!(issued.claims.run.as_deref(), Some("run-1"));
+    assert_eq!(part_json(&issued.token, 1)["run"], "run-1", "the run is a signed claim");
+    assert_eq!(ring.verify_bound(&issued.token, Some("agent-a"), Some("run-1"), now).unwrap(), issued.claims);
+    // Its run's verifier only: not another run's (same agent), not an
+    // unbound one, not one bound to the agent alone.
+    assert_eq!(ring.verify_bound(&issued.token, Some("agent-a"), Some("run-2"), now), Err(TokenError::WrongRun));
+    assert_eq!(ring.verify(&issued.token, now), Err(TokenError::WrongRun));
+    assert_eq!(ring.verify_for(&issued.token, "agent-a", now), Err(TokenError::WrongRun));
+    assert_eq!(ring.verify_bound(&issued.token, Some("agent-b"), Some("run-1"), now), Err(TokenError::WrongAgent));
+    // And a run's verifier takes no token that is not its run's.
+    let plain = ring.issue("agent-a", &scope(), Duration::from_secs(600)).unwrap();
+    assert_eq!(plain.claims.run, None);
+    assert!(part_json(&plain.token, 1).get("run").is_none(), "an unbound token carries no run claim");
+    assert_eq!(ring.verify_bound(&plain.token, Some("agent-a"), Some("run-1"), now), Err(TokenError::WrongRun));
+    assert!(ring.verify(&plain.token, now).is_ok());
+    // The run claim cannot be edited off: the signature covers it.
+    let stripped = with_part(&issued.token, 1, &serde_json::to_string(&plain.claims).unwrap());
+    assert_eq!(ring.verify(&stripped, now), Err(TokenError::BadSignature));
+}

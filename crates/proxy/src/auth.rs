@@ -16,12 +16,8 @@ pub fn token(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// Checks the caller's token; when `bound` names an agent, a valid token of
-/// any other agent is refused too.
-pub fn authenticate(keys: &KeyRing, bound: Option<&str>, headers: &HeaderMap) -> Result<Claims, ProxyError> {
+/// any other agent is refused too, and the token's run must be `run`.
+pub fn authenticate(keys: &KeyRing, bound: Option<&str>, run: Option<&str>, headers: &HeaderMap) -> Result<Claims, ProxyError> {
     let token = token(headers).ok_or(ProxyError::MissingToken)?;
-    match bound {
-        Some(agent) => keys.verify_for(token, agent, SystemTime::now()),
-        None => keys.verify(token, SystemTime::now()),
-    }
-    .map_err(ProxyError::BadToken)
+    keys.verify_bound(token, bound, run, SystemTime::now()).map_err(ProxyError::BadToken)
 }

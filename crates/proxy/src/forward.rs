@@ -40,7 +40,7 @@ struct Seen {
 
 pub async fn handle(state: ProxyState, endpoint: Endpoint, headers: HeaderMap, body: Body) -> Result<Response, ProxyError> {
     let started = Instant::now();
-    let claims = match authenticate(state.keys(), state.bound_agent(), &headers) {
+    let claims = match authenticate(state.keys(), state.bound_agent(), state.bound_run(), &headers) {
         Ok(c) => c,
         Err(e) => {
             let who = state.bound_agent().unwrap_or("unauthenticated").to_string();

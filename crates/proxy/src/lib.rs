@@ -75,7 +75,7 @@ async fn jwks(State(state): State<ProxyState>) -> Response {
 
 /// The priced models, in OpenAI's list shape; answered locally.
 async fn models(State(state): State<ProxyState>, headers: HeaderMap) -> Response {
-    if let Err(e) = auth::authenticate(state.keys(), state.bound_agent(), &headers) {
+    if let Err(e) = auth::authenticate(state.keys(), state.bound_agent(), state.bound_run(), &headers) {
         return e.into_response();
     }
     let config = state.config();

@@ -19,6 +19,9 @@ pub struct ProxyState {
     /// When set, only this agent's tokens are accepted (a listener that
     /// lives in one agent's jail serves that agent alone).
     bound: Option<Arc<str>>,
+    /// When set, only tokens issued for this run are accepted, and when
+    /// not, none that was (see `clawkeep_identity::KeyRing::verify_bound`).
+    run: Option<Arc<str>>,
 }
 
 /// Told about every settled or refused request, after its ledger row is
@@ -119,7 +122,7 @@ impl ProxyState {
             key_cache: Default::default(),
             urls,
         };
-        Ok(ProxyState { inner: Arc::new(inner), bound: None })
+        Ok(ProxyState { inner: Arc::new(inner), bound: None, run: None })
     }
 
     /// Waits (at most `limit`) until every admitted request has been
@@ -140,11 +143,21 @@ impl ProxyState {
     /// The same proxy (limits, budgets, ledger shared), accepting only
     /// `agent`'s tokens: another agent's valid token is refused.
     pub fn bound_to(&self, agent: &str) -> ProxyState {
-        ProxyState { inner: self.inner.clone(), bound: Some(Arc::from(agent)) }
+        ProxyState { inner: self.inner.clone(), bound: Some(Arc::from(agent)), run: None }
+    }
+
+    /// `bound_to(agent)`, accepting only the tokens issued for `run`: the
+    /// proxy of one run, whose tokens then die with it.
+    pub fn bound_to_run(&self, agent: &str, run: &str) -> ProxyState {
+        ProxyState { inner: self.inner.clone(), bound: Some(Arc::from(agent)), run: Some(Arc::from(run)) }
     }
 
     pub(crate) fn bound_agent(&self) -> Option<&str> {
         self.bound.as_deref()
+    }
+
+    pub(crate) fn bound_run(&self) -> Option<&str> {
+        self.run.as_deref()
     }
 
     pub fn config(&self) -> &ProxyConfig {

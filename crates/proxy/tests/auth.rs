@@ -115,6 +115,26 @@ async fn a_proxy_bound_to_one_agent_refuses_another_agents_token() {
 }
 
 #[tokio::test]
+async fn a_run_proxy_takes_only_its_own_runs_tokens() {
+    let h = Harness::start().await;
+    let bound = clawkeep_proxy::router(h.state.bound_to_run("agent-a", "run-1"));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/v1/chat/completions", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, bound).await.unwrap() });
+    let run_token = |run: &str| h.keys.issue_for_run("agent-a", run, &["inference".to_string()], Duration::from_secs(600)).unwrap().token;
+    let body = json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]});
+    // The same agent's valid tokens, of an earlier run and of no run.
+    for token in [run_token("run-0"), h.token("agent-a")] {
+        assert_401(h.client.post(&url).bearer_auth(token).json(&body).send().await.unwrap()).await;
+    }
+    assert!(h.upstream.received().is_empty());
+    let own = h.client.post(&url).bearer_auth(run_token("run-1")).json(&body).send().await.unwrap();
+    assert_eq!(own.status(), 200);
+    // The unbound proxy refuses the run's token: it is good at its run's proxy only.
+    assert_401(h.post("/v1/chat/completions", &run_token("run-1"), &body).await).await;
+}
+
+#[tokio::test]
 async fn refused_requests_are_recorded_without_tokens() {
     let h = Harness::start().await;
     let token = h.token("agent-r");
