@@ -154,6 +154,36 @@ fn a_command_started_by_an_approved_one_is_gated_again() {
     assert_eq!(seen, want.map(|(c, o)| (c.to_string(), o.to_string())), "{v}");
 }
 
+/// The executor is forked at the first job, not at every run's start:
+/// until then there is none, and init holds exactly the executor's
+/// privileges; from then on init is the agent (its uid, no capabilities).
+#[test]
+fn the_executor_starts_with_the_first_job_and_init_then_drops_to_the_agent() {
+    if !jail_available("lazy executor") {
+        return;
+    }
+    let (env, policy) = env_with_policy();
+    let script = "st() { echo \"$1 $(awk '/^Uid:/{print $2} /^CapEff:/{print $2}' $2/status | tr '\\n' ' ')\"; }; \
+        ex() { for p in /proc/[0-9]*; do [ \"$(cat $p/comm 2>/dev/null)\" = clawkeep-exec ] && grep -q '^PPid:[[:space:]]1$' $p/status && st exec $p; done; }; \
+        st init /proc/1; ex; env true; echo ran=$?; st init /proc/1; ex; st self /proc/self";
+    let out = run_gated(&env, &policy, "t-lazy", script);
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<Vec<&str>> = stdout.lines().map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(lines.len(), 5, "stdout: {stdout}\nstderr: {stderr}");
+    let (init_before, ran, init_after, exec, me) = (&lines[0], &lines[1], &lines[2], &lines[3], &lines[4]);
+    assert_eq!((init_before[0], ran[0], init_after[0], exec[0], me[0]), ("init", "ran=0", "init", "exec", "self"), "{stdout}");
+    // Before the first job no executor exists (the next line is the job's;
+    // its runners, children of the executor, are not counted).
+    assert_eq!(exec[2], "00000000002001e0", "the executor keeps its five capabilities: {stdout}");
+    assert_eq!(init_before[1..], exec[1..], "init held the executor's privileges, no more: {stdout}");
+    assert_eq!(me[2], "0000000000000000");
+    assert_eq!(init_after[1..], me[1..], "after the job init is the agent: {stdout}");
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        assert_ne!(exec[1], me[1], "with a root caller the executor is not the agent's uid: {stdout}");
+    }
+}
+
 /// What an approved command leaves running ends with it, even a daemon in
 /// a session of its own (its runner is a subreaper), and the agent cannot
 /// stop a runner (or the executor) to escape the job's timeout.

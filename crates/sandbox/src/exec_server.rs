@@ -1,6 +1,7 @@
 //! The jail's executor: runs commands the gate approved *inside* the jail.
 //!
-//! Init forks it right after the agent, and it keeps five of init's capabilities
+//! Init forks it when the first job arrives (a run that gates nothing never
+//! has one), and it keeps five of init's capabilities
 //! inside the jail's user namespace (never more than the jail's root; its
 //! only input is the launcher's channel, it is non-dumpable, and with a
 //! root caller it is not the agent's uid). Each job gets a *runner*

@@ -2,8 +2,9 @@
 //!
 //! It finishes set-up from inside the new namespaces (cgroup namespace,
 //! mounts, hostname, loopback), starts the agent as pid 2, drops its own
-//! privileges to the agent's, and then only forwards signals to the agent
-//! and reaps. When the agent exits, init exits with the agent's status and
+//! privileges to the agent's (in a gated run: once it has forked the
+//! executor, at the first job; see `Pending`), and then only forwards
+//! signals to the agent and reaps. When the agent exits, init exits with the agent's status and
 //! the kernel kills whatever the agent left behind in the pid namespace.
 
 use crate::error::{SetupFailure, Step};
@@ -12,7 +13,7 @@ use crate::mounts::{self, RootSource};
 use crate::protocol::{ChildMsg, HelperConfig};
 use crate::{caps, exec, exec_server, net, pty, sys};
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 /// Signals init forwards to the agent; blocked in the helper before clone so
 /// init receives them synchronously with sigwaitinfo.
@@ -156,24 +157,6 @@ fn setup_and_supervise(args: InitArgs<'_>, status_fd: i32) -> Result<i32, SetupF
         exec::agent_main(args.cfg, status_fd, args.can_setgroups, slave, args.exec_gate);
     }
     drop((slave, args.exec_gate));
-    // The executor (it runs approved gated commands) is forked after the
-    // agent, whose start is the run's critical path; a job sent before it
-    // runs waits on its channel. It holds no terminal and no exec gate.
-    if let Some(chan) = args.exec_chan {
-        // SAFETY: init is single-threaded; the executor never returns.
-        let pid = unsafe { libc::fork() };
-        if pid < 0 {
-            let e = io::Error::last_os_error();
-            // SAFETY: agent is our child.
-            unsafe { libc::kill(agent, libc::SIGKILL) };
-            return Err(SetupFailure::new(Step::Exec, "fork executor", &e));
-        }
-        if pid == 0 {
-            let path = spec.env.iter().find(|(k, _)| k == "PATH").map_or(String::new(), |(_, v)| v.clone());
-            let path = path.split(':').filter(|d| *d != clawkeep_shim::JAIL_SHIM_DIR).collect::<Vec<_>>().join(":");
-            exec_server::run(chan, masks, path, args.can_setgroups, args.cfg.landlock);
-        }
-    }
     // The jail's pid 1 keeps no handle on the user's terminal either.
     if let Ok(null) = sys::open_path(std::path::Path::new("/dev/null"), libc::O_RDWR) {
         for fd in 0..3 {
@@ -185,16 +168,71 @@ fn setup_and_supervise(args: InitArgs<'_>, status_fd: i32) -> Result<i32, SetupF
             }
         }
     }
-    // Init keeps nothing the agent lacks: same uid, no capabilities.
-    if let Err(f) = caps::drop_to_agent(args.can_setgroups) {
+    let _ = sys::prctl(libc::PR_SET_DUMPABLE, 0);
+    // The executor (it runs approved gated commands) is forked when the
+    // first job arrives on its channel: most runs never send one, and a
+    // fork, the executor's set-up and its end cost every run ~0.3 ms.
+    // Until then init holds exactly the executor's privileges (its uid,
+    // its five capabilities: see `exec_server`), no more than the executor
+    // held for the whole run before; then it drops to the agent's.
+    let pending = match args.exec_chan {
+        Some(chan) => {
+            if let Err(f) = caps::keep_only(&exec_server::EXECUTOR_CAPS) {
+                // SAFETY: agent is our child.
+                unsafe { libc::kill(agent, libc::SIGKILL) };
+                return Err(f);
+            }
+            let path = spec.env.iter().find(|(k, _)| k == "PATH").map_or(String::new(), |(_, v)| v.clone());
+            let path = path.split(':').filter(|d| *d != clawkeep_shim::JAIL_SHIM_DIR).collect::<Vec<_>>().join(":");
+            Some(Pending { chan, masks, path, landlock: args.cfg.landlock })
+        }
+        None => {
+            become_agent(args.can_setgroups, agent)?;
+            None
+        }
+    };
+    arm_parent_death(status_fd, agent);
+    Ok(supervise(agent, status_fd, pending, args.can_setgroups))
+}
+
+/// The executor not forked yet: what it will be given.
+struct Pending {
+    chan: OwnedFd,
+    masks: Vec<crate::shims::Mask>,
+    path: String,
+    landlock: bool,
+}
+
+impl Pending {
+    /// Forks the executor (it never returns) and gives up init's
+    /// privileges; the channel's data waits for the executor to read it.
+    fn start(self, agent: libc::pid_t, can_setgroups: bool) -> Result<(), SetupFailure> {
+        // SAFETY: init is single-threaded; the executor never returns.
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            return Err(SetupFailure::new(Step::Exec, "fork executor", &io::Error::last_os_error()));
+        }
+        if pid == 0 {
+            exec_server::run(self.chan, self.masks, self.path, can_setgroups, self.landlock);
+        }
+        drop(self.chan);
+        become_agent(can_setgroups, agent)
+    }
+}
+
+/// Init keeps nothing the agent lacks: same uid, no capabilities. On
+/// failure the agent is killed (the caller reports why).
+fn become_agent(can_setgroups: bool, agent: libc::pid_t) -> Result<(), SetupFailure> {
+    caps::drop_to_agent(can_setgroups).inspect_err(|_| {
         // SAFETY: agent is our child.
         unsafe { libc::kill(agent, libc::SIGKILL) };
-        return Err(f);
-    }
-    let _ = sys::prctl(libc::PR_SET_DUMPABLE, 0);
-    // Every change of our uid (inside root, then the agent's) cleared the
-    // parent-death signal (the kernel's commit_creds does): arm it again,
-    // then look whether the helper died before it was armed.
+    })
+}
+
+/// Every change of our uid (inside root, then the agent's) cleared the
+/// parent-death signal (the kernel's commit_creds does): arm it again,
+/// then look whether the helper died before it was armed.
+fn arm_parent_death(status_fd: i32, agent: libc::pid_t) {
     let armed = sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong).is_ok();
     if !armed || reader_gone(status_fd) {
         // SAFETY: agent is our child; _exit as in run().
@@ -203,7 +241,6 @@ fn setup_and_supervise(args: InitArgs<'_>, status_fd: i32) -> Result<i32, SetupF
             libc::_exit(1)
         };
     }
-    Ok(supervise(agent, status_fd))
 }
 
 /// Whether nobody reads `fd` (a pipe's write end) any more: the helper,
@@ -218,11 +255,42 @@ fn set_name(name: &std::ffi::CStr) {
     let _ = sys::prctl(libc::PR_SET_NAME, name.as_ptr() as libc::c_ulong);
 }
 
-fn supervise(agent: libc::pid_t, status_fd: i32) -> i32 {
+fn supervise(agent: libc::pid_t, status_fd: i32, mut pending: Option<Pending>, can_setgroups: bool) -> i32 {
     let set = signal_set(FORWARDED.iter().copied().chain([libc::SIGCHLD]));
+    // While the executor is pending, a job on its channel wakes us too.
+    let mut sigfd = pending.as_ref().and_then(|_| {
+        // SAFETY: set is initialised; the signals are blocked (see FORWARDED).
+        let fd = unsafe { libc::signalfd(-1, &set, libc::SFD_CLOEXEC) };
+        // SAFETY: a fresh descriptor when non-negative.
+        (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
+    });
     loop {
-        // SAFETY: set is initialised; a null info pointer is allowed.
-        let sig = unsafe { libc::sigwaitinfo(&set, std::ptr::null_mut()) };
+        let woke = match (&pending, &sigfd) {
+            (Some(p), Some(fd)) => next_wake(fd.as_raw_fd(), p.chan.as_raw_fd()),
+            // Without a signalfd, nothing would wake us for a job: it
+            // starts now, as it would at the first job.
+            (Some(_), None) => Wake::Job { data: true },
+            // SAFETY: set is initialised; a null info pointer is allowed.
+            (None, _) => Wake::Signal(unsafe { libc::sigwaitinfo(&set, std::ptr::null_mut()) }),
+        };
+        let sig = match woke {
+            Wake::Signal(sig) => sig,
+            Wake::Job { data } => {
+                // Signals that come meanwhile stay pending for sigwaitinfo;
+                // the executor inherits no signalfd.
+                sigfd = None;
+                if let Some(p) = pending.take() {
+                    // Closed with nothing sent: no executor is needed.
+                    let started = if data { p.start(agent, can_setgroups) } else { become_agent(can_setgroups, agent) };
+                    if let Err(failure) = started {
+                        ChildMsg::Setup { failure }.send(status_fd);
+                        return 1;
+                    }
+                    arm_parent_death(status_fd, agent);
+                }
+                continue;
+            }
+        };
         if sig < 0 {
             continue;
         }
@@ -254,6 +322,37 @@ fn supervise(agent: libc::pid_t, status_fd: i32) -> i32 {
             }
         }
     }
+}
+
+/// What woke init while the executor was pending.
+enum Wake {
+    Signal(libc::c_int),
+    /// The executor's channel: a job (`data`), or its end closed.
+    Job {
+        data: bool,
+    },
+}
+
+/// Waits for a signal on `sigfd` or for `chan` to be readable.
+fn next_wake(sigfd: i32, chan: i32) -> Wake {
+    let mut fds =
+        [libc::pollfd { fd: sigfd, events: libc::POLLIN, revents: 0 }, libc::pollfd { fd: chan, events: libc::POLLIN, revents: 0 }];
+    // SAFETY: fds is a valid array of two pollfd; -1 waits without a timeout.
+    if unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) } < 0 {
+        return Wake::Signal(-1);
+    }
+    if fds[0].revents & libc::POLLIN != 0 {
+        // SAFETY: signalfd_siginfo is plain data, read whole or not at all.
+        let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
+        let size = std::mem::size_of::<libc::signalfd_siginfo>();
+        // SAFETY: info is valid for `size` bytes.
+        let n = unsafe { libc::read(sigfd, (&mut info as *mut libc::signalfd_siginfo).cast(), size) };
+        return Wake::Signal(if n == size as isize { info.ssi_signo as libc::c_int } else { -1 });
+    }
+    if fds[1].revents != 0 {
+        return Wake::Job { data: fds[1].revents & libc::POLLIN != 0 };
+    }
+    Wake::Signal(-1)
 }
 
 pub fn signal_set(sigs: impl Iterator<Item = libc::c_int>) -> libc::sigset_t {
