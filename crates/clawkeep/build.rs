@@ -7,7 +7,8 @@ include!("../../build/static_pie.rs");
 
 fn main() {
     println!("cargo:rustc-check-cfg=cfg(static_glibc)");
-    if link_static_pie("clawkeep") {
+    // Both or neither: `static_glibc` is one cfg for the whole crate.
+    if link_static_pie("clawkeep") && link_static_pie("clawkeep-full") {
         println!("cargo:rustc-cfg=static_glibc");
     }
 }

@@ -212,10 +212,7 @@ fn main() {
     println!();
     println!("  clawkeep / bare   = {:.1}x", ms(ck) / ms(bare));
     if let Some(t) = ck_tmpfs {
-        println!(
-            "  state dir on disk vs tmpfs = {:+.2} ms per run (the audit events' fsyncs, the token's revocation, the gate's socket dir)",
-            ms(ck) - ms(t)
-        );
+        println!("  state dir on disk vs tmpfs = {:+.2} ms per run (the audit events' fsyncs, the gate's socket dir)", ms(ck) - ms(t));
     }
     if let Some(f) = fsync {
         println!("  one audit line appended and fdatasync'd in the state dir: {:.2} ms (median of {RUNS})", ms(f));
@@ -231,8 +228,8 @@ fn main() {
         // What the target leaves for everything clawkeep does beyond bwrap,
         // beside two costs other requirements put on every run, measured
         // above in turns: durable state (the fsync'd audit events, the
-        // token's revocation, the gate's socket dir) on this disk rather
-        // than tmpfs, and the proxy's set-up.
+        // gate's socket dir) on this disk rather than tmpfs, and the
+        // proxy's set-up.
         if let Some(t) = ck_tmpfs {
             let (disk, proxy) = (ms(ck) - ms(t), ms(ck) - ms(ck_noproxy));
             println!(
@@ -246,7 +243,7 @@ fn main() {
     }
     println!("  peak RSS of clawkeep run (launcher, helper, init; max) = {:.1} MB   (target <= 15 MB)", rss_kib as f64 / 1024.0);
     println!("  where the time goes (same run):");
-    println!("    the inference proxy (token, listener, revocation) {:>6.2} ms", ms(ck) - ms(ck_noproxy));
+    println!("    the inference proxy (token, listener)             {:>6.2} ms", ms(ck) - ms(ck_noproxy));
     match migration {
         Some((procs, own)) => println!(
             "    moving a process into a v1 memory cgroup           {:>6.2} ms (an RCU grace period); a thread moving itself, as the run's helper does: {:.3} ms",

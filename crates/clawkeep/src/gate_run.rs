@@ -4,7 +4,7 @@
 //! its own executor, `vm_gate.rs`).
 
 use crate::gate_cmd::{agent_dir, gate_db};
-use crate::proxy_run::ProxyPrep;
+use crate::proxy_run::ProxyServe;
 use crate::Failure;
 use clawkeep_audit::AuditLog;
 use clawkeep_gate::{Executor, Gate, GateConfig, Job, Outcome, RunningJob};
@@ -88,6 +88,36 @@ fn sweep_stale_agents(state: &Path) {
     }
 }
 
+impl GatePrep {
+    /// The run's services rebuild it from the launcher's sockets.
+    pub fn from_listeners(
+        state: &Path,
+        agent: &str,
+        gate_socket: PathBuf,
+        gate_listener: UnixListener,
+        api_listener: UnixListener,
+        policy: RunPolicy,
+        policy_path: Option<PathBuf>,
+    ) -> Result<GatePrep, Failure> {
+        for l in [&gate_listener, &api_listener] {
+            l.set_nonblocking(true).map_err(|e| Failure::runtime(e.to_string()))?;
+        }
+        let dir = agent_dir(state, agent);
+        Ok(GatePrep { agent: agent.to_string(), dir, gate_socket, gate_listener, api_listener, policy: Some(policy), policy_path })
+    }
+
+    /// The gate's and the API's listening sockets, for the run's services.
+    pub fn listeners(&self) -> (std::os::fd::BorrowedFd<'_>, std::os::fd::BorrowedFd<'_>) {
+        use std::os::fd::AsFd;
+        (self.gate_listener.as_fd(), self.api_listener.as_fd())
+    }
+
+    /// The policy file the run was given (none: the built-in policy).
+    pub fn policy_path(&self) -> Option<&Path> {
+        self.policy_path.as_deref()
+    }
+}
+
 pub fn prepare(state: &Path, agent: &str, policy_path: Option<PathBuf>) -> Result<GatePrep, Failure> {
     sweep_stale_agents(state);
     let dir = agent_dir(state, agent);
@@ -163,7 +193,7 @@ pub struct Services {
     /// Approval prompts at the user's terminal.
     pub prompt: Option<OwnedFd>,
     /// The inference proxy, served on the jail's own loopback.
-    pub proxy: Option<ProxyPrep>,
+    pub proxy: Option<ProxyServe>,
 }
 
 /// Starts the supervisor, the API and the proxy on their own runtime thread.
@@ -200,15 +230,13 @@ pub fn start(
                     }
                 });
             }
-            // The jail's init opens the proxy's listener while it sets up.
-            let proxy = proxy.and_then(|p| p.recv_listener().map(|l| (p, l)));
             // Nothing else starts until someone waits on a socket: a shim,
-            // the operator, the agent's first model call (each waits in its
-            // listen backlog meanwhile). Most short runs never need any of
-            // it, and its start-up would compete with the jail's for the CPU.
+            // the operator (each waits in its listen backlog meanwhile).
+            // Most short runs never need any of it. (A jail run's services
+            // start only once something waits; see `services`.)
             if api_tcp.is_none() {
                 let mut fds = vec![gate_listener.as_raw_fd(), api_listener.as_raw_fd()];
-                fds.extend(proxy.as_ref().map(|(_, l)| l.as_raw_fd()));
+                fds.extend(proxy.as_ref().map(ProxyServe::listener_fd));
                 wait_any_readable(&fds);
             }
             // Someone is waiting: the runtime starts, and with it the
@@ -218,8 +246,8 @@ pub fn start(
                 Ok(rt) => rt,
                 Err(e) => return eprintln!("clawkeep: gate: cannot start its runtime: {e}"),
             };
-            if let Some((p, listener)) = proxy {
-                p.spawn(&rt, listener, &state_dir, agent.clone(), session.clone(), audit.clone());
+            if let Some(p) = proxy {
+                p.spawn(&rt, &state_dir, agent.clone(), session.clone(), audit.clone());
             }
             let store = match Store::open(&db) {
                 Ok(s) => Arc::new(s),
@@ -263,13 +291,19 @@ pub fn start(
     Ok(())
 }
 
-/// Blocks until one of `fds` is readable (a connection waits on it).
-fn wait_any_readable(fds: &[std::os::fd::RawFd]) {
+/// Blocks until one of `fds` is readable (a connection waits on it, or a
+/// pipe's writer is gone); returns the first such, None if poll failed.
+pub fn wait_any_readable(fds: &[std::os::fd::RawFd]) -> Option<std::os::fd::RawFd> {
     let mut pfds: Vec<libc::pollfd> = fds.iter().map(|&fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 }).collect();
-    // SAFETY: pfds is a valid array of pollfd; -1 waits without a timeout.
-    while unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, -1) } < 0
-        && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
-    {}
+    loop {
+        // SAFETY: pfds is a valid array of pollfd; -1 waits without a timeout.
+        if unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, -1) } >= 0 {
+            return pfds.iter().find(|p| p.revents != 0).map(|p| p.fd);
+        }
+        if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            return None;
+        }
+    }
 }
 
 /// Shows queued approvals at the user's terminal (through the helper,

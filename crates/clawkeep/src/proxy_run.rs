@@ -56,20 +56,27 @@ fn built_in_config() -> Result<ProxyConfig, String> {
 
 /// Where the config comes from, in order: the flag, the env var, the state
 /// dir's proxy.yaml, the built-in default (`None`: see `built_in_config`).
-/// A file is read and checked here, so its errors stop the run.
-fn load_config(state: &Path, flag: Option<&Path>) -> Result<(Option<ProxyConfig>, String), Failure> {
+/// A file is read and checked here, so its errors stop the run. Returns
+/// the config, how to name its source, and the file it came from.
+fn load_config(state: &Path, flag: Option<&Path>) -> Result<(Option<ProxyConfig>, String, Option<PathBuf>), Failure> {
     let from_env = std::env::var_os(CONFIG_ENV).map(PathBuf::from);
     let in_state = Some(state.join("proxy.yaml")).filter(|p| p.is_file());
     let Some(path) = flag.map(Path::to_path_buf).or(from_env).or(in_state) else {
-        return Ok((None, "built-in".into()));
+        return Ok((None, "built-in".into(), None));
     };
-    let text = std::fs::read_to_string(&path).map_err(|e| {
+    let config = read_config(&path)?;
+    Ok((Some(config), path.display().to_string(), Some(path)))
+}
+
+/// Reads and checks the config file at `path`.
+fn read_config(path: &Path) -> Result<ProxyConfig, Failure> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
         Failure::usage(format!("cannot read the proxy config {}: {e}; pass --proxy-config FILE or --no-proxy", path.display()))
     })?;
     let config: ProxyConfig = serde_norway::from_str(&text)
         .map_err(|e| Failure::usage(format!("invalid proxy config {}: {e}; see docs/proxy.md for the keys", path.display())))?;
     config.check().map_err(|e| Failure::usage(format!("invalid proxy config {}: {e}", path.display())))?;
-    Ok((Some(config), path.display().to_string()))
+    Ok(config)
 }
 
 /// The proxy of one run, before the jail exists.
@@ -77,6 +84,8 @@ pub struct ProxyPrep {
     /// None: the built-in config.
     config: Option<ProxyConfig>,
     pub source: String,
+    /// The config file (none: the built-in config), for the run's services.
+    pub path: Option<PathBuf>,
     keys: Arc<KeyRing>,
     token: IssuedToken,
     /// Our end of the channel the jail's listener arrives on (jail runs;
@@ -129,11 +138,11 @@ impl ProxyPrep {
         run_timeout: Option<Duration>,
         chan: Option<OwnedFd>,
     ) -> Result<ProxyPrep, Failure> {
-        let (config, source) = load_config(state, flag)?;
+        let (config, source, path) = load_config(state, flag)?;
         let keys = KeyRing::open(&IdentityPaths::under(state).keys).map_err(|e| Failure::runtime(e.to_string()))?;
         let ttl = run_timeout.map_or(MAX_TOKEN_TTL, |t| (t + Duration::from_secs(60)).min(MAX_TOKEN_TTL));
         let token = keys.issue_for_run(agent, run_id, &["inference".to_string()], ttl).map_err(|e| Failure::runtime(e.to_string()))?;
-        Ok(ProxyPrep { config, source, keys: Arc::new(keys), token, chan, ledger: LedgerHandle::default() })
+        Ok(ProxyPrep { config, source, path, keys: Arc::new(keys), token, chan, ledger: LedgerHandle::default() })
     }
 
     /// What the agent's SDKs read. The keys are the agent's own token:
@@ -204,34 +213,58 @@ impl ProxyPrep {
         Ok(())
     }
 
-    /// The listening socket the jail's init opens on its loopback; blocks
-    /// until it arrives. None when the jail failed first (its own report
-    /// says why).
-    pub fn recv_listener(&self) -> Option<std::net::TcpListener> {
-        let fd = clawkeep_sandbox::pty::recv_fd(self.chan.as_ref()?.as_raw_fd()).ok().flatten()?;
-        let listener = std::net::TcpListener::from(fd);
-        match listener.set_nonblocking(true) {
-            Ok(()) => Some(listener),
-            Err(e) => {
-                eprintln!("clawkeep: proxy: cannot use the jail's listener: {e}");
-                None
-            }
+    /// Our end of the channel the jail's listener arrives on.
+    pub fn take_chan(&mut self) -> Option<OwnedFd> {
+        self.chan.take()
+    }
+}
+
+/// The listening socket the jail's init opens on its loopback, sent on
+/// `chan`; blocks until it arrives. None when the jail failed first (its
+/// own report says why).
+pub fn recv_listener(chan: std::os::fd::RawFd) -> Option<std::net::TcpListener> {
+    let fd = clawkeep_sandbox::pty::recv_fd(chan).ok().flatten()?;
+    let listener = std::net::TcpListener::from(fd);
+    match listener.set_nonblocking(true) {
+        Ok(()) => Some(listener),
+        Err(e) => {
+            eprintln!("clawkeep: proxy: cannot use the jail's listener: {e}");
+            None
         }
     }
+}
 
-    /// Serves the proxy on `rt` from the jail's `listener`. Runs off the
-    /// start-up path: the agent's first request waits in the backlog.
-    pub fn spawn(
-        self,
-        rt: &tokio::runtime::Runtime,
-        std_listener: std::net::TcpListener,
-        state: &Path,
-        agent: String,
-        run_id: String,
-        audit: Arc<AuditLog>,
-    ) {
+/// A jail run's proxy in its services process (see `services`): the
+/// config and keys read again from the state dir, the jail's listener.
+pub struct ProxyServe {
+    config: Option<ProxyConfig>,
+    keys: Arc<KeyRing>,
+    listener: std::net::TcpListener,
+    ledger: LedgerHandle,
+}
+
+impl ProxyServe {
+    /// `path` is the config file the launcher checked (none: built-in).
+    pub fn open(state: &Path, path: Option<&Path>, listener: std::net::TcpListener) -> Result<ProxyServe, Failure> {
+        let config = path.map(read_config).transpose()?;
+        let keys = KeyRing::open(&IdentityPaths::under(state).keys).map_err(|e| Failure::runtime(e.to_string()))?;
+        listener.set_nonblocking(true).map_err(|e| Failure::runtime(format!("the jail's listener: {e}")))?;
+        Ok(ProxyServe { config, keys: Arc::new(keys), listener, ledger: LedgerHandle::default() })
+    }
+
+    pub fn ledger(&self) -> LedgerHandle {
+        self.ledger.clone()
+    }
+
+    pub fn listener_fd(&self) -> std::os::fd::RawFd {
+        self.listener.as_raw_fd()
+    }
+
+    /// Serves the proxy on `rt` from the jail's listener, bound to the
+    /// agent and the run.
+    pub fn spawn(self, rt: &tokio::runtime::Runtime, state: &Path, agent: String, run_id: String, audit: Arc<AuditLog>) {
         let state = state.to_path_buf();
-        let ProxyPrep { config, keys, ledger, .. } = self;
+        let ProxyServe { config, keys, ledger, listener: std_listener } = self;
         rt.spawn(async move {
             let std_listener = match tokio::task::spawn_blocking(move || {
                 wait_readable(&std_listener);

@@ -63,20 +63,18 @@ impl HelperStart {
     }
 }
 
+/// A run's command must name something.
+pub fn check_command(command: &[String]) -> Result<(), Failure> {
+    match command.first() {
+        None => Err(Failure::usage("no command given; usage: clawkeep run [OPTIONS] -- CMD [ARGS...]")),
+        Some(c) if c.is_empty() => Err(Failure::usage("the command is an empty string; usage: clawkeep run [OPTIONS] -- CMD [ARGS...]")),
+        Some(_) => Ok(()),
+    }
+}
+
+/// A jail run (the vm backend is `vm_run`'s, in `clawkeep-full`).
 pub fn run(state_dir: Option<PathBuf>, args: RunArgs, early: Option<HelperStart>) -> Result<u8, Failure> {
-    if args.command.is_empty() {
-        return Err(Failure::usage("no command given; usage: clawkeep run [OPTIONS] -- CMD [ARGS...]"));
-    }
-    if args.command[0].is_empty() {
-        return Err(Failure::usage("the command is an empty string; usage: clawkeep run [OPTIONS] -- CMD [ARGS...]"));
-    }
-    if args.backend == "vm" {
-        // Sent away (and reaped) before the VM run blocks its signals: no
-        // jail helper is needed, and none may catch them.
-        drop(early);
-        crate::logging::init_default();
-        return crate::vm_run::run(state_dir, args);
-    }
+    check_command(&args.command)?;
     // Started before the command line was parsed (see `HelperStart`), or
     // now; either way its exec overlaps the launcher's own start-up.
     let HelperStart { exe, starting, exec_ours, prompt_ours, proxy_ours, etc_ours } = match early {
@@ -129,6 +127,8 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs, early: Option<HelperStart>
         gate_run::cleanup(&gate.dir);
         Failure::runtime("clawkeep-shim was not found beside the clawkeep binary; install both together")
     })?;
+    // The run's gate and proxy are served by it (see `services`).
+    let full = crate::services::full_exe().inspect_err(|_| gate_run::cleanup(&gate.dir))?;
     let helper = starting.take().map_err(|e| {
         gate_run::cleanup(&gate.dir);
         Failure::runtime(e.to_string())
@@ -202,12 +202,12 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs, early: Option<HelperStart>
     // The kept /etc's lock, held until the run ends.
     let mut _etc_held = None;
 
-    let usage_ledger = proxy.as_ref().map(ProxyPrep::ledger);
     let t0 = Instant::now();
     let gate_dir = gate.dir.clone();
-    let inflight: Arc<std::sync::atomic::AtomicUsize> = Arc::default();
     // Reaped after the exit event: the helper removes the cgroups meanwhile.
     let mut ending = None;
+    // The gate, the API and the proxy (started on the first connection).
+    let mut services = None;
     let result = match launch {
         Err(e) => Err(e),
         Ok(mut launched) => match log.sync() {
@@ -221,7 +221,7 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs, early: Option<HelperStart>
             Ok(()) => {
                 let cgroups = plan.cfg.cgroups.clone();
                 let killer = launched.killer().ok();
-                let kill: Arc<dyn Fn(clawkeep_gate::Switch) -> Result<(), String> + Send + Sync> = Arc::new(move |s| match s {
+                let kill: crate::services::Kill = Arc::new(move |s| match s {
                     clawkeep_gate::Switch::Freeze => cgroups.freeze(true).map_err(|e| format!("cannot freeze: {e}")),
                     clawkeep_gate::Switch::Thaw => cgroups.freeze(false).map_err(|e| format!("cannot thaw: {e}")),
                     clawkeep_gate::Switch::Kill => {
@@ -231,21 +231,12 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs, early: Option<HelperStart>
                     }
                 });
                 let _ = launched.proceed();
-                // Shims that connect before the supervisor is up wait in the
-                // socket's backlog; starting it after the agent keeps it off
-                // the start-up path.
-                let services = gate_run::Services { api_tcp, prompt: prompt_ours, proxy: proxy.take() };
-                if let Err(f) = gate_run::start(
-                    gate,
-                    &dir,
-                    run_id.clone(),
-                    gate_run::jail_executor(exec_ours),
-                    kill,
-                    log.clone(),
-                    inflight.clone(),
-                    services,
-                ) {
-                    eprintln!("clawkeep: warning: {}; gated commands will fail", f.message);
+                // Shims that connect before the services are up wait in the
+                // socket's backlog; starting them after the agent keeps them
+                // off the start-up path (see `services`).
+                match start_services(full, &gate, &dir, &audit_file, &run_id, api_tcp, proxy.as_mut(), exec_ours, prompt_ours, kill) {
+                    Ok(s) => services = Some(s),
+                    Err(f) => eprintln!("clawkeep: warning: {}; gated commands will fail", f.message),
                 }
                 // Cgroups that killed runs left behind, swept while the agent runs.
                 plan.sweep_stale_cgroups();
@@ -259,10 +250,10 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs, early: Option<HelperStart>
         },
     };
     // The last gated command's records are written after its shim got
-    // the answer: wait for them before the run's own exit record.
-    gate_run::drain(&inflight, std::time::Duration::from_secs(5));
-    if let Some(l) = &usage_ledger {
-        l.flush();
+    // the answer, and the proxy's open requests settle: the services end
+    // once they are recorded, before the run's own exit record.
+    if let Some(s) = services {
+        s.finish();
     }
     // The helper removes the cgroups before it reports; without a report
     // (it died), the launcher does.
@@ -317,6 +308,42 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs, early: Option<HelperStart>
             Ok(code.clamp(0, 255) as u8)
         }
     }
+}
+
+/// The run's services (see `services`): what they serve and where.
+#[allow(clippy::too_many_arguments)] // each is one distinct piece the run owns
+fn start_services(
+    full: PathBuf,
+    gate: &gate_run::GatePrep,
+    state: &std::path::Path,
+    audit: &std::path::Path,
+    run_id: &str,
+    api_tcp: Option<(std::net::SocketAddr, String)>,
+    proxy: Option<&mut ProxyPrep>,
+    exec: OwnedFd,
+    prompt: Option<OwnedFd>,
+    kill: crate::services::Kill,
+) -> Result<crate::services::Services, Failure> {
+    let (gate_fd, api_fd) = gate.listeners();
+    let copy = |fd: std::os::fd::BorrowedFd<'_>| fd.try_clone_to_owned().map_err(|e| Failure::runtime(format!("the gate's socket: {e}")));
+    let config = crate::services::ServicesConfig {
+        state: state.to_path_buf(),
+        audit: audit.to_path_buf(),
+        agent: gate.agent.clone(),
+        session: run_id.to_string(),
+        gate_socket: gate.gate_socket.clone(),
+        policy: gate.policy_path().map(std::path::Path::to_path_buf),
+        api_tcp,
+        proxy: proxy.as_ref().map(|p| p.path.clone()),
+    };
+    let fds = crate::services::ServiceFds {
+        gate: copy(gate_fd)?,
+        api: copy(api_fd)?,
+        exec,
+        prompt,
+        proxy_chan: proxy.and_then(ProxyPrep::take_chan),
+    };
+    crate::services::Services::start(full, config, fds, kill)
 }
 
 /// Makes the jail's /etc (see `mounts::PreparedEtc`) while the helper

@@ -212,3 +212,31 @@ fn help_and_version_exit_zero() {
     env.cmd().args(["run", "--help"]).assert().success().stdout(predicates::str::contains("--workspace"));
     env.cmd().arg("--version").assert().success();
 }
+
+/// `clawkeep` is the small launcher: every other command, and a jail run's
+/// gate and proxy, are `clawkeep-full`'s. Installed without it, each says
+/// what is missing, in one line, and a run starts nothing.
+#[test]
+fn the_launcher_without_clawkeep_full_says_so() {
+    let env = Env::new();
+    let dir = tempfile::tempdir().unwrap();
+    for b in ["clawkeep", "clawkeep-jail", "clawkeep-shim"] {
+        let from = common::bin().with_file_name(b);
+        let to = dir.path().join(b);
+        if std::fs::hard_link(&from, &to).is_err() {
+            std::fs::copy(&from, &to).unwrap();
+        }
+    }
+    let lone = dir.path().join("clawkeep");
+    let run = |args: &[&str]| std::process::Command::new(&lone).env("CLAWKEEP_STATE_DIR", env.state.path()).args(args).output().unwrap();
+    let ws = env.workspace.path().to_str().unwrap().to_string();
+    for out in [run(&["doctor"]), run(&["run", "--workspace", &ws, "--", "sh", "-c", "touch /workspace/ran"])] {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "stderr: {err}");
+        assert_eq!(err.trim_end(), "clawkeep: clawkeep-full was not found beside the clawkeep binary; install both together");
+    }
+    assert!(!env.workspace.path().join("ran").exists(), "the run started without its gate and proxy");
+    // What needs no more than the launcher still works.
+    let help = run(&["run", "--help"]);
+    assert!(help.status.success() && String::from_utf8_lossy(&help.stdout).contains("--workspace"));
+}

@@ -184,6 +184,32 @@ fn the_executor_starts_with_the_first_job_and_init_then_drops_to_the_agent() {
     }
 }
 
+/// The run's gate is served by `clawkeep-full`, started beside the
+/// launcher at the first connection. Ctrl-C at the terminal reaches the
+/// launcher's whole process group: it goes on to the agent (which here
+/// ignores it) and must not end the gate mid-run, so the queued request is
+/// still answered and its command still runs.
+#[test]
+fn ctrl_c_at_the_terminal_does_not_end_the_runs_gate() {
+    if !jail_available("services and Ctrl-C") {
+        return;
+    }
+    let (env, policy) = env_with_policy();
+    let mut cmd =
+        env.std_run(&["--policy", policy.to_str().unwrap(), "--agent", "t-ctrlc"], &["sh", "-c", "trap '' INT; date +%Y; echo date=$?"]);
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let id = wait_pending(&env);
+    // Ctrl-C, as the terminal sends it: to every process of the group.
+    // SAFETY: the group is the run's own (process_group(0) above).
+    assert_eq!(unsafe { libc::kill(-(child.id() as i32), libc::SIGINT) }, 0);
+    std::thread::sleep(Duration::from_millis(300));
+    env.cmd().args(["approve", &id.to_string()]).assert().success();
+    let (code, stdout, stderr) = finish(child);
+    assert_eq!(code, 0, "stdout: {stdout}\nstderr: {stderr}");
+    assert!(stdout.ends_with("date=0\n") && stdout.starts_with("20"), "stdout: {stdout}\nstderr: {stderr}");
+}
+
 /// What an approved command leaves running ends with it, even a daemon in
 /// a session of its own (its runner is a subreaper), and the agent cannot
 /// stop a runner (or the executor) to escape the job's timeout.

@@ -417,7 +417,7 @@ fn nothing_the_jail_mounts_propagates_to_a_shared_host_mount() {
     let dir = tempfile::tempdir().unwrap();
     // The second run binds the /etc the first one kept.
     let script = r#"mount -t tmpfs shared-test "$1" && mount --make-shared "$1" && mkdir "$1/state" "$1/ws" "$1/bin" &&
-        for b in clawkeep clawkeep-jail clawkeep-shim; do cp "$(dirname "$2")/$b" "$1/bin/" || exit 1; done &&
+        for b in clawkeep clawkeep-full clawkeep-jail clawkeep-shim; do cp "$(dirname "$2")/$b" "$1/bin/" || exit 1; done &&
         for i in 1 2; do CLAWKEEP_STATE_DIR="$1/state" "$1/bin/clawkeep" run --workspace "$1/ws" -- sh -c 'grep -c shared: /proc/self/mountinfo; touch /workspace/f' || exit 1; done;
         ls "$1/state/etc-cache" | grep -c '^[0-9a-f]\{32\}$'; grep -c " $1/" /proc/self/mountinfo; true"#;
     let out = std::process::Command::new("unshare")

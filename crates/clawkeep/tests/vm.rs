@@ -447,7 +447,8 @@ fn read_until(out: &mut impl std::io::BufRead, marker: &str) -> String {
 
 /// The terminal this env's clawkeep run has as its stdin.
 fn the_runs_terminal(env: &Env) -> fs::File {
-    let bin = fs::canonicalize(common::bin()).unwrap();
+    // A vm run is `clawkeep-full`'s: the launcher execs it.
+    let bin = fs::canonicalize(common::bin().with_file_name("clawkeep-full")).unwrap();
     let pid = processes_with(&env.workspace.path().to_string_lossy())
         .into_iter()
         .find(|p| fs::canonicalize(format!("/proc/{p}/exe")).is_ok_and(|e| e == bin))

@@ -1,0 +1,370 @@
+//! A jail run's services: the gate's supervisor, the operator API and the
+//! inference proxy, in a `clawkeep-full` process of their own.
+//!
+//! The launcher (`clawkeep`) binds their sockets and issues the agent's
+//! token before the jail starts, but holds none of their code: the async
+//! runtime, HTTP, TLS and SQLite are `clawkeep-full`'s, and a static PIE
+//! pays for every pointer it holds at each exec. A thread of the launcher
+//! waits until something connects (a shim, the operator, the agent's first
+//! model call, each waiting in its socket's backlog meanwhile) and only
+//! then starts `clawkeep-full __run-services` with the sockets; most short
+//! runs never start it at all.
+//!
+//! Between the two, on descriptors set up at the services' start:
+//! - the config (`ServicesConfig`, JSON, read to its end);
+//! - the kill switch: the services ask (`freeze`/`thaw`/`kill`, one line),
+//!   the launcher applies it (it owns the cgroups and the helper's
+//!   lifeline) and answers `ok` or `err <why>`;
+//! - the end: the launcher closes a pipe when the agent has exited; the
+//!   services then record what is still in flight (the last gated
+//!   command's records, the proxy's open requests and usage rows) and
+//!   exit, and only then does the launcher write the run's exit event.
+//!
+//! The services die with the launcher (a parent-death signal), which
+//! removes their sockets.
+
+use crate::gate_run;
+use crate::proxy_run::{self, ProxyServe};
+use crate::Failure;
+use clawkeep_gate::Switch;
+use serde::{Deserialize, Serialize};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// `clawkeep-full`'s first argument for a run's services.
+pub const SERVICES_ARG: &str = "__run-services";
+
+/// The services' descriptors, dup'ed to these numbers before exec.
+const CONFIG_FD: RawFd = 3;
+const CONTROL_FD: RawFd = 4;
+const FINISH_FD: RawFd = 5;
+const GATE_FD: RawFd = 6;
+const API_FD: RawFd = 7;
+const EXEC_FD: RawFd = 8;
+const PROMPT_FD: RawFd = 9;
+const PROXY_FD: RawFd = 10;
+
+/// How long the end of a run waits for the services to record what is
+/// in flight (they give up on their own after the gate's 5 s drain and
+/// the proxy's 2 s settle).
+const FINISH_LIMIT: Duration = Duration::from_secs(10);
+
+/// What the services are told. Sent on a pipe, never in argv: it holds
+/// the API's bearer token.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ServicesConfig {
+    pub state: PathBuf,
+    pub audit: PathBuf,
+    pub agent: String,
+    /// The run's id: the gate's session and the proxy's binding.
+    pub session: String,
+    pub gate_socket: PathBuf,
+    /// The run's policy file; none: the built-in policy.
+    pub policy: Option<PathBuf>,
+    /// The operator API on loopback TCP, with its bearer token.
+    pub api_tcp: Option<(std::net::SocketAddr, String)>,
+    /// The inference proxy's config file (none: the built-in one);
+    /// absent when the run has no proxy.
+    pub proxy: Option<Option<PathBuf>>,
+}
+
+/// The sockets the services serve and the channels they use.
+#[derive(Debug)]
+pub struct ServiceFds {
+    pub gate: OwnedFd,
+    pub api: OwnedFd,
+    /// The in-jail executor's channel.
+    pub exec: OwnedFd,
+    /// Approval prompts at the user's terminal.
+    pub prompt: Option<OwnedFd>,
+    /// Where the jail's init sends the proxy's listener (proxied runs).
+    pub proxy_chan: Option<OwnedFd>,
+}
+
+/// The kill switch as the launcher applies it.
+pub type Kill = Arc<dyn Fn(Switch) -> Result<(), String> + Send + Sync>;
+
+/// The launcher's handle on a run's services, started or not.
+#[derive(Debug)]
+pub struct Services {
+    /// Closed at the end of the run (see the module docs).
+    finish: Option<OwnedFd>,
+    done: std::sync::mpsc::Receiver<()>,
+    pid: Arc<std::sync::atomic::AtomicI32>,
+}
+
+/// `clawkeep-full`, beside this binary.
+pub fn full_exe() -> Result<PathBuf, Failure> {
+    let exe = std::env::current_exe().map_err(|e| Failure::runtime(format!("cannot find the clawkeep binary: {e}")))?;
+    exe.parent()
+        .map(|d| d.join("clawkeep-full"))
+        .filter(|p| p.is_file())
+        .ok_or_else(|| Failure::runtime("clawkeep-full was not found beside the clawkeep binary; install both together"))
+}
+
+/// Replaces this process with `clawkeep-full` and the same arguments.
+pub fn exec_full() -> Result<u8, Failure> {
+    let full = full_exe()?;
+    let e = std::process::Command::new(&full).args(std::env::args_os().skip(1)).exec();
+    Err(Failure::runtime(format!("cannot run {}: {e}", full.display())))
+}
+
+fn io_failure(what: &str) -> impl Fn(std::io::Error) -> Failure + '_ {
+    move |e| Failure::runtime(format!("{what}: {e}"))
+}
+
+/// A copy of `fd` at 100 or above, close-on-exec: the child's dup2 onto
+/// 3..=10 then never lands on a descriptor it still has to copy.
+fn high(fd: RawFd) -> std::io::Result<OwnedFd> {
+    // SAFETY: fcntl on an integer fd has no memory-safety preconditions.
+    let n = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 100) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor.
+    Ok(unsafe { OwnedFd::from_raw_fd(n) })
+}
+
+impl Services {
+    /// Starts the launcher's watcher thread: it receives the proxy's
+    /// listener, waits for a first connection and then starts the
+    /// services (see the module docs).
+    /// `full` is `clawkeep-full` (see `full_exe`).
+    pub fn start(full: PathBuf, config: ServicesConfig, fds: ServiceFds, kill: Kill) -> Result<Services, Failure> {
+        let (finish_r, finish_w) = clawkeep_sandbox::sys::pipe().map_err(io_failure("pipe"))?;
+        let (done_tx, done) = std::sync::mpsc::channel();
+        let pid: Arc<std::sync::atomic::AtomicI32> = Arc::default();
+        let child_pid = pid.clone();
+        std::thread::Builder::new()
+            .name("clawkeep-gate".into())
+            .spawn(move || {
+                watch(full, config, fds, finish_r, kill, &child_pid);
+                let _ = done_tx.send(());
+            })
+            .map_err(|e| Failure::runtime(format!("cannot start the gate thread: {e}")))?;
+        Ok(Services { finish: Some(finish_w), done, pid })
+    }
+
+    /// Ends the services: they record what is in flight and exit (see
+    /// the module docs); waits for that, at most `FINISH_LIMIT`.
+    pub fn finish(mut self) {
+        drop(self.finish.take());
+        if self.done.recv_timeout(FINISH_LIMIT).is_err() {
+            let pid = self.pid.load(std::sync::atomic::Ordering::SeqCst);
+            if pid > 0 {
+                eprintln!("clawkeep: warning: the run's gate and proxy did not finish recording in time; stopped");
+                // SAFETY: pid is our child, not reaped yet (the watcher reaps it).
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                let _ = self.done.recv_timeout(FINISH_LIMIT);
+            }
+        }
+    }
+}
+
+/// The watcher thread: see `Services::start`.
+fn watch(full: PathBuf, config: ServicesConfig, fds: ServiceFds, finish: OwnedFd, kill: Kill, pid: &std::sync::atomic::AtomicI32) {
+    // The jail's init opens the proxy's listener while it sets up.
+    let proxy = fds.proxy_chan.as_ref().and_then(|c| proxy_run::recv_listener(c.as_raw_fd()));
+    let mut config = config;
+    if proxy.is_none() {
+        // None came: the jail failed first (its own report says why).
+        config.proxy = None;
+    }
+    if config.api_tcp.is_none() {
+        let mut watched = vec![fds.gate.as_raw_fd(), fds.api.as_raw_fd(), finish.as_raw_fd()];
+        watched.extend(proxy.as_ref().map(|l| l.as_raw_fd()));
+        if gate_run::wait_any_readable(&watched) == Some(finish.as_raw_fd()) {
+            // The run ended with nothing to serve.
+            return;
+        }
+    }
+    let spawned = spawn(&full, &config, &fds, &finish, proxy.as_ref().map(|l| l.as_raw_fd()));
+    // The services hold their own copies now.
+    drop((fds, proxy, finish));
+    let (mut child, control) = match spawned {
+        Ok(c) => c,
+        Err(e) => {
+            return eprintln!("clawkeep: warning: cannot start the run's gate and proxy ({e}); gated commands and model calls will fail")
+        }
+    };
+    pid.store(child.id() as i32, std::sync::atomic::Ordering::SeqCst);
+    serve_switch(control, &kill);
+    let _ = child.wait();
+    pid.store(0, std::sync::atomic::Ordering::SeqCst);
+}
+
+fn spawn(
+    full: &Path,
+    config: &ServicesConfig,
+    fds: &ServiceFds,
+    finish: &OwnedFd,
+    proxy: Option<RawFd>,
+) -> std::io::Result<(std::process::Child, UnixStream)> {
+    let (ours, theirs) = UnixStream::pair()?;
+    let (config_r, config_w) = clawkeep_sandbox::sys::pipe()?;
+    let opt = |fd: Option<RawFd>| fd.map(high).transpose();
+    let maps: Vec<(OwnedFd, RawFd)> = [
+        (Some(high(config_r.as_raw_fd())?), CONFIG_FD),
+        (Some(high(theirs.as_raw_fd())?), CONTROL_FD),
+        (Some(high(finish.as_raw_fd())?), FINISH_FD),
+        (Some(high(fds.gate.as_raw_fd())?), GATE_FD),
+        (Some(high(fds.api.as_raw_fd())?), API_FD),
+        (Some(high(fds.exec.as_raw_fd())?), EXEC_FD),
+        (opt(fds.prompt.as_ref().map(|f| f.as_raw_fd()))?, PROMPT_FD),
+        (opt(proxy)?, PROXY_FD),
+    ]
+    .into_iter()
+    .filter_map(|(fd, to)| fd.map(|f| (f, to)))
+    .collect();
+    drop((config_r, theirs));
+    let raw: Vec<(RawFd, RawFd)> = maps.iter().map(|(f, to)| (f.as_raw_fd(), *to)).collect();
+    // SAFETY: getpid has no preconditions.
+    let parent = unsafe { libc::getpid() };
+    let mut cmd = std::process::Command::new(full);
+    cmd.arg(SERVICES_ARG).stdin(std::process::Stdio::null());
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            for (from, to) in &raw {
+                if libc::dup2(*from, *to) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            // With the launcher: this thread lives until the services end,
+            // and the launcher's death (even -9) ends them.
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) < 0 || libc::getppid() != parent {
+                return Err(std::io::Error::other("the launcher is gone"));
+            }
+            // The signals the launcher forwards to the agent (Ctrl-C at the
+            // terminal reaches the whole process group) must not end the
+            // services mid-run: they end when the run does.
+            for sig in clawkeep_sandbox::init::FORWARDED {
+                libc::signal(*sig, libc::SIG_IGN);
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn()?;
+    drop(maps);
+    let sent = serde_json::to_vec(config).map_err(std::io::Error::other).and_then(|text| std::fs::File::from(config_w).write_all(&text));
+    if let Err(e) = sent {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(e);
+    }
+    Ok((child, ours))
+}
+
+/// Applies the services' kill-switch requests until they end.
+fn serve_switch(control: UnixStream, kill: &Kill) {
+    let Ok(mut reply) = control.try_clone() else { return };
+    for line in BufReader::new(control).lines() {
+        let Ok(line) = line else { return };
+        let answer = match serde_json::from_str::<Switch>(&line) {
+            Ok(s) => match kill(s) {
+                Ok(()) => "ok".to_string(),
+                Err(e) => format!("err {}", e.replace('\n', " ")),
+            },
+            Err(_) => "err unknown switch".to_string(),
+        };
+        if writeln!(reply, "{answer}").is_err() {
+            return;
+        }
+    }
+}
+
+// ---- the services' side, in `clawkeep-full` ----
+
+/// Takes a descriptor the launcher set up at `fd`.
+fn adopt(fd: RawFd) -> Option<OwnedFd> {
+    // SAFETY: fcntl on an integer fd has no memory-safety preconditions.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return None;
+    }
+    let _ = clawkeep_sandbox::sys::set_cloexec(fd);
+    // SAFETY: the launcher put a descriptor here for us alone.
+    Some(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Entry point of `clawkeep-full __run-services`.
+pub fn services_main() -> u8 {
+    crate::logging::init_default();
+    match serve() {
+        Ok(()) => 0,
+        Err(f) => {
+            eprintln!("clawkeep: gate and proxy: {}; gated commands and model calls will fail", f.message);
+            f.code
+        }
+    }
+}
+
+fn serve() -> Result<(), Failure> {
+    let missing = |what: &str| Failure::runtime(format!("started without its {what} (it is started by `clawkeep run`)"));
+    let config_fd = adopt(CONFIG_FD).ok_or_else(|| missing("config"))?;
+    let mut text = Vec::new();
+    std::fs::File::from(config_fd).read_to_end(&mut text).map_err(io_failure("reading its config"))?;
+    let config: ServicesConfig = serde_json::from_slice(&text).map_err(|e| Failure::runtime(format!("its config: {e}")))?;
+    let control = adopt(CONTROL_FD).ok_or_else(|| missing("control channel"))?;
+    let finish = adopt(FINISH_FD).ok_or_else(|| missing("end pipe"))?;
+    let gate_l = adopt(GATE_FD).map(std::os::unix::net::UnixListener::from).ok_or_else(|| missing("gate socket"))?;
+    let api_l = adopt(API_FD).map(std::os::unix::net::UnixListener::from).ok_or_else(|| missing("API socket"))?;
+    let exec = adopt(EXEC_FD).ok_or_else(|| missing("executor channel"))?;
+    let prompt = adopt(PROMPT_FD);
+    let proxy_l = adopt(PROXY_FD).map(std::net::TcpListener::from);
+
+    let audit = Arc::new(clawkeep_audit::AuditLog::open(&config.audit).map_err(|e| Failure::runtime(e.to_string()))?);
+    let policy = gate_run::PolicyLoad::start(config.policy.clone()).join()?;
+    let proxy = match (&config.proxy, proxy_l) {
+        (Some(path), Some(listener)) => Some(ProxyServe::open(&config.state, path.as_deref(), listener)?),
+        _ => None,
+    };
+    let ledger = proxy.as_ref().map(ProxyServe::ledger);
+    let kill = switch_client(control);
+    let inflight: Arc<std::sync::atomic::AtomicUsize> = Arc::default();
+    let prep = gate_run::GatePrep::from_listeners(
+        &config.state,
+        &config.agent,
+        config.gate_socket.clone(),
+        gate_l,
+        api_l,
+        policy,
+        config.policy.clone(),
+    )?;
+    let services = gate_run::Services { api_tcp: config.api_tcp.clone(), prompt, proxy };
+    let executor = gate_run::jail_executor(exec);
+    gate_run::start(prep, &config.state, config.session.clone(), executor, kill, audit, inflight.clone(), services)?;
+    // The end of the run: record what is in flight, then exit (the
+    // runtime's threads with us).
+    let mut b = [0u8; 1];
+    while clawkeep_sandbox::sys::read_some(finish.as_raw_fd(), &mut b).unwrap_or(0) > 0 {}
+    gate_run::drain(&inflight, Duration::from_secs(5));
+    if let Some(l) = ledger {
+        l.flush();
+    }
+    Ok(())
+}
+
+/// The kill switch as the services see it: a request to the launcher.
+fn switch_client(control: OwnedFd) -> Kill {
+    let stream = UnixStream::from(control);
+    let reader = stream.try_clone().map(BufReader::new);
+    let chan = std::sync::Mutex::new((stream, reader));
+    Arc::new(move |s: Switch| {
+        let mut guard = chan.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (w, r) = &mut *guard;
+        let r = r.as_mut().map_err(|e| format!("the launcher's channel: {e}"))?;
+        let line = serde_json::to_string(&s).map_err(|e| e.to_string())?;
+        writeln!(w, "{line}").map_err(|e| format!("the launcher is gone: {e}"))?;
+        let mut answer = String::new();
+        r.read_line(&mut answer).map_err(|e| format!("the launcher is gone: {e}"))?;
+        match answer.trim_end() {
+            "ok" => Ok(()),
+            other => Err(other.strip_prefix("err ").unwrap_or("the launcher is gone").to_string()),
+        }
+    })
+}
