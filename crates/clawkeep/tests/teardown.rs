@@ -160,3 +160,36 @@ fn the_next_run_sweeps_the_cgroups_killed_runs_left() {
     assert!(left.is_empty(), "stale cgroups were not swept: {left:?}");
     assert_eq!(kept.len(), live.len(), "a live launcher's cgroups were removed");
 }
+
+/// A run's services (its gate, API and proxy: a `clawkeep-full` the
+/// launcher started at the first connection) die with the launcher too.
+#[test]
+fn clawkeep_killed_with_sigkill_while_its_gate_serves_leaves_nothing() {
+    if !jail_available("teardown: clawkeep -9 with services") {
+        return;
+    }
+    let env = Env::new();
+    let before = tmp_entries();
+    let policy = env.state.path().join("policy.yaml");
+    std::fs::write(&policy, "default_action: deny\nrules:\n  - command: date\n    action: ask\n").unwrap();
+    let marker = "sleep 3037";
+    let script = format!("{marker} & date; wait");
+    let mut child = env.std_run(&["--policy", policy.to_str().unwrap()], &["sh", "-c", &script]).stdout(Stdio::null()).spawn().unwrap();
+    let pid = child.id();
+    let services = || {
+        children_of(pid)
+            .into_iter()
+            .filter(|c| std::fs::read_to_string(format!("/proc/{c}/comm")).is_ok_and(|n| n.trim() == "clawkeep-full"))
+            .collect::<Vec<_>>()
+    };
+    // `date` waits for an operator: the services serve it.
+    assert!(wait_for(|| !services().is_empty() && !processes_with(marker).is_empty(), 10), "the run's services never started");
+    let started = services();
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert!(
+        wait_for(|| started.iter().all(|p| !std::path::Path::new(&format!("/proc/{p}")).exists()), 10),
+        "the services outlived the launcher"
+    );
+    assert_nothing_left(pid, marker, env.workspace.path(), &before);
+}
