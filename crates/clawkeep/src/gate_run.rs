@@ -1,7 +1,8 @@
-//! The gate inside `clawkeep run`: the agent's sockets, the supervisor and
-//! the operator API on a runtime thread of their own, and the executor
-//! adapter that sends approved commands into the jail (the VM run brings
-//! its own executor, `vm_gate.rs`).
+//! The gate of a run: the agent's sockets (bound by the launcher), the
+//! supervisor and the operator API on a runtime thread of their own (in a
+//! jail run's services process, see `services`; in the vm run's own
+//! process), and the executor adapter that sends approved commands into
+//! the jail (the VM run brings its own executor, `vm_gate.rs`).
 
 use crate::gate_cmd::{agent_dir, gate_db};
 use crate::proxy_run::ProxyServe;
@@ -28,6 +29,10 @@ pub struct GatePrep {
     /// Set once the policy thread joined (see `PolicyLoad`).
     pub policy: Option<RunPolicy>,
     policy_path: Option<PathBuf>,
+    /// The text `policy` was compiled from (a file's), for the services.
+    pub policy_text: Option<String>,
+    /// Held while the run lives: what tells a live agent from a stale one.
+    _lock: Option<std::fs::File>,
 }
 
 /// The policy of a run, as far as start-up needs it.
@@ -53,37 +58,72 @@ impl RunPolicy {
 /// the rest of start-up; a bad file still stops the run before it starts);
 /// join it with [`PolicyLoad::join`].
 pub enum PolicyLoad {
-    File(std::thread::JoinHandle<Result<Policy, String>>),
+    File(std::thread::JoinHandle<Result<(Policy, String), String>>),
     Builtin,
 }
 
 impl PolicyLoad {
     pub fn start(path: Option<PathBuf>) -> PolicyLoad {
         match path {
-            Some(p) => PolicyLoad::File(std::thread::spawn(move || Policy::load(&p).map_err(|e| e.to_string()))),
+            Some(p) => PolicyLoad::File(std::thread::spawn(move || {
+                let text = std::fs::read_to_string(&p)
+                    .map_err(|source| clawkeep_policy::PolicyError::Io { path: p.clone(), source }.to_string())?;
+                let policy = Policy::parse(&text, &p.display().to_string()).map_err(|e| e.to_string())?;
+                Ok((policy, text))
+            })),
             None => PolicyLoad::Builtin,
         }
     }
 
-    pub fn join(self) -> Result<RunPolicy, Failure> {
+    /// The compiled policy and the text it was compiled from (none: the
+    /// built-in policy).
+    pub fn join(self) -> Result<(RunPolicy, Option<String>), Failure> {
         match self {
-            PolicyLoad::Builtin => Ok(RunPolicy::Builtin),
+            PolicyLoad::Builtin => Ok((RunPolicy::Builtin, None)),
             PolicyLoad::File(t) => {
-                let policy = t.join().map_err(|_| Failure::runtime("loading the policy panicked"))?.map_err(Failure::usage)?;
-                Ok(RunPolicy::Compiled(policy))
+                let (policy, text) = t.join().map_err(|_| Failure::runtime("loading the policy panicked"))?.map_err(Failure::usage)?;
+                Ok((RunPolicy::Compiled(policy), Some(text)))
             }
         }
     }
 }
 
+/// The lock a live run holds on its agent dir (see `lock_agent`).
+const RUN_LOCK: &str = "run.lock";
+
+/// Takes the agent dir's lock without waiting: None when a live run holds
+/// it. Asking a run's sockets instead would wake its services.
+fn lock_agent(dir: &Path) -> std::io::Result<Option<std::fs::File>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o600).open(dir.join(RUN_LOCK))?;
+    // SAFETY: flock on our own open file.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        return Ok(Some(file));
+    }
+    let e = std::io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        Ok(None)
+    } else {
+        Err(e)
+    }
+}
+
 /// Removes the sockets of agents whose run was killed (-9) before it could
-/// clean up: a socket nobody accepts on is stale.
+/// clean up: nobody holds their lock.
 fn sweep_stale_agents(state: &Path) {
     let Ok(rd) = std::fs::read_dir(state.join("agents")) else { return };
     for e in rd.flatten() {
-        let api = e.path().join("api.sock");
-        if api.exists() && std::os::unix::net::UnixStream::connect(&api).is_err() {
-            cleanup(&e.path());
+        let dir = e.path();
+        let stale = match dir.join(RUN_LOCK).exists() {
+            true => matches!(lock_agent(&dir), Ok(Some(_))),
+            // Left by an older version: a socket nobody accepts on is stale.
+            false => {
+                let api = dir.join("api.sock");
+                api.exists() && std::os::unix::net::UnixStream::connect(&api).is_err()
+            }
+        };
+        if stale {
+            cleanup(&dir);
         }
     }
 }
@@ -103,7 +143,17 @@ impl GatePrep {
             l.set_nonblocking(true).map_err(|e| Failure::runtime(e.to_string()))?;
         }
         let dir = agent_dir(state, agent);
-        Ok(GatePrep { agent: agent.to_string(), dir, gate_socket, gate_listener, api_listener, policy: Some(policy), policy_path })
+        Ok(GatePrep {
+            agent: agent.to_string(),
+            dir,
+            gate_socket,
+            gate_listener,
+            api_listener,
+            policy: Some(policy),
+            policy_path,
+            policy_text: None,
+            _lock: None,
+        })
     }
 
     /// The gate's and the API's listening sockets, for the run's services.
@@ -122,14 +172,16 @@ pub fn prepare(state: &Path, agent: &str, policy_path: Option<PathBuf>) -> Resul
     sweep_stale_agents(state);
     let dir = agent_dir(state, agent);
     let api = dir.join("api.sock");
-    if std::os::unix::net::UnixStream::connect(&api).is_ok() {
-        return Err(Failure::usage(format!("an agent named '{agent}' is already running; pick another --agent NAME")));
-    }
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(&dir)
         .map_err(|e| Failure::usage(format!("cannot create {}: {e}", dir.display())))?;
+    let lock = match lock_agent(&dir) {
+        Ok(Some(l)) => l,
+        Ok(None) => return Err(Failure::usage(format!("an agent named '{agent}' is already running; pick another --agent NAME"))),
+        Err(e) => return Err(Failure::usage(format!("cannot lock {}: {e}", dir.join(RUN_LOCK).display()))),
+    };
     let gate_socket = dir.join("gate.sock");
     for p in [&gate_socket, &api] {
         let _ = std::fs::remove_file(p);
@@ -144,7 +196,17 @@ pub fn prepare(state: &Path, agent: &str, policy_path: Option<PathBuf>) -> Resul
     // directory keeps everyone else out. api.sock is the operator's.
     let gate_listener = bind(&gate_socket, 0o666)?;
     let api_listener = bind(&api, 0o600)?;
-    Ok(GatePrep { agent: agent.to_string(), dir, gate_socket, gate_listener, api_listener, policy: None, policy_path })
+    Ok(GatePrep {
+        agent: agent.to_string(),
+        dir,
+        gate_socket,
+        gate_listener,
+        api_listener,
+        policy: None,
+        policy_path,
+        policy_text: None,
+        _lock: Some(lock),
+    })
 }
 
 /// The jail's executor: approved commands go to the in-jail executor on
@@ -362,7 +424,7 @@ pub fn drain(inflight: &std::sync::atomic::AtomicUsize, max: Duration) {
 
 /// Removes the agent's sockets and directory after the run.
 pub fn cleanup(dir: &Path) {
-    for s in ["gate.sock", "api.sock"] {
+    for s in ["gate.sock", "api.sock", RUN_LOCK] {
         let _ = std::fs::remove_file(dir.join(s));
     }
     let _ = std::fs::remove_dir(dir);

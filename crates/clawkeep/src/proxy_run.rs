@@ -54,26 +54,29 @@ fn built_in_config() -> Result<ProxyConfig, String> {
     serde_norway::from_str(DEFAULT_CONFIG).map_err(|e| format!("built-in proxy config: {e}"))
 }
 
+/// A loaded config, how to name its source, and its file and text.
+type Loaded = (Option<ProxyConfig>, String, Option<(PathBuf, String)>);
+
 /// Where the config comes from, in order: the flag, the env var, the state
 /// dir's proxy.yaml, the built-in default (`None`: see `built_in_config`).
 /// A file is read and checked here, so its errors stop the run. Returns
-/// the config, how to name its source, and the file it came from.
-fn load_config(state: &Path, flag: Option<&Path>) -> Result<(Option<ProxyConfig>, String, Option<PathBuf>), Failure> {
+/// the config, how to name its source, and the file and text it came from.
+fn load_config(state: &Path, flag: Option<&Path>) -> Result<Loaded, Failure> {
     let from_env = std::env::var_os(CONFIG_ENV).map(PathBuf::from);
     let in_state = Some(state.join("proxy.yaml")).filter(|p| p.is_file());
     let Some(path) = flag.map(Path::to_path_buf).or(from_env).or(in_state) else {
         return Ok((None, "built-in".into(), None));
     };
-    let config = read_config(&path)?;
-    Ok((Some(config), path.display().to_string(), Some(path)))
-}
-
-/// Reads and checks the config file at `path`.
-fn read_config(path: &Path) -> Result<ProxyConfig, Failure> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    let text = std::fs::read_to_string(&path).map_err(|e| {
         Failure::usage(format!("cannot read the proxy config {}: {e}; pass --proxy-config FILE or --no-proxy", path.display()))
     })?;
-    let config: ProxyConfig = serde_norway::from_str(&text)
+    let config = parse_config(&path, &text)?;
+    Ok((Some(config), path.display().to_string(), Some((path, text))))
+}
+
+/// Parses and checks the config `text` of the file at `path`.
+fn parse_config(path: &Path, text: &str) -> Result<ProxyConfig, Failure> {
+    let config: ProxyConfig = serde_norway::from_str(text)
         .map_err(|e| Failure::usage(format!("invalid proxy config {}: {e}; see docs/proxy.md for the keys", path.display())))?;
     config.check().map_err(|e| Failure::usage(format!("invalid proxy config {}: {e}", path.display())))?;
     Ok(config)
@@ -84,14 +87,14 @@ pub struct ProxyPrep {
     /// None: the built-in config.
     config: Option<ProxyConfig>,
     pub source: String,
-    /// The config file (none: the built-in config), for the run's services.
-    pub path: Option<PathBuf>,
+    /// The config file and the text checked here (none: the built-in
+    /// config), for the run's services.
+    pub file: Option<(PathBuf, String)>,
     keys: Arc<KeyRing>,
     token: IssuedToken,
     /// Our end of the channel the jail's listener arrives on (jail runs;
     /// the helper holds the other end as fd 7).
     chan: Option<OwnedFd>,
-    ledger: LedgerHandle,
 }
 
 /// The usage ledger and audit writer of a run's proxy, once it is open: the
@@ -138,11 +141,11 @@ impl ProxyPrep {
         run_timeout: Option<Duration>,
         chan: Option<OwnedFd>,
     ) -> Result<ProxyPrep, Failure> {
-        let (config, source, path) = load_config(state, flag)?;
+        let (config, source, file) = load_config(state, flag)?;
         let keys = KeyRing::open(&IdentityPaths::under(state).keys).map_err(|e| Failure::runtime(e.to_string()))?;
         let ttl = run_timeout.map_or(MAX_TOKEN_TTL, |t| (t + Duration::from_secs(60)).min(MAX_TOKEN_TTL));
         let token = keys.issue_for_run(agent, run_id, &["inference".to_string()], ttl).map_err(|e| Failure::runtime(e.to_string()))?;
-        Ok(ProxyPrep { config, source, path, keys: Arc::new(keys), token, chan, ledger: LedgerHandle::default() })
+        Ok(ProxyPrep { config, source, file, keys: Arc::new(keys), token, chan })
     }
 
     /// What the agent's SDKs read. The keys are the agent's own token:
@@ -155,10 +158,6 @@ impl ProxyPrep {
             ("ANTHROPIC_BASE_URL".into(), base),
             ("ANTHROPIC_API_KEY".into(), self.token.token.clone()),
         ]
-    }
-
-    pub fn ledger(&self) -> LedgerHandle {
-        self.ledger.clone()
     }
 
     /// What the run's start event says about the proxy (never the token).
@@ -188,14 +187,23 @@ impl ProxyPrep {
     /// Serves the proxy on a Unix socket at `path`, on a runtime thread of
     /// its own: the VM backend relays the guest's connections there. The
     /// socket is 0600 and removed when the thread's runtime ends.
-    pub fn serve_unix(self, state: &Path, agent: String, run_id: String, audit: Arc<AuditLog>, path: &Path) -> Result<(), Failure> {
+    /// Returns the proxy's ledger and audit writer, to flush at the end.
+    pub fn serve_unix(
+        self,
+        state: &Path,
+        agent: String,
+        run_id: String,
+        audit: Arc<AuditLog>,
+        path: &Path,
+    ) -> Result<LedgerHandle, Failure> {
         let _ = std::fs::remove_file(path);
         let listener = std::os::unix::net::UnixListener::bind(path)
             .map_err(|e| Failure::runtime(format!("cannot bind the proxy socket {}: {e}", path.display())))?;
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|e| Failure::runtime(e.to_string()))?;
         listener.set_nonblocking(true).map_err(|e| Failure::runtime(e.to_string()))?;
-        let proxy = open_state(state, self.config, self.keys, &agent, run_id, audit, &self.ledger).map_err(Failure::runtime)?;
+        let ledger = LedgerHandle::default();
+        let proxy = open_state(state, self.config, self.keys, &agent, run_id, audit, &ledger).map_err(Failure::runtime)?;
         std::thread::Builder::new()
             .name("clawkeep-proxy".into())
             .spawn(move || {
@@ -210,7 +218,7 @@ impl ProxyPrep {
                 });
             })
             .map_err(|e| Failure::runtime(format!("cannot start the proxy thread: {e}")))?;
-        Ok(())
+        Ok(ledger)
     }
 
     /// Our end of the channel the jail's listener arrives on.
@@ -244,9 +252,10 @@ pub struct ProxyServe {
 }
 
 impl ProxyServe {
-    /// `path` is the config file the launcher checked (none: built-in).
-    pub fn open(state: &Path, path: Option<&Path>, listener: std::net::TcpListener) -> Result<ProxyServe, Failure> {
-        let config = path.map(read_config).transpose()?;
+    /// `file` is the config file and the text the launcher checked
+    /// (none: the built-in config).
+    pub fn open(state: &Path, file: Option<&(PathBuf, String)>, listener: std::net::TcpListener) -> Result<ProxyServe, Failure> {
+        let config = file.map(|(path, text)| parse_config(path, text)).transpose()?;
         let keys = KeyRing::open(&IdentityPaths::under(state).keys).map_err(|e| Failure::runtime(e.to_string()))?;
         listener.set_nonblocking(true).map_err(|e| Failure::runtime(format!("the jail's listener: {e}")))?;
         Ok(ProxyServe { config, keys: Arc::new(keys), listener, ledger: LedgerHandle::default() })
@@ -267,7 +276,7 @@ impl ProxyServe {
         let ProxyServe { config, keys, ledger, listener: std_listener } = self;
         rt.spawn(async move {
             let std_listener = match tokio::task::spawn_blocking(move || {
-                wait_readable(&std_listener);
+                crate::gate_run::wait_any_readable(&[std_listener.as_raw_fd()]);
                 std_listener
             })
             .await
@@ -286,13 +295,6 @@ impl ProxyServe {
             let _ = clawkeep_proxy::serve_tcp(listener, proxy).await;
         });
     }
-}
-
-/// Blocks until a connection waits on `l` (or it fails).
-fn wait_readable(l: &std::net::TcpListener) {
-    let mut pfd = libc::pollfd { fd: l.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-    // SAFETY: pfd is one valid pollfd; -1 waits without a timeout.
-    while unsafe { libc::poll(&mut pfd, 1, -1) } < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {}
 }
 
 fn open_state(
@@ -314,10 +316,9 @@ fn open_state(
     let ledger = Arc::new(Ledger::open(&ledger_path(state)).map_err(|e| e.to_string())?);
     let writer = Arc::new(GroupWriter::start(audit).map_err(|e| format!("cannot start the audit writer: {e}"))?);
     let observer = audit_observer(writer.clone(), run_id.clone());
-    let run = run_id;
     let proxy = ProxyState::with_observer(config, keys, Arc::new(secrets), ledger.clone(), Some(observer)).map_err(|e| e.to_string())?;
     let _ = handle.0.set((ledger, proxy.clone(), writer));
-    Ok(proxy.bound_to_run(agent, &run))
+    Ok(proxy.bound_to_run(agent, &run_id))
 }
 
 #[cfg(test)]

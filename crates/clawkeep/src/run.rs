@@ -136,7 +136,7 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs, early: Option<HelperStart>
     let plan = match clawkeep_sandbox::plan(spec, Some(audit_file.clone())) {
         Ok(mut p) => {
             // Compiled on its own thread while the helper started.
-            let policy = match policy_load.join() {
+            let (policy, policy_text) = match policy_load.join() {
                 Ok(pol) => pol,
                 Err(f) => {
                     gate_run::cleanup(&gate.dir);
@@ -151,6 +151,7 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs, early: Option<HelperStart>
             p.cfg.plan_cache = Some(dir.join("plan-cache"));
             p.cfg.proxy_port = proxy.as_ref().map(|_| PROXY_PORT);
             gate.policy = Some(policy);
+            gate.policy_text = policy_text;
             p
         }
         Err(e) => {
@@ -332,9 +333,13 @@ fn start_services(
         agent: gate.agent.clone(),
         session: run_id.to_string(),
         gate_socket: gate.gate_socket.clone(),
-        policy: gate.policy_path().map(std::path::Path::to_path_buf),
+        policy: gate.policy_path().map(std::path::Path::to_path_buf).zip(gate.policy_text.clone()),
         api_tcp,
-        proxy: proxy.as_ref().map(|p| p.path.clone()),
+        proxy: proxy.as_ref().map(|p| match &p.file {
+            Some((path, text)) => crate::services::ProxySource::File(path.clone(), text.clone()),
+            None => crate::services::ProxySource::Builtin,
+        }),
+        fds: Default::default(),
     };
     let fds = crate::services::ServiceFds {
         gate: copy(gate_fd)?,

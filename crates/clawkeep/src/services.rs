@@ -10,8 +10,13 @@
 //! then starts `clawkeep-full __run-services` with the sockets; most short
 //! runs never start it at all.
 //!
-//! Between the two, on descriptors set up at the services' start:
-//! - the config (`ServicesConfig`, JSON, read to its end);
+//! Between the two, on descriptors set up at the services' start (their
+//! numbers are in the config; the config pipe's is the argument after
+//! `SERVICES_ARG`):
+//! - the config (`ServicesConfig`, JSON, read to its end), with the texts
+//!   of the policy and proxy config files the launcher checked, so the
+//!   services enforce what the run started with (an edit since is then
+//!   seen by the policy's watch);
 //! - the kill switch: the services ask (`freeze`/`thaw`/`kill`, one line),
 //!   the launcher applies it (it owns the cgroups and the helper's
 //!   lifeline) and answers `ok` or `err <why>`;
@@ -39,24 +44,14 @@ use std::time::Duration;
 /// `clawkeep-full`'s first argument for a run's services.
 pub const SERVICES_ARG: &str = "__run-services";
 
-/// The services' descriptors, dup'ed to these numbers before exec.
-const CONFIG_FD: RawFd = 3;
-const CONTROL_FD: RawFd = 4;
-const FINISH_FD: RawFd = 5;
-const GATE_FD: RawFd = 6;
-const API_FD: RawFd = 7;
-const EXEC_FD: RawFd = 8;
-const PROMPT_FD: RawFd = 9;
-const PROXY_FD: RawFd = 10;
-
 /// How long the end of a run waits for the services to record what is
 /// in flight (they give up on their own after the gate's 5 s drain and
 /// the proxy's 2 s settle).
 const FINISH_LIMIT: Duration = Duration::from_secs(10);
 
 /// What the services are told. Sent on a pipe, never in argv: it holds
-/// the API's bearer token.
-#[derive(Debug, Serialize, Deserialize)]
+/// the API's bearer token (and so has no `Debug`).
+#[derive(Serialize, Deserialize)]
 pub struct ServicesConfig {
     pub state: PathBuf,
     pub audit: PathBuf,
@@ -64,13 +59,36 @@ pub struct ServicesConfig {
     /// The run's id: the gate's session and the proxy's binding.
     pub session: String,
     pub gate_socket: PathBuf,
-    /// The run's policy file; none: the built-in policy.
-    pub policy: Option<PathBuf>,
+    /// The run's policy file and the text the launcher compiled; none:
+    /// the built-in policy.
+    pub policy: Option<(PathBuf, String)>,
     /// The operator API on loopback TCP, with its bearer token.
     pub api_tcp: Option<(std::net::SocketAddr, String)>,
-    /// The inference proxy's config file (none: the built-in one);
-    /// absent when the run has no proxy.
-    pub proxy: Option<Option<PathBuf>>,
+    /// The inference proxy; absent when the run has none.
+    pub proxy: Option<ProxySource>,
+    /// The descriptors' numbers in the services (set by `spawn`).
+    #[serde(default)]
+    pub(crate) fds: Fds,
+}
+
+/// Where a run's proxy config comes from.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum ProxySource {
+    Builtin,
+    /// A file and the text the launcher checked.
+    File(PathBuf, String),
+}
+
+/// The services' descriptors by number (see the module docs).
+#[derive(Debug, Default, Clone, Copy, Serialize, Deserialize)]
+pub(crate) struct Fds {
+    control: RawFd,
+    finish: RawFd,
+    gate: RawFd,
+    api: RawFd,
+    exec: RawFd,
+    prompt: Option<RawFd>,
+    proxy: Option<RawFd>,
 }
 
 /// The sockets the services serve and the channels they use.
@@ -95,7 +113,9 @@ pub struct Services {
     /// Closed at the end of the run (see the module docs).
     finish: Option<OwnedFd>,
     done: std::sync::mpsc::Receiver<()>,
-    pid: Arc<std::sync::atomic::AtomicI32>,
+    /// The services' pid while they are not reaped (0 otherwise); the
+    /// watcher clears it, under the lock, before it reaps them.
+    pid: Arc<std::sync::Mutex<libc::pid_t>>,
 }
 
 /// `clawkeep-full`, beside this binary.
@@ -118,8 +138,8 @@ fn io_failure(what: &str) -> impl Fn(std::io::Error) -> Failure + '_ {
     move |e| Failure::runtime(format!("{what}: {e}"))
 }
 
-/// A copy of `fd` at 100 or above, close-on-exec: the child's dup2 onto
-/// 3..=10 then never lands on a descriptor it still has to copy.
+/// A copy of `fd` at 100 or above, close-on-exec until the services' child
+/// clears the flag on it (see `spawn`).
 fn high(fd: RawFd) -> std::io::Result<OwnedFd> {
     // SAFETY: fcntl on an integer fd has no memory-safety preconditions.
     let n = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 100) };
@@ -138,15 +158,15 @@ impl Services {
     pub fn start(full: PathBuf, config: ServicesConfig, fds: ServiceFds, kill: Kill) -> Result<Services, Failure> {
         let (finish_r, finish_w) = clawkeep_sandbox::sys::pipe().map_err(io_failure("pipe"))?;
         let (done_tx, done) = std::sync::mpsc::channel();
-        let pid: Arc<std::sync::atomic::AtomicI32> = Arc::default();
+        let pid: Arc<std::sync::Mutex<libc::pid_t>> = Arc::default();
         let child_pid = pid.clone();
         std::thread::Builder::new()
-            .name("clawkeep-gate".into())
+            .name("clawkeep-services".into())
             .spawn(move || {
                 watch(full, config, fds, finish_r, kill, &child_pid);
                 let _ = done_tx.send(());
             })
-            .map_err(|e| Failure::runtime(format!("cannot start the gate thread: {e}")))?;
+            .map_err(|e| Failure::runtime(format!("cannot start the services' watcher thread: {e}")))?;
         Ok(Services { finish: Some(finish_w), done, pid })
     }
 
@@ -155,11 +175,13 @@ impl Services {
     pub fn finish(mut self) {
         drop(self.finish.take());
         if self.done.recv_timeout(FINISH_LIMIT).is_err() {
-            let pid = self.pid.load(std::sync::atomic::Ordering::SeqCst);
-            if pid > 0 {
+            let pid = self.pid.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if *pid > 0 {
                 eprintln!("clawkeep: warning: the run's gate and proxy did not finish recording in time; stopped");
-                // SAFETY: pid is our child, not reaped yet (the watcher reaps it).
-                unsafe { libc::kill(pid, libc::SIGKILL) };
+                // SAFETY: pid is our child and not reaped: the watcher
+                // clears it under this lock before it reaps.
+                unsafe { libc::kill(*pid, libc::SIGKILL) };
+                drop(pid);
                 let _ = self.done.recv_timeout(FINISH_LIMIT);
             }
         }
@@ -167,7 +189,7 @@ impl Services {
 }
 
 /// The watcher thread: see `Services::start`.
-fn watch(full: PathBuf, config: ServicesConfig, fds: ServiceFds, finish: OwnedFd, kill: Kill, pid: &std::sync::atomic::AtomicI32) {
+fn watch(full: PathBuf, config: ServicesConfig, fds: ServiceFds, finish: OwnedFd, kill: Kill, pid: &std::sync::Mutex<libc::pid_t>) {
     // The jail's init opens the proxy's listener while it sets up.
     let proxy = fds.proxy_chan.as_ref().and_then(|c| proxy_run::recv_listener(c.as_raw_fd()));
     let mut config = config;
@@ -183,7 +205,7 @@ fn watch(full: PathBuf, config: ServicesConfig, fds: ServiceFds, finish: OwnedFd
             return;
         }
     }
-    let spawned = spawn(&full, &config, &fds, &finish, proxy.as_ref().map(|l| l.as_raw_fd()));
+    let spawned = spawn(&full, &mut config, &fds, &finish, proxy.as_ref().map(|l| l.as_raw_fd()));
     // The services hold their own copies now.
     drop((fds, proxy, finish));
     let (mut child, control) = match spawned {
@@ -192,15 +214,22 @@ fn watch(full: PathBuf, config: ServicesConfig, fds: ServiceFds, finish: OwnedFd
             return eprintln!("clawkeep: warning: cannot start the run's gate and proxy ({e}); gated commands and model calls will fail")
         }
     };
-    pid.store(child.id() as i32, std::sync::atomic::Ordering::SeqCst);
+    *pid.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = child.id() as libc::pid_t;
     serve_switch(control, &kill);
+    // Waited for without reaping, so `finish` never signals a reused pid.
+    // SAFETY: a zeroed siginfo_t is a valid out-buffer for waitid.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: waitid on our own child with a valid out-pointer.
+    while unsafe { libc::waitid(libc::P_PID, child.id(), &mut info, libc::WEXITED | libc::WNOWAIT) } < 0
+        && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
+    {}
+    *pid.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = 0;
     let _ = child.wait();
-    pid.store(0, std::sync::atomic::Ordering::SeqCst);
 }
 
 fn spawn(
     full: &Path,
-    config: &ServicesConfig,
+    config: &mut ServicesConfig,
     fds: &ServiceFds,
     finish: &OwnedFd,
     proxy: Option<RawFd>,
@@ -208,37 +237,48 @@ fn spawn(
     let (ours, theirs) = UnixStream::pair()?;
     let (config_r, config_w) = clawkeep_sandbox::sys::pipe()?;
     let opt = |fd: Option<RawFd>| fd.map(high).transpose();
-    let maps: Vec<(OwnedFd, RawFd)> = [
-        (Some(high(config_r.as_raw_fd())?), CONFIG_FD),
-        (Some(high(theirs.as_raw_fd())?), CONTROL_FD),
-        (Some(high(finish.as_raw_fd())?), FINISH_FD),
-        (Some(high(fds.gate.as_raw_fd())?), GATE_FD),
-        (Some(high(fds.api.as_raw_fd())?), API_FD),
-        (Some(high(fds.exec.as_raw_fd())?), EXEC_FD),
-        (opt(fds.prompt.as_ref().map(|f| f.as_raw_fd()))?, PROMPT_FD),
-        (opt(proxy)?, PROXY_FD),
-    ]
-    .into_iter()
-    .filter_map(|(fd, to)| fd.map(|f| (f, to)))
-    .collect();
+    let (config_fd, control, finish, gate, api, exec) = (
+        high(config_r.as_raw_fd())?,
+        high(theirs.as_raw_fd())?,
+        high(finish.as_raw_fd())?,
+        high(fds.gate.as_raw_fd())?,
+        high(fds.api.as_raw_fd())?,
+        high(fds.exec.as_raw_fd())?,
+    );
+    let (prompt, proxy) = (opt(fds.prompt.as_ref().map(|f| f.as_raw_fd()))?, opt(proxy)?);
     drop((config_r, theirs));
-    let raw: Vec<(RawFd, RawFd)> = maps.iter().map(|(f, to)| (f.as_raw_fd(), *to)).collect();
+    let raw = |f: &OwnedFd| f.as_raw_fd();
+    config.fds = Fds {
+        control: raw(&control),
+        finish: raw(&finish),
+        gate: raw(&gate),
+        api: raw(&api),
+        exec: raw(&exec),
+        prompt: prompt.as_ref().map(raw),
+        proxy: proxy.as_ref().map(raw),
+    };
+    let passed: Vec<RawFd> =
+        [&config_fd, &control, &finish, &gate, &api, &exec].into_iter().chain(prompt.iter()).chain(proxy.iter()).map(raw).collect();
     // SAFETY: getpid has no preconditions.
     let parent = unsafe { libc::getpid() };
     let mut cmd = std::process::Command::new(full);
-    cmd.arg(SERVICES_ARG).stdin(std::process::Stdio::null());
-    // SAFETY: only async-signal-safe calls between fork and exec.
+    cmd.arg(SERVICES_ARG).arg(raw(&config_fd).to_string()).stdin(std::process::Stdio::null());
+    // SAFETY: only async-signal-safe calls (no allocation) between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
-            for (from, to) in &raw {
-                if libc::dup2(*from, *to) < 0 {
+            // Ours alone stay open across the exec, at their numbers.
+            for fd in &passed {
+                if libc::fcntl(*fd, libc::F_SETFD, 0) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
             }
             // With the launcher: this thread lives until the services end,
             // and the launcher's death (even -9) ends them.
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) < 0 || libc::getppid() != parent {
-                return Err(std::io::Error::other("the launcher is gone"));
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::getppid() != parent {
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
             }
             // The signals the launcher forwards to the agent (Ctrl-C at the
             // terminal reaches the whole process group) must not end the
@@ -250,8 +290,8 @@ fn spawn(
         });
     }
     let mut child = cmd.spawn()?;
-    drop(maps);
-    let sent = serde_json::to_vec(config).map_err(std::io::Error::other).and_then(|text| std::fs::File::from(config_w).write_all(&text));
+    drop((config_fd, control, finish, gate, api, exec, prompt, proxy));
+    let sent = serde_json::to_vec(&*config).map_err(std::io::Error::other).and_then(|text| std::fs::File::from(config_w).write_all(&text));
     if let Err(e) = sent {
         let _ = child.kill();
         let _ = child.wait();
@@ -280,18 +320,18 @@ fn serve_switch(control: UnixStream, kill: &Kill) {
 
 // ---- the services' side, in `clawkeep-full` ----
 
-/// Takes a descriptor the launcher set up at `fd`.
+/// Takes a descriptor the launcher passed at `fd`.
 fn adopt(fd: RawFd) -> Option<OwnedFd> {
     // SAFETY: fcntl on an integer fd has no memory-safety preconditions.
-    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+    if fd < 3 || unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
         return None;
     }
     let _ = clawkeep_sandbox::sys::set_cloexec(fd);
-    // SAFETY: the launcher put a descriptor here for us alone.
+    // SAFETY: the launcher passed this descriptor for us alone.
     Some(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// Entry point of `clawkeep-full __run-services`.
+/// Entry point of `clawkeep-full __run-services FD`.
 pub fn services_main() -> u8 {
     crate::logging::init_default();
     match serve() {
@@ -305,36 +345,38 @@ pub fn services_main() -> u8 {
 
 fn serve() -> Result<(), Failure> {
     let missing = |what: &str| Failure::runtime(format!("started without its {what} (it is started by `clawkeep run`)"));
-    let config_fd = adopt(CONFIG_FD).ok_or_else(|| missing("config"))?;
+    let config_fd = std::env::args().nth(2).and_then(|a| a.parse::<RawFd>().ok()).and_then(adopt).ok_or_else(|| missing("config"))?;
     let mut text = Vec::new();
     std::fs::File::from(config_fd).read_to_end(&mut text).map_err(io_failure("reading its config"))?;
     let config: ServicesConfig = serde_json::from_slice(&text).map_err(|e| Failure::runtime(format!("its config: {e}")))?;
-    let control = adopt(CONTROL_FD).ok_or_else(|| missing("control channel"))?;
-    let finish = adopt(FINISH_FD).ok_or_else(|| missing("end pipe"))?;
-    let gate_l = adopt(GATE_FD).map(std::os::unix::net::UnixListener::from).ok_or_else(|| missing("gate socket"))?;
-    let api_l = adopt(API_FD).map(std::os::unix::net::UnixListener::from).ok_or_else(|| missing("API socket"))?;
-    let exec = adopt(EXEC_FD).ok_or_else(|| missing("executor channel"))?;
-    let prompt = adopt(PROMPT_FD);
-    let proxy_l = adopt(PROXY_FD).map(std::net::TcpListener::from);
+    let fds = config.fds;
+    let control = adopt(fds.control).ok_or_else(|| missing("control channel"))?;
+    let finish = adopt(fds.finish).ok_or_else(|| missing("end pipe"))?;
+    let gate_l = adopt(fds.gate).map(std::os::unix::net::UnixListener::from).ok_or_else(|| missing("gate socket"))?;
+    let api_l = adopt(fds.api).map(std::os::unix::net::UnixListener::from).ok_or_else(|| missing("API socket"))?;
+    let exec = adopt(fds.exec).ok_or_else(|| missing("executor channel"))?;
+    let prompt = fds.prompt.and_then(adopt);
+    let proxy_l = fds.proxy.and_then(adopt).map(std::net::TcpListener::from);
 
     let audit = Arc::new(clawkeep_audit::AuditLog::open(&config.audit).map_err(|e| Failure::runtime(e.to_string()))?);
-    let policy = gate_run::PolicyLoad::start(config.policy.clone()).join()?;
+    // What the launcher compiled, from the same text.
+    let policy = match &config.policy {
+        Some((path, text)) => gate_run::RunPolicy::Compiled(
+            clawkeep_policy::Policy::parse(text, &path.display().to_string()).map_err(|e| Failure::usage(e.to_string()))?,
+        ),
+        None => gate_run::RunPolicy::Builtin,
+    };
     let proxy = match (&config.proxy, proxy_l) {
-        (Some(path), Some(listener)) => Some(ProxyServe::open(&config.state, path.as_deref(), listener)?),
+        (Some(ProxySource::Builtin), Some(l)) => Some(ProxyServe::open(&config.state, None, l)?),
+        (Some(ProxySource::File(path, text)), Some(l)) => Some(ProxyServe::open(&config.state, Some(&(path.clone(), text.clone())), l)?),
         _ => None,
     };
     let ledger = proxy.as_ref().map(ProxyServe::ledger);
     let kill = switch_client(control);
     let inflight: Arc<std::sync::atomic::AtomicUsize> = Arc::default();
-    let prep = gate_run::GatePrep::from_listeners(
-        &config.state,
-        &config.agent,
-        config.gate_socket.clone(),
-        gate_l,
-        api_l,
-        policy,
-        config.policy.clone(),
-    )?;
+    let policy_path = config.policy.as_ref().map(|(p, _)| p.clone());
+    let prep =
+        gate_run::GatePrep::from_listeners(&config.state, &config.agent, config.gate_socket.clone(), gate_l, api_l, policy, policy_path)?;
     let services = gate_run::Services { api_tcp: config.api_tcp.clone(), prompt, proxy };
     let executor = gate_run::jail_executor(exec);
     gate_run::start(prep, &config.state, config.session.clone(), executor, kill, audit, inflight.clone(), services)?;

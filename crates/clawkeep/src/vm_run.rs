@@ -91,7 +91,7 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs) -> Result<u8, Failure> {
     }
 
     // A broken policy file fails before anything boots.
-    let policy = policy_load.join()?;
+    let (policy, _) = policy_load.join()?;
     let key = trust::configured_pubkey(&state).map_err(image_failure)?;
     let image = ImageStore::new(&state).open(&name).and_then(|i| i.verify(key.as_ref())).map_err(image_failure)?;
     let mut cfg = VmConfig {
@@ -194,11 +194,13 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs) -> Result<u8, Failure> {
     let gate_dir = gate.dir.clone();
     let (proxy_dir, usage_ledger) = match proxy {
         Some((_, dir, prep)) => {
-            let ledger = prep.ledger();
-            if let Err(f) = prep.serve_unix(&state, agent.clone(), run_id.clone(), log.clone(), &dir.join("proxy.sock")) {
-                gate_run::cleanup(&gate_dir);
-                return Err(f);
-            }
+            let ledger = match prep.serve_unix(&state, agent.clone(), run_id.clone(), log.clone(), &dir.join("proxy.sock")) {
+                Ok(l) => l,
+                Err(f) => {
+                    gate_run::cleanup(&gate_dir);
+                    return Err(f);
+                }
+            };
             (Some(dir), Some(ledger))
         }
         None => (None, None),

@@ -517,6 +517,25 @@ async fn official_sdks_in_the_jail_use_the_proxy_unchanged() {
     }
 }
 
+/// With no config file anywhere, the run serves the built-in config: the
+/// agent's token is taken and the model list is answered (locally, no
+/// provider needed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_built_in_config_is_served() {
+    if !jail_available("the_built_in_config_is_served") {
+        return;
+    }
+    let env = Env::new();
+    let script = "import os, urllib.request\nreq = urllib.request.Request(os.environ['OPENAI_BASE_URL'] + '/models', headers={'authorization': 'Bearer ' + os.environ['OPENAI_API_KEY']})\nwith urllib.request.urlopen(req, timeout=10) as r:\n    print('models', r.status, r.read().decode())\n";
+    std::fs::write(env.workspace.path().join("models.py"), script).unwrap();
+    let out = run_agent(&env, vec![], vec!["python3".into(), "/workspace/models.py".into()]).await;
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "stdout: {stdout}\nstderr: {stderr}");
+    assert!(stdout.starts_with("models 200 {"), "stdout: {stdout}\nstderr: {stderr}");
+    let start = env.audit().into_iter().find(|e| e["kind"] == "run.start").unwrap();
+    assert_eq!(start["proxy"]["config"], "built-in", "{start}");
+}
+
 /// An agent that ends while its model call is still waiting on the
 /// provider: the call is recorded (499, charged its reservation) before
 /// the run ends, not lost with the process.

@@ -82,6 +82,6 @@ pub enum TokenError {
     Revoked,
     #[error("token was issued to another agent")]
     WrongAgent,
-    #[error("token was issued for another run; a run's token is valid only at that run's proxy")]
+    #[error("token is not this run's: a run's proxy takes only the tokens issued for it, and a run's token is valid nowhere else")]
     WrongRun,
 }

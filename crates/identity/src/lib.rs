@@ -8,11 +8,12 @@
 //! - secret key bytes, the master key and secret values are zeroized on drop
 //!   and never appear in `Debug` output or in an error message;
 //! - a token verifies only if it is a compact JWS with `alg` EdDSA, signed by
-//!   a key of this ring that has not been pruned, unexpired, and not revoked.
+//!   a key of this ring that has not been pruned, unexpired, not revoked,
+//!   and bound to the run the verifier is bound to (none: unbound).
 //!
 //! Several processes may share a state directory (each run has its own
-//! proxy): the revocation list is an append-only log every one of them
-//! writes to, read when a token is first checked and re-read when it
+//! proxy): the revocation list is an append-only log any of them may
+//! write to, read when a token is first checked and re-read when it
 //! changed (looked at once a second at most); see `revocation.rs`.
 
 pub mod error;

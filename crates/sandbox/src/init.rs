@@ -16,7 +16,8 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 /// Signals init forwards to the agent; blocked in the helper before clone so
-/// init receives them synchronously with sigwaitinfo.
+/// init receives them synchronously (sigwaitinfo, or a signalfd while the
+/// executor is pending).
 pub const FORWARDED: &[libc::c_int] = &[libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT, libc::SIGUSR1, libc::SIGUSR2];
 
 #[derive(Debug)]
@@ -226,7 +227,12 @@ fn become_agent(can_setgroups: bool, agent: libc::pid_t) -> Result<(), SetupFail
     caps::drop_to_agent(can_setgroups).inspect_err(|_| {
         // SAFETY: agent is our child.
         unsafe { libc::kill(agent, libc::SIGKILL) };
-    })
+    })?;
+    // The uid change made us dumpable again (commit_creds sets it from
+    // fs.suid_dumpable): not dumpable, /proc/1 stays out of the agent's
+    // reach.
+    let _ = sys::prctl(libc::PR_SET_DUMPABLE, 0);
+    Ok(())
 }
 
 /// Every change of our uid (inside root, then the agent's) cleared the
@@ -350,7 +356,12 @@ fn next_wake(sigfd: i32, chan: i32) -> Wake {
         return Wake::Signal(if n == size as isize { info.ssi_signo as libc::c_int } else { -1 });
     }
     if fds[1].revents != 0 {
-        return Wake::Job { data: fds[1].revents & libc::POLLIN != 0 };
+        // A closed socket pair is readable too: is a job there, or only
+        // the end of the channel?
+        let mut b = [0u8; 1];
+        // SAFETY: b is valid for one byte; MSG_PEEK leaves the data for the executor.
+        let n = unsafe { libc::recv(chan, b.as_mut_ptr().cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT) };
+        return Wake::Job { data: n > 0 };
     }
     Wake::Signal(-1)
 }
