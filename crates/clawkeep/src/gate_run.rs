@@ -88,14 +88,12 @@ impl PolicyLoad {
     }
 }
 
-/// The lock a live run holds on its agent dir (see `lock_agent`).
-const RUN_LOCK: &str = "run.lock";
-
-/// Takes the agent dir's lock without waiting: None when a live run holds
-/// it. Asking a run's sockets instead would wake its services.
+/// Takes the lock a live run holds on its agent dir (a flock on the dir
+/// itself) without waiting: None when a live run holds it. Asking a run's
+/// sockets instead would start its services.
 fn lock_agent(dir: &Path) -> std::io::Result<Option<std::fs::File>> {
     use std::os::unix::fs::OpenOptionsExt;
-    let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o600).open(dir.join(RUN_LOCK))?;
+    let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_DIRECTORY).open(dir)?;
     // SAFETY: flock on our own open file.
     if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
         return Ok(Some(file));
@@ -109,20 +107,15 @@ fn lock_agent(dir: &Path) -> std::io::Result<Option<std::fs::File>> {
 }
 
 /// Removes the sockets of agents whose run was killed (-9) before it could
-/// clean up: nobody holds their lock.
+/// clean up: nobody holds their dir's lock, and (for a run of an older
+/// version, which held none) nobody accepts on their API socket.
 fn sweep_stale_agents(state: &Path) {
     let Ok(rd) = std::fs::read_dir(state.join("agents")) else { return };
     for e in rd.flatten() {
         let dir = e.path();
-        let stale = match dir.join(RUN_LOCK).exists() {
-            true => matches!(lock_agent(&dir), Ok(Some(_))),
-            // Left by an older version: a socket nobody accepts on is stale.
-            false => {
-                let api = dir.join("api.sock");
-                api.exists() && std::os::unix::net::UnixStream::connect(&api).is_err()
-            }
-        };
-        if stale {
+        let Ok(Some(_held)) = lock_agent(&dir) else { continue };
+        let api = dir.join("api.sock");
+        if !api.exists() || std::os::unix::net::UnixStream::connect(&api).is_err() {
             cleanup(&dir);
         }
     }
@@ -180,7 +173,7 @@ pub fn prepare(state: &Path, agent: &str, policy_path: Option<PathBuf>) -> Resul
     let lock = match lock_agent(&dir) {
         Ok(Some(l)) => l,
         Ok(None) => return Err(Failure::usage(format!("an agent named '{agent}' is already running; pick another --agent NAME"))),
-        Err(e) => return Err(Failure::usage(format!("cannot lock {}: {e}", dir.join(RUN_LOCK).display()))),
+        Err(e) => return Err(Failure::usage(format!("cannot lock {}: {e}", dir.display()))),
     };
     let gate_socket = dir.join("gate.sock");
     for p in [&gate_socket, &api] {
@@ -424,7 +417,7 @@ pub fn drain(inflight: &std::sync::atomic::AtomicUsize, max: Duration) {
 
 /// Removes the agent's sockets and directory after the run.
 pub fn cleanup(dir: &Path) {
-    for s in ["gate.sock", "api.sock", RUN_LOCK] {
+    for s in ["gate.sock", "api.sock"] {
         let _ = std::fs::remove_file(dir.join(s));
     }
     let _ = std::fs::remove_dir(dir);

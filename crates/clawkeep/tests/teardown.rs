@@ -193,3 +193,35 @@ fn clawkeep_killed_with_sigkill_while_its_gate_serves_leaves_nothing() {
     );
     assert_nothing_left(pid, marker, env.workspace.path(), &before);
 }
+
+/// A live run's agent name is taken, and telling so does not start that
+/// run's services (its API socket is not connected to); a killed run's
+/// agent dir is swept by the next run.
+#[test]
+fn a_live_agent_name_is_taken_without_waking_its_services_and_a_dead_ones_is_swept() {
+    if !jail_available("agent names: live and stale") {
+        return;
+    }
+    let env = Env::new();
+    let stale = env.state.path().join("agents").join("t-stale");
+    std::fs::create_dir_all(&stale).unwrap();
+    std::fs::write(stale.join("api.sock"), "").unwrap();
+    let marker = "sleep 3041";
+    let script = format!("{marker} & echo started; wait");
+    let mut live = env.std_run(&["--agent", "t-live"], &["sh", "-c", &script]).stdout(Stdio::piped()).spawn().unwrap();
+    let mut line = String::new();
+    BufReader::new(live.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    assert_eq!(line, "started\n");
+    assert!(!stale.exists(), "the killed run's agent dir was not swept");
+    let again = env.run(&["--agent", "t-live"], &["true"]).output().unwrap();
+    assert_eq!(again.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("an agent named 't-live' is already running"));
+    let services = children_of(live.id())
+        .into_iter()
+        .filter(|c| std::fs::read_to_string(format!("/proc/{c}/comm")).is_ok_and(|n| n.trim() == "clawkeep-full"))
+        .count();
+    assert_eq!(services, 0, "checking the name started the live run's services");
+    live.kill().unwrap();
+    live.wait().unwrap();
+    assert!(wait_for(|| processes_with(marker).is_empty(), 10));
+}
