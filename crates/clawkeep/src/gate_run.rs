@@ -106,6 +106,45 @@ fn lock_agent(dir: &Path) -> std::io::Result<Option<std::fs::File>> {
     }
 }
 
+/// Makes the agent's dir and takes its lock for the run. Another run's
+/// sweep holds the lock for a moment and may remove the dir between our
+/// making and locking it: the lock must be on the dir that is there, and a
+/// busy lock means a live run only once it stays busy.
+fn claim_agent_dir(dir: &Path, agent: &str) -> Result<std::fs::File, Failure> {
+    for attempt in 0..10 {
+        if attempt > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| Failure::usage(format!("cannot create {}: {e}", dir.display())))?;
+        match lock_agent(dir) {
+            // A run of an older version held no lock: its API socket answers.
+            Ok(Some(lock)) if is_there(&lock, dir) => match std::os::unix::net::UnixStream::connect(dir.join("api.sock")) {
+                Ok(_) => break,
+                Err(_) => return Ok(lock),
+            },
+            Ok(Some(_)) => {}
+            Ok(None) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Failure::usage(format!("cannot lock {}: {e}", dir.display()))),
+        }
+    }
+    Err(Failure::usage(format!("an agent named '{agent}' is already running; pick another --agent NAME")))
+}
+
+/// Whether `lock` is on the directory at `dir` now (a sweep may have
+/// removed the one it was opened on, and a new run made another).
+fn is_there(lock: &std::fs::File, dir: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (lock.metadata(), std::fs::metadata(dir)) {
+        (Ok(h), Ok(t)) => (h.dev(), h.ino()) == (t.dev(), t.ino()),
+        _ => false,
+    }
+}
+
 /// Removes the sockets of agents whose run was killed (-9) before it could
 /// clean up: nobody holds their dir's lock, and (for a run of an older
 /// version, which held none) nobody accepts on their API socket.
@@ -113,7 +152,10 @@ fn sweep_stale_agents(state: &Path) {
     let Ok(rd) = std::fs::read_dir(state.join("agents")) else { return };
     for e in rd.flatten() {
         let dir = e.path();
-        let Ok(Some(_held)) = lock_agent(&dir) else { continue };
+        let Ok(Some(held)) = lock_agent(&dir) else { continue };
+        if !is_there(&held, &dir) {
+            continue;
+        }
         let api = dir.join("api.sock");
         if !api.exists() || std::os::unix::net::UnixStream::connect(&api).is_err() {
             cleanup(&dir);
@@ -155,6 +197,12 @@ impl GatePrep {
         (self.gate_listener.as_fd(), self.api_listener.as_fd())
     }
 
+    /// The agent dir's lock, for a caller that hands the rest to `start`
+    /// and must hold it until the run ends.
+    pub fn take_lock(&mut self) -> Option<std::fs::File> {
+        self._lock.take()
+    }
+
     /// The policy file the run was given (none: the built-in policy).
     pub fn policy_path(&self) -> Option<&Path> {
         self.policy_path.as_deref()
@@ -165,16 +213,7 @@ pub fn prepare(state: &Path, agent: &str, policy_path: Option<PathBuf>) -> Resul
     sweep_stale_agents(state);
     let dir = agent_dir(state, agent);
     let api = dir.join("api.sock");
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&dir)
-        .map_err(|e| Failure::usage(format!("cannot create {}: {e}", dir.display())))?;
-    let lock = match lock_agent(&dir) {
-        Ok(Some(l)) => l,
-        Ok(None) => return Err(Failure::usage(format!("an agent named '{agent}' is already running; pick another --agent NAME"))),
-        Err(e) => return Err(Failure::usage(format!("cannot lock {}: {e}", dir.display()))),
-    };
+    let lock = claim_agent_dir(&dir, agent)?;
     let gate_socket = dir.join("gate.sock");
     for p in [&gate_socket, &api] {
         let _ = std::fs::remove_file(p);
@@ -249,6 +288,10 @@ pub struct Services {
     pub prompt: Option<OwnedFd>,
     /// The inference proxy, served on the jail's own loopback.
     pub proxy: Option<ProxyServe>,
+    /// Ends the operator API gracefully (requests being answered, such as
+    /// a kill that ended the run, get their answers); the sender is told
+    /// when it has. None: it ends with the process.
+    pub stop: Option<(tokio::sync::oneshot::Receiver<()>, std::sync::mpsc::Sender<()>)>,
 }
 
 /// Starts the supervisor, the API and the proxy on their own runtime thread.
@@ -263,7 +306,7 @@ pub fn start(
     inflight: Arc<std::sync::atomic::AtomicUsize>,
     services: Services,
 ) -> Result<(), Failure> {
-    let Services { api_tcp, prompt, proxy } = services;
+    let Services { api_tcp, prompt, proxy, stop } = services;
     let state_dir = state.to_path_buf();
     let db = gate_db(state);
     let GatePrep { agent, gate_socket, gate_listener, api_listener, policy, policy_path, .. } = prep;
@@ -339,7 +382,20 @@ pub fn start(
                         Err(e) => eprintln!("clawkeep: cannot serve the API on {addr}: {e}"),
                     }
                 }
-                let _ = axum::serve(al, clawkeep_gate::api::router(gate, None)).await;
+                let api = axum::serve(al, clawkeep_gate::api::router(gate, None));
+                match stop {
+                    Some((stop, stopped)) => {
+                        let _ = api
+                            .with_graceful_shutdown(async move {
+                                let _ = stop.await;
+                            })
+                            .await;
+                        let _ = stopped.send(());
+                    }
+                    None => {
+                        let _ = api.await;
+                    }
+                }
             });
         })
         .map_err(|e| Failure::runtime(format!("cannot start the gate thread: {e}")))?;

@@ -49,6 +49,10 @@ pub const SERVICES_ARG: &str = "__run-services";
 /// the proxy's 2 s settle).
 const FINISH_LIMIT: Duration = Duration::from_secs(10);
 
+/// How long the end of a run lets the API finish its answers (an event
+/// stream a dashboard holds open would keep it forever).
+const API_STOP_LIMIT: Duration = Duration::from_secs(1);
+
 /// What the services are told. Sent on a pipe, never in argv: it holds
 /// the API's bearer token (and so has no `Debug`).
 #[derive(Serialize, Deserialize)]
@@ -348,7 +352,10 @@ fn serve() -> Result<(), Failure> {
     let config_fd = std::env::args().nth(2).and_then(|a| a.parse::<RawFd>().ok()).and_then(adopt).ok_or_else(|| missing("config"))?;
     let mut text = Vec::new();
     std::fs::File::from(config_fd).read_to_end(&mut text).map_err(io_failure("reading its config"))?;
-    let config: ServicesConfig = serde_json::from_slice(&text).map_err(|e| Failure::runtime(format!("its config: {e}")))?;
+    // The error names where, never what: the config holds a bearer token.
+    let config: ServicesConfig = serde_json::from_slice(&text).map_err(|e| {
+        Failure::runtime(format!("its config is not what this clawkeep-full reads ({:?} at column {})", e.classify(), e.column()))
+    })?;
     let fds = config.fds;
     let control = adopt(fds.control).ok_or_else(|| missing("control channel"))?;
     let finish = adopt(fds.finish).ok_or_else(|| missing("end pipe"))?;
@@ -377,17 +384,22 @@ fn serve() -> Result<(), Failure> {
     let policy_path = config.policy.as_ref().map(|(p, _)| p.clone());
     let prep =
         gate_run::GatePrep::from_listeners(&config.state, &config.agent, config.gate_socket.clone(), gate_l, api_l, policy, policy_path)?;
-    let services = gate_run::Services { api_tcp: config.api_tcp.clone(), prompt, proxy };
+    let (stop, stop_rx) = tokio::sync::oneshot::channel();
+    let (stopped_tx, stopped) = std::sync::mpsc::channel();
+    let services = gate_run::Services { api_tcp: config.api_tcp.clone(), prompt, proxy, stop: Some((stop_rx, stopped_tx)) };
     let executor = gate_run::jail_executor(exec);
     gate_run::start(prep, &config.state, config.session.clone(), executor, kill, audit, inflight.clone(), services)?;
-    // The end of the run: record what is in flight, then exit (the
-    // runtime's threads with us).
+    // The end of the run: record what is in flight, let the API answer
+    // what it is answering (the kill that ended the run, say), then exit
+    // (the runtime's threads with us).
     let mut b = [0u8; 1];
     while clawkeep_sandbox::sys::read_some(finish.as_raw_fd(), &mut b).unwrap_or(0) > 0 {}
     gate_run::drain(&inflight, Duration::from_secs(5));
     if let Some(l) = ledger {
         l.flush();
     }
+    let _ = stop.send(());
+    let _ = stopped.recv_timeout(API_STOP_LIMIT);
     Ok(())
 }
 

@@ -192,6 +192,9 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs) -> Result<u8, Failure> {
         "isolation": "vm",
     });
     let gate_dir = gate.dir.clone();
+    let mut gate = gate;
+    // The agent's name is the run's until its sockets are removed.
+    let agent_lock = gate.take_lock();
     let (proxy_dir, usage_ledger) = match proxy {
         Some((_, dir, prep)) => {
             let ledger = match prep.serve_unix(&state, agent.clone(), run_id.clone(), log.clone(), &dir.join("proxy.sock")) {
@@ -228,7 +231,7 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs) -> Result<u8, Failure> {
             clawkeep_gate::Switch::Thaw => signals.pause_vmm(false),
         })
     };
-    let services = gate_run::Services { api_tcp, prompt: None, proxy: None };
+    let services = gate_run::Services { api_tcp, prompt: None, proxy: None, stop: None };
     if let Err(f) = gate_run::start(gate, &state, run_id.clone(), Arc::new(executor.clone()), kill, log.clone(), inflight.clone(), services)
     {
         eprintln!("clawkeep: warning: {}; gated commands will fail", f.message);
@@ -243,6 +246,7 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs) -> Result<u8, Failure> {
     // the answer: wait for them before the run's own exit record.
     gate_run::drain(&inflight, Duration::from_secs(5));
     gate_run::cleanup(&gate_dir);
+    drop(agent_lock);
     let stopped = backend.stop();
     let _ = backend.destroy();
     // The guest's connections are closed now: its last requests settle.

@@ -357,11 +357,12 @@ fn next_wake(sigfd: i32, chan: i32) -> Wake {
     }
     if fds[1].revents != 0 {
         // A closed socket pair is readable too: is a job there, or only
-        // the end of the channel?
-        let mut b = [0u8; 1];
-        // SAFETY: b is valid for one byte; MSG_PEEK leaves the data for the executor.
-        let n = unsafe { libc::recv(chan, b.as_mut_ptr().cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT) };
-        return Wake::Job { data: n > 0 };
+        // the end of the channel? (The next packet's length, read without
+        // touching the descriptors it carries; unsure counts as a job.)
+        let mut queued: libc::c_int = 0;
+        // SAFETY: FIONREAD writes one int.
+        let asked = unsafe { libc::ioctl(chan, libc::FIONREAD, &mut queued) };
+        return Wake::Job { data: asked < 0 || queued > 0 };
     }
     Wake::Signal(-1)
 }
