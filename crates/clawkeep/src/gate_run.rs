@@ -174,21 +174,31 @@ impl GatePrep {
         policy: RunPolicy,
         policy_path: Option<PathBuf>,
     ) -> Result<GatePrep, Failure> {
-        for l in [&gate_listener, &api_listener] {
-            l.set_nonblocking(true).map_err(|e| Failure::runtime(e.to_string()))?;
-        }
-        let dir = agent_dir(state, agent);
-        Ok(GatePrep {
+        // Non-blocking already: the launcher's, shared through the exec.
+        let listeners = (gate_listener, api_listener);
+        Ok(GatePrep::assemble(agent, agent_dir(state, agent), gate_socket, listeners, Some(policy), policy_path, None))
+    }
+
+    fn assemble(
+        agent: &str,
+        dir: PathBuf,
+        gate_socket: PathBuf,
+        (gate_listener, api_listener): (UnixListener, UnixListener),
+        policy: Option<RunPolicy>,
+        policy_path: Option<PathBuf>,
+        lock: Option<std::fs::File>,
+    ) -> GatePrep {
+        GatePrep {
             agent: agent.to_string(),
             dir,
             gate_socket,
             gate_listener,
             api_listener,
-            policy: Some(policy),
+            policy,
             policy_path,
             policy_text: None,
-            _lock: None,
-        })
+            _lock: lock,
+        }
     }
 
     /// The gate's and the API's listening sockets, for the run's services.
@@ -226,19 +236,8 @@ pub fn prepare(state: &Path, agent: &str, policy_path: Option<PathBuf>) -> Resul
     };
     // The jail's agent (another uid) must connect to gate.sock; the 0700
     // directory keeps everyone else out. api.sock is the operator's.
-    let gate_listener = bind(&gate_socket, 0o666)?;
-    let api_listener = bind(&api, 0o600)?;
-    Ok(GatePrep {
-        agent: agent.to_string(),
-        dir,
-        gate_socket,
-        gate_listener,
-        api_listener,
-        policy: None,
-        policy_path,
-        policy_text: None,
-        _lock: Some(lock),
-    })
+    let listeners = (bind(&gate_socket, 0o666)?, bind(&api, 0o600)?);
+    Ok(GatePrep::assemble(agent, dir, gate_socket, listeners, None, policy_path, Some(lock)))
 }
 
 /// The jail's executor: approved commands go to the in-jail executor on

@@ -128,7 +128,7 @@ pub fn run(state_dir: Option<PathBuf>, args: RunArgs, early: Option<HelperStart>
         Failure::runtime("clawkeep-shim was not found beside the clawkeep binary; install both together")
     })?;
     // The run's gate and proxy are served by it (see `services`).
-    let full = crate::services::full_exe().inspect_err(|_| gate_run::cleanup(&gate.dir))?;
+    let full = crate::services::full_beside(&exe).inspect_err(|_| gate_run::cleanup(&gate.dir))?;
     let helper = starting.take().map_err(|e| {
         gate_run::cleanup(&gate.dir);
         Failure::runtime(e.to_string())

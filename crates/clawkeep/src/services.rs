@@ -123,8 +123,13 @@ pub struct Services {
 }
 
 /// `clawkeep-full`, beside this binary.
-pub fn full_exe() -> Result<PathBuf, Failure> {
+fn full_exe() -> Result<PathBuf, Failure> {
     let exe = std::env::current_exe().map_err(|e| Failure::runtime(format!("cannot find the clawkeep binary: {e}")))?;
+    full_beside(&exe)
+}
+
+/// `clawkeep-full`, beside `exe` (the running `clawkeep`).
+pub fn full_beside(exe: &Path) -> Result<PathBuf, Failure> {
     exe.parent()
         .map(|d| d.join("clawkeep-full"))
         .filter(|p| p.is_file())
