@@ -56,18 +56,23 @@ fn pending(env: &Env) -> Vec<serde_json::Value> {
     serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap_or_default().as_array().cloned().unwrap_or_default()
 }
 
-fn wait_pending(env: &Env) -> i64 {
+/// The first queued approval's id; when none comes, ends the run and
+/// shows what it said.
+fn wait_pending(env: &Env, child: &mut Child) -> i64 {
     let mut id = None;
-    assert!(
-        wait_for(
-            || {
-                id = pending(env).first().and_then(|a| a["id"].as_i64());
-                id.is_some()
-            },
-            20
-        ),
-        "no request reached the approval queue"
+    let queued = wait_for(
+        || {
+            id = pending(env).first().and_then(|a| a["id"].as_i64());
+            id.is_some()
+        },
+        20,
     );
+    if !queued {
+        let _ = child.kill();
+        let mut said = String::new();
+        let _ = child.stderr.take().map(|mut e| e.read_to_string(&mut said));
+        panic!("no request reached the approval queue; the run said: {said}");
+    }
     id.unwrap()
 }
 
@@ -198,8 +203,8 @@ fn ctrl_c_at_the_terminal_does_not_end_the_runs_gate() {
     let mut cmd =
         env.std_run(&["--policy", policy.to_str().unwrap(), "--agent", "t-ctrlc"], &["sh", "-c", "trap '' INT; date +%Y; echo date=$?"]);
     std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-    let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    let id = wait_pending(&env);
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let id = wait_pending(&env, &mut child);
     // Ctrl-C, as the terminal sends it: to every process of the group.
     // SAFETY: the group is the run's own (process_group(0) above).
     assert_eq!(unsafe { libc::kill(-(child.id() as i32), libc::SIGINT) }, 0);
@@ -398,8 +403,8 @@ fn ask_waits_for_the_cli_and_session_scope_covers_repeats() {
         return;
     }
     let (env, policy) = env_with_policy();
-    let child = spawn_gated(&env, &policy, "t-ask-cli", "date +%Y; date +%Y; echo done");
-    let id = wait_pending(&env);
+    let mut child = spawn_gated(&env, &policy, "t-ask-cli", "date +%Y; date +%Y; echo done");
+    let id = wait_pending(&env, &mut child);
     let listed = env.cmd().arg("approvals").output().unwrap();
     assert!(String::from_utf8_lossy(&listed.stdout).contains("date"), "{listed:?}");
     env.cmd().args(["approve", &id.to_string(), "--scope", "session"]).assert().success();
@@ -418,8 +423,8 @@ fn ask_can_be_approved_through_the_api_and_denied_with_a_reason() {
         return;
     }
     let (env, policy) = env_with_policy();
-    let child = spawn_gated(&env, &policy, "t-ask-api", "date +%Y >/dev/null; echo first=$?; date; echo second=$?");
-    let id = wait_pending(&env);
+    let mut child = spawn_gated(&env, &policy, "t-ask-api", "date +%Y >/dev/null; echo first=$?; date; echo second=$?");
+    let id = wait_pending(&env, &mut child);
     let sock = env.state.path().join("agents/t-ask-api/api.sock");
     let queue = http(&sock, "GET /api/queue", "");
     assert!(queue.starts_with("HTTP/1.1 200") && queue.contains(&format!("\"id\":{id}")) && queue.contains("date"), "{queue}");
@@ -812,8 +817,8 @@ fn always_shows_the_rule_then_writes_it_to_the_policy() {
         return;
     }
     let (env, policy) = env_with_policy();
-    let child = spawn_gated(&env, &policy, "t-always", "date +%Y >/dev/null; echo rc=$?");
-    let id = wait_pending(&env);
+    let mut child = spawn_gated(&env, &policy, "t-always", "date +%Y >/dev/null; echo rc=$?");
+    let id = wait_pending(&env, &mut child);
     // Without --yes and without a terminal, nothing is saved.
     let refused = env.cmd().args(["approve", &id.to_string(), "--scope", "always"]).output().unwrap();
     assert_eq!(refused.status.code(), Some(2));

@@ -95,3 +95,26 @@ fn a_row_is_committed_without_a_flush() {
     }
     assert_eq!(count(), 1, "the row was not committed within 5 s");
 }
+
+/// A run's proxy makes the ledger while `clawkeep usage` may open it: every
+/// first open racing on a new file succeeds.
+#[test]
+fn first_opens_racing_on_a_new_file_all_succeed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for round in 0..20 {
+        let path = dir.path().join(format!("race-{round}.db"));
+        let start = std::sync::Arc::new(std::sync::Barrier::new(4));
+        let opens: Vec<_> = (0..4)
+            .map(|_| {
+                let (path, start) = (path.clone(), start.clone());
+                std::thread::spawn(move || {
+                    start.wait();
+                    Ledger::open(&path).map(drop).map_err(|e| e.to_string())
+                })
+            })
+            .collect();
+        for o in opens {
+            o.join().expect("thread").unwrap_or_else(|e| panic!("round {round}: {e}"));
+        }
+    }
+}

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::fs::{self, OpenOptions, Permissions};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -99,8 +100,18 @@ impl fmt::Debug for Store {
 impl Store {
     /// Opens (creating if needed) the store at `path`, mode 0600, and brings
     /// its schema up to date.
+    ///
+    /// Opens racing on a new file (the gate's services make it while an
+    /// operator's `clawkeep approvals` opens it) take turns: each brings the
+    /// schema up under an exclusive flock on the file, so the second finds
+    /// it made instead of failing on `CREATE TABLE`. The flock is apart from
+    /// SQLite's own (POSIX) locks and is released before this returns.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        create_private_file(path)?;
+        let file = create_private_file(path)?;
+        // SAFETY: flock on our own open file; waits for another opener.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(StoreError::Open { path: path.to_path_buf(), source: std::io::Error::last_os_error() });
+        }
         let open_err = |source| StoreError::OpenDb { path: path.to_path_buf(), source };
         // No URI flag: the path is the file we just created, even if it starts
         // with `file:`.
@@ -108,6 +119,8 @@ impl Store {
         let mut conn = Connection::open_with_flags(path, flags).map_err(open_err)?;
         configure(&conn, true).map_err(open_err)?;
         migrations().to_latest(&mut conn)?;
+        // Closing the file releases the flock (SQLite has its own descriptor).
+        drop(file);
         Ok(Store { conn: Mutex::new(conn), path: Some(path.to_path_buf()) })
     }
 
@@ -133,7 +146,7 @@ impl Store {
 /// 0644), and resets an existing file with any other mode to 0600. SQLite
 /// gives new `-wal` and `-shm` files the mode of the database; leftover ones
 /// that others can read are tightened too.
-fn create_private_file(path: &Path) -> Result<(), StoreError> {
+fn create_private_file(path: &Path) -> Result<fs::File, StoreError> {
     let io_err = |source| StoreError::Open { path: path.to_path_buf(), source };
     let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(FILE_MODE).open(path).map_err(io_err)?;
     let mode = file.metadata().map_err(io_err)?.permissions().mode();
@@ -150,7 +163,7 @@ fn create_private_file(path: &Path) -> Result<(), StoreError> {
             }
         }
     }
-    Ok(())
+    Ok(file)
 }
 
 /// Per-connection settings. The busy timeout comes first so the switch to

@@ -140,3 +140,27 @@ fn data_survives_process_abort() {
     assert_eq!(pending.len(), 1);
     assert_eq!(pending[0].agent, "crasher");
 }
+
+/// The gate's services create the store while an operator's `clawkeep
+/// approvals` may open it: whoever comes second must find the schema made,
+/// not fail on it (a gate that lost this race served nothing).
+#[test]
+fn first_opens_racing_on_a_new_file_all_succeed() {
+    let dir = tempfile::tempdir().unwrap();
+    for round in 0..20 {
+        let path = dir.path().join(format!("race-{round}.db"));
+        let start = std::sync::Arc::new(std::sync::Barrier::new(4));
+        let opens: Vec<_> = (0..4)
+            .map(|_| {
+                let (path, start) = (path.clone(), start.clone());
+                std::thread::spawn(move || {
+                    start.wait();
+                    Store::open(&path).map(|s| s.pending().unwrap().len())
+                })
+            })
+            .collect();
+        for o in opens {
+            assert_eq!(o.join().unwrap().unwrap_or_else(|e| panic!("round {round}: {e}")), 0);
+        }
+    }
+}
