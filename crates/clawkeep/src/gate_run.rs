@@ -10,6 +10,9 @@ use crate::Failure;
 use clawkeep_audit::AuditLog;
 use clawkeep_gate::{Executor, Gate, GateConfig, Job, Outcome, RunningJob};
 use clawkeep_policy::{Policy, PolicyHandle, ReloadEvent};
+/// Removes the agent's sockets and dir after the run.
+pub use clawkeep_sandbox::agent_dir::remove as cleanup;
+use clawkeep_sandbox::agent_dir::{is_there, lock as lock_agent};
 use clawkeep_sandbox::exec_client::{ExecClient, ExecJob, JobHandle};
 use clawkeep_store::Store;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -88,24 +91,6 @@ impl PolicyLoad {
     }
 }
 
-/// Takes the lock a live run holds on its agent dir (a flock on the dir
-/// itself) without waiting: None when a live run holds it. Asking a run's
-/// sockets instead would start its services.
-fn lock_agent(dir: &Path) -> std::io::Result<Option<std::fs::File>> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_DIRECTORY).open(dir)?;
-    // SAFETY: flock on our own open file.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-        return Ok(Some(file));
-    }
-    let e = std::io::Error::last_os_error();
-    if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-        Ok(None)
-    } else {
-        Err(e)
-    }
-}
-
 /// Makes the agent's dir and takes its lock for the run. Another run's
 /// sweep holds the lock for a moment and may remove the dir between our
 /// making and locking it: the lock must be on the dir that is there, and a
@@ -115,11 +100,13 @@ fn claim_agent_dir(dir: &Path, agent: &str) -> Result<std::fs::File, Failure> {
         if attempt > 0 {
             std::thread::sleep(std::time::Duration::from_millis(2));
         }
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|e| Failure::usage(format!("cannot create {}: {e}", dir.display())))?;
+        // The runtime dir it is in may be removed by the last other run's
+        // end meanwhile (see `cleanup`): made again on the next attempt.
+        match std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Failure::usage(format!("cannot create {}: {e}", dir.display()))),
+            Ok(()) => {}
+        }
         match lock_agent(dir) {
             // A run of an older version held no lock: its API socket answers.
             Ok(Some(lock)) if is_there(&lock, dir) => match std::os::unix::net::UnixStream::connect(dir.join("api.sock")) {
@@ -133,16 +120,6 @@ fn claim_agent_dir(dir: &Path, agent: &str) -> Result<std::fs::File, Failure> {
         }
     }
     Err(Failure::usage(format!("an agent named '{agent}' is already running; pick another --agent NAME")))
-}
-
-/// Whether `lock` is on the directory at `dir` now (a sweep may have
-/// removed the one it was opened on, and a new run made another).
-fn is_there(lock: &std::fs::File, dir: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    match (lock.metadata(), std::fs::metadata(dir)) {
-        (Ok(h), Ok(t)) => (h.dev(), h.ino()) == (t.dev(), t.ino()),
-        _ => false,
-    }
 }
 
 /// Removes the sockets of agents whose run was killed (-9) before it could
@@ -221,7 +198,7 @@ impl GatePrep {
 
 pub fn prepare(state: &Path, agent: &str, policy_path: Option<PathBuf>) -> Result<GatePrep, Failure> {
     sweep_stale_agents(state);
-    let dir = agent_dir(state, agent);
+    let dir = crate::agents_dir::agents_root(state)?.join(agent);
     let api = dir.join("api.sock");
     let lock = claim_agent_dir(&dir, agent)?;
     let gate_socket = dir.join("gate.sock");
@@ -468,12 +445,4 @@ pub fn drain(inflight: &std::sync::atomic::AtomicUsize, max: Duration) {
     while inflight.load(std::sync::atomic::Ordering::SeqCst) > 0 && std::time::Instant::now() < end {
         std::thread::sleep(Duration::from_millis(5));
     }
-}
-
-/// Removes the agent's sockets and directory after the run.
-pub fn cleanup(dir: &Path) {
-    for s in ["gate.sock", "api.sock"] {
-        let _ = std::fs::remove_file(dir.join(s));
-    }
-    let _ = std::fs::remove_dir(dir);
 }

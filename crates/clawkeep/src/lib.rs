@@ -14,6 +14,7 @@
 //! own code for `run` (128+signal when killed), 124 timeout, 126/127 when
 //! the command cannot be executed.
 
+mod agents_dir;
 mod api_client;
 mod audit_cmd;
 mod cli;

@@ -30,11 +30,20 @@ fn running_agent(env: &Env, marker: &str) -> std::process::Child {
     child
 }
 
-fn assert_nothing_left(launcher: u32, marker: &str, ws: &std::path::Path, tmp_before: &[String]) {
+/// The live runs' socket dirs of `env`'s state dir (through the link to
+/// the runtime dir; none once that is gone).
+fn socket_dirs(env: &Env) -> Vec<String> {
+    std::fs::read_dir(env.state.path().join("agents"))
+        .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default()
+}
+
+fn assert_nothing_left(env: &Env, launcher: u32, marker: &str, tmp_before: &[String]) {
     assert!(wait_for(|| processes_with(marker).is_empty(), 10), "processes left: {:?}", processes_with(marker));
     assert!(wait_for(|| cgroups_of(launcher).is_empty(), 10), "cgroups left: {:?}", cgroups_of(launcher));
-    assert!(host_mounts_with(ws.to_str().unwrap()).is_empty(), "host mounts left");
+    assert!(host_mounts_with(env.workspace.path().to_str().unwrap()).is_empty(), "host mounts left");
     assert_eq!(tmp_entries(), tmp_before, "temp dirs left");
+    assert!(wait_for(|| socket_dirs(env).is_empty(), 10), "socket dirs left: {:?}", socket_dirs(env));
 }
 
 #[test]
@@ -49,7 +58,7 @@ fn command_killed_leaves_nothing() {
     let pid = child.id();
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(137));
-    assert_nothing_left(pid, "sleep 3017", env.workspace.path(), &before);
+    assert_nothing_left(&env, pid, "sleep 3017", &before);
 }
 
 /// The helper reports the agent's exit before the jail's pid 1 has ended;
@@ -68,7 +77,7 @@ fn command_exits_leaving_a_child_and_nothing_outlives_the_run() {
     assert_eq!(out.status.code(), Some(7));
     assert_eq!(processes_with("sleep 3029"), Vec::<i32>::new(), "a process outlived the run");
     assert_eq!(cgroups_of(pid), Vec::<std::path::PathBuf>::new(), "a cgroup outlived the run");
-    assert_nothing_left(pid, "sleep 3029", env.workspace.path(), &before);
+    assert_nothing_left(&env, pid, "sleep 3029", &before);
     let exit = env.audit().into_iter().find(|e| e["kind"] == "run.exit").expect("an exit event");
     assert_eq!(exit["exit_code"], 7, "{exit}");
 }
@@ -86,7 +95,7 @@ fn clawkeep_killed_with_sigkill_leaves_nothing() {
     assert!(!cgroups_of(pid).is_empty(), "the run has cgroups while it runs");
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
-    assert_nothing_left(pid, marker, env.workspace.path(), &before);
+    assert_nothing_left(&env, pid, marker, &before);
     // The helper records what happened to the run it was watching.
     assert!(wait_for(|| env.audit().iter().any(|e| e["kind"] == "run.abort"), 5), "no run.abort event");
 }
@@ -124,7 +133,7 @@ fn launcher_and_helper_killed_together_leave_nothing() {
     child.wait().unwrap();
     assert!(wait_for(|| processes_with(marker).is_empty(), 10), "the jail outlived its helper: {:?}", processes_with(marker));
     env.run(&[], &["true"]).assert().success();
-    assert_nothing_left(pid, marker, env.workspace.path(), &before);
+    assert_nothing_left(&env, pid, marker, &before);
 }
 
 /// Cgroups left by a run whose launcher and helper were both killed (named
@@ -191,7 +200,7 @@ fn clawkeep_killed_with_sigkill_while_its_gate_serves_leaves_nothing() {
         wait_for(|| started.iter().all(|p| !std::path::Path::new(&format!("/proc/{p}")).exists()), 10),
         "the services outlived the launcher"
     );
-    assert_nothing_left(pid, marker, env.workspace.path(), &before);
+    assert_nothing_left(&env, pid, marker, &before);
 }
 
 /// A live run's agent name is taken, and telling so does not start that
@@ -224,4 +233,50 @@ fn a_live_agent_name_is_taken_without_waking_its_services_and_a_dead_ones_is_swe
     live.kill().unwrap();
     live.wait().unwrap();
     assert!(wait_for(|| processes_with(marker).is_empty(), 10));
+}
+
+fn on_tmpfs(p: &std::path::Path) -> bool {
+    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a zeroed statfs is a valid out-buffer.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: c is a valid C string and st a valid out-pointer.
+    (unsafe { libc::statfs(c.as_ptr(), &mut st) }) == 0 && st.f_type == 0x0102_1994
+}
+
+/// A live run's sockets are under `<state>/agents/<agent>/`, which on a
+/// host with a tmpfs for runtime files is a link into a private dir there
+/// (no state-dir metadata per run); the run takes its dir with it.
+#[test]
+fn a_runs_sockets_are_on_the_runtime_tmpfs_and_go_with_the_run() {
+    if !jail_available("agent sockets on the runtime tmpfs") {
+        return;
+    }
+    let env = Env::new();
+    let marker = "sleep 3043";
+    let script = format!("{marker} & echo started; wait");
+    let mut live = env.std_run(&["--agent", "t-rt"], &["sh", "-c", &script]).stdout(Stdio::piped()).spawn().unwrap();
+    let mut line = String::new();
+    BufReader::new(live.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    assert_eq!(line, "started\n");
+    let link = env.state.path().join("agents");
+    let dir = link.join("t-rt");
+    assert!(dir.join("api.sock").exists() && dir.join("gate.sock").exists(), "the run's sockets are not in {}", dir.display());
+    let target = std::fs::read_link(&link).ok();
+    if on_tmpfs(std::path::Path::new("/dev/shm")) {
+        let target = target.clone().expect("<state>/agents is a link to the runtime tmpfs");
+        assert!(on_tmpfs(&target), "{} is not on a tmpfs", target.display());
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::symlink_metadata(target.parent().unwrap()).unwrap();
+        assert!(meta.is_dir() && meta.mode() & 0o077 == 0 && meta.uid() == 0, "the runtime base is not private: {meta:?}");
+    } else {
+        println!("no tmpfs at /dev/shm: checked the plain dir only");
+    }
+    // SAFETY: the run's own launcher; SIGTERM reaches its agent.
+    assert_eq!(unsafe { libc::kill(live.id() as i32, libc::SIGTERM) }, 0);
+    live.wait().unwrap();
+    assert!(wait_for(|| processes_with(marker).is_empty(), 10));
+    assert!(!dir.exists(), "the run's socket dir outlived it");
+    if let Some(t) = target {
+        assert!(!t.exists(), "the state dir's runtime dir outlived its last run: {}", t.display());
+    }
 }

@@ -70,6 +70,10 @@ pub fn main() -> i32 {
     if launcher != Launcher::Stayed {
         finish(&cfg);
         if launcher == Launcher::Died {
+            // Its gate's sockets would wait for the state dir's next run.
+            if let Some(dir) = cfg.gate.as_ref().and_then(|g| g.socket.parent()) {
+                crate::agent_dir::remove_unheld(dir);
+            }
             record_abort(&cfg, &report);
         }
     } else {

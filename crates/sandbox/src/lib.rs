@@ -21,6 +21,7 @@
 //! / stop / destroy / status); `vm` is the microVM backend (QEMU microvm
 //! driver, guest channel, disks, KVM boot test; Firecracker driver).
 
+pub mod agent_dir;
 pub mod backend;
 pub mod caps;
 pub mod cgroup;

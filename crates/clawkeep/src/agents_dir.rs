@@ -1,0 +1,129 @@
+//! Where a live run's sockets live.
+//!
+//! `<state>/agents/<agent>/` holds a live run's `gate.sock` and `api.sock`:
+//! the documented path, and the one every command uses. A run makes its
+//! dir, binds both sockets and removes all three at its end (a default run
+//! has a name of its own), and on a journalling file system the audit
+//! log's fsyncs then wait for that metadata too: 0.1-0.3 ms a run on this
+//! project's ext4 test host. So where the host has a tmpfs for runtime
+//! files, `<state>/agents` is a symlink, made once, to a dir of ours there:
+//!
+//! - `/run/clawkeep/agents-<random>` when /run is a tmpfs (as root);
+//! - `$XDG_RUNTIME_DIR/clawkeep/agents-<random>` when that is a tmpfs;
+//! - `/dev/shm/clawkeep-<uid>/agents-<random>` otherwise;
+//!
+//! and a plain dir when there is none, or when a plain one is in use. The
+//! random name keeps state dirs apart and stays with the link; the dir is
+//! made again when it is gone (after a reboot, or once the last run of the
+//! state dir removed it, see `clawkeep_sandbox::agent_dir::remove`).
+//!
+//! The base dir (`/run/clawkeep`, ...) must be a dir, not a link, owned by
+//! us and closed to everyone else; it is checked at every run (/dev/shm is
+//! writable by all, and a name there can be taken first).
+
+use crate::Failure;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+pub use clawkeep_sandbox::agent_dir::RUNTIME_PREFIX;
+
+/// `statfs`'s `f_type` of a tmpfs.
+const TMPFS_MAGIC: libc::c_long = 0x0102_1994;
+
+/// `<state>/agents` as a run uses it: the runtime dir it links to, or
+/// itself when it is a plain dir. Makes the link when there is none (see
+/// the module docs); the runtime dir itself is made by the caller (with
+/// the agent's dir in it, mode 0700).
+pub fn agents_root(state: &Path) -> Result<PathBuf, Failure> {
+    let link = state.join("agents");
+    for _ in 0..2 {
+        match std::fs::read_link(&link) {
+            Ok(target) => {
+                check_base(&link, &target)?;
+                return Ok(target);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            // A plain dir (made by an older version, or when there was no
+            // runtime dir): it gives way to the link once no run uses it.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                if std::fs::remove_dir(&link).is_err() {
+                    return Ok(link);
+                }
+            }
+            Err(e) => return Err(Failure::runtime(format!("cannot read {}: {e}", link.display()))),
+        }
+        let Some(base) = runtime_base() else { return Ok(link) };
+        let target = base.join(format!("{RUNTIME_PREFIX}{}", clawkeep_sandbox::sys::random_hex()));
+        match std::os::unix::fs::symlink(&target, &link) {
+            Ok(()) => return Ok(target),
+            // Another run made it (a link, or a plain dir) first: read again.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(Failure::runtime(format!("cannot make {}: {e}", link.display()))),
+        }
+    }
+    Ok(link)
+}
+
+/// The first runtime base the module docs name that is on a tmpfs and
+/// ours (made if need be).
+fn runtime_base() -> Option<PathBuf> {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    let mut bases = Vec::new();
+    if euid == 0 {
+        bases.push(PathBuf::from("/run/clawkeep"));
+    }
+    if let Some(x) = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from).filter(|p| p.is_absolute()) {
+        bases.push(x.join("clawkeep"));
+    }
+    bases.push(PathBuf::from(format!("/dev/shm/clawkeep-{euid}")));
+    bases.into_iter().find(|b| b.parent().is_some_and(is_tmpfs) && make_base(b).is_ok())
+}
+
+fn is_tmpfs(p: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(p.as_os_str().as_bytes()) else { return false };
+    // SAFETY: a zeroed statfs is a valid out-buffer.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: c is a valid C string and st a valid out-pointer.
+    (unsafe { libc::statfs(c.as_ptr(), &mut st) }) == 0 && st.f_type == TMPFS_MAGIC
+}
+
+/// Makes `base` (mode 0700) when it is not there and checks it is ours.
+fn make_base(base: &Path) -> Result<(), Failure> {
+    match std::fs::DirBuilder::new().mode(0o700).create(base) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+            return Err(Failure::runtime(format!("cannot create {}: {e}", base.display())))
+        }
+        _ => {}
+    }
+    let meta = std::fs::symlink_metadata(base).map_err(|e| Failure::runtime(format!("cannot read {}: {e}", base.display())))?;
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    if !meta.file_type().is_dir() || meta.uid() != euid || meta.mode() & 0o077 != 0 {
+        return Err(Failure::runtime(format!(
+            "{} is not a private dir of this user (owner uid {}, mode {:o}); remove it and run again",
+            base.display(),
+            meta.uid(),
+            meta.mode() & 0o7777
+        )));
+    }
+    Ok(())
+}
+
+/// The base of the runtime dir `link` names must (still) be ours.
+fn check_base(link: &Path, target: &Path) -> Result<(), Failure> {
+    let named = target.file_name().is_some_and(|n| n.to_string_lossy().starts_with(RUNTIME_PREFIX));
+    match target.parent() {
+        Some(base) if target.is_absolute() && named => make_base(base),
+        _ => Err(Failure::runtime(format!(
+            "{} links to {}, which is not a runtime dir of clawkeep; remove the link and run again",
+            link.display(),
+            target.display()
+        ))),
+    }
+}
+
+#[cfg(test)]
+#[path = "agents_dir_tests.rs"]
+mod tests;

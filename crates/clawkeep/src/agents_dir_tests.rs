@@ -1,0 +1,73 @@
+use super::{agents_root, make_base, runtime_base, RUNTIME_PREFIX};
+use std::os::unix::fs::PermissionsExt;
+
+fn state() -> tempfile::TempDir {
+    tempfile::tempdir().expect("tempdir")
+}
+
+#[test]
+fn agents_links_once_into_a_private_runtime_dir_when_there_is_one() {
+    let st = state();
+    let root = agents_root(st.path()).expect("root");
+    let link = st.path().join("agents");
+    match runtime_base() {
+        Some(base) => {
+            assert_eq!(std::fs::read_link(&link).expect("a link"), root);
+            assert_eq!(root.parent(), Some(base.as_path()));
+            assert!(root.file_name().unwrap().to_string_lossy().starts_with(RUNTIME_PREFIX), "{}", root.display());
+            let meta = std::fs::symlink_metadata(&base).expect("base");
+            assert!(meta.is_dir() && meta.permissions().mode() & 0o077 == 0, "{meta:?}");
+            // The same on the next run, also once the dir itself is gone.
+            assert_eq!(agents_root(st.path()).expect("again"), root);
+        }
+        None => {
+            println!("no tmpfs runtime dir on this host: agents stays a plain dir");
+            assert_eq!(root, link);
+        }
+    }
+}
+
+#[test]
+fn a_plain_dir_in_use_stays_and_an_empty_one_gives_way() {
+    let st = state();
+    let link = st.path().join("agents");
+    std::fs::create_dir_all(link.join("live")).unwrap();
+    assert_eq!(agents_root(st.path()).unwrap(), link, "a run still uses it");
+    assert!(std::fs::symlink_metadata(&link).unwrap().is_dir());
+    std::fs::remove_dir(link.join("live")).unwrap();
+    let root = agents_root(st.path()).unwrap();
+    if runtime_base().is_some() {
+        assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+        assert_ne!(root, link);
+    } else {
+        assert_eq!(root, link);
+    }
+}
+
+#[test]
+fn a_base_that_is_not_ours_and_private_is_refused() {
+    let dir = state();
+    let loose = dir.path().join("loose");
+    std::fs::create_dir(&loose).unwrap();
+    std::fs::set_permissions(&loose, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let e = make_base(&loose).unwrap_err();
+    assert!(e.message.contains("not a private dir") && e.message.contains("mode 755"), "{}", e.message);
+    let link = dir.path().join("link");
+    let private = dir.path().join("private");
+    std::fs::create_dir(&private).unwrap();
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::os::unix::fs::symlink(&private, &link).unwrap();
+    assert!(make_base(&link).is_err(), "a link is refused, even to a private dir");
+    make_base(&private).expect("a private dir of ours");
+    let fresh = dir.path().join("fresh");
+    make_base(&fresh).expect("made");
+    assert_eq!(std::fs::metadata(&fresh).unwrap().permissions().mode() & 0o7777, 0o700);
+}
+
+#[test]
+fn a_link_elsewhere_is_refused() {
+    let st = state();
+    std::os::unix::fs::symlink("/etc", st.path().join("agents")).unwrap();
+    let e = agents_root(st.path()).unwrap_err();
+    assert!(e.message.contains("not a runtime dir of clawkeep"), "{}", e.message);
+}
