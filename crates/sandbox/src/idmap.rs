@@ -203,47 +203,63 @@ fn idmapped_clone(ws: &OwnedFd, owner_uid: u32, owner_gid: u32, agent: u32) -> R
 }
 
 /// A user namespace whose only mapping is `owner -> agent`, used as the
-/// idmap of the workspace mount. Made by a short-lived child that unshares
-/// and waits while we write its maps; the child is killed afterwards.
+/// idmap of the workspace mount. Made by a short-lived child born in it
+/// that waits while we write its maps, and is killed afterwards.
+///
+/// The child shares our memory (CLONE_VM) and runs on a small stack of its
+/// own: a fork would copy the helper's page tables and cost every page the
+/// helper writes afterwards a copy-on-write fault, for a child that only
+/// blocks in `read`. It touches nothing of ours but that stack.
 fn mapping_userns(owner_uid: u32, owner_gid: u32, agent: u32) -> Result<OwnedFd, SetupFailure> {
     let fail = |e: &io::Error| SetupFailure::new(Step::IdmapUserns, "mapping user namespace", e);
-    let (ready_r, ready_w) = sys::pipe().map_err(|e| fail(&e))?;
     let (hold_r, hold_w) = sys::pipe().map_err(|e| fail(&e))?;
-    // SAFETY: the helper is single-threaded; the child only makes syscalls and _exits.
-    let pid = unsafe { libc::fork() };
+    /// Blocks until the parent closes its end (or kills it); a read that
+    /// succeeds or fails sets no errno either way that anyone reads.
+    extern "C" fn hold(fd: *mut libc::c_void) -> libc::c_int {
+        let mut b = 0u8;
+        // SAFETY: a one-byte read into our own stack frame.
+        unsafe { libc::read(fd as usize as libc::c_int, (&raw mut b).cast(), 1) };
+        0
+    }
+    const STACK: usize = 64 * 1024;
+    let mut stack = vec![0u8; STACK];
+    // The stack grows down from its (16-byte aligned) top.
+    let top = (stack.as_mut_ptr() as usize + STACK) & !15;
+    // SAFETY: the child runs `hold` on `stack`, which outlives it (it is
+    // reaped below before `stack` drops); it shares our memory but writes
+    // only its own frame; the helper is single-threaded.
+    let pid = unsafe {
+        libc::clone(
+            hold,
+            top as *mut libc::c_void,
+            libc::CLONE_VM | libc::CLONE_NEWUSER | libc::SIGCHLD,
+            hold_r.as_raw_fd() as usize as *mut libc::c_void,
+        )
+    };
     if pid < 0 {
-        return Err(fail(&io::Error::last_os_error()));
+        let e = io::Error::last_os_error();
+        return Err(match e.raw_os_error() {
+            Some(libc::EPERM) | Some(libc::EINVAL) | Some(libc::ENOSPC) | Some(libc::EUSERS) => {
+                SetupFailure::msg(Step::IdmapUserns, "clone(CLONE_NEWUSER)", format!("the kernel refused a new user namespace: {e}"))
+            }
+            _ => fail(&e),
+        });
     }
-    if pid == 0 {
-        drop(ready_r);
-        drop(hold_w);
-        // SAFETY: plain syscalls in a forked child, then _exit.
-        unsafe {
-            let ok = libc::unshare(libc::CLONE_NEWUSER) == 0;
-            let _ = sys::write_all(ready_w.as_raw_fd(), &[u8::from(ok)]);
-            let mut b = [0u8; 1];
-            let _ = sys::read_some(hold_r.as_raw_fd(), &mut b);
-            libc::_exit(0);
-        }
-    }
-    drop(ready_w);
-    drop(hold_r);
     let result = (|| {
-        let mut b = [0u8; 1];
-        sys::read_exact(ready_r.as_raw_fd(), &mut b).map_err(|e| fail(&e))?;
-        if b[0] != 1 {
-            return Err(SetupFailure::msg(Step::IdmapUserns, "unshare(CLONE_NEWUSER)", "the kernel refused a new user namespace"));
-        }
         fs::write(format!("/proc/{pid}/uid_map"), format!("{owner_uid} {agent} 1\n")).map_err(|e| fail(&e))?;
         fs::write(format!("/proc/{pid}/gid_map"), format!("{owner_gid} {agent} 1\n")).map_err(|e| fail(&e))?;
         sys::open_path(Path::new(&format!("/proc/{pid}/ns/user")), libc::O_RDONLY).map_err(|e| fail(&e))
     })();
     drop(hold_w);
-    // SAFETY: pid is our own child.
+    // SAFETY: pid is our own child; reaped before its stack is freed.
     unsafe {
         libc::kill(pid, libc::SIGKILL);
-        libc::waitpid(pid, std::ptr::null_mut(), 0);
+        while libc::waitpid(pid, std::ptr::null_mut(), libc::__WALL) < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted
+        {
+        }
     }
+    drop(stack);
+    drop(hold_r);
     result
 }
 
