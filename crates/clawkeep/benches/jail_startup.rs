@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const RUNS: usize = 40;
+const RUNS: usize = 100;
 
 const CGROUPED: &str = "/bin/true in a run's cgroups";
 /// Static when build/static_pie.rs could link it so (its build says when not).
@@ -66,13 +66,18 @@ impl<'a> Subject<'a> {
 
 /// Runs every subject once to warm the page cache, then RUNS times each,
 /// in turns (one of each, then again), so a shift in the machine's
-/// background load hits them all alike; prints each median.
+/// background load hits them all alike; each turn starts one subject
+/// later, so none always runs right after the same other (a run's netns
+/// and cgroups are torn down in the background, into the next run);
+/// prints each median.
 fn measure(subjects: &mut [Subject<'_>]) {
     for s in subjects.iter_mut() {
         let _ = (s.run)();
     }
-    for _ in 0..RUNS {
-        for s in subjects.iter_mut() {
+    let n = subjects.len();
+    for turn in 0..RUNS {
+        for k in 0..n {
+            let s = &mut subjects[(turn + k) % n];
             let (t, rss) = (s.run)();
             s.times.push(t);
             s.rss_kib = s.rss_kib.max(rss);
@@ -212,7 +217,7 @@ fn main() {
     println!();
     println!("  clawkeep / bare   = {:.1}x", ms(ck) / ms(bare));
     if let Some(t) = ck_tmpfs {
-        println!("  state dir on disk vs tmpfs = {:+.2} ms per run (the audit events' fsyncs, the gate's socket dir)", ms(ck) - ms(t));
+        println!("  state dir on disk vs tmpfs = {:+.2} ms per run (the audit events' fsyncs)", ms(ck) - ms(t));
     }
     if let Some(f) = fsync {
         println!("  one audit line appended and fdatasync'd in the state dir: {:.2} ms (median of {RUNS})", ms(f));
@@ -227,8 +232,8 @@ fn main() {
         }
         // What the target leaves for everything clawkeep does beyond bwrap,
         // beside two costs other requirements put on every run, measured
-        // above in turns: durable state (the fsync'd audit events, the
-        // gate's socket dir) on this disk rather than tmpfs, and the
+        // above in turns: durable state (the fsync'd audit events) on this
+        // disk rather than tmpfs, and the
         // proxy's set-up.
         if let Some(t) = ck_tmpfs {
             let (disk, proxy) = (ms(ck) - ms(t), ms(ck) - ms(ck_noproxy));
