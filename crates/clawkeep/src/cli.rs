@@ -8,13 +8,39 @@ use std::time::Duration;
 #[derive(Debug, Parser)]
 #[command(name = "clawkeep", version, about = "A secure host for autonomous AI agents", propagate_version = true)]
 pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// What every command takes.
+#[derive(Debug, Args)]
+pub struct Global {
     /// Where audit logs and state live [default: /var/lib/clawkeep as root,
     /// else $XDG_STATE_HOME/clawkeep]
     #[arg(long, global = true, env = "CLAWKEEP_STATE_DIR", value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+}
+
+/// `clawkeep run ...` alone, as the launcher parses it when `run` comes
+/// first: the same `run` as [`Cli`]'s (its help, errors and exit codes),
+/// without building every other command's parser at each run's start.
+#[derive(Debug, Parser)]
+#[command(name = "clawkeep", version, about = "A secure host for autonomous AI agents", propagate_version = true)]
+pub struct RunCli {
+    #[command(flatten)]
+    pub global: Global,
 
     #[command(subcommand)]
-    pub command: Command,
+    pub command: RunOnly,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RunOnly {
+    /// Run a command inside a hardened jail; behaves like the command itself
+    Run(RunArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -349,5 +375,30 @@ fn parse_cpus(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if (0.01..=4096.0).contains(&v) => Ok(v),
         _ => Err(format!("invalid CPU count '{s}'; use a number like 0.5 or 2")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Cli, RunCli};
+    use clap::CommandFactory;
+
+    /// The launcher's run-only parser is the full command line's `run`:
+    /// the same arguments, help and usage.
+    #[test]
+    fn the_run_only_parser_is_the_full_ones_run() {
+        let (mut full, mut alone) = (Cli::command(), RunCli::command());
+        full.build();
+        alone.build();
+        let (a, b) = (full.find_subcommand_mut("run").expect("run"), alone.find_subcommand_mut("run").expect("run"));
+        assert_eq!(a.render_long_help().to_string(), b.render_long_help().to_string());
+        assert_eq!(a.render_usage().to_string(), b.render_usage().to_string());
+        let ids = |c: &clap::Command| c.get_arguments().map(|x| format!("{x:?}")).collect::<Vec<_>>();
+        assert_eq!(ids(a), ids(b));
+        assert_eq!(full.get_version(), alone.get_version());
+        assert_eq!(
+            full.get_arguments().map(|x| x.get_id().clone()).collect::<Vec<_>>(),
+            alone.get_arguments().map(|x| x.get_id().clone()).collect::<Vec<_>>()
+        );
     }
 }

@@ -39,19 +39,29 @@ pub fn launcher_main() -> ExitCode {
     // `clawkeep run`: the sandbox helper starts before the command line is
     // parsed, so its exec overlaps the parsing (see `run::HelperStart`).
     // Only when `run` comes first; otherwise the run starts it itself.
-    let early = match std::env::args_os().nth(1) {
-        Some(a) if a == "run" => run::HelperStart::begin().ok(),
-        _ => None,
-    };
+    let run_first = std::env::args_os().nth(1).is_some_and(|a| a == "run");
+    let early = run_first.then(|| run::HelperStart::begin().ok()).flatten();
     #[cfg(static_glibc)]
     pin_name_lookups();
-    let cli = match cli::Cli::try_parse() {
-        Ok(c) => c,
+    // `run` first: only its parser is built (the same `run` as the full
+    // command line's); anything else is parsed in full.
+    let parsed = match run_first {
+        true => cli::RunCli::try_parse().map(|c| {
+            let cli::RunOnly::Run(args) = c.command;
+            (c.global, Some(args))
+        }),
+        false => cli::Cli::try_parse().map(|c| match c.command {
+            cli::Command::Run(args) => (c.global, Some(args)),
+            _ => (c.global, None),
+        }),
+    };
+    let (global, args) = match parsed {
+        Ok(p) => p,
         Err(e) => return clap_error(e),
     };
-    match cli.command {
-        cli::Command::Run(args) if args.backend != "vm" => {
-            let result = logging::init_if_asked().and_then(|()| run::run(cli.state_dir, args, early));
+    match args {
+        Some(args) if args.backend != "vm" => {
+            let result = logging::init_if_asked().and_then(|()| run::run(global.state_dir, args, early));
             exit_with(result)
         }
         _ => {
@@ -107,16 +117,18 @@ pub fn full_main() -> ExitCode {
     .and_then(|()| match cli.command {
         cli::Command::Run(args) if args.backend == "vm" => run::check_command(&args.command).and_then(|()| {
             logging::init_default();
-            vm_run::run(cli.state_dir, args)
+            vm_run::run(cli.global.state_dir, args)
         }),
-        cli::Command::Run(args) => run::run(cli.state_dir, args, None),
-        cli::Command::Doctor { json } => doctor::doctor(json, vm_doctor::doctor_report(cli.state_dir.clone())),
-        cli::Command::Audit(cli::AuditCommand::Verify { file, anchor, json }) => audit_cmd::verify(cli.state_dir, file, &anchor, json),
+        cli::Command::Run(args) => run::run(cli.global.state_dir, args, None),
+        cli::Command::Doctor { json } => doctor::doctor(json, vm_doctor::doctor_report(cli.global.state_dir.clone())),
+        cli::Command::Audit(cli::AuditCommand::Verify { file, anchor, json }) => {
+            audit_cmd::verify(cli.global.state_dir, file, &anchor, json)
+        }
         cli::Command::Policy(cli::PolicyCommand::Check { file }) => gate_cmd::policy_check(&file),
         cli::Command::Policy(cli::PolicyCommand::Explain { file, cwd, command }) => gate_cmd::policy_explain(Some(&file), &cwd, &command),
         cli::Command::Policy(cli::PolicyCommand::ShowDefault) => gate_cmd::policy_show_default(),
-        cli::Command::Image(cmd) => image_cmd::run(cli.state_dir, cmd),
-        other => operator(cli.state_dir, other),
+        cli::Command::Image(cmd) => image_cmd::run(cli.global.state_dir, cmd),
+        other => operator(cli.global.state_dir, other),
     });
     exit_with(result)
 }
