@@ -7,6 +7,7 @@
 
 pub mod duration;
 pub mod env;
+pub mod lock;
 pub mod paths;
 pub mod size;
 pub mod spec;
@@ -14,6 +15,7 @@ pub mod time;
 
 pub use duration::parse_duration;
 pub use env::{is_secret_name, AgentEnv, EnvError, EnvRequest};
+pub use lock::lock_beside;
 pub use paths::{state_dir, StateDirError};
 pub use size::parse_size;
 pub use spec::{Limits, RunSpec};

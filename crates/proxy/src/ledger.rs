@@ -16,6 +16,8 @@ pub enum LedgerError {
     Open { path: PathBuf, source: rusqlite::Error },
     #[error("cannot create usage database {path}: {source}; check the directory exists and is writable")]
     Create { path: PathBuf, source: std::io::Error },
+    #[error("cannot take the usage database's lock {path}: {source}")]
+    Lock { path: PathBuf, source: std::io::Error },
     #[error("cannot set permissions on usage database {path}: {source}")]
     Permissions { path: PathBuf, source: std::io::Error },
     #[error("usage database query failed: {0}")]
@@ -96,20 +98,21 @@ CREATE INDEX IF NOT EXISTS proxy_usage_agent_at ON proxy_usage(agent, at_unix);
 impl Ledger {
     /// Opens (creating 0600 if needed) the ledger at `path`.
     ///
-    /// First opens racing on a new file (a run's proxy makes it while
-    /// `clawkeep usage` opens it) take turns under an exclusive flock on the
-    /// file while they switch it to WAL and make the schema; SQLite's own
-    /// (POSIX) locks are apart from it.
+    /// Opens take turns while they switch it to WAL and make the schema (a
+    /// run's proxy makes it while `clawkeep usage` may open it), under a
+    /// lock file beside it (`clawkeep_core::lock_beside`). No descriptor of
+    /// the database itself is opened but SQLite's: closing one would drop
+    /// SQLite's own locks on it.
     pub fn open(path: &Path) -> Result<Ledger, LedgerError> {
-        use std::os::fd::AsRawFd;
         use std::os::unix::fs::OpenOptionsExt;
-        let create_err = |source| LedgerError::Create { path: path.to_path_buf(), source };
-        // Made 0600 before SQLite sees it (it would make it 0644).
-        let file =
-            std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o600).open(path).map_err(create_err)?;
-        // SAFETY: flock on our own open file; waits for another opener.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(create_err(std::io::Error::last_os_error()));
+        let _turn = clawkeep_core::lock_beside(path, std::time::Duration::from_secs(5))
+            .map_err(|source| LedgerError::Lock { path: clawkeep_core::lock::lock_path(path), source })?;
+        // Made 0600 before SQLite sees it (it would make it 0644); an
+        // existing one is left to SQLite (and `set_private`, by path).
+        match std::fs::OpenOptions::new().read(true).write(true).create_new(true).mode(0o600).open(path) {
+            Ok(new) => drop(new),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(source) => return Err(LedgerError::Create { path: path.to_path_buf(), source }),
         }
         let open_err = |source| LedgerError::Open { path: path.to_path_buf(), source };
         let conn = Connection::open(path).map_err(open_err)?;
@@ -117,8 +120,6 @@ impl Ledger {
         conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(open_err)?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(open_err)?;
         conn.execute_batch(SCHEMA).map_err(open_err)?;
-        // Closing it releases the flock (SQLite has its own descriptor).
-        drop(file);
         for suffix in ["-wal", "-shm"] {
             let side = PathBuf::from(format!("{}{suffix}", path.display()));
             if side.exists() {

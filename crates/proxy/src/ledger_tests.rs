@@ -118,3 +118,33 @@ fn first_opens_racing_on_a_new_file_all_succeed() {
         }
     }
 }
+
+/// Opening the ledger again (as `clawkeep usage` does beside a run's
+/// proxy, in its own process; here in ours) leaves SQLite's locks on the
+/// file in place: no descriptor of it is opened and closed beside SQLite's.
+#[test]
+fn opening_keeps_sqlites_own_locks_on_the_file() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("usage.db");
+    let first = Ledger::open(&path).expect("open");
+    let ino = std::fs::metadata(&path).expect("meta").ino().to_string();
+    let pid = std::process::id().to_string();
+    let locks = || {
+        std::fs::read_to_string("/proc/locks")
+            .expect("/proc/locks")
+            .lines()
+            .filter(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                f.get(1) == Some(&"POSIX")
+                    && f.get(4) == Some(&pid.as_str())
+                    && f.get(5).and_then(|d| d.rsplit(':').next()) == Some(ino.as_str())
+            })
+            .count()
+    };
+    let held = locks();
+    assert!(held > 0, "an open WAL ledger holds SQLite's lock on its file");
+    drop(Ledger::open(&path).expect("again"));
+    assert!(locks() > 0, "opening and closing a second ledger dropped the first one's locks");
+    drop(first);
+}

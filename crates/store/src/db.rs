@@ -2,7 +2,6 @@
 
 use std::fmt;
 use std::fs::{self, OpenOptions, Permissions};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -101,17 +100,16 @@ impl Store {
     /// Opens (creating if needed) the store at `path`, mode 0600, and brings
     /// its schema up to date.
     ///
-    /// Opens racing on a new file (the gate's services make it while an
-    /// operator's `clawkeep approvals` opens it) take turns: each brings the
-    /// schema up under an exclusive flock on the file, so the second finds
-    /// it made instead of failing on `CREATE TABLE`. The flock is apart from
-    /// SQLite's own (POSIX) locks and is released before this returns.
+    /// Opens take turns while they do (the gate's services make the file
+    /// while an operator's `clawkeep approvals` may open it): under a lock
+    /// file beside it (`clawkeep_core::lock_beside`), so the second finds
+    /// the schema made instead of failing on `CREATE TABLE`. No descriptor
+    /// of the database itself is opened but SQLite's: closing one would
+    /// drop SQLite's own locks on it.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let file = create_private_file(path)?;
-        // SAFETY: flock on our own open file; waits for another opener.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(StoreError::Open { path: path.to_path_buf(), source: std::io::Error::last_os_error() });
-        }
+        create_private_file(path)?;
+        let _turn = clawkeep_core::lock_beside(path, BUSY_TIMEOUT)
+            .map_err(|source| StoreError::Lock { path: clawkeep_core::lock::lock_path(path), source })?;
         let open_err = |source| StoreError::OpenDb { path: path.to_path_buf(), source };
         // No URI flag: the path is the file we just created, even if it starts
         // with `file:`.
@@ -119,8 +117,6 @@ impl Store {
         let mut conn = Connection::open_with_flags(path, flags).map_err(open_err)?;
         configure(&conn, true).map_err(open_err)?;
         migrations().to_latest(&mut conn)?;
-        // Closing the file releases the flock (SQLite has its own descriptor).
-        drop(file);
         Ok(Store { conn: Mutex::new(conn), path: Some(path.to_path_buf()) })
     }
 
@@ -143,15 +139,23 @@ impl Store {
 }
 
 /// Creates the file with mode 0600 before SQLite sees it (SQLite would use
-/// 0644), and resets an existing file with any other mode to 0600. SQLite
-/// gives new `-wal` and `-shm` files the mode of the database; leftover ones
-/// that others can read are tightened too.
-fn create_private_file(path: &Path) -> Result<fs::File, StoreError> {
+/// 0644), and resets an existing file with any other mode to 0600, by path:
+/// a descriptor of a database this process has open, closed again, would
+/// drop SQLite's locks on it. SQLite gives new `-wal` and `-shm` files the
+/// mode of the database; leftover ones that others can read are tightened
+/// too.
+fn create_private_file(path: &Path) -> Result<(), StoreError> {
     let io_err = |source| StoreError::Open { path: path.to_path_buf(), source };
-    let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(FILE_MODE).open(path).map_err(io_err)?;
-    let mode = file.metadata().map_err(io_err)?.permissions().mode();
-    if mode & 0o7777 != FILE_MODE {
-        file.set_permissions(Permissions::from_mode(FILE_MODE)).map_err(io_err)?;
+    match OpenOptions::new().read(true).write(true).create_new(true).mode(FILE_MODE).open(path) {
+        // New: no connection has it open yet.
+        Ok(file) => drop(file),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let mode = fs::metadata(path).map_err(io_err)?.permissions().mode();
+            if mode & 0o7777 != FILE_MODE {
+                fs::set_permissions(path, Permissions::from_mode(FILE_MODE)).map_err(io_err)?;
+            }
+        }
+        Err(e) => return Err(io_err(e)),
     }
     for suffix in ["-wal", "-shm"] {
         let mut side = path.as_os_str().to_owned();
@@ -163,7 +167,7 @@ fn create_private_file(path: &Path) -> Result<fs::File, StoreError> {
             }
         }
     }
-    Ok(file)
+    Ok(())
 }
 
 /// Per-connection settings. The busy timeout comes first so the switch to

@@ -11,6 +11,10 @@ pub enum StoreError {
     #[error("cannot create or open the store file {}: {source}; check that its directory exists and is writable by this user", path.display())]
     Open { path: PathBuf, source: std::io::Error },
 
+    /// The lock opens take turns under (see `Store::open`) was not had.
+    #[error("cannot take the store's lock {}: {source}", path.display())]
+    Lock { path: PathBuf, source: std::io::Error },
+
     /// SQLite could not open the file or set it up (pragmas).
     #[error("cannot open the SQLite store {}: {source}; if the file is not a clawkeep database, move it aside", path.display())]
     OpenDb { path: PathBuf, source: rusqlite::Error },

@@ -164,3 +164,50 @@ fn first_opens_racing_on_a_new_file_all_succeed() {
         }
     }
 }
+
+/// The POSIX locks this process holds on `path`'s inode (/proc/locks).
+fn posix_locks_on(path: &Path) -> usize {
+    use std::os::unix::fs::MetadataExt;
+    let ino = std::fs::metadata(path).unwrap().ino();
+    let pid = std::process::id().to_string();
+    std::fs::read_to_string("/proc/locks")
+        .unwrap()
+        .lines()
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            // "1: POSIX  ADVISORY  READ 1234 fd:01:5678 ..." (a blocked
+            // waiter's line has "->" first).
+            f.get(1) == Some(&"POSIX")
+                && f.get(4) == Some(&pid.as_str())
+                && f.get(5).and_then(|d| d.rsplit(':').next()) == Some(ino.to_string().as_str())
+        })
+        .count()
+}
+
+/// SQLite keeps a lock on an open WAL database; opening (the store, or
+/// another store on the same file) must not drop it, as closing a second
+/// descriptor of the file would: another process could then checkpoint
+/// and remove the WAL under the live connection.
+#[test]
+fn opening_keeps_sqlites_own_locks_on_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    // What SQLite itself holds here, opened directly.
+    let bare = dir.path().join("bare.db");
+    let conn = rusqlite::Connection::open(&bare).unwrap();
+    conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get::<_, String>(0)).unwrap();
+    conn.execute_batch("CREATE TABLE t (x); INSERT INTO t VALUES (1);").unwrap();
+    let baseline = posix_locks_on(&bare);
+    assert!(baseline > 0, "SQLite holds no lock on an open WAL database on this host");
+    drop(conn);
+
+    let path = dir.path().join("clawkeep.db");
+    let store = Store::open(&path).unwrap();
+    store.record(&decision("a", "ls", "allowed")).unwrap();
+    assert!(posix_locks_on(&path) >= baseline, "opening the store dropped SQLite's locks on it");
+    let again = Store::open(&path).unwrap();
+    assert!(posix_locks_on(&path) >= baseline, "a second open dropped the first connection's locks");
+    drop(again);
+    store.record(&decision("a", "ls", "allowed")).unwrap();
+    assert!(posix_locks_on(&path) >= baseline, "closing the second store dropped the first one's locks");
+    assert!(side(&path, "-wal").exists());
+}

@@ -1,0 +1,76 @@
+//! A lock file beside a file, for a short critical section among the
+//! processes that share that file (the first opens of a state dir's SQLite
+//! files, which make their schema).
+
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// The lock file of `path`: `.<name>.lock` beside it.
+pub fn lock_path(path: &Path) -> PathBuf {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    path.with_file_name(format!(".{name}.lock"))
+}
+
+/// Takes an exclusive flock on `path`'s lock file (made 0600 when it is not
+/// there), waiting at most `limit` for another holder; released when the
+/// returned file is dropped.
+///
+/// Beside `path`, never on it: closing any descriptor of a file drops every
+/// POSIX (fcntl) lock this process holds on that file, SQLite's included,
+/// and a database whose lock is gone can be checkpointed and its WAL
+/// removed by another process under a live connection.
+pub fn lock_beside(path: &Path, limit: Duration) -> io::Result<File> {
+    let at = lock_path(path);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&at)?;
+    let start = Instant::now();
+    loop {
+        // SAFETY: flock on a descriptor we own; released when it closes.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Ok(file);
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EINTR) => {}
+            Some(libc::EWOULDBLOCK) if start.elapsed() < limit => std::thread::sleep(Duration::from_millis(2)),
+            Some(libc::EWOULDBLOCK) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("{} was held by another process for {} ms; is one stopped?", at.display(), limit.as_millis()),
+                ))
+            }
+            _ => return Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{lock_beside, lock_path};
+    use std::time::Duration;
+
+    #[test]
+    fn a_second_holder_waits_its_limit_and_the_lock_is_beside_the_file() {
+        let dir = std::env::temp_dir().join(format!("clawkeep-lock-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let db = dir.join("gate.db");
+        assert_eq!(lock_path(&db), dir.join(".gate.db.lock"));
+        let held = lock_beside(&db, Duration::from_millis(10)).expect("free");
+        assert!(!db.exists(), "the file itself is never opened");
+        let e = lock_beside(&db, Duration::from_millis(30)).expect_err("held");
+        assert_eq!(e.kind(), std::io::ErrorKind::TimedOut, "{e}");
+        assert!(e.to_string().contains(".gate.db.lock"), "{e}");
+        drop(held);
+        lock_beside(&db, Duration::from_millis(10)).expect("free again");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
