@@ -18,8 +18,11 @@
 //! state dir removed it, see `clawkeep_sandbox::agent_dir::remove`).
 //!
 //! The base dir (`/run/clawkeep`, ...) must be a dir, not a link, owned by
-//! us and closed to everyone else; it is checked at every run (/dev/shm is
-//! writable by all, and a name there can be taken first).
+//! us and closed to everyone else, in a dir whose entries only its owner
+//! (us or root) can change; it is checked at every run (/dev/shm is
+//! writable by all, and a name there can be taken first). A link whose base
+//! is gone (a logout removes `$XDG_RUNTIME_DIR`) or fails the check is
+//! pointed elsewhere, or replaced by a plain dir: no run of ours is in it.
 
 use crate::Failure;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
@@ -32,40 +35,82 @@ const TMPFS_MAGIC: libc::c_long = 0x0102_1994;
 
 /// `<state>/agents` as a run uses it: the runtime dir it links to, or
 /// itself when it is a plain dir. Makes the link when there is none (see
-/// the module docs); the runtime dir itself is made by the caller (with
-/// the agent's dir in it, mode 0700).
+/// the module docs), and again when the base it points into is gone (a
+/// logout removes `$XDG_RUNTIME_DIR`) or no longer a private dir of ours:
+/// no run of ours can be using it then. The runtime dir itself is made by
+/// the caller (with the agent's dir in it, mode 0700).
 pub fn agents_root(state: &Path) -> Result<PathBuf, Failure> {
     let link = state.join("agents");
-    for _ in 0..2 {
+    // Each pass either returns or sees another run's change; a few suffice.
+    for _ in 0..8 {
         match std::fs::read_link(&link) {
             Ok(target) => {
-                check_base(&link, &target)?;
-                return Ok(target);
+                check_target(&link, &target)?;
+                if target.parent().is_some_and(|base| make_base(base).is_ok()) {
+                    return Ok(target);
+                }
+                relink(&link)?;
+                continue;
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             // A plain dir (made by an older version, or when there was no
             // runtime dir): it gives way to the link once no run uses it.
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                if std::fs::remove_dir(&link).is_err() {
+                if runtime_base().is_none() {
                     return Ok(link);
+                }
+                match std::fs::remove_dir(&link) {
+                    Ok(()) => {}
+                    // Another run moved it first: read again.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    // In use by a run (not empty): it stays for now.
+                    Err(_) => return Ok(link),
                 }
             }
             Err(e) => return Err(Failure::runtime(format!("cannot read {}: {e}", link.display()))),
         }
-        let Some(base) = runtime_base() else { return Ok(link) };
+        let Some(base) = runtime_base() else {
+            match std::fs::DirBuilder::new().mode(0o700).create(&link) {
+                Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                    return Err(Failure::usage(format!("cannot create {}: {e}", link.display())))
+                }
+                _ => continue,
+            }
+        };
         let target = base.join(format!("{RUNTIME_PREFIX}{}", clawkeep_sandbox::sys::random_hex()));
         match std::os::unix::fs::symlink(&target, &link) {
             Ok(()) => return Ok(target),
             // Another run made it (a link, or a plain dir) first: read again.
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(Failure::runtime(format!("cannot make {}: {e}", link.display()))),
+            Err(e) => return Err(Failure::usage(format!("cannot make {}: {e}", link.display()))),
         }
     }
-    Ok(link)
+    Err(Failure::runtime(format!("{} kept changing while this run started; run again", link.display())))
 }
 
-/// The first runtime base the module docs name that is on a tmpfs and
-/// ours (made if need be).
+/// Points `link` at a new runtime dir (or, with none, makes it a plain
+/// dir): a new link renamed over the old one, so a run reading it sees
+/// one or the other.
+fn relink(link: &Path) -> Result<(), Failure> {
+    let fail = |e: std::io::Error| Failure::usage(format!("cannot replace {}: {e}", link.display()));
+    match runtime_base() {
+        Some(base) => {
+            let target = base.join(format!("{RUNTIME_PREFIX}{}", clawkeep_sandbox::sys::random_hex()));
+            let tmp = link.with_file_name(format!(".agents-{}", clawkeep_sandbox::sys::random_hex()));
+            std::os::unix::fs::symlink(&target, &tmp).map_err(fail)?;
+            std::fs::rename(&tmp, link).inspect_err(|_| drop(std::fs::remove_file(&tmp))).map_err(fail)
+        }
+        None => match std::fs::remove_file(link) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(fail(e)),
+        },
+    }
+}
+
+/// The first runtime base the module docs name that is on a tmpfs, in a
+/// dir only its owner (us or root) can change entries of, and ours (made
+/// if need be).
 fn runtime_base() -> Option<PathBuf> {
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
@@ -77,7 +122,16 @@ fn runtime_base() -> Option<PathBuf> {
         bases.push(x.join("clawkeep"));
     }
     bases.push(PathBuf::from(format!("/dev/shm/clawkeep-{euid}")));
-    bases.into_iter().find(|b| b.parent().is_some_and(is_tmpfs) && make_base(b).is_ok())
+    bases.into_iter().find(|b| b.parent().is_some_and(|p| is_tmpfs(p) && guards_its_entries(p, euid)) && make_base(b).is_ok())
+}
+
+/// Whether only its owner, us or root, can remove or rename what is in
+/// `dir`: not writable by others, or sticky (/dev/shm).
+fn guards_its_entries(dir: &Path, euid: u32) -> bool {
+    std::fs::metadata(dir).is_ok_and(|m| {
+        let sticky = m.mode() & libc::S_ISVTX != 0;
+        m.is_dir() && (m.uid() == euid || m.uid() == 0) && (m.mode() & 0o022 == 0 || sticky)
+    })
 }
 
 fn is_tmpfs(p: &Path) -> bool {
@@ -102,7 +156,7 @@ fn make_base(base: &Path) -> Result<(), Failure> {
     let euid = unsafe { libc::geteuid() };
     if !meta.file_type().is_dir() || meta.uid() != euid || meta.mode() & 0o077 != 0 {
         return Err(Failure::runtime(format!(
-            "{} is not a private dir of this user (owner uid {}, mode {:o}); remove it and run again",
+            "{} is not a private dir of this user (owner uid {}, mode {:o})",
             base.display(),
             meta.uid(),
             meta.mode() & 0o7777
@@ -111,12 +165,12 @@ fn make_base(base: &Path) -> Result<(), Failure> {
     Ok(())
 }
 
-/// The base of the runtime dir `link` names must (still) be ours.
-fn check_base(link: &Path, target: &Path) -> Result<(), Failure> {
+/// `link` must name a runtime dir of ours: `<base>/agents-<random>`.
+fn check_target(link: &Path, target: &Path) -> Result<(), Failure> {
     let named = target.file_name().is_some_and(|n| n.to_string_lossy().starts_with(RUNTIME_PREFIX));
     match target.parent() {
-        Some(base) if target.is_absolute() && named => make_base(base),
-        _ => Err(Failure::runtime(format!(
+        Some(_) if target.is_absolute() && named => Ok(()),
+        _ => Err(Failure::usage(format!(
             "{} links to {}, which is not a runtime dir of clawkeep; remove the link and run again",
             link.display(),
             target.display()

@@ -17,7 +17,10 @@ fn agents_links_once_into_a_private_runtime_dir_when_there_is_one() {
             assert!(root.file_name().unwrap().to_string_lossy().starts_with(RUNTIME_PREFIX), "{}", root.display());
             let meta = std::fs::symlink_metadata(&base).expect("base");
             assert!(meta.is_dir() && meta.permissions().mode() & 0o077 == 0, "{meta:?}");
-            // The same on the next run, also once the dir itself is gone.
+            // The same on the next run, also once the dir itself is gone
+            // (the last run of the state dir removes it).
+            std::fs::create_dir(&root).expect("made by a run");
+            std::fs::remove_dir(&root).expect("removed by its end");
             assert_eq!(agents_root(st.path()).expect("again"), root);
         }
         None => {
@@ -70,4 +73,58 @@ fn a_link_elsewhere_is_refused() {
     std::os::unix::fs::symlink("/etc", st.path().join("agents")).unwrap();
     let e = agents_root(st.path()).unwrap_err();
     assert!(e.message.contains("not a runtime dir of clawkeep"), "{}", e.message);
+}
+
+#[test]
+fn a_link_into_a_base_that_is_gone_or_not_private_is_pointed_elsewhere() {
+    let st = state();
+    let link = st.path().join("agents");
+    let loose = st.path().join("loose-base");
+    std::fs::create_dir(&loose).unwrap();
+    std::fs::set_permissions(&loose, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // A logout removed $XDG_RUNTIME_DIR; another user's or a loose base.
+    for stale in [std::path::PathBuf::from("/nonexistent-clawkeep-test/base"), loose.clone()] {
+        let old = stale.join(format!("{RUNTIME_PREFIX}0123"));
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&old, &link).unwrap();
+        let root = agents_root(st.path()).expect("pointed elsewhere");
+        assert_ne!(root, old, "a base that is gone or loose is not used");
+        match runtime_base() {
+            Some(base) => {
+                assert_eq!(std::fs::read_link(&link).unwrap(), root);
+                assert_eq!(root.parent(), Some(base.as_path()));
+            }
+            None => assert!(std::fs::symlink_metadata(&link).unwrap().is_dir(), "a plain dir instead"),
+        }
+    }
+    assert!(!loose.join(format!("{RUNTIME_PREFIX}0123")).exists(), "nothing was made in the loose base");
+}
+
+/// Runs of a new version starting together on a state dir whose plain
+/// `agents` an older one left: each gets a root it can make its dir in.
+#[test]
+fn first_runs_racing_on_an_old_plain_dir_all_get_a_usable_root() {
+    for round in 0..10 {
+        let st = state();
+        std::fs::create_dir(st.path().join("agents")).unwrap();
+        let start = std::sync::Arc::new(std::sync::Barrier::new(4));
+        let runs: Vec<_> = (0..4)
+            .map(|i| {
+                let (dir, start) = (st.path().to_path_buf(), start.clone());
+                std::thread::spawn(move || {
+                    start.wait();
+                    let root = agents_root(&dir).map_err(|f| f.message)?;
+                    std::fs::DirBuilder::new().recursive(true).create(root.join(format!("run-{i}"))).map_err(|e| e.to_string())
+                })
+            })
+            .collect();
+        let made: Vec<Result<(), String>> = runs.into_iter().map(|r| r.join().unwrap()).collect();
+        // The runtime dir outlives the state dir's temp dir: removed here.
+        if let Ok(t) = std::fs::read_link(st.path().join("agents")) {
+            let _ = std::fs::remove_dir_all(t);
+        }
+        for m in made {
+            m.unwrap_or_else(|e| panic!("round {round}: {e}"));
+        }
+    }
 }

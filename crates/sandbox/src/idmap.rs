@@ -209,12 +209,17 @@ fn idmapped_clone(ws: &OwnedFd, owner_uid: u32, owner_gid: u32, agent: u32) -> R
 /// The child shares our memory (CLONE_VM) and runs on a small stack of its
 /// own: a fork would copy the helper's page tables and cost every page the
 /// helper writes afterwards a copy-on-write fault, for a child that only
-/// blocks in `read`. It touches nothing of ours but that stack.
+/// blocks. It blocks in `read` on a pipe whose write end its own copy of
+/// our descriptors also holds, so only the SIGKILL below ends it. Sharing
+/// our memory, it also shares our thread's TLS: glibc's `read` would set
+/// errno there only on a failure, and the one failure it could meet, EINTR,
+/// cannot happen: the helper installs no signal handler (it takes its
+/// signals on a signalfd, with them blocked; the rest are ignored or
+/// fatal), so nothing runs a handler on the child's stack either.
 fn mapping_userns(owner_uid: u32, owner_gid: u32, agent: u32) -> Result<OwnedFd, SetupFailure> {
     let fail = |e: &io::Error| SetupFailure::new(Step::IdmapUserns, "mapping user namespace", e);
     let (hold_r, hold_w) = sys::pipe().map_err(|e| fail(&e))?;
-    /// Blocks until the parent closes its end (or kills it); a read that
-    /// succeeds or fails sets no errno either way that anyone reads.
+    /// Blocks until it is killed (see above).
     extern "C" fn hold(fd: *mut libc::c_void) -> libc::c_int {
         let mut b = 0u8;
         // SAFETY: a one-byte read into our own stack frame.
