@@ -17,12 +17,12 @@
 //! made again when it is gone (after a reboot, or once the last run of the
 //! state dir removed it, see `clawkeep_sandbox::agent_dir::remove`).
 //!
-//! The base dir (`/run/clawkeep`, ...) must be a dir, not a link, owned by
-//! us and closed to everyone else, in a dir whose entries only its owner
-//! (us or root) can change; it is checked at every run (/dev/shm is
-//! writable by all, and a name there can be taken first). A link whose base
-//! is gone (a logout removes `$XDG_RUNTIME_DIR`) or fails the check is
-//! pointed elsewhere, or replaced by a plain dir: no run of ours is in it.
+//! A base dir (`/run/clawkeep`, ...) is chosen only in a dir whose entries
+//! its owner alone (us or root) can change, and must be a dir, not a link,
+//! owned by us and closed to everyone else: that it still is is checked at
+//! every run (/dev/shm is writable by all, and a name there can be taken
+//! first). A link whose base is gone (a logout removes `$XDG_RUNTIME_DIR`)
+//! or fails the check is pointed elsewhere, or replaced by a plain dir.
 
 use crate::Failure;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
@@ -36,75 +36,90 @@ const TMPFS_MAGIC: libc::c_long = 0x0102_1994;
 /// `<state>/agents` as a run uses it: the runtime dir it links to, or
 /// itself when it is a plain dir. Makes the link when there is none (see
 /// the module docs), and again when the base it points into is gone (a
-/// logout removes `$XDG_RUNTIME_DIR`) or no longer a private dir of ours:
-/// no run of ours can be using it then. The runtime dir itself is made by
-/// the caller (with the agent's dir in it, mode 0700).
+/// logout removes `$XDG_RUNTIME_DIR`) or no longer a private dir of ours.
+/// The runtime dir itself is made by the caller (with the agent's dir in
+/// it, mode 0700).
+///
+/// A link into a base that is fine is used as it is; any change is made
+/// by one run at a time, under `<state>/.agents.lock`, on what it reads
+/// there: two runs never both replace a link, so none moves the link away
+/// from a run that has just taken it.
 pub fn agents_root(state: &Path) -> Result<PathBuf, Failure> {
     let link = state.join("agents");
-    // Each pass either returns or sees another run's change; a few suffice.
-    for _ in 0..8 {
-        match std::fs::read_link(&link) {
-            Ok(target) => {
-                check_target(&link, &target)?;
-                if target.parent().is_some_and(|base| make_base(base).is_ok()) {
-                    return Ok(target);
-                }
-                relink(&link)?;
-                continue;
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            // A plain dir (made by an older version, or when there was no
-            // runtime dir): it gives way to the link once no run uses it.
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                if runtime_base().is_none() {
-                    return Ok(link);
-                }
-                match std::fs::remove_dir(&link) {
-                    Ok(()) => {}
-                    // Another run moved it first: read again.
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                    // In use by a run (not empty): it stays for now.
-                    Err(_) => return Ok(link),
-                }
-            }
-            Err(e) => return Err(Failure::runtime(format!("cannot read {}: {e}", link.display()))),
-        }
-        let Some(base) = runtime_base() else {
-            match std::fs::DirBuilder::new().mode(0o700).create(&link) {
-                Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
-                    return Err(Failure::usage(format!("cannot create {}: {e}", link.display())))
-                }
-                _ => continue,
-            }
-        };
-        let target = base.join(format!("{RUNTIME_PREFIX}{}", clawkeep_sandbox::sys::random_hex()));
-        match std::os::unix::fs::symlink(&target, &link) {
-            Ok(()) => return Ok(target),
-            // Another run made it (a link, or a plain dir) first: read again.
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(Failure::usage(format!("cannot make {}: {e}", link.display()))),
+    if let Ok(target) = std::fs::read_link(&link) {
+        check_target(&link, &target)?;
+        if base_is_ours(&target) {
+            return Ok(target);
         }
     }
-    Err(Failure::runtime(format!("{} kept changing while this run started; run again", link.display())))
+    let _turn = clawkeep_core::lock_beside(&link, std::time::Duration::from_secs(5)).map_err(|e| {
+        Failure::usage(format!(
+            "cannot take {}: {e}; check that the state dir exists and is writable by this user",
+            clawkeep_core::lock::lock_path(&link).display()
+        ))
+    })?;
+    let made = |e: std::io::Error| Failure::usage(format!("cannot make {}: {e}", link.display()));
+    match std::fs::read_link(&link) {
+        Ok(target) => {
+            check_target(&link, &target)?;
+            if base_is_ours(&target) {
+                return Ok(target);
+            }
+            // Gone, or not ours: no run of ours is in it. A new link is
+            // renamed over it, so a run reading it sees one or the other.
+            match runtime_base() {
+                Some(base) => {
+                    let target = new_target(&base);
+                    let tmp = link.with_file_name(format!(".agents-{}", clawkeep_sandbox::sys::random_hex()));
+                    std::os::unix::fs::symlink(&target, &tmp).map_err(made)?;
+                    std::fs::rename(&tmp, &link).inspect_err(|_| drop(std::fs::remove_file(&tmp))).map_err(made)?;
+                    Ok(target)
+                }
+                None => {
+                    std::fs::remove_file(&link).map_err(made)?;
+                    plain(&link)
+                }
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => match runtime_base() {
+            Some(base) => {
+                let target = new_target(&base);
+                std::os::unix::fs::symlink(&target, &link).map_err(made)?;
+                Ok(target)
+            }
+            None => plain(&link),
+        },
+        // A plain dir (made by an older version, or when there was no
+        // runtime dir): it gives way to the link once no run uses it.
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            let Some(base) = runtime_base() else { return Ok(link) };
+            if std::fs::remove_dir(&link).is_err() {
+                // In use by a run: it stays for now.
+                return Ok(link);
+            }
+            let target = new_target(&base);
+            std::os::unix::fs::symlink(&target, &link).map_err(made)?;
+            Ok(target)
+        }
+        Err(e) => Err(Failure::runtime(format!("cannot read {}: {e}", link.display()))),
+    }
 }
 
-/// Points `link` at a new runtime dir (or, with none, makes it a plain
-/// dir): a new link renamed over the old one, so a run reading it sees
-/// one or the other.
-fn relink(link: &Path) -> Result<(), Failure> {
-    let fail = |e: std::io::Error| Failure::usage(format!("cannot replace {}: {e}", link.display()));
-    match runtime_base() {
-        Some(base) => {
-            let target = base.join(format!("{RUNTIME_PREFIX}{}", clawkeep_sandbox::sys::random_hex()));
-            let tmp = link.with_file_name(format!(".agents-{}", clawkeep_sandbox::sys::random_hex()));
-            std::os::unix::fs::symlink(&target, &tmp).map_err(fail)?;
-            std::fs::rename(&tmp, link).inspect_err(|_| drop(std::fs::remove_file(&tmp))).map_err(fail)
-        }
-        None => match std::fs::remove_file(link) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(fail(e)),
-        },
+/// Whether the base of the runtime dir `target` is (still) a private dir
+/// of ours, made again when it is gone but its place is fine.
+fn base_is_ours(target: &Path) -> bool {
+    target.parent().is_some_and(|base| make_base(base).is_ok())
+}
+
+fn new_target(base: &Path) -> PathBuf {
+    base.join(format!("{RUNTIME_PREFIX}{}", clawkeep_sandbox::sys::random_hex()))
+}
+
+/// `<state>/agents` as a plain dir (no runtime dir is usable).
+fn plain(link: &Path) -> Result<PathBuf, Failure> {
+    match std::fs::DirBuilder::new().mode(0o700).create(link) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(Failure::usage(format!("cannot create {}: {e}", link.display()))),
+        _ => Ok(link.to_path_buf()),
     }
 }
 

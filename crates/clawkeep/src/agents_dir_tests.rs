@@ -114,17 +114,20 @@ fn first_runs_racing_on_an_old_plain_dir_all_get_a_usable_root() {
                 std::thread::spawn(move || {
                     start.wait();
                     let root = agents_root(&dir).map_err(|f| f.message)?;
-                    std::fs::DirBuilder::new().recursive(true).create(root.join(format!("run-{i}"))).map_err(|e| e.to_string())
+                    std::fs::DirBuilder::new().recursive(true).create(root.join(format!("run-{i}"))).map_err(|e| e.to_string())?;
+                    Ok::<_, String>(root)
                 })
             })
             .collect();
-        let made: Vec<Result<(), String>> = runs.into_iter().map(|r| r.join().unwrap()).collect();
+        let made: Vec<Result<std::path::PathBuf, String>> = runs.into_iter().map(|r| r.join().unwrap()).collect();
+        let link = std::fs::read_link(st.path().join("agents")).ok();
         // The runtime dir outlives the state dir's temp dir: removed here.
-        if let Ok(t) = std::fs::read_link(st.path().join("agents")) {
+        if let Some(t) = &link {
             let _ = std::fs::remove_dir_all(t);
         }
-        for m in made {
-            m.unwrap_or_else(|e| panic!("round {round}: {e}"));
-        }
+        let roots: Vec<std::path::PathBuf> = made.into_iter().map(|m| m.unwrap_or_else(|e| panic!("round {round}: {e}"))).collect();
+        // One root for all, the one the link names (or the plain dir).
+        let named = link.unwrap_or_else(|| st.path().join("agents"));
+        assert!(roots.iter().all(|r| *r == named), "round {round}: {roots:?} vs the link's {named:?}");
     }
 }

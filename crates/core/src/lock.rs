@@ -5,7 +5,6 @@
 use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -15,9 +14,11 @@ pub fn lock_path(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.lock"))
 }
 
-/// Takes an exclusive flock on `path`'s lock file (made 0600 when it is not
-/// there), waiting at most `limit` for another holder; released when the
-/// returned file is dropped.
+/// Takes an exclusive flock on `path`'s lock file (made when it is not
+/// there; it holds no data), waiting at most `limit` for another holder;
+/// released when the returned file is dropped. Opened read-only and made
+/// 0644: a lock file another user made (root, on a state dir of a user's)
+/// locks that user out of nothing. Its dir keeps others out.
 ///
 /// Beside `path`, never on it: closing any descriptor of a file drops every
 /// POSIX (fcntl) lock this process holds on that file, SQLite's included,
@@ -25,13 +26,16 @@ pub fn lock_path(path: &Path) -> PathBuf {
 /// removed by another process under a live connection.
 pub fn lock_beside(path: &Path, limit: Duration) -> io::Result<File> {
     let at = lock_path(path);
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(&at)?;
+    // O_CREAT without write access: std's OpenOptions wants one for create.
+    let c = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(at.as_os_str()))
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a NUL in the lock file's path"))?;
+    // SAFETY: c is a valid C string; the descriptor is owned below.
+    let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_CREAT | libc::O_NOFOLLOW | libc::O_CLOEXEC, 0o644 as libc::c_uint) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor of ours.
+    let file = unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
     let start = Instant::now();
     loop {
         // SAFETY: flock on a descriptor we own; released when it closes.
@@ -60,8 +64,8 @@ mod tests {
 
     #[test]
     fn a_second_holder_waits_its_limit_and_the_lock_is_beside_the_file() {
-        let dir = std::env::temp_dir().join(format!("clawkeep-lock-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("dir");
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path();
         let db = dir.join("gate.db");
         assert_eq!(lock_path(&db), dir.join(".gate.db.lock"));
         let held = lock_beside(&db, Duration::from_millis(10)).expect("free");
@@ -71,6 +75,8 @@ mod tests {
         assert!(e.to_string().contains(".gate.db.lock"), "{e}");
         drop(held);
         lock_beside(&db, Duration::from_millis(10)).expect("free again");
-        let _ = std::fs::remove_dir_all(&dir);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(lock_path(&db)).expect("made").permissions().mode() & 0o7777;
+        assert_eq!(mode & 0o022, 0, "only its owner may write it: {mode:o}");
     }
 }

@@ -16,7 +16,7 @@ pub enum LedgerError {
     Open { path: PathBuf, source: rusqlite::Error },
     #[error("cannot create usage database {path}: {source}; check the directory exists and is writable")]
     Create { path: PathBuf, source: std::io::Error },
-    #[error("cannot take the usage database's lock {path}: {source}")]
+    #[error("cannot take the usage database's lock {path}: {source}; check that its directory is writable by this user (the lock file holds no data)")]
     Lock { path: PathBuf, source: std::io::Error },
     #[error("cannot set permissions on usage database {path}: {source}")]
     Permissions { path: PathBuf, source: std::io::Error },
@@ -105,8 +105,6 @@ impl Ledger {
     /// SQLite's own locks on it.
     pub fn open(path: &Path) -> Result<Ledger, LedgerError> {
         use std::os::unix::fs::OpenOptionsExt;
-        let _turn = clawkeep_core::lock_beside(path, std::time::Duration::from_secs(5))
-            .map_err(|source| LedgerError::Lock { path: clawkeep_core::lock::lock_path(path), source })?;
         // Made 0600 before SQLite sees it (it would make it 0644); an
         // existing one is left to SQLite (and `set_private`, by path).
         match std::fs::OpenOptions::new().read(true).write(true).create_new(true).mode(0o600).open(path) {
@@ -114,6 +112,8 @@ impl Ledger {
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
             Err(source) => return Err(LedgerError::Create { path: path.to_path_buf(), source }),
         }
+        let _turn = clawkeep_core::lock_beside(path, std::time::Duration::from_secs(5))
+            .map_err(|source| LedgerError::Lock { path: clawkeep_core::lock::lock_path(path), source })?;
         let open_err = |source| LedgerError::Open { path: path.to_path_buf(), source };
         let conn = Connection::open(path).map_err(open_err)?;
         set_private(path)?;
