@@ -21,8 +21,13 @@ fn tmp_entries() -> Vec<String> {
 /// A run whose agent sleeps (`marker` is in the argv of both the shell and
 /// its sleeping child), once the agent is up.
 fn running_agent(env: &Env, marker: &str) -> std::process::Child {
+    running_agent_with(env, &[], marker)
+}
+
+/// `running_agent` with `clawkeep run` flags.
+fn running_agent_with(env: &Env, flags: &[&str], marker: &str) -> std::process::Child {
     let script = format!("{marker} & echo started; wait");
-    let mut child = env.std_run(&[], &["sh", "-c", &script]).stdout(Stdio::piped()).spawn().unwrap();
+    let mut child = env.std_run(flags, &["sh", "-c", &script]).stdout(Stdio::piped()).spawn().unwrap();
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
     assert_eq!(line, "started\n");
@@ -216,11 +221,7 @@ fn a_live_agent_name_is_taken_without_waking_its_services_and_a_dead_ones_is_swe
     std::fs::create_dir_all(&stale).unwrap();
     std::fs::write(stale.join("api.sock"), "").unwrap();
     let marker = "sleep 3041";
-    let script = format!("{marker} & echo started; wait");
-    let mut live = env.std_run(&["--agent", "t-live"], &["sh", "-c", &script]).stdout(Stdio::piped()).spawn().unwrap();
-    let mut line = String::new();
-    BufReader::new(live.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    assert_eq!(line, "started\n");
+    let mut live = running_agent_with(&env, &["--agent", "t-live"], marker);
     assert!(!stale.exists(), "the killed run's agent dir was not swept");
     let again = env.run(&["--agent", "t-live"], &["true"]).output().unwrap();
     assert_eq!(again.status.code(), Some(2));
@@ -253,11 +254,7 @@ fn a_runs_sockets_are_on_the_runtime_tmpfs_and_go_with_the_run() {
     }
     let env = Env::new();
     let marker = "sleep 3043";
-    let script = format!("{marker} & echo started; wait");
-    let mut live = env.std_run(&["--agent", "t-rt"], &["sh", "-c", &script]).stdout(Stdio::piped()).spawn().unwrap();
-    let mut line = String::new();
-    BufReader::new(live.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    assert_eq!(line, "started\n");
+    let mut live = running_agent_with(&env, &["--agent", "t-rt"], marker);
     let link = env.state.path().join("agents");
     let dir = link.join("t-rt");
     assert!(dir.join("api.sock").exists() && dir.join("gate.sock").exists(), "the run's sockets are not in {}", dir.display());
