@@ -53,12 +53,11 @@ pub fn agents_root(state: &Path) -> Result<PathBuf, Failure> {
         }
     }
     let _turn = clawkeep_core::lock_beside(&link, std::time::Duration::from_secs(5)).map_err(|e| {
-        Failure::usage(format!(
-            "cannot take {}: {e}; check that the state dir exists and is writable by this user",
-            clawkeep_core::lock::lock_path(&link).display()
-        ))
+        Failure::usage(format!("cannot take {}: {e}; {}", clawkeep_core::lock::lock_path(&link).display(), clawkeep_core::lock::advice(&e)))
     })?;
-    let made = |e: std::io::Error| Failure::usage(format!("cannot make {}: {e}", link.display()));
+    let made = |e: std::io::Error| {
+        Failure::usage(format!("cannot make {}: {e}; check that the state dir is writable by this user", link.display()))
+    };
     match std::fs::read_link(&link) {
         Ok(target) => {
             check_target(&link, &target)?;
@@ -101,7 +100,7 @@ pub fn agents_root(state: &Path) -> Result<PathBuf, Failure> {
             std::os::unix::fs::symlink(&target, &link).map_err(made)?;
             Ok(target)
         }
-        Err(e) => Err(Failure::runtime(format!("cannot read {}: {e}", link.display()))),
+        Err(e) => Err(Failure::runtime(format!("cannot read {}: {e}; check the state dir's permissions", link.display()))),
     }
 }
 

@@ -99,13 +99,11 @@ pub fn full_main() -> ExitCode {
     if let Some(code) = sandbox_process() {
         return code;
     }
-    if std::env::args_os().nth(1).is_some_and(|a| a == services::SERVICES_ARG) {
-        #[cfg(static_glibc)]
-        pin_name_lookups();
-        return ExitCode::from(services::services_main());
-    }
     #[cfg(static_glibc)]
     pin_name_lookups();
+    if std::env::args_os().nth(1).is_some_and(|a| a == services::SERVICES_ARG) {
+        return ExitCode::from(services::services_main());
+    }
     let cli = match cli::Cli::try_parse() {
         Ok(c) => c,
         Err(e) => return clap_error(e),

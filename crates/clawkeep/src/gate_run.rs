@@ -96,6 +96,9 @@ impl PolicyLoad {
 /// making and locking it: the lock must be on the dir that is there, and a
 /// busy lock means a live run only once it stays busy.
 fn claim_agent_dir(dir: &Path, agent: &str) -> Result<std::fs::File, Failure> {
+    // Whether the last attempt found the name held (else the dir kept
+    // going away under another run's sweep).
+    let mut held = false;
     for attempt in 0..10 {
         if attempt > 0 {
             std::thread::sleep(std::time::Duration::from_millis(2));
@@ -103,23 +106,34 @@ fn claim_agent_dir(dir: &Path, agent: &str) -> Result<std::fs::File, Failure> {
         // The runtime dir it is in may be removed by the last other run's
         // end meanwhile (see `cleanup`): made again on the next attempt.
         match std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(Failure::usage(format!("cannot create {}: {e}", dir.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                held = false;
+                continue;
+            }
+            Err(e) => return Err(Failure::usage(format!("cannot create {}: {e}; check the state dir's permissions", dir.display()))),
             Ok(()) => {}
         }
         match lock_agent(dir) {
             // A run of an older version held no lock: its API socket answers.
             Ok(Some(lock)) if is_there(&lock, dir) => match std::os::unix::net::UnixStream::connect(dir.join("api.sock")) {
-                Ok(_) => break,
+                Ok(_) => {
+                    held = true;
+                    break;
+                }
                 Err(_) => return Ok(lock),
             },
-            Ok(Some(_)) => {}
-            Ok(None) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Ok(None) => held = true,
+            Ok(Some(_)) => held = false,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => held = false,
             Err(e) => return Err(Failure::usage(format!("cannot lock {}: {e}", dir.display()))),
         }
     }
-    Err(Failure::usage(format!("an agent named '{agent}' is already running; pick another --agent NAME")))
+    match held {
+        true => Err(Failure::usage(format!("an agent named '{agent}' is already running; pick another --agent NAME"))),
+        false => {
+            Err(Failure::runtime(format!("{} kept being removed by other runs' clean-up while this one started; run again", dir.display())))
+        }
+    }
 }
 
 /// Removes the sockets of agents whose run was killed (-9) before it could

@@ -359,7 +359,11 @@ fn serve() -> Result<(), Failure> {
     std::fs::File::from(config_fd).read_to_end(&mut text).map_err(io_failure("reading its config"))?;
     // The error names where, never what: the config holds a bearer token.
     let config: ServicesConfig = serde_json::from_slice(&text).map_err(|e| {
-        Failure::runtime(format!("its config is not what this clawkeep-full reads ({:?} at column {})", e.classify(), e.column()))
+        Failure::runtime(format!(
+            "its config is not what this clawkeep-full reads ({:?} at column {}); clawkeep and clawkeep-full come from different versions: install both from one build",
+            e.classify(),
+            e.column()
+        ))
     })?;
     let fds = config.fds;
     let control = adopt(fds.control).ok_or_else(|| missing("control channel"))?;

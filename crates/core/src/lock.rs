@@ -47,13 +47,20 @@ pub fn lock_beside(path: &Path, limit: Duration) -> io::Result<File> {
             Some(libc::EINTR) => {}
             Some(libc::EWOULDBLOCK) if start.elapsed() < limit => std::thread::sleep(Duration::from_millis(2)),
             Some(libc::EWOULDBLOCK) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!("{} was held by another process for {} ms; is one stopped?", at.display(), limit.as_millis()),
-                ))
+                return Err(io::Error::new(io::ErrorKind::TimedOut, format!("another process held it for {} ms", limit.as_millis())))
             }
             _ => return Err(e),
         }
+    }
+}
+
+/// What to do about an error of [`lock_beside`]: a lock held too long is
+/// another process's (a stopped clawkeep, say); anything else is the
+/// directory's.
+pub fn advice(e: &io::Error) -> &'static str {
+    match e.kind() {
+        io::ErrorKind::TimedOut => "wait for the other clawkeep using it to end, or stop it (a stopped one holds it)",
+        _ => "check that its directory exists and is writable by this user (the lock file holds no data)",
     }
 }
 
@@ -72,7 +79,7 @@ mod tests {
         assert!(!db.exists(), "the file itself is never opened");
         let e = lock_beside(&db, Duration::from_millis(30)).expect_err("held");
         assert_eq!(e.kind(), std::io::ErrorKind::TimedOut, "{e}");
-        assert!(e.to_string().contains(".gate.db.lock"), "{e}");
+        assert!(super::advice(&e).contains("stop it"), "{e}");
         drop(held);
         lock_beside(&db, Duration::from_millis(10)).expect("free again");
         use std::os::unix::fs::PermissionsExt;

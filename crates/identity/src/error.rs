@@ -82,6 +82,6 @@ pub enum TokenError {
     Revoked,
     #[error("token was issued to another agent")]
     WrongAgent,
-    #[error("token is not this run's: a run's proxy takes only the tokens issued for it, and a run's token is valid nowhere else")]
+    #[error("token is not this run's: a run's proxy takes only the tokens issued for it, and a run's token is valid nowhere else; use the token this run put in the agent's environment (OPENAI_API_KEY, ANTHROPIC_API_KEY)")]
     WrongRun,
 }

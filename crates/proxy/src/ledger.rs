@@ -16,7 +16,7 @@ pub enum LedgerError {
     Open { path: PathBuf, source: rusqlite::Error },
     #[error("cannot create usage database {path}: {source}; check the directory exists and is writable")]
     Create { path: PathBuf, source: std::io::Error },
-    #[error("cannot take the usage database's lock {path}: {source}; check that its directory is writable by this user (the lock file holds no data)")]
+    #[error("cannot take the usage database's lock {path}: {source}; {}", clawkeep_core::lock::advice(source))]
     Lock { path: PathBuf, source: std::io::Error },
     #[error("cannot set permissions on usage database {path}: {source}")]
     Permissions { path: PathBuf, source: std::io::Error },

@@ -12,7 +12,7 @@ pub enum StoreError {
     Open { path: PathBuf, source: std::io::Error },
 
     /// The lock opens take turns under (see `Store::open`) was not had.
-    #[error("cannot take the store's lock {}: {source}; check that its directory is writable by this user (the lock file holds no data)", path.display())]
+    #[error("cannot take the store's lock {}: {source}; {}", path.display(), clawkeep_core::lock::advice(source))]
     Lock { path: PathBuf, source: std::io::Error },
 
     /// SQLite could not open the file or set it up (pragmas).
