@@ -30,9 +30,6 @@ use std::path::{Path, PathBuf};
 
 pub use clawkeep_sandbox::agent_dir::RUNTIME_PREFIX;
 
-/// `statfs`'s `f_type` of a tmpfs.
-const TMPFS_MAGIC: libc::c_long = 0x0102_1994;
-
 /// `<state>/agents` as a run uses it: the runtime dir it links to, or
 /// itself when it is a plain dir. Makes the link when there is none (see
 /// the module docs), and again when the base it points into is gone (a
@@ -149,12 +146,7 @@ fn guards_its_entries(dir: &Path, euid: u32) -> bool {
 }
 
 fn is_tmpfs(p: &Path) -> bool {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(c) = std::ffi::CString::new(p.as_os_str().as_bytes()) else { return false };
-    // SAFETY: a zeroed statfs is a valid out-buffer.
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: c is a valid C string and st a valid out-pointer.
-    (unsafe { libc::statfs(c.as_ptr(), &mut st) }) == 0 && st.f_type == TMPFS_MAGIC
+    clawkeep_sandbox::sys::fs_type(p) == Some(clawkeep_sandbox::sys::TMPFS_MAGIC)
 }
 
 /// Makes `base` (mode 0700) when it is not there and checks it is ours.

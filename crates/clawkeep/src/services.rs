@@ -150,13 +150,7 @@ fn io_failure(what: &str) -> impl Fn(std::io::Error) -> Failure + '_ {
 /// A copy of `fd` at 100 or above, close-on-exec until the services' child
 /// clears the flag on it (see `spawn`).
 fn high(fd: RawFd) -> std::io::Result<OwnedFd> {
-    // SAFETY: fcntl on an integer fd has no memory-safety preconditions.
-    let n = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 100) };
-    if n < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: a fresh descriptor.
-    Ok(unsafe { OwnedFd::from_raw_fd(n) })
+    clawkeep_sandbox::sys::dup_at_least(fd, 100)
 }
 
 impl Services {

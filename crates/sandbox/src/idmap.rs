@@ -155,12 +155,8 @@ pub fn prepare_workspace_as_root(ws: &Path) -> Result<(WorkspaceMount, IdMaps), 
 /// Whether the workspace's filesystem is one that supports idmapped
 /// mounts, so the helper may build the mount in parallel with init.
 pub fn idmap_expected(ws: &Path) -> bool {
-    const KNOWN: &[i64] = &[0xEF53, 0x5846_5342, 0x9123_683E, 0x0102_1994, 0x794C_7630, 0xF2F5_2010];
-    let Ok(c) = sys::cpath(ws) else { return false };
-    // SAFETY: statfs is plain data; c is a valid path.
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: as above.
-    unsafe { libc::statfs(c.as_ptr(), &mut st) == 0 && KNOWN.contains(&(st.f_type as i64)) }
+    const KNOWN: &[i64] = &[0xEF53, 0x5846_5342, 0x9123_683E, sys::TMPFS_MAGIC, 0x794C_7630, 0xF2F5_2010];
+    sys::fs_type(ws).is_some_and(|t| KNOWN.contains(&t))
 }
 
 /// The idmapped workspace tree for a root caller whose filesystem was

@@ -11,7 +11,7 @@ use crate::protocol::{
 use crate::{init::FORWARDED, sys};
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::ExitStatus;
@@ -39,13 +39,7 @@ pub struct Launched {
 }
 
 fn high_fd(fd: OwnedFd) -> std::io::Result<OwnedFd> {
-    // SAFETY: F_DUPFD_CLOEXEC returns a new descriptor >= 10 that we own.
-    let n = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 10) };
-    if n < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: fresh descriptor from fcntl.
-    Ok(unsafe { OwnedFd::from_raw_fd(n) })
+    sys::dup_at_least(fd.as_raw_fd(), 10)
 }
 
 /// A helper that is starting up and waits for its config. Spawning it

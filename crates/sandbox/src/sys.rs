@@ -426,6 +426,29 @@ fn close_each(from: u32, end: u32) {
     }
 }
 
+/// `statfs`'s `f_type` of a tmpfs.
+pub const TMPFS_MAGIC: i64 = 0x0102_1994;
+
+/// The type (`statfs`'s `f_type`) of the file system `p` is on.
+pub fn fs_type(p: &Path) -> Option<i64> {
+    let c = cpath(p).ok()?;
+    // SAFETY: a zeroed statfs is a valid out-buffer.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: c is a valid C string and st a valid out-pointer.
+    (unsafe { libc::statfs(c.as_ptr(), &mut st) } == 0).then_some(st.f_type as i64)
+}
+
+/// A close-on-exec copy of `fd` numbered `min` or above.
+pub fn dup_at_least(fd: RawFd, min: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: fcntl on an integer fd has no memory-safety preconditions.
+    let n = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, min) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor from fcntl.
+    Ok(unsafe { OwnedFd::from_raw_fd(n) })
+}
+
 #[cfg(test)]
 mod close_tests {
     use super::*;
